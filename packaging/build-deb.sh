@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Build the idlereaper Debian package: THE one command.
+#
+#   bash packaging/build-deb.sh [extra cargo-deb options]
+#
+# Output: target/debian/idlereaper_<version>-<revision>_<arch>.deb (its path is
+# printed on the last line). Run from anywhere inside the repository.
+#
+# What it does:
+#   1. installs cargo-deb from crates.io if it is missing, and dpkg-dev
+#      (dpkg-shlibdeps, for the computed Depends) if that is missing;
+#   2. derives the packaged /etc/idlereaper.toml from the repository sample
+#      etc/idlereaper.toml by uncommenting exactly its two lines
+#      `#user = "_idlereaper"` and `#group = "_idlereaper"`, and fails loudly
+#      if they are not there;
+#   3. compresses the man pages and the Debian changelog with gzip -9n
+#      (maximum compression, no name or timestamp: what lintian expects);
+#   4. runs `cargo deb`, which builds the release binary, strips it, computes
+#      the shared-library dependencies and assembles the package from
+#      [package.metadata.deb] in Cargo.toml.
+set -euo pipefail
+
+CARGO_DEB_VERSION=3.8.0
+
+die() {
+    echo "build-deb: error: $*" >&2
+    exit 1
+}
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+command -v cargo >/dev/null || die "cargo not found; install Rust (rustup) first"
+
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "build-deb: installing cargo-deb $CARGO_DEB_VERSION from crates.io"
+    cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION"
+fi
+
+if ! command -v dpkg-shlibdeps >/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "build-deb: installing dpkg-dev (dpkg-shlibdeps computes Depends)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q dpkg-dev </dev/null \
+            || { apt-get update -q </dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dpkg-dev </dev/null; } \
+            || die "could not install dpkg-dev"
+    else
+        die "dpkg-shlibdeps not found: run 'sudo apt-get install dpkg-dev' first"
+    fi
+fi
+
+out=target/packaging
+rm -rf "$out"
+mkdir -p "$out"
+
+# --- 2. the packaged config ------------------------------------------------
+sample=etc/idlereaper.toml
+[ -f "$sample" ] || die "$sample not found: the packaged config is derived from it"
+for key in user group; do
+    n=$(grep -c "^#${key} = \"_idlereaper\"" "$sample" || true)
+    [ "$n" -eq 1 ] || die "$sample must contain exactly one line starting with '#${key} = \"_idlereaper\"' (found $n); the packaged config is derived by uncommenting it"
+done
+sed -e 's/^#\(user = "_idlereaper"\)/\1/' \
+    -e 's/^#\(group = "_idlereaper"\)/\1/' \
+    "$sample" >"$out/idlereaper.toml"
+# Exactly those two lines differ, nothing else.
+changed=$(diff "$sample" "$out/idlereaper.toml" | grep -c '^>' || true)
+[ "$changed" -eq 2 ] || die "deriving the packaged config changed $changed lines, expected 2"
+grep -q '^user = "_idlereaper"' "$out/idlereaper.toml" || die "packaged config has no user line"
+grep -q '^group = "_idlereaper"' "$out/idlereaper.toml" || die "packaged config has no group line"
+
+# --- 3. man pages and changelog, compressed as Debian Policy wants ----------
+gzip -9n -c packaging/idlereaper.8 >"$out/idlereaper.8.gz"
+gzip -9n -c packaging/idlereaper.toml.5 >"$out/idlereaper.toml.5.gz"
+gzip -9n -c packaging/changelog >"$out/changelog.Debian.gz"
+
+# Reproducible timestamps inside the package: the date of the changelog entry.
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+    SOURCE_DATE_EPOCH=$(dpkg-parsechangelog -l packaging/changelog -STimestamp)
+    export SOURCE_DATE_EPOCH
+fi
+
+# --- 4. the package ---------------------------------------------------------
+# --strip: the release profile keeps debug info (debug = 1) for profiling;
+# the package ships a stripped binary.
+deb=$(cargo deb --locked --strip --output target/debian/ "$@" | tail -n 1)
+[ -f "$deb" ] || die "cargo deb did not report a package file (got '$deb')"
+echo "build-deb: built $deb"
+echo "$deb"

@@ -1,0 +1,212 @@
+//! The program, from a parsed command line to a stopped daemon: load the config, lock the
+//! pidfile, bind, daemonize (or not), drop privileges, run the event loop, clean up. Every error
+//! is an [`Error`] whose [`Error::exit_status`] is the contract's: 2 for configuration, 1 else.
+
+use std::fmt;
+use std::io;
+
+use log::info;
+
+use crate::cli::Cli;
+use crate::config::{Config, ConfigError, LogTarget};
+use crate::daemon::{self, Credentials, Forked, Pidfile};
+use crate::logging::{self, Destination};
+use crate::server::{self, Server};
+
+/// Why the program failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The configuration is invalid or unreadable (exit status 2).
+    Config(ConfigError),
+    /// An operation failed; `context` says on what.
+    Io { context: String, source: io::Error },
+    /// Anything else, fully described.
+    Message(String),
+}
+
+impl Error {
+    /// An I/O error with what we were doing.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The process exit status for this error.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Error::Config(_) => 2,
+            Error::Io { .. } | Error::Message(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(e) => write!(f, "{e}"),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Message(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Config(e) => Some(e),
+            Error::Io { source, .. } => Some(source),
+            Error::Message(_) => None,
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Config(e)
+    }
+}
+
+/// Prints an error for a person, on stderr (the terminal, before daemonizing).
+pub fn report(err: &Error) {
+    eprintln!("idlereaper: {err}");
+}
+
+/// Runs the command.
+pub fn run(cli: Cli) -> Result<(), Error> {
+    let mut config = Config::load(&cli.config)?;
+    if let Some(pidfile) = cli.pidfile {
+        config.daemon.pidfile = std::path::absolute(&pidfile)
+            .map_err(|e| Error::io(format!("--pidfile {}", pidfile.display()), e))?;
+    }
+    if cli.check {
+        for line in config.summary() {
+            println!("{line}");
+        }
+        println!("{}: configuration ok", config.path.display());
+        return Ok(());
+    }
+    start(&config, cli.foreground)
+}
+
+/// Everything that can fail before the event loop runs, in the order that keeps errors on the
+/// terminal and leaves nothing behind on failure.
+fn start(config: &Config, foreground: bool) -> Result<(), Error> {
+    let credentials = Credentials::resolve(
+        config.daemon.user.as_deref(),
+        config.daemon.group.as_deref(),
+    )?;
+    if let Some(creds) = &credentials {
+        creds.prepare_pidfile_dir(&config.daemon.pidfile)?;
+    }
+    let pidfile = Pidfile::lock(&config.daemon.pidfile)?;
+    let bound = server::bind(config).and_then(|listeners| {
+        Destination::open(&config.daemon.log, foreground).map(|log| (listeners, log))
+    });
+    let (listeners, log) = match bound {
+        Ok(ok) => ok,
+        Err(e) => {
+            pidfile.remove();
+            return Err(e);
+        }
+    };
+    if foreground {
+        let server = setup(
+            config,
+            listeners,
+            log,
+            &credentials,
+            pidfile_with_pid(pidfile)?,
+        )?;
+        return serve(server);
+    }
+    match daemon::daemonize()? {
+        Forked::Starter(outcome) => outcome,
+        Forked::Daemon(notifier) => {
+            let keep_stderr = config.daemon.log == LogTarget::Stderr;
+            let daemon = pidfile_with_pid(pidfile)
+                .and_then(|pidfile| setup(config, listeners, log, &credentials, pidfile))
+                .and_then(|ready| daemon::detach_stdio(keep_stderr).map(|()| ready));
+            match daemon {
+                Ok(ready) => {
+                    notifier.ready();
+                    serve(ready)
+                }
+                Err(e) => {
+                    notifier.fail(&e.to_string());
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+fn pidfile_with_pid(mut pidfile: Pidfile) -> Result<Pidfile, Error> {
+    match pidfile.write_pid(std::process::id()) {
+        Ok(()) => Ok(pidfile),
+        Err(e) => {
+            pidfile.remove();
+            Err(e)
+        }
+    }
+}
+
+/// A daemon ready to serve: its event loop and the pidfile to remove when it stops.
+struct Ready {
+    server: Server,
+    pidfile: Pidfile,
+}
+
+/// In the process that will serve: drop privileges, install logging, build the event loop.
+fn setup(
+    config: &Config,
+    listeners: Vec<server::Listener>,
+    log: Destination,
+    credentials: &Option<Credentials>,
+    pidfile: Pidfile,
+) -> Result<Ready, Error> {
+    let built = credentials
+        .as_ref()
+        .map_or(Ok(()), Credentials::drop_privileges)
+        .and_then(|()| Server::new(config, listeners).map_err(|e| Error::io("event loop", e)));
+    match built {
+        Ok(server) => {
+            logging::install(log, config.daemon.log_level);
+            Ok(Ready { server, pidfile })
+        }
+        Err(e) => {
+            pidfile.remove();
+            Err(e)
+        }
+    }
+}
+
+fn serve(
+    Ready {
+        mut server,
+        pidfile,
+    }: Ready,
+) -> Result<(), Error> {
+    let names: Vec<String> = server
+        .listeners()
+        .iter()
+        .map(|l| match l.config.upstream {
+            Some(up) => format!("{}={}->{}", l.config.name, l.config.listen, up),
+            None => format!("{}={} sink", l.config.name, l.config.listen),
+        })
+        .collect();
+    info!(
+        "started version={} pid={} listeners=\"{}\"",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        names.join(", ")
+    );
+    let result = server.run().map_err(|e| Error::io("event loop", e));
+    pidfile.remove();
+    match &result {
+        Ok(()) => info!("stopped"),
+        Err(e) => log::error!("stopped on error: {e}"),
+    }
+    result
+}

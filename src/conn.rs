@@ -1,0 +1,579 @@
+//! One client connection and, for a relay, its upstream: a small state machine that the event
+//! loop drives on readiness. It knows nothing of the wheel or the clock; each call to
+//! [`Conn::drive`] reports whether bytes moved (so the loop can push the idle deadline forward)
+//! and what should happen next, including why the connection must close.
+//!
+//! Readiness contract (mio, edge-triggered): an event only says that a socket *may* be ready. We
+//! remember readiness per socket and clear it only when a call returns `WouldBlock`; every read
+//! and write loop runs until then, or until the per-call budget is spent, in which case the loop
+//! must call [`Conn::drive`] again without waiting for a new event. Spurious events (including
+//! ones meant for a connection that previously used the same slab key) are harmless: the calls
+//! they lead to return `WouldBlock`.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::buffer::{Buf, Pool};
+
+/// Which socket of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Upstream => "upstream",
+        }
+    }
+}
+
+/// Why a connection was closed. The names are part of the log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No byte moved in either direction for `idle_timeout`.
+    Idle,
+    /// The client finished (FIN), and everything it sent was delivered.
+    ClientClosed,
+    /// The upstream finished (FIN) first, and everything it sent was delivered.
+    UpstreamClosed,
+    /// The upstream connection failed.
+    UpstreamRefused,
+    /// The upstream did not answer within `connect_timeout`.
+    ConnectTimeout,
+    /// An I/O error on either socket.
+    Error,
+    /// The daemon stopped before the connection ended.
+    Shutdown,
+    /// Refused at accept: the listener was at `max_connections`.
+    Limit,
+}
+
+impl CloseReason {
+    /// The name used in log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Idle => "idle",
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::UpstreamClosed => "upstream_closed",
+            CloseReason::UpstreamRefused => "upstream_refused",
+            CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::Error => "error",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Limit => "limit",
+        }
+    }
+
+    fn closed_by(side: Side) -> CloseReason {
+        match side {
+            Side::Client => CloseReason::ClientClosed,
+            Side::Upstream => CloseReason::UpstreamClosed,
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An I/O failure, with the socket and operation it happened on, for the close log line.
+#[derive(Debug)]
+pub struct IoFailure {
+    pub side: Side,
+    pub op: &'static str,
+    pub error: io::Error,
+}
+
+impl fmt::Display for IoFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.side.name(), self.op, self.error)
+    }
+}
+
+/// What the event loop should do after [`Conn::drive`].
+#[derive(Debug)]
+pub enum Next {
+    /// Wait for readiness events.
+    Wait,
+    /// The work budget ran out with sockets still ready: drive again soon, without an event.
+    Again,
+    /// Close both sockets.
+    Close(CloseReason, Option<IoFailure>),
+}
+
+/// The result of one [`Conn::drive`].
+#[derive(Debug)]
+pub struct Progress {
+    /// Whether any byte moved, or the upstream connection completed: both count as activity.
+    pub active: bool,
+    pub next: Next,
+}
+
+/// Shared scratch space and limits for driving connections.
+pub struct Io<'a> {
+    /// Read buffer reused by every connection; bytes that cannot be written at once are copied
+    /// into a buffer from `pool`.
+    pub scratch: &'a mut [u8],
+    pub pool: &'a mut Pool,
+    /// Reads allowed per direction in one [`Conn::drive`] (bounds the work of one iteration).
+    pub reads_per_drive: usize,
+}
+
+/// A socket and the readiness we believe it has.
+#[derive(Debug)]
+pub struct Socket {
+    pub stream: TcpStream,
+    readable: bool,
+    writable: bool,
+}
+
+impl Socket {
+    fn new(stream: TcpStream) -> Socket {
+        Socket {
+            stream,
+            readable: false,
+            writable: false,
+        }
+    }
+}
+
+/// One direction of a relay: bytes read from `src`, written to `dst`.
+#[derive(Debug, Default)]
+struct Half {
+    /// Bytes read and not yet written; at most one buffer, so that a stalled reader stops the
+    /// writer (backpressure) instead of growing memory.
+    pending: Option<Buf>,
+    /// `src` sent FIN.
+    read_eof: bool,
+    /// We shut down `dst`'s write side after delivering everything.
+    write_shut: bool,
+    /// Bytes read from `src`.
+    bytes: u64,
+}
+
+impl Half {
+    fn done(&self) -> bool {
+        self.read_eof && self.write_shut
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Relay: waiting for the upstream connect to complete. The client is not read meanwhile.
+    Connecting,
+    /// Relay: moving bytes both ways.
+    Relaying,
+    /// Sink: reading and discarding.
+    Sink,
+}
+
+/// A client connection and, for a relay listener, its upstream.
+#[derive(Debug)]
+pub struct Conn {
+    /// Index of the listener that accepted it.
+    pub listener: usize,
+    /// The client's address.
+    pub peer: SocketAddr,
+    pub accepted: Instant,
+    /// The connection's one entry in the timing wheel, if armed.
+    pub timer: Option<crate::wheel::TimerKey>,
+    client: Socket,
+    upstream: Option<Socket>,
+    state: State,
+    to_upstream: Half,
+    to_client: Half,
+    /// Which side sent FIN first, for the close reason.
+    first_fin: Option<Side>,
+}
+
+impl Conn {
+    /// A sink connection: the client's bytes are read and discarded.
+    pub fn sink(listener: usize, peer: SocketAddr, client: TcpStream, now: Instant) -> Conn {
+        Conn::new(listener, peer, client, None, State::Sink, now)
+    }
+
+    /// A relay connection whose upstream connect (non-blocking) is in progress.
+    pub fn relay(
+        listener: usize,
+        peer: SocketAddr,
+        client: TcpStream,
+        upstream: TcpStream,
+        now: Instant,
+    ) -> Conn {
+        Conn::new(
+            listener,
+            peer,
+            client,
+            Some(upstream),
+            State::Connecting,
+            now,
+        )
+    }
+
+    fn new(
+        listener: usize,
+        peer: SocketAddr,
+        client: TcpStream,
+        upstream: Option<TcpStream>,
+        state: State,
+        now: Instant,
+    ) -> Conn {
+        Conn {
+            listener,
+            peer,
+            accepted: now,
+            timer: None,
+            client: Socket::new(client),
+            upstream: upstream.map(Socket::new),
+            state,
+            to_upstream: Half::default(),
+            to_client: Half::default(),
+            first_fin: None,
+        }
+    }
+
+    /// True while the upstream connect is in progress (the timer is then `connect_timeout`).
+    pub fn is_connecting(&self) -> bool {
+        self.state == State::Connecting
+    }
+
+    /// Bytes read from the client.
+    pub fn bytes_from_client(&self) -> u64 {
+        self.to_upstream.bytes
+    }
+
+    /// Bytes read from the upstream.
+    pub fn bytes_from_upstream(&self) -> u64 {
+        self.to_client.bytes
+    }
+
+    /// The client socket (to register it with the poll).
+    pub fn client_mut(&mut self) -> &mut TcpStream {
+        &mut self.client.stream
+    }
+
+    /// The upstream socket, for a relay.
+    pub fn upstream_mut(&mut self) -> Option<&mut TcpStream> {
+        self.upstream.as_mut().map(|s| &mut s.stream)
+    }
+
+    /// Records a readiness event for one side. Errors and hang-ups count as both readable and
+    /// writable: the next call on the socket reports them.
+    pub fn ready(&mut self, side: Side, event: &mio::event::Event) {
+        let socket = match side {
+            Side::Client => &mut self.client,
+            Side::Upstream => match self.upstream.as_mut() {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        let broken = event.is_error();
+        socket.readable |= event.is_readable() || event.is_read_closed() || broken;
+        socket.writable |= event.is_writable() || event.is_write_closed() || broken;
+    }
+
+    /// Moves whatever bytes can move now, and says what to do next.
+    pub fn drive(&mut self, io: &mut Io<'_>) -> Progress {
+        match self.state {
+            State::Sink => self.drive_sink(io),
+            State::Connecting => match self.finish_connect() {
+                Ok(false) => Progress {
+                    active: false,
+                    next: Next::Wait,
+                },
+                Ok(true) => {
+                    self.state = State::Relaying;
+                    let mut progress = self.drive_relay(io);
+                    progress.active = true;
+                    progress
+                }
+                Err(error) => Progress {
+                    active: false,
+                    next: Next::Close(
+                        CloseReason::UpstreamRefused,
+                        Some(IoFailure {
+                            side: Side::Upstream,
+                            op: "connect",
+                            error,
+                        }),
+                    ),
+                },
+            },
+            State::Relaying => self.drive_relay(io),
+        }
+    }
+
+    /// Returns every buffer this connection holds to the pool (call before dropping it).
+    pub fn release(&mut self, pool: &mut Pool) {
+        for half in [&mut self.to_upstream, &mut self.to_client] {
+            if let Some(buf) = half.pending.take() {
+                pool.give(buf);
+            }
+        }
+    }
+
+    /// Whether the connection holds a relay buffer (bytes in flight).
+    pub fn holds_buffer(&self) -> bool {
+        self.to_upstream.pending.is_some() || self.to_client.pending.is_some()
+    }
+
+    /// Checks a non-blocking connect: `Ok(true)` once connected, `Ok(false)` while in progress.
+    fn finish_connect(&mut self) -> io::Result<bool> {
+        let upstream = self
+            .upstream
+            .as_mut()
+            .expect("a connecting relay has an upstream");
+        if !upstream.writable {
+            return Ok(false);
+        }
+        if let Some(error) = upstream.stream.take_error()? {
+            return Err(error);
+        }
+        match upstream.stream.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                // A spurious writable event: the connect is still in progress.
+                upstream.writable = false;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn drive_sink(&mut self, io: &mut Io<'_>) -> Progress {
+        let client = &mut self.client;
+        let half = &mut self.to_upstream;
+        let mut active = false;
+        for _ in 0..io.reads_per_drive {
+            if !client.readable {
+                return Progress {
+                    active,
+                    next: Next::Wait,
+                };
+            }
+            match client.stream.read(io.scratch) {
+                Ok(0) => {
+                    half.read_eof = true;
+                    let next = Next::Close(CloseReason::ClientClosed, None);
+                    return Progress { active, next };
+                }
+                Ok(n) => {
+                    half.bytes += n as u64;
+                    active = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => client.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    let failure = IoFailure {
+                        side: Side::Client,
+                        op: "read",
+                        error,
+                    };
+                    return Progress {
+                        active,
+                        next: Next::Close(CloseReason::Error, Some(failure)),
+                    };
+                }
+            }
+        }
+        let next = if client.readable {
+            Next::Again
+        } else {
+            Next::Wait
+        };
+        Progress { active, next }
+    }
+
+    fn drive_relay(&mut self, io: &mut Io<'_>) -> Progress {
+        let upstream = self.upstream.as_mut().expect("a relay has an upstream");
+        let up = pump(
+            &mut self.to_upstream,
+            &mut self.client,
+            upstream,
+            Side::Client,
+            io,
+        );
+        let down = pump(
+            &mut self.to_client,
+            upstream,
+            &mut self.client,
+            Side::Upstream,
+            io,
+        );
+        let active = up.moved || down.moved;
+        for (half, side) in [
+            (&self.to_upstream, Side::Client),
+            (&self.to_client, Side::Upstream),
+        ] {
+            if half.read_eof && self.first_fin.is_none() {
+                self.first_fin = Some(side);
+            }
+        }
+        if let Some(failure) = up.failure.or(down.failure) {
+            // A peer that already sent FIN and then resets our writes has simply gone away.
+            let peer_finished = match failure.side {
+                Side::Client => self.to_upstream.read_eof,
+                Side::Upstream => self.to_client.read_eof,
+            };
+            let reason = if peer_finished && failure.op == "write" {
+                CloseReason::closed_by(failure.side)
+            } else {
+                CloseReason::Error
+            };
+            return Progress {
+                active,
+                next: Next::Close(reason, Some(failure)),
+            };
+        }
+        if self.to_upstream.done() && self.to_client.done() {
+            let side = self.first_fin.unwrap_or(Side::Client);
+            return Progress {
+                active,
+                next: Next::Close(CloseReason::closed_by(side), None),
+            };
+        }
+        let next = if up.budget_spent || down.budget_spent {
+            Next::Again
+        } else {
+            Next::Wait
+        };
+        Progress { active, next }
+    }
+}
+
+/// What one [`pump`] did.
+struct Pumped {
+    moved: bool,
+    budget_spent: bool,
+    failure: Option<IoFailure>,
+}
+
+/// Moves bytes from `src` to `dst` until one of them would block, `src` is finished, or the read
+/// budget is spent. Flushes pending bytes before reading more; once `src` has sent FIN and every
+/// byte is delivered, shuts down `dst`'s write side (half-close propagation).
+fn pump(
+    half: &mut Half,
+    src: &mut Socket,
+    dst: &mut Socket,
+    src_side: Side,
+    io: &mut Io<'_>,
+) -> Pumped {
+    let dst_side = match src_side {
+        Side::Client => Side::Upstream,
+        Side::Upstream => Side::Client,
+    };
+    let mut out = Pumped {
+        moved: false,
+        budget_spent: false,
+        failure: None,
+    };
+    let fail = |side, op, error| Some(IoFailure { side, op, error });
+    let mut reads = 0;
+    loop {
+        if let Some(buf) = half.pending.as_mut() {
+            if let Err(error) = write_out(&mut dst.stream, &mut dst.writable, buf) {
+                out.failure = fail(dst_side, "write", error);
+                return out;
+            }
+            if !buf.is_empty() {
+                return out; // dst is full: stop reading src until it drains (backpressure)
+            }
+            io.pool.give(half.pending.take().expect("checked above"));
+        }
+        if half.read_eof {
+            if !half.write_shut {
+                half.write_shut = true;
+                // NotConnected: the peer is already fully gone; the other half will notice.
+                match dst.stream.shutdown(Shutdown::Write) {
+                    Err(e) if e.kind() != io::ErrorKind::NotConnected => {
+                        out.failure = fail(dst_side, "shutdown", e);
+                    }
+                    _ => {}
+                }
+            }
+            return out;
+        }
+        if !src.readable {
+            return out;
+        }
+        if reads == io.reads_per_drive {
+            out.budget_spent = true;
+            return out;
+        }
+        reads += 1;
+        match src.stream.read(io.scratch) {
+            Ok(0) => half.read_eof = true,
+            Ok(n) => {
+                half.bytes += n as u64;
+                out.moved = true;
+                let mut buf = BorrowedBuf {
+                    bytes: &io.scratch[..n],
+                };
+                if let Err(error) = write_out(&mut dst.stream, &mut dst.writable, &mut buf) {
+                    out.failure = fail(dst_side, "write", error);
+                    return out;
+                }
+                if !buf.bytes.is_empty() {
+                    half.pending = Some(io.pool.take(buf.bytes));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                out.failure = fail(src_side, "read", error);
+                return out;
+            }
+        }
+    }
+}
+
+/// Bytes waiting to be written: a pooled buffer or a slice of the scratch buffer.
+trait Outgoing {
+    fn pending(&self) -> &[u8];
+    fn consume(&mut self, n: usize);
+}
+
+impl Outgoing for Buf {
+    fn pending(&self) -> &[u8] {
+        Buf::pending(self)
+    }
+    fn consume(&mut self, n: usize) {
+        Buf::consume(self, n)
+    }
+}
+
+struct BorrowedBuf<'a> {
+    bytes: &'a [u8],
+}
+
+impl Outgoing for BorrowedBuf<'_> {
+    fn pending(&self) -> &[u8] {
+        self.bytes
+    }
+    fn consume(&mut self, n: usize) {
+        self.bytes = &self.bytes[n..];
+    }
+}
+
+/// Writes until `buf` is empty or `dst` would block (then clears `writable`).
+fn write_out(dst: &mut TcpStream, writable: &mut bool, buf: &mut impl Outgoing) -> io::Result<()> {
+    while !buf.pending().is_empty() && *writable {
+        match dst.write(buf.pending()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf.consume(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => *writable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

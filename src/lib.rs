@@ -1,0 +1,17 @@
+//! idlereaper: a TCP relay daemon that closes connections once they have been idle too long.
+//!
+//! Data flows one way: config file → validated [`config::Config`] → [`server`] event loop →
+//! connections ([`conn`]) → timing [`wheel`] → close. `main.rs` only maps [`app::run`]'s result to
+//! an exit status; everything else lives here so that tests can drive it without a process.
+
+pub mod app;
+pub mod buffer;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod conn;
+pub mod daemon;
+pub mod logging;
+pub mod server;
+pub mod signals;
+pub mod wheel;

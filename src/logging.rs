@@ -1,0 +1,150 @@
+//! The `log` backend, chosen in one place: stderr, an append-only file, or syslog (`/dev/log`,
+//! RFC 3164). In the foreground, "syslog" and "stderr" both mean stderr (a supervisor such as
+//! systemd captures it); a file stays a file. Daemonized without a syslog socket, we fall back to
+//! stderr and say so.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+use crate::config::LogTarget;
+
+type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+/// Where log lines go, decided (and any file opened) before privileges are dropped.
+pub enum Destination {
+    Stderr,
+    File {
+        path: PathBuf,
+        file: File,
+    },
+    /// Connected when installed, so that the pid in each line is the daemon's.
+    Syslog,
+}
+
+impl Destination {
+    /// The destination for `target`, opening a log file now.
+    pub fn open(target: &LogTarget, foreground: bool) -> Result<Destination, crate::app::Error> {
+        Ok(match target {
+            LogTarget::File(path) => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o640)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(path)
+                    .map_err(|e| {
+                        crate::app::Error::io(format!("cannot open log file {}", path.display()), e)
+                    })?;
+                Destination::File {
+                    path: path.clone(),
+                    file,
+                }
+            }
+            LogTarget::Syslog if !foreground => Destination::Syslog,
+            LogTarget::Syslog | LogTarget::Stderr => Destination::Stderr,
+        })
+    }
+}
+
+enum Output {
+    Stderr,
+    File { file: File },
+    Syslog(Syslog),
+}
+
+/// The installed logger.
+struct Logger {
+    level: LevelFilter,
+    output: Mutex<Output>,
+}
+
+/// Installs the global logger. Call once, in the process that will log (after daemonizing).
+pub fn install(destination: Destination, level: LevelFilter) {
+    let mut fallback = None;
+    let output = match destination {
+        Destination::Stderr => Output::Stderr,
+        Destination::File { file, .. } => Output::File { file },
+        Destination::Syslog => {
+            let formatter = syslog::Formatter3164 {
+                facility: syslog::Facility::LOG_DAEMON,
+                hostname: None,
+                process: "idlereaper".into(),
+                pid: std::process::id(),
+            };
+            match syslog::unix(formatter) {
+                Ok(logger) => Output::Syslog(logger),
+                Err(e) => {
+                    fallback = Some(e.to_string());
+                    Output::Stderr
+                }
+            }
+        }
+    };
+    let logger = Logger {
+        level,
+        output: Mutex::new(output),
+    };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(level);
+    }
+    if let Some(e) = fallback {
+        log::warn!("no syslog socket ({e}); logging to stderr instead");
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let Ok(mut output) = self.output.lock() else {
+            return;
+        };
+        // A log write that fails has nowhere to be reported; dropping the line is the only option.
+        let _ = match &mut *output {
+            Output::Stderr => write_line(&mut io::stderr().lock(), record),
+            Output::File { file } => write_line(file, record),
+            Output::Syslog(syslog) => {
+                let message = record.args().to_string();
+                match record.level() {
+                    Level::Error => syslog.err(message),
+                    Level::Warn => syslog.warning(message),
+                    Level::Info => syslog.info(message),
+                    Level::Debug | Level::Trace => syslog.debug(message),
+                }
+                .map_err(|e| io::Error::other(e.to_string()))
+            }
+        };
+    }
+
+    fn flush(&self) {
+        if let Ok(mut output) = self.output.lock() {
+            let _ = match &mut *output {
+                Output::Stderr => io::stderr().flush(),
+                Output::File { file } => file.flush(),
+                Output::Syslog(_) => Ok(()),
+            };
+        }
+    }
+}
+
+/// `2026-11-27T03:24:57.123Z INFO message`, written with one `write` so lines never interleave.
+fn write_line(w: &mut impl Write, record: &Record<'_>) -> io::Result<()> {
+    let line = format!(
+        "{} {} {}\n",
+        humantime::format_rfc3339_millis(SystemTime::now()),
+        record.level(),
+        record.args()
+    );
+    w.write_all(line.as_bytes())
+}

@@ -1,0 +1,594 @@
+//! The event loop: one `mio::Poll` that owns the listeners, a `Slab` of connections, the timing
+//! wheel, and the signal pipe. No globals: everything an iteration touches hangs off [`Server`].
+//!
+//! One iteration: compute the poll timeout from the wheel's next deadline (none: block until I/O),
+//! poll, handle the events (accept until `WouldBlock`, drive the connections they name), drive the
+//! connections that spent their budget last time, then expire due timers within a budget. The only
+//! blocking call is `Poll::poll`; accepts, reads per connection and expiries are bounded per
+//! iteration, and leftover work makes the next poll non-blocking instead of starving I/O.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::buffer::Pool;
+use crate::clock::Clock;
+use crate::config::{Config, ListenerConfig};
+use crate::conn::{CloseReason, Conn, Io, IoFailure, Next, Side};
+use crate::signals::{Signal, Signals};
+use crate::wheel::Wheel;
+
+/// Relay buffer size: one read, and the most a direction holds while its reader is stalled.
+const BUFFER_SIZE: usize = 64 * 1024;
+/// Free buffers the pool keeps for reuse (4 MiB).
+const POOL_KEEP: usize = 64;
+/// Reads per direction per drive: 16 × 64 KiB = 1 MiB before another connection gets a turn.
+const READS_PER_DRIVE: usize = 16;
+/// Accepts per listener per iteration.
+const ACCEPTS_PER_ITERATION: usize = 256;
+/// Timer expiries per iteration.
+const EXPIRIES_PER_ITERATION: usize = 1024;
+/// How long a listener stops accepting after the process ran out of descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+const EVENTS_CAPACITY: usize = 1024;
+
+/// Poll tokens: the low two bits say what the rest indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Conn(usize, Side),
+    Listener(usize),
+    Signals,
+}
+
+impl Target {
+    fn token(self) -> Token {
+        Token(match self {
+            Target::Conn(key, Side::Client) => key << 2,
+            Target::Conn(key, Side::Upstream) => (key << 2) | 1,
+            Target::Listener(i) => (i << 2) | 2,
+            Target::Signals => 3,
+        })
+    }
+
+    fn from_token(token: Token) -> Target {
+        let index = token.0 >> 2;
+        match token.0 & 3 {
+            0 => Target::Conn(index, Side::Client),
+            1 => Target::Conn(index, Side::Upstream),
+            2 => Target::Listener(index),
+            _ => Target::Signals,
+        }
+    }
+}
+
+/// A bound listening socket with its configuration.
+pub struct Listener {
+    pub config: ListenerConfig,
+    socket: Option<TcpListener>,
+    /// Connections of this listener currently open.
+    active: usize,
+    /// Accepting is paused (descriptor exhaustion) until then.
+    paused_until: Option<Instant>,
+    /// Accepted connections may still be waiting in the backlog.
+    backlog_ready: bool,
+}
+
+impl Listener {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.socket.as_ref().and_then(|s| s.local_addr().ok())
+    }
+}
+
+/// Binds every listener of `config`, before daemonizing, so that errors reach the terminal.
+pub fn bind(config: &Config) -> Result<Vec<Listener>, crate::app::Error> {
+    config
+        .listeners
+        .iter()
+        .map(|lc| {
+            let socket = TcpListener::bind(lc.listen).map_err(|e| {
+                crate::app::Error::io(
+                    format!("listener {}: cannot listen on {}", lc.name, lc.listen),
+                    e,
+                )
+            })?;
+            Ok(Listener {
+                config: lc.clone(),
+                socket: Some(socket),
+                active: 0,
+                paused_until: None,
+                backlog_ready: true,
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Stop requested: listeners closed, open connections run until the deadline.
+    Draining {
+        until: Instant,
+    },
+    Stopped,
+}
+
+/// Counters for the statistics line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub accepted: u64,
+    pub closed: u64,
+    pub refused: u64,
+}
+
+/// The event loop and everything it owns.
+pub struct Server {
+    poll: Poll,
+    events: Events,
+    core: Core,
+}
+
+/// Everything but the poll's event buffer, so that events can be iterated while handling them.
+struct Core {
+    registry: mio::Registry,
+    listeners: Vec<Listener>,
+    conns: Slab<Conn>,
+    wheel: Wheel<usize>,
+    clock: Clock,
+    pool: Pool,
+    scratch: Box<[u8]>,
+    signals: Signals,
+    phase: Phase,
+    shutdown_timeout: Duration,
+    /// Connections whose budget ran out with sockets still ready.
+    again: Vec<usize>,
+    /// A descriptor kept in reserve for when accept fails with EMFILE (see `accept_all`).
+    spare_fd: Option<std::fs::File>,
+    expired: Vec<usize>,
+    /// The last expiry pass stopped at its budget with timers still due.
+    expiry_backlog: bool,
+    stats: Stats,
+}
+
+impl Server {
+    /// Registers the listeners and signals with a new poll.
+    pub fn new(config: &Config, mut listeners: Vec<Listener>) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        for (i, listener) in listeners.iter_mut().enumerate() {
+            if let Some(socket) = listener.socket.as_mut() {
+                registry.register(socket, Target::Listener(i).token(), Interest::READABLE)?;
+            }
+        }
+        let mut signals = Signals::new()?;
+        registry.register(
+            signals.source(),
+            Target::Signals.token(),
+            Interest::READABLE,
+        )?;
+        Ok(Server {
+            poll,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            core: Core {
+                registry,
+                listeners,
+                conns: Slab::new(),
+                wheel: Wheel::new(),
+                clock: Clock::new(config.daemon.tick),
+                pool: Pool::new(BUFFER_SIZE, POOL_KEEP),
+                scratch: vec![0; BUFFER_SIZE].into_boxed_slice(),
+                signals,
+                phase: Phase::Running,
+                shutdown_timeout: config.daemon.shutdown_timeout,
+                again: Vec::new(),
+                spare_fd: open_spare(),
+                expired: Vec::new(),
+                expiry_backlog: false,
+                stats: Stats::default(),
+            },
+        })
+    }
+
+    /// The listeners, in configuration order.
+    pub fn listeners(&self) -> &[Listener] {
+        &self.core.listeners
+    }
+
+    /// Runs until a stop signal has been handled and the connections are drained or closed.
+    pub fn run(&mut self) -> io::Result<()> {
+        while self.core.phase != Phase::Stopped {
+            let timeout = self.core.poll_timeout(Instant::now());
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            for event in self.events.iter() {
+                self.core.handle(event);
+            }
+            self.core.after_events();
+        }
+        Ok(())
+    }
+}
+
+impl Core {
+    /// How long the next poll may block: until the earliest timer, a paused listener's resume,
+    /// or the drain deadline; zero when work is left over; forever when nothing is due.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if self.expiry_backlog
+            || !self.again.is_empty()
+            || self.listeners.iter().any(|l| l.resumable(now))
+        {
+            return Some(Duration::ZERO);
+        }
+        let mut at = self
+            .wheel
+            .next_deadline()
+            .map(|tick| self.clock.until(now, tick));
+        let mut consider = |other: Option<Instant>| {
+            if let Some(t) = other {
+                let d = t.saturating_duration_since(now);
+                at = Some(at.map_or(d, |a| a.min(d)));
+            }
+        };
+        for listener in &self.listeners {
+            consider(listener.paused_until);
+        }
+        if let Phase::Draining { until } = self.phase {
+            consider(Some(until));
+        }
+        at
+    }
+
+    fn handle(&mut self, event: &mio::event::Event) {
+        match Target::from_token(event.token()) {
+            Target::Signals => self.handle_signals(),
+            Target::Listener(i) => {
+                if let Some(listener) = self.listeners.get_mut(i) {
+                    listener.backlog_ready = true;
+                }
+                self.accept_all(i);
+            }
+            Target::Conn(key, side) => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.ready(side, event);
+                    self.drive(key);
+                }
+            }
+        }
+    }
+
+    fn after_events(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].resumable(now) {
+                self.listeners[i].paused_until = None;
+                self.accept_all(i);
+            }
+        }
+        for key in std::mem::take(&mut self.again) {
+            if self.conns.contains(key) {
+                self.drive(key);
+            }
+        }
+        self.expire(Instant::now());
+        if let Phase::Draining { until } = self.phase {
+            if self.conns.is_empty() {
+                self.phase = Phase::Stopped;
+            } else if Instant::now() >= until {
+                self.close_all(CloseReason::Shutdown);
+                self.phase = Phase::Stopped;
+            }
+        }
+    }
+
+    /// Accepts until `WouldBlock`, the per-iteration budget, or descriptor exhaustion.
+    fn accept_all(&mut self, i: usize) {
+        for _ in 0..ACCEPTS_PER_ITERATION {
+            let listener = &mut self.listeners[i];
+            let Some(socket) = listener.socket.as_ref() else {
+                return;
+            };
+            if listener.paused_until.is_some() {
+                return;
+            }
+            match socket.accept() {
+                Ok((stream, peer)) => self.admit(i, stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    listener.backlog_ready = false;
+                    return;
+                }
+                Err(e) if is_out_of_descriptors(&e) => {
+                    // Free the reserve descriptor, take the waiting client off the backlog and
+                    // close it, so the flood does not spin us on a readiness we cannot clear;
+                    // then stop accepting for a moment.
+                    warn!(
+                        "listener={} accept failed: {e}; pausing accepts for {ACCEPT_PAUSE:?}",
+                        listener.config.name
+                    );
+                    if self.spare_fd.take().is_some() {
+                        if let Ok((stream, _)) = socket.accept() {
+                            drop(stream);
+                            self.stats.refused += 1;
+                        }
+                        self.spare_fd = open_spare();
+                    }
+                    listener.paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    return;
+                }
+                // ECONNABORTED, EPERM (firewall), EINTR, ...: that client only.
+                Err(e) => debug!("listener={} accept: {e}", listener.config.name),
+            }
+        }
+    }
+
+    /// Sets up an accepted client: refuse beyond the limit, connect to the upstream, arm the timer.
+    fn admit(&mut self, i: usize, client: TcpStream, peer: SocketAddr) {
+        let now = Instant::now();
+        let listener = &mut self.listeners[i];
+        let config = &listener.config;
+        if listener.active >= config.max_connections {
+            // Accepted and closed at once: the client learns immediately instead of waiting
+            // in a backlog, and the backlog keeps moving for when a slot frees up.
+            self.stats.refused += 1;
+            log_close(
+                &config.name,
+                peer,
+                Duration::ZERO,
+                (0, 0),
+                CloseReason::Limit,
+                None,
+            );
+            return;
+        }
+        let _ = client.set_nodelay(true);
+        let (conn, timeout) = match config.upstream {
+            None => (Conn::sink(i, peer, client, now), config.idle_timeout),
+            Some(addr) => match TcpStream::connect(addr) {
+                Ok(upstream) => {
+                    let _ = upstream.set_nodelay(true);
+                    (
+                        Conn::relay(i, peer, client, upstream, now),
+                        config.connect_timeout,
+                    )
+                }
+                Err(error) => {
+                    let failure = IoFailure {
+                        side: Side::Upstream,
+                        op: "connect",
+                        error,
+                    };
+                    self.stats.accepted += 1;
+                    self.stats.closed += 1;
+                    let reason = CloseReason::UpstreamRefused;
+                    log_close(
+                        &config.name,
+                        peer,
+                        Duration::ZERO,
+                        (0, 0),
+                        reason,
+                        Some(&failure),
+                    );
+                    return;
+                }
+            },
+        };
+        self.stats.accepted += 1;
+        listener.active += 1;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let conn = entry.insert(conn);
+        let registered = self
+            .registry
+            .register(
+                conn.client_mut(),
+                Target::Conn(key, Side::Client).token(),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .and_then(|()| match conn.upstream_mut() {
+                Some(up) => self.registry.register(
+                    up,
+                    Target::Conn(key, Side::Upstream).token(),
+                    Interest::READABLE | Interest::WRITABLE,
+                ),
+                None => Ok(()),
+            });
+        conn.timer = Some(self.wheel.insert(self.clock.deadline(now, timeout), key));
+        if let Err(error) = registered {
+            let failure = IoFailure {
+                side: Side::Client,
+                op: "register",
+                error,
+            };
+            self.close(key, CloseReason::Error, Some(failure));
+        }
+    }
+
+    /// Drives one connection and acts on the outcome.
+    fn drive(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let mut io = Io {
+            scratch: &mut self.scratch,
+            pool: &mut self.pool,
+            reads_per_drive: READS_PER_DRIVE,
+        };
+        let was_connecting = conn.is_connecting();
+        let progress = conn.drive(&mut io);
+        if progress.active {
+            // The activity path: a store in the wheel entry, no list move (see `Wheel::postpone`).
+            // The clock is read after the bytes moved, so the deadline is never early.
+            let idle = self.listeners[conn.listener].config.idle_timeout;
+            let deadline = self.clock.deadline(Instant::now(), idle);
+            if let Some(timer) = conn.timer {
+                if was_connecting {
+                    // connect_timeout → idle_timeout may move the deadline either way.
+                    self.wheel.reset(timer, deadline);
+                } else {
+                    self.wheel.postpone(timer, deadline);
+                }
+            }
+        }
+        match progress.next {
+            Next::Wait => {}
+            Next::Again => self.again.push(key),
+            Next::Close(reason, failure) => self.close(key, reason, failure),
+        }
+    }
+
+    /// Closes both sockets of a connection, logs it once, and frees its slot and timer.
+    fn close(&mut self, key: usize, reason: CloseReason, failure: Option<IoFailure>) {
+        let mut conn = self.conns.remove(key);
+        if let Some(timer) = conn.timer.take() {
+            self.wheel.cancel(timer);
+        }
+        conn.release(&mut self.pool);
+        let _ = self.registry.deregister(conn.client_mut());
+        if let Some(up) = conn.upstream_mut() {
+            let _ = self.registry.deregister(up);
+        }
+        let listener = &mut self.listeners[conn.listener];
+        listener.active -= 1;
+        self.stats.closed += 1;
+        let lifetime = conn.accepted.elapsed();
+        let bytes = (conn.bytes_from_client(), conn.bytes_from_upstream());
+        log_close(
+            &listener.config.name,
+            conn.peer,
+            lifetime,
+            bytes,
+            reason,
+            failure.as_ref(),
+        );
+        // Dropping `conn` closes both descriptors.
+    }
+
+    fn close_all(&mut self, reason: CloseReason) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(key, reason, None);
+        }
+    }
+
+    /// Closes the connections whose deadline has passed, at most a budget's worth.
+    fn expire(&mut self, now: Instant) {
+        let tick = self.clock.ticks_at(now);
+        let mut expired = std::mem::take(&mut self.expired);
+        // More may be due once the budget is spent: the next poll then does not block.
+        self.expiry_backlog = self.wheel.poll(tick, EXPIRIES_PER_ITERATION, &mut expired);
+        for key in expired.drain(..) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                debug_assert!(false, "timer fired for vacant connection {key}");
+                continue;
+            };
+            conn.timer = None;
+            let reason = if conn.is_connecting() {
+                CloseReason::ConnectTimeout
+            } else {
+                CloseReason::Idle
+            };
+            self.close(key, reason, None);
+        }
+        self.expired = expired;
+    }
+
+    fn handle_signals(&mut self) {
+        let signals: Vec<Signal> = self.signals.pending().collect();
+        for signal in signals {
+            match signal {
+                Signal::Stop => self.stop(),
+                Signal::Reload => {
+                    warn!("SIGHUP: reloading is not supported by this version; restart to apply configuration changes")
+                }
+                Signal::Stats => self.log_stats(),
+            }
+        }
+    }
+
+    /// First stop signal: close the listeners and drain; second: close everything now.
+    fn stop(&mut self) {
+        match self.phase {
+            Phase::Running => {
+                let until = Instant::now() + self.shutdown_timeout;
+                info!(
+                    "stopping: listeners closed, draining connections={} for up to {:?}",
+                    self.conns.len(),
+                    self.shutdown_timeout
+                );
+                for listener in &mut self.listeners {
+                    if let Some(mut socket) = listener.socket.take() {
+                        let _ = self.registry.deregister(&mut socket);
+                    }
+                }
+                self.phase = Phase::Draining { until };
+            }
+            Phase::Draining { .. } => {
+                info!(
+                    "second stop signal: closing connections={} now",
+                    self.conns.len()
+                );
+                self.close_all(CloseReason::Shutdown);
+                self.phase = Phase::Stopped;
+            }
+            Phase::Stopped => {}
+        }
+    }
+
+    fn log_stats(&self) {
+        let s = self.stats;
+        info!(
+            "stats connections={} accepted={} closed={} refused={} timers={} buffers_in_use={}",
+            self.conns.len(),
+            s.accepted,
+            s.closed,
+            s.refused,
+            self.wheel.len(),
+            self.pool.outstanding()
+        );
+    }
+}
+
+impl Listener {
+    /// Whether a paused listener may accept again at `now`.
+    fn resumable(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|t| now >= t)
+    }
+}
+
+/// The one log line per closed connection (`key=value` fields; the format is documented).
+fn log_close(
+    listener: &str,
+    peer: SocketAddr,
+    lifetime: Duration,
+    (from_client, from_upstream): (u64, u64),
+    reason: CloseReason,
+    failure: Option<&IoFailure>,
+) {
+    let lifetime = lifetime.as_millis();
+    let error = failure
+        .map(|f| format!(" error=\"{f}\""))
+        .unwrap_or_default();
+    info!(
+        "conn closed listener={listener} client={peer} reason={reason} lifetime_ms={lifetime} \
+         bytes_from_client={from_client} bytes_from_upstream={from_upstream}{error}"
+    );
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+/// Opens the reserve descriptor; `None` if even that fails (we then only pause).
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null")
+        .map_err(|e| error!("cannot open reserve descriptor: {e}"))
+        .ok()
+}
