@@ -12,7 +12,7 @@
 #   2. derives the packaged /etc/idlereaper.toml from the repository sample
 #      etc/idlereaper.toml by uncommenting exactly its two lines
 #      `#user = "_idlereaper"` and `#group = "_idlereaper"`, and fails loudly
-#      if they are not there;
+#      if they are not there, or if `idlereaper --check` rejects the result;
 #   3. compresses the man pages and the Debian changelog with gzip -9n
 #      (maximum compression, no name or timestamp: what lintian expects);
 #   4. runs `cargo deb`, which builds the release binary, strips it, computes
@@ -48,6 +48,15 @@ if ! command -v dpkg-shlibdeps >/dev/null; then
     fi
 fi
 
+# The changelog's newest entry names the package version: its upstream part
+# must be the crate's version, and its Debian revision is the package's.
+crate_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+changelog_version=$(dpkg-parsechangelog -l packaging/changelog -SVersion)
+revision=${changelog_version##*-}
+if [ "${changelog_version%-*}" != "$crate_version" ] || [ "$revision" = "$changelog_version" ]; then
+    die "packaging/changelog is at $changelog_version but Cargo.toml is at $crate_version: add a changelog entry for $crate_version-1"
+fi
+
 out=target/packaging
 rm -rf "$out"
 mkdir -p "$out"
@@ -68,6 +77,13 @@ changed=$(diff "$sample" "$out/idlereaper.toml" | grep -c '^>' || true)
 grep -q '^user = "_idlereaper"' "$out/idlereaper.toml" || die "packaged config has no user line"
 grep -q '^group = "_idlereaper"' "$out/idlereaper.toml" || die "packaged config has no group line"
 
+# The daemon itself must accept it (this builds the release binary, which
+# cargo deb then reuses).
+if ! check=$(cargo run --release --locked --quiet --bin idlereaper -- --check --config "$out/idlereaper.toml" 2>&1); then
+    echo "$check" >&2
+    die "the packaged config $out/idlereaper.toml does not pass idlereaper --check"
+fi
+
 # --- 3. man pages and changelog, compressed as Debian Policy wants ----------
 gzip -9n -c packaging/idlereaper.8 >"$out/idlereaper.8.gz"
 gzip -9n -c packaging/idlereaper.toml.5 >"$out/idlereaper.toml.5.gz"
@@ -82,7 +98,7 @@ fi
 # --- 4. the package ---------------------------------------------------------
 # --strip: the release profile keeps debug info (debug = 1) for profiling;
 # the package ships a stripped binary.
-deb=$(cargo deb --locked --strip --output target/debian/ "$@" | tail -n 1)
+deb=$(cargo deb --locked --strip --deb-revision "$revision" --output target/debian/ "$@" | tail -n 1)
 [ -f "$deb" ] || die "cargo deb did not report a package file (got '$deb')"
 echo "build-deb: built $deb"
 echo "$deb"

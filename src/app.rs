@@ -27,10 +27,7 @@ pub enum Error {
 impl Error {
     /// An I/O error with what we were doing.
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     /// The process exit status for this error.
@@ -93,17 +90,13 @@ pub fn run(cli: Cli) -> Result<(), Error> {
 /// Everything that can fail before the event loop runs, in the order that keeps errors on the
 /// terminal and leaves nothing behind on failure.
 fn start(config: &Config, foreground: bool) -> Result<(), Error> {
-    let credentials = Credentials::resolve(
-        config.daemon.user.as_deref(),
-        config.daemon.group.as_deref(),
-    )?;
+    let credentials = Credentials::resolve(config.daemon.user.as_deref(), config.daemon.group.as_deref())?;
     if let Some(creds) = &credentials {
         creds.prepare_pidfile_dir(&config.daemon.pidfile)?;
     }
     let pidfile = Pidfile::lock(&config.daemon.pidfile)?;
-    let bound = server::bind(config).and_then(|listeners| {
-        Destination::open(&config.daemon.log, foreground).map(|log| (listeners, log))
-    });
+    let bound = server::bind(config)
+        .and_then(|listeners| Destination::open(&config.daemon.log, foreground).map(|log| (listeners, log)));
     let (listeners, log) = match bound {
         Ok(ok) => ok,
         Err(e) => {
@@ -112,13 +105,7 @@ fn start(config: &Config, foreground: bool) -> Result<(), Error> {
         }
     };
     if foreground {
-        let server = setup(
-            config,
-            listeners,
-            log,
-            &credentials,
-            pidfile_with_pid(pidfile)?,
-        )?;
+        let server = setup(config, listeners, log, &credentials, pidfile_with_pid(pidfile)?)?;
         return serve(server);
     }
     match daemon::daemonize()? {
@@ -182,12 +169,7 @@ fn setup(
     }
 }
 
-fn serve(
-    Ready {
-        mut server,
-        pidfile,
-    }: Ready,
-) -> Result<(), Error> {
+fn serve(Ready { mut server, pidfile }: Ready) -> Result<(), Error> {
     let names: Vec<String> = server
         .listeners()
         .iter()

@@ -18,11 +18,7 @@ impl Buf {
 
     /// Marks `n` pending bytes as written.
     pub fn consume(&mut self, n: usize) {
-        debug_assert!(
-            n <= self.end - self.start,
-            "consume {n} of {}",
-            self.end - self.start
-        );
+        debug_assert!(n <= self.end - self.start, "consume {n} of {}", self.end - self.start);
         self.start += n;
     }
 
@@ -34,13 +30,7 @@ impl Buf {
     /// Replaces the contents with `bytes` (at most the buffer's capacity).
     fn fill(&mut self, bytes: &[u8]) {
         let n = bytes.len().min(self.data.len());
-        debug_assert_eq!(
-            n,
-            bytes.len(),
-            "buffer of {} cannot hold {}",
-            self.data.len(),
-            bytes.len()
-        );
+        debug_assert_eq!(n, bytes.len(), "buffer of {} cannot hold {}", self.data.len(), bytes.len());
         self.data[..n].copy_from_slice(&bytes[..n]);
         self.start = 0;
         self.end = n;
@@ -59,12 +49,7 @@ pub struct Pool {
 impl Pool {
     /// A pool of `size`-byte buffers that keeps at most `max_free` of them when they come back.
     pub fn new(size: usize, max_free: usize) -> Pool {
-        Pool {
-            size,
-            max_free,
-            free: Vec::new(),
-            outstanding: 0,
-        }
+        Pool { size, max_free, free: Vec::new(), outstanding: 0 }
     }
 
     /// The size of every buffer.
@@ -79,16 +64,9 @@ impl Pool {
 
     /// A buffer holding a copy of `bytes` (which must fit in one buffer).
     pub fn take(&mut self, bytes: &[u8]) -> Buf {
-        let data = self
-            .free
-            .pop()
-            .unwrap_or_else(|| vec![0; self.size].into_boxed_slice());
+        let data = self.free.pop().unwrap_or_else(|| vec![0; self.size].into_boxed_slice());
         self.outstanding += 1;
-        let mut buf = Buf {
-            data,
-            start: 0,
-            end: 0,
-        };
+        let mut buf = Buf { data, start: 0, end: 0 };
         buf.fill(bytes);
         buf
     }

@@ -81,26 +81,13 @@ impl Config {
         Self::parse(&t, path)
     }
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let err = |m: String| ConfigError {
-            path: path.into(),
-            line: None,
-            column: None,
-            key: None,
-            message: m,
-        };
+        let err =
+            |m: String| ConfigError { path: path.into(), line: None, column: None, key: None, message: m };
         let f: F = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         let dur = |s: &str| humantime::parse_duration(s).map_err(|e| err(e.to_string()));
-        let d = f.daemon.unwrap_or(D {
-            pidfile: None,
-            log: None,
-            tick: None,
-            shutdown_timeout: None,
-        });
+        let d = f.daemon.unwrap_or(D { pidfile: None, log: None, tick: None, shutdown_timeout: None });
         let daemon = DaemonConfig {
-            pidfile: d
-                .pidfile
-                .unwrap_or("/run/idlereaper/idlereaper.pid".into())
-                .into(),
+            pidfile: d.pidfile.unwrap_or("/run/idlereaper/idlereaper.pid".into()).into(),
             log: match d.log.as_deref() {
                 Some("stderr") => LogTarget::Stderr,
                 Some("syslog") | None => LogTarget::Syslog,
@@ -116,15 +103,9 @@ impl Config {
         for l in f.listener {
             listeners.push(ListenerConfig {
                 name: l.name,
-                listen: l
-                    .listen
-                    .parse()
-                    .map_err(|e: std::net::AddrParseError| err(e.to_string()))?,
+                listen: l.listen.parse().map_err(|e: std::net::AddrParseError| err(e.to_string()))?,
                 upstream: match l.upstream {
-                    Some(u) => Some(
-                        u.parse()
-                            .map_err(|e: std::net::AddrParseError| err(e.to_string()))?,
-                    ),
+                    Some(u) => Some(u.parse().map_err(|e: std::net::AddrParseError| err(e.to_string()))?),
                     None => None,
                 },
                 idle_timeout: dur(&l.idle_timeout)?,
@@ -132,16 +113,9 @@ impl Config {
                 max_connections: l.max_connections.unwrap_or(10000),
             });
         }
-        Ok(Config {
-            path: path.into(),
-            daemon,
-            listeners,
-        })
+        Ok(Config { path: path.into(), daemon, listeners })
     }
     pub fn summary(&self) -> Vec<String> {
-        self.listeners
-            .iter()
-            .map(|l| format!("listener {}", l.name))
-            .collect()
+        self.listeners.iter().map(|l| format!("listener {}", l.name)).collect()
     }
 }

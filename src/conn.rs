@@ -138,11 +138,7 @@ pub struct Socket {
 
 impl Socket {
     fn new(stream: TcpStream) -> Socket {
-        Socket {
-            stream,
-            readable: false,
-            writable: false,
-        }
+        Socket { stream, readable: false, writable: false }
     }
 }
 
@@ -209,14 +205,7 @@ impl Conn {
         upstream: TcpStream,
         now: Instant,
     ) -> Conn {
-        Conn::new(
-            listener,
-            peer,
-            client,
-            Some(upstream),
-            State::Connecting,
-            now,
-        )
+        Conn::new(listener, peer, client, Some(upstream), State::Connecting, now)
     }
 
     fn new(
@@ -286,10 +275,7 @@ impl Conn {
         match self.state {
             State::Sink => self.drive_sink(io),
             State::Connecting => match self.finish_connect() {
-                Ok(false) => Progress {
-                    active: false,
-                    next: Next::Wait,
-                },
+                Ok(false) => Progress { active: false, next: Next::Wait },
                 Ok(true) => {
                     self.state = State::Relaying;
                     let mut progress = self.drive_relay(io);
@@ -300,11 +286,7 @@ impl Conn {
                     active: false,
                     next: Next::Close(
                         CloseReason::UpstreamRefused,
-                        Some(IoFailure {
-                            side: Side::Upstream,
-                            op: "connect",
-                            error,
-                        }),
+                        Some(IoFailure { side: Side::Upstream, op: "connect", error }),
                     ),
                 },
             },
@@ -328,10 +310,7 @@ impl Conn {
 
     /// Checks a non-blocking connect: `Ok(true)` once connected, `Ok(false)` while in progress.
     fn finish_connect(&mut self) -> io::Result<bool> {
-        let upstream = self
-            .upstream
-            .as_mut()
-            .expect("a connecting relay has an upstream");
+        let upstream = self.upstream.as_mut().expect("a connecting relay has an upstream");
         if !upstream.writable {
             return Ok(false);
         }
@@ -355,10 +334,7 @@ impl Conn {
         let mut active = false;
         for _ in 0..io.reads_per_drive {
             if !client.readable {
-                return Progress {
-                    active,
-                    next: Next::Wait,
-                };
+                return Progress { active, next: Next::Wait };
             }
             match client.stream.read(io.scratch) {
                 Ok(0) => {
@@ -373,47 +349,21 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => client.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    let failure = IoFailure {
-                        side: Side::Client,
-                        op: "read",
-                        error,
-                    };
-                    return Progress {
-                        active,
-                        next: Next::Close(CloseReason::Error, Some(failure)),
-                    };
+                    let failure = IoFailure { side: Side::Client, op: "read", error };
+                    return Progress { active, next: Next::Close(CloseReason::Error, Some(failure)) };
                 }
             }
         }
-        let next = if client.readable {
-            Next::Again
-        } else {
-            Next::Wait
-        };
+        let next = if client.readable { Next::Again } else { Next::Wait };
         Progress { active, next }
     }
 
     fn drive_relay(&mut self, io: &mut Io<'_>) -> Progress {
         let upstream = self.upstream.as_mut().expect("a relay has an upstream");
-        let up = pump(
-            &mut self.to_upstream,
-            &mut self.client,
-            upstream,
-            Side::Client,
-            io,
-        );
-        let down = pump(
-            &mut self.to_client,
-            upstream,
-            &mut self.client,
-            Side::Upstream,
-            io,
-        );
+        let up = pump(&mut self.to_upstream, &mut self.client, upstream, Side::Client, io);
+        let down = pump(&mut self.to_client, upstream, &mut self.client, Side::Upstream, io);
         let active = up.moved || down.moved;
-        for (half, side) in [
-            (&self.to_upstream, Side::Client),
-            (&self.to_client, Side::Upstream),
-        ] {
+        for (half, side) in [(&self.to_upstream, Side::Client), (&self.to_client, Side::Upstream)] {
             if half.read_eof && self.first_fin.is_none() {
                 self.first_fin = Some(side);
             }
@@ -429,23 +379,13 @@ impl Conn {
             } else {
                 CloseReason::Error
             };
-            return Progress {
-                active,
-                next: Next::Close(reason, Some(failure)),
-            };
+            return Progress { active, next: Next::Close(reason, Some(failure)) };
         }
         if self.to_upstream.done() && self.to_client.done() {
             let side = self.first_fin.unwrap_or(Side::Client);
-            return Progress {
-                active,
-                next: Next::Close(CloseReason::closed_by(side), None),
-            };
+            return Progress { active, next: Next::Close(CloseReason::closed_by(side), None) };
         }
-        let next = if up.budget_spent || down.budget_spent {
-            Next::Again
-        } else {
-            Next::Wait
-        };
+        let next = if up.budget_spent || down.budget_spent { Next::Again } else { Next::Wait };
         Progress { active, next }
     }
 }
@@ -460,22 +400,12 @@ struct Pumped {
 /// Moves bytes from `src` to `dst` until one of them would block, `src` is finished, or the read
 /// budget is spent. Flushes pending bytes before reading more; once `src` has sent FIN and every
 /// byte is delivered, shuts down `dst`'s write side (half-close propagation).
-fn pump(
-    half: &mut Half,
-    src: &mut Socket,
-    dst: &mut Socket,
-    src_side: Side,
-    io: &mut Io<'_>,
-) -> Pumped {
+fn pump(half: &mut Half, src: &mut Socket, dst: &mut Socket, src_side: Side, io: &mut Io<'_>) -> Pumped {
     let dst_side = match src_side {
         Side::Client => Side::Upstream,
         Side::Upstream => Side::Client,
     };
-    let mut out = Pumped {
-        moved: false,
-        budget_spent: false,
-        failure: None,
-    };
+    let mut out = Pumped { moved: false, budget_spent: false, failure: None };
     let fail = |side, op, error| Some(IoFailure { side, op, error });
     let mut reads = 0;
     loop {
@@ -515,9 +445,7 @@ fn pump(
             Ok(n) => {
                 half.bytes += n as u64;
                 out.moved = true;
-                let mut buf = BorrowedBuf {
-                    bytes: &io.scratch[..n],
-                };
+                let mut buf = BorrowedBuf { bytes: &io.scratch[..n] };
                 if let Err(error) = write_out(&mut dst.stream, &mut dst.writable, &mut buf) {
                     out.failure = fail(dst_side, "write", error);
                     return out;

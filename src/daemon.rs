@@ -40,10 +40,9 @@ impl Pidfile {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => Error::Message(format!(
-                    "{}: is a symbolic link; refusing to use it",
-                    context()
-                )),
+                Some(libc::ELOOP) => {
+                    Error::Message(format!("{}: is a symbolic link; refusing to use it", context()))
+                }
                 _ => Error::io(context(), e),
             })?;
         // SAFETY: flock only reads the descriptor number, which `file` owns and keeps open.
@@ -54,11 +53,7 @@ impl Pidfile {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
                 let pid = text.trim();
-                let pid = if pid.is_empty() {
-                    "unknown".to_string()
-                } else {
-                    pid.to_string()
-                };
+                let pid = if pid.is_empty() { "unknown".to_string() } else { pid.to_string() };
                 return Err(Error::Message(format!(
                     "{}: idlereaper is already running (pid {pid})",
                     context()
@@ -66,21 +61,15 @@ impl Pidfile {
             }
             return Err(Error::io(format!("{}: cannot lock", context()), e));
         }
-        file.set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::io(context(), e))?;
-        Ok(Pidfile {
-            path: path.to_path_buf(),
-            file,
-        })
+        file.set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(|e| Error::io(context(), e))?;
+        Ok(Pidfile { path: path.to_path_buf(), file })
     }
 
     /// Replaces the contents with `pid` and a newline.
     pub fn write_pid(&mut self, pid: u32) -> Result<(), Error> {
         let context = || format!("pidfile {}: cannot write", self.path.display());
         self.file.set_len(0).map_err(|e| Error::io(context(), e))?;
-        self.file
-            .write_all_at(format!("{pid}\n").as_bytes(), 0)
-            .map_err(|e| Error::io(context(), e))
+        self.file.write_all_at(format!("{pid}\n").as_bytes(), 0).map_err(|e| Error::io(context(), e))
     }
 
     /// Removes the file if it is still ours (same inode), then releases the lock.
@@ -110,14 +99,11 @@ impl Credentials {
     pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<Credentials>, Error> {
         let Some(name) = user else {
             if group.is_some() {
-                return Err(Error::Message(
-                    "daemon.group is set without daemon.user".into(),
-                ));
+                return Err(Error::Message("daemon.group is set without daemon.user".into()));
             }
             return Ok(None);
         };
-        let lookup_failed =
-            |what: &str, e: nix::Error| Error::Message(format!("{what}: lookup failed: {e}"));
+        let lookup_failed = |what: &str, e: nix::Error| Error::Message(format!("{what}: lookup failed: {e}"));
         let user = User::from_name(name)
             .map_err(|e| lookup_failed("daemon.user", e))?
             .ok_or_else(|| Error::Message(format!("daemon.user: no such user \"{name}\"")))?;
@@ -130,21 +116,14 @@ impl Credentials {
                     .gid
             }
         };
-        Ok(Some(Credentials {
-            user: name.to_string(),
-            uid: user.uid,
-            gid,
-        }))
+        Ok(Some(Credentials { user: name.to_string(), uid: user.uid, gid }))
     }
 
     /// As root: clear supplementary groups, then set gid and uid, and make sure root cannot be
     /// regained. As anyone else: succeed only if we already are that user and group.
     pub fn drop_privileges(&self) -> Result<(), Error> {
         let fail = |what: &str, e: nix::Error| {
-            Error::Message(format!(
-                "cannot drop privileges to \"{}\": {what}: {e}",
-                self.user
-            ))
+            Error::Message(format!("cannot drop privileges to \"{}\": {what}: {e}", self.user))
         };
         if !Uid::effective().is_root() {
             if Uid::effective() == self.uid && Gid::effective() == self.gid {
@@ -166,9 +145,7 @@ impl Credentials {
             return Ok(());
         }
         if nix::unistd::setuid(Uid::from_raw(0)).is_ok() || Uid::effective().is_root() {
-            return Err(Error::Message(
-                "privilege drop did not stick: refusing to run on as root".into(),
-            ));
+            return Err(Error::Message("privilege drop did not stick: refusing to run on as root".into()));
         }
         Ok(())
     }
@@ -248,9 +225,7 @@ pub fn daemonize() -> Result<Forked, Error> {
         }
         nix::unistd::ForkResult::Child => {
             drop(read_end);
-            let notifier = Notifier {
-                pipe: File::from(write_end),
-            };
+            let notifier = Notifier { pipe: File::from(write_end) };
             if let Err(e) = nix::unistd::setsid() {
                 notifier.fail(&format!("setsid: {e}"));
                 exit_now(1);
@@ -276,11 +251,8 @@ pub fn daemonize() -> Result<Forked, Error> {
 
 /// Points stdin and stdout (and stderr unless it is the log) at /dev/null.
 pub fn detach_stdio(keep_stderr: bool) -> Result<(), Error> {
-    let null = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| Error::io("/dev/null", e))?;
+    let null =
+        OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| Error::io("/dev/null", e))?;
     let to_io = |e: nix::Error| Error::io("redirecting stdio to /dev/null", e.into());
     nix::unistd::dup2_stdin(&null).map_err(to_io)?;
     nix::unistd::dup2_stdout(&null).map_err(to_io)?;
@@ -328,13 +300,8 @@ mod tests {
 
     #[test]
     fn an_unknown_user_is_a_clear_error() {
-        let err = Credentials::resolve(Some("no-such-user-idlereaper"), None)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("no such user \"no-such-user-idlereaper\""),
-            "{err}"
-        );
+        let err = Credentials::resolve(Some("no-such-user-idlereaper"), None).unwrap_err().to_string();
+        assert!(err.contains("no such user \"no-such-user-idlereaper\""), "{err}");
         assert!(Credentials::resolve(None, None).unwrap().is_none());
     }
 }

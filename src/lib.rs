@@ -4,6 +4,7 @@
 //! connections ([`conn`]) → timing [`wheel`] → close. `main.rs` only maps [`app::run`]'s result to
 //! an exit status; everything else lives here so that tests can drive it without a process.
 
+pub mod alarm;
 pub mod app;
 pub mod buffer;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod conn;
 pub mod daemon;
 pub mod logging;
+pub mod net;
 pub mod server;
 pub mod signals;
 pub mod wheel;

@@ -41,10 +41,7 @@ impl Destination {
                     .map_err(|e| {
                         crate::app::Error::io(format!("cannot open log file {}", path.display()), e)
                     })?;
-                Destination::File {
-                    path: path.clone(),
-                    file,
-                }
+                Destination::File { path: path.clone(), file }
             }
             LogTarget::Syslog if !foreground => Destination::Syslog,
             LogTarget::Syslog | LogTarget::Stderr => Destination::Stderr,
@@ -86,10 +83,7 @@ pub fn install(destination: Destination, level: LevelFilter) {
             }
         }
     };
-    let logger = Logger {
-        level,
-        output: Mutex::new(output),
-    };
+    let logger = Logger { level, output: Mutex::new(output) };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
     }

@@ -16,6 +16,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::alarm::Alarm;
 use crate::buffer::Pool;
 use crate::clock::Clock;
 use crate::config::{Config, ListenerConfig};
@@ -43,6 +44,7 @@ enum Target {
     Conn(usize, Side),
     Listener(usize),
     Signals,
+    Alarm,
 }
 
 impl Target {
@@ -52,6 +54,7 @@ impl Target {
             Target::Conn(key, Side::Upstream) => (key << 2) | 1,
             Target::Listener(i) => (i << 2) | 2,
             Target::Signals => 3,
+            Target::Alarm => (1 << 2) | 3,
         })
     }
 
@@ -61,7 +64,8 @@ impl Target {
             0 => Target::Conn(index, Side::Client),
             1 => Target::Conn(index, Side::Upstream),
             2 => Target::Listener(index),
-            _ => Target::Signals,
+            _ if index == 0 => Target::Signals,
+            _ => Target::Alarm,
         }
     }
 }
@@ -91,11 +95,8 @@ pub fn bind(config: &Config) -> Result<Vec<Listener>, crate::app::Error> {
         .listeners
         .iter()
         .map(|lc| {
-            let socket = TcpListener::bind(lc.listen).map_err(|e| {
-                crate::app::Error::io(
-                    format!("listener {}: cannot listen on {}", lc.name, lc.listen),
-                    e,
-                )
+            let socket = crate::net::listen(lc.listen).map_err(|e| {
+                crate::app::Error::io(format!("listener {}: cannot listen on {}", lc.name, lc.listen), e)
             })?;
             Ok(Listener {
                 config: lc.clone(),
@@ -143,6 +144,8 @@ struct Core {
     pool: Pool,
     scratch: Box<[u8]>,
     signals: Signals,
+    /// Wakes the loop at the wheel's next deadline, with sub-millisecond precision.
+    alarm: Alarm,
     phase: Phase,
     shutdown_timeout: Duration,
     /// Connections whose budget ran out with sockets still ready.
@@ -166,11 +169,9 @@ impl Server {
             }
         }
         let mut signals = Signals::new()?;
-        registry.register(
-            signals.source(),
-            Target::Signals.token(),
-            Interest::READABLE,
-        )?;
+        registry.register(signals.source(), Target::Signals.token(), Interest::READABLE)?;
+        let alarm = Alarm::new()?;
+        alarm.register(&registry, Target::Alarm.token())?;
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
@@ -183,6 +184,7 @@ impl Server {
                 pool: Pool::new(BUFFER_SIZE, POOL_KEEP),
                 scratch: vec![0; BUFFER_SIZE].into_boxed_slice(),
                 signals,
+                alarm,
                 phase: Phase::Running,
                 shutdown_timeout: config.daemon.shutdown_timeout,
                 again: Vec::new(),
@@ -218,23 +220,32 @@ impl Server {
 }
 
 impl Core {
-    /// How long the next poll may block: until the earliest timer, a paused listener's resume,
-    /// or the drain deadline; zero when work is left over; forever when nothing is due.
-    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+    /// How long the next poll may block: zero when work is left over; otherwise until a paused
+    /// listener resumes or the drain deadline (whole milliseconds are precise enough for those),
+    /// with the alarm armed for the wheel's next deadline; forever when nothing is due.
+    fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
         if self.expiry_backlog
             || !self.again.is_empty()
-            || self.listeners.iter().any(|l| l.resumable(now))
+            || self.listeners.iter().any(|l| l.resumable(now) || l.can_accept())
         {
             return Some(Duration::ZERO);
         }
-        let mut at = self
-            .wheel
-            .next_deadline()
-            .map(|tick| self.clock.until(now, tick));
+        let mut at = None;
+        if let Some(tick) = self.wheel.next_deadline() {
+            let wait = self.clock.until(now, tick);
+            if wait.is_zero() {
+                return Some(Duration::ZERO);
+            }
+            if let Err(e) = self.alarm.arm(tick, wait) {
+                // Fall back to the poll timeout (rounded up to a millisecond by mio).
+                warn!("cannot arm the timer: {e}");
+                at = Some(wait);
+            }
+        }
         let mut consider = |other: Option<Instant>| {
             if let Some(t) = other {
                 let d = t.saturating_duration_since(now);
-                at = Some(at.map_or(d, |a| a.min(d)));
+                at = Some(at.map_or(d, |a: Duration| a.min(d)));
             }
         };
         for listener in &self.listeners {
@@ -249,6 +260,7 @@ impl Core {
     fn handle(&mut self, event: &mio::event::Event) {
         match Target::from_token(event.token()) {
             Target::Signals => self.handle_signals(),
+            Target::Alarm => self.alarm.fired(), // expiry runs after every batch of events
             Target::Listener(i) => {
                 if let Some(listener) = self.listeners.get_mut(i) {
                     listener.backlog_ready = true;
@@ -267,8 +279,11 @@ impl Core {
     fn after_events(&mut self) {
         let now = Instant::now();
         for i in 0..self.listeners.len() {
-            if self.listeners[i].resumable(now) {
-                self.listeners[i].paused_until = None;
+            let listener = &mut self.listeners[i];
+            if listener.resumable(now) {
+                listener.paused_until = None;
+            }
+            if listener.can_accept() {
                 self.accept_all(i);
             }
         }
@@ -305,6 +320,7 @@ impl Core {
                     return;
                 }
                 Err(e) if is_out_of_descriptors(&e) => {
+                    listener.backlog_ready = true;
                     // Free the reserve descriptor, take the waiting client off the backlog and
                     // close it, so the flood does not spin us on a readiness we cannot clear;
                     // then stop accepting for a moment.
@@ -337,14 +353,7 @@ impl Core {
             // Accepted and closed at once: the client learns immediately instead of waiting
             // in a backlog, and the backlog keeps moving for when a slot frees up.
             self.stats.refused += 1;
-            log_close(
-                &config.name,
-                peer,
-                Duration::ZERO,
-                (0, 0),
-                CloseReason::Limit,
-                None,
-            );
+            log_close(&config.name, peer, Duration::ZERO, (0, 0), CloseReason::Limit, None);
             return;
         }
         let _ = client.set_nodelay(true);
@@ -353,28 +362,18 @@ impl Core {
             Some(addr) => match TcpStream::connect(addr) {
                 Ok(upstream) => {
                     let _ = upstream.set_nodelay(true);
-                    (
-                        Conn::relay(i, peer, client, upstream, now),
-                        config.connect_timeout,
-                    )
+                    (Conn::relay(i, peer, client, upstream, now), config.connect_timeout)
                 }
                 Err(error) => {
-                    let failure = IoFailure {
-                        side: Side::Upstream,
-                        op: "connect",
-                        error,
+                    // Out of descriptors is our problem, not the upstream's.
+                    let reason = match is_out_of_descriptors(&error) {
+                        true => CloseReason::Error,
+                        false => CloseReason::UpstreamRefused,
                     };
+                    let failure = IoFailure { side: Side::Upstream, op: "connect", error };
                     self.stats.accepted += 1;
                     self.stats.closed += 1;
-                    let reason = CloseReason::UpstreamRefused;
-                    log_close(
-                        &config.name,
-                        peer,
-                        Duration::ZERO,
-                        (0, 0),
-                        reason,
-                        Some(&failure),
-                    );
+                    log_close(&config.name, peer, Duration::ZERO, (0, 0), reason, Some(&failure));
                     return;
                 }
             },
@@ -401,11 +400,7 @@ impl Core {
             });
         conn.timer = Some(self.wheel.insert(self.clock.deadline(now, timeout), key));
         if let Err(error) = registered {
-            let failure = IoFailure {
-                side: Side::Client,
-                op: "register",
-                error,
-            };
+            let failure = IoFailure { side: Side::Client, op: "register", error };
             self.close(key, CloseReason::Error, Some(failure));
         }
     }
@@ -413,11 +408,8 @@ impl Core {
     /// Drives one connection and acts on the outcome.
     fn drive(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        let mut io = Io {
-            scratch: &mut self.scratch,
-            pool: &mut self.pool,
-            reads_per_drive: READS_PER_DRIVE,
-        };
+        let mut io =
+            Io { scratch: &mut self.scratch, pool: &mut self.pool, reads_per_drive: READS_PER_DRIVE };
         let was_connecting = conn.is_connecting();
         let progress = conn.drive(&mut io);
         if progress.active {
@@ -457,14 +449,7 @@ impl Core {
         self.stats.closed += 1;
         let lifetime = conn.accepted.elapsed();
         let bytes = (conn.bytes_from_client(), conn.bytes_from_upstream());
-        log_close(
-            &listener.config.name,
-            conn.peer,
-            lifetime,
-            bytes,
-            reason,
-            failure.as_ref(),
-        );
+        log_close(&listener.config.name, conn.peer, lifetime, bytes, reason, failure.as_ref());
         // Dropping `conn` closes both descriptors.
     }
 
@@ -487,11 +472,7 @@ impl Core {
                 continue;
             };
             conn.timer = None;
-            let reason = if conn.is_connecting() {
-                CloseReason::ConnectTimeout
-            } else {
-                CloseReason::Idle
-            };
+            let reason = if conn.is_connecting() { CloseReason::ConnectTimeout } else { CloseReason::Idle };
             self.close(key, reason, None);
         }
         self.expired = expired;
@@ -528,10 +509,7 @@ impl Core {
                 self.phase = Phase::Draining { until };
             }
             Phase::Draining { .. } => {
-                info!(
-                    "second stop signal: closing connections={} now",
-                    self.conns.len()
-                );
+                info!("second stop signal: closing connections={} now", self.conns.len());
                 self.close_all(CloseReason::Shutdown);
                 self.phase = Phase::Stopped;
             }
@@ -558,6 +536,12 @@ impl Listener {
     fn resumable(&self, now: Instant) -> bool {
         self.paused_until.is_some_and(|t| now >= t)
     }
+
+    /// Whether clients may be waiting that no new event will announce (edge-triggered): the
+    /// last accept pass stopped at its budget, or the listener was paused.
+    fn can_accept(&self) -> bool {
+        self.backlog_ready && self.paused_until.is_none() && self.socket.is_some()
+    }
 }
 
 /// The one log line per closed connection (`key=value` fields; the format is documented).
@@ -570,9 +554,7 @@ fn log_close(
     failure: Option<&IoFailure>,
 ) {
     let lifetime = lifetime.as_millis();
-    let error = failure
-        .map(|f| format!(" error=\"{f}\""))
-        .unwrap_or_default();
+    let error = failure.map(|f| format!(" error=\"{f}\"")).unwrap_or_default();
     info!(
         "conn closed listener={listener} client={peer} reason={reason} lifetime_ms={lifetime} \
          bytes_from_client={from_client} bytes_from_upstream={from_upstream}{error}"
@@ -588,7 +570,5 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 
 /// Opens the reserve descriptor; `None` if even that fails (we then only pause).
 fn open_spare() -> Option<std::fs::File> {
-    std::fs::File::open("/dev/null")
-        .map_err(|e| error!("cannot open reserve descriptor: {e}"))
-        .ok()
+    std::fs::File::open("/dev/null").map_err(|e| error!("cannot open reserve descriptor: {e}")).ok()
 }

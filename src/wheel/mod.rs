@@ -14,11 +14,7 @@ impl<T> Default for Wheel<T> {
 }
 impl<T> Wheel<T> {
     pub fn new() -> Self {
-        Wheel {
-            e: slab::Slab::new(),
-            q: BTreeMap::new(),
-            now: 0,
-        }
+        Wheel { e: slab::Slab::new(), q: BTreeMap::new(), now: 0 }
     }
     pub fn len(&self) -> usize {
         self.e.len()

@@ -1,0 +1,398 @@
+#!/usr/bin/env bash
+# Install test of the Debian package (issue 3): build it, lint it, install it,
+# run the daemon from the packaged /etc/idlereaper.toml, stop it, purge it.
+#
+#   bash .ci/deb-test.sh        (as root, from the repository root)
+#
+# It changes the machine (installs the package, creates the _idlereaper user)
+# and puts everything back on exit, also when a step fails or it is
+# interrupted: the EXIT trap stops what it started, purges the package and
+# removes the user if it did not exist before. Every wait is bounded; nothing
+# reads standard input. The last line is "deb-test: N passed, M failed".
+set -u
+export DEBIAN_FRONTEND=noninteractive
+export LC_ALL=C
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+
+PKG=idlereaper
+BIN=/usr/sbin/idlereaper
+CONF=/etc/idlereaper.toml
+UNIT=/usr/lib/systemd/system/idlereaper.service
+RUNDIR=/run/idlereaper
+PIDFILE=$RUNDIR/idlereaper.pid
+USER_NAME=_idlereaper
+UPSTREAM_PORT=16379   # the packaged relay listener points here
+RELAY_PORT=16380      # the packaged relay listener
+SINK_PORT=16390       # the packaged sink listener
+
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+
+passed=0
+failed=0
+installed_by_us=0
+user_existed=1
+upstream_pid=
+fg_pid=
+work=$(mktemp -d /tmp/deb-test.XXXXXX)
+
+pass() { echo "PASS: $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+note() { echo "      $*"; }
+# step DESCRIPTION COMMAND...: run COMMAND, PASS or FAIL on its status,
+# and return that status.
+step() {
+    local what=$1
+    shift
+    if "$@"; then
+        pass "$what"
+    else
+        fail "$what"
+        return 1
+    fi
+}
+# abort: a step whose failure makes the rest meaningless.
+abort() {
+    fail "$*"
+    echo "deb-test: stopping early"
+    exit 1
+}
+
+# The pid in the pidfile, if it names a live idlereaper process.
+daemon_pid() {
+    local pid
+    pid=$(cat "$PIDFILE" 2>/dev/null) || return 1
+    case "$pid" in '' | *[!0-9]*) return 1 ;; esac
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = idlereaper ] || return 1
+    echo "$pid"
+}
+
+# alive PID: PID runs and is not a zombie (a daemon's parent is PID 1, which
+# may take a moment to reap it).
+alive() {
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    case "$state" in Z*) return 1 ;; esac
+}
+
+# wait_gone PID: up to 12 s for PID to exit.
+wait_gone() {
+    local i
+    for i in $(seq 1 120); do
+        alive "$1" || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# Stops an idlereaper process we started: TERM, then KILL after a bounded wait.
+stop_pid() {
+    [ -n "$1" ] || return 0
+    alive "$1" || return 0
+    kill -TERM "$1" 2>/dev/null
+    wait_gone "$1" || kill -KILL "$1" 2>/dev/null
+}
+
+cleanup() {
+    local status=$?
+    set +e
+    trap - EXIT INT TERM
+    # Daemons we started: the packaged one (by its pidfile), the foreground one,
+    # and any process still running the binary this test installed.
+    stop_pid "$(daemon_pid)"
+    stop_pid "$fg_pid"
+    if [ "$installed_by_us" = 1 ]; then
+        for exe in /proc/[0-9]*/exe; do
+            if [ "$(readlink "$exe" 2>/dev/null)" = "$BIN" ]; then
+                pid=${exe#/proc/}
+                stop_pid "${pid%/exe}"
+            fi
+        done
+    fi
+    if [ -n "$upstream_pid" ]; then
+        kill "$upstream_pid" 2>/dev/null
+        wait "$upstream_pid" 2>/dev/null
+    fi
+    if [ "$installed_by_us" = 1 ] && dpkg-query -W -f='${db:Status-Status}' "$PKG" 2>/dev/null | grep -qv '^not-installed$'; then
+        echo "cleanup: purging $PKG"
+        timeout 120 dpkg --purge "$PKG" </dev/null >/dev/null 2>&1 || echo "cleanup: dpkg --purge $PKG failed"
+    fi
+    # The package keeps its system user on purge (Debian practice); the test
+    # removes it when it created it, to leave the machine as it found it.
+    if [ "$user_existed" = 0 ] && getent passwd "$USER_NAME" >/dev/null; then
+        deluser --system --quiet "$USER_NAME" >/dev/null 2>&1 || echo "cleanup: could not remove user $USER_NAME"
+    fi
+    if [ "$user_existed" = 0 ] && getent group "$USER_NAME" >/dev/null; then
+        delgroup --system --quiet "$USER_NAME" >/dev/null 2>&1 || echo "cleanup: could not remove group $USER_NAME"
+    fi
+    rm -rf "$work"
+    [ "$status" -eq 0 ] && [ "$failed" -gt 0 ] && status=1
+    echo "deb-test: $passed passed, $failed failed"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'echo "deb-test: interrupted"; exit 130' INT TERM
+
+# --- preconditions ----------------------------------------------------------
+[ "$(id -u)" -eq 0 ] || abort "must run as root"
+if dpkg-query -W -f='${db:Status-Status}' "$PKG" 2>/dev/null | grep -qv '^not-installed$'; then
+    abort "$PKG is already installed here; this test would remove it (purge it first)"
+fi
+getent passwd "$USER_NAME" >/dev/null || user_existed=0
+
+port_free() {
+    "$PY" -c 'import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try: s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError: sys.exit(1)' "$1"
+}
+for port in $UPSTREAM_PORT $RELAY_PORT $SINK_PORT; do
+    port_free "$port" || abort "port 127.0.0.1:$port is in use; the test needs it"
+done
+
+# --- build ------------------------------------------------------------------
+echo "deb-test: building the package (bash packaging/build-deb.sh)"
+if ! bash packaging/build-deb.sh </dev/null >"$work/build.log" 2>&1; then
+    tail -n 40 "$work/build.log"
+    abort "build: packaging/build-deb.sh"
+fi
+deb=$(tail -n 1 "$work/build.log")
+[ -f "$deb" ] || abort "build: no package file (last line of the build: '$deb')"
+pass "build: $deb"
+
+# --- lintian ----------------------------------------------------------------
+if ! command -v lintian >/dev/null; then
+    echo "deb-test: installing lintian"
+    { timeout 600 apt-get update -q && timeout 600 apt-get install -y -q --no-install-recommends lintian; } </dev/null >"$work/apt.log" 2>&1 \
+        || { tail -n 20 "$work/apt.log"; }
+fi
+if command -v lintian >/dev/null; then
+    timeout 600 lintian --display-info "$deb" >"$work/lintian.log" 2>&1
+    lintian_status=$?
+    sed 's/^/      lintian: /' "$work/lintian.log"
+    if [ "$lintian_status" -le 2 ] && ! grep -q '^[EW]: ' "$work/lintian.log"; then
+        pass "lintian: no errors, no warnings"
+    else
+        fail "lintian: errors or warnings (status $lintian_status)"
+    fi
+else
+    fail "lintian: not installed and could not be installed"
+fi
+
+# --- install ----------------------------------------------------------------
+installed_by_us=1
+if timeout 300 dpkg -i "$deb" </dev/null >"$work/dpkg-i.log" 2>&1; then
+    pass "dpkg -i"
+else
+    sed 's/^/      /' "$work/dpkg-i.log"
+    abort "dpkg -i"
+fi
+
+conffiles=$(dpkg-query -W -f='${Conffiles}' "$PKG")
+step "conffile $CONF registered" grep -q "^ $CONF [0-9a-f]\{32\}\$" <<<"$conffiles"
+
+files_ok=1
+for f in "$BIN" "$CONF" "$UNIT" \
+    /usr/share/man/man8/idlereaper.8.gz /usr/share/man/man5/idlereaper.toml.5.gz \
+    /usr/share/doc/idlereaper/copyright /usr/share/doc/idlereaper/changelog.Debian.gz; do
+    [ -f "$f" ] || { note "missing: $f"; files_ok=0; }
+done
+[ -x "$BIN" ] || { note "not executable: $BIN"; files_ok=0; }
+step "binary, config, unit, man pages, copyright, changelog in place" [ "$files_ok" = 1 ]
+
+user_ok() {
+    local entry
+    entry=$(getent passwd "$USER_NAME") || return 1
+    note "$entry"
+    getent group "$USER_NAME" >/dev/null || return 1
+    [ "$(id -gn "$USER_NAME")" = "$USER_NAME" ] || return 1
+    [ "$(cut -d: -f6 <<<"$entry")" = /nonexistent ] || return 1
+    [ "$(cut -d: -f3 <<<"$entry")" -lt 1000 ] || return 1
+}
+step "system user and group $USER_NAME exist (home /nonexistent)" user_ok
+
+step "reinstall over itself (postinst is idempotent)" \
+    timeout 300 dpkg -i "$deb" </dev/null >"$work/dpkg-i2.log" 2>&1
+
+config_ok() {
+    grep -q "^user = \"$USER_NAME\"" "$CONF" && grep -q "^group = \"$USER_NAME\"" "$CONF" \
+        && timeout 10 "$BIN" --check </dev/null >"$work/check.log" 2>&1
+    local s=$?
+    sed 's/^/      /' "$work/check.log"
+    return $s
+}
+step "packaged config sets user/group $USER_NAME and passes idlereaper --check" config_ok
+
+# --- run from the packaged config -------------------------------------------
+# A test upstream on 127.0.0.1:16379: echoes what it receives. It exits by
+# itself after 10 minutes in case nothing stops it.
+"$PY" -c '
+import signal, socket, threading
+signal.alarm(600)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", '"$UPSTREAM_PORT"'))
+s.listen(64)
+def echo(c):
+    with c:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                return
+            c.sendall(d)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=echo, args=(c,), daemon=True).start()
+' </dev/null >"$work/upstream.log" 2>&1 &
+upstream_pid=$!
+upstream_up=0
+for _ in $(seq 1 50); do
+    if ! port_free "$UPSTREAM_PORT"; then upstream_up=1; break; fi
+    sleep 0.1
+done
+[ "$upstream_up" = 1 ] || abort "test upstream on 127.0.0.1:$UPSTREAM_PORT did not come up"
+
+# relay PORT: sends a line through 127.0.0.1:PORT and expects it back.
+relay() {
+    timeout 20 "$PY" -c '
+import socket, sys
+msg = b"hello through idlereaper\n"
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+c.sendall(msg)
+got = b""
+while len(got) < len(msg):
+    d = c.recv(65536)
+    if not d:
+        break
+    got += d
+c.close()
+print("      sent %r, got back %r" % (msg, got))
+sys.exit(0 if got == msg else 1)
+' "$1"
+}
+
+start_ok() {
+    timeout 30 "$BIN" </dev/null >"$work/start.log" 2>&1
+    local s=$?
+    sed 's/^/      /' "$work/start.log"
+    [ "$s" -eq 0 ] || { note "exit status $s"; return 1; }
+    daemon_pid >/dev/null || { note "no live idlereaper pid in $PIDFILE"; return 1; }
+    note "pid $(daemon_pid)"
+}
+if ! step "idlereaper with no arguments starts (exit 0, pidfile with a live pid)" start_ok; then
+    abort "daemon did not start from the packaged config"
+fi
+pid=$(daemon_pid)
+
+step "relay: bytes through 127.0.0.1:$RELAY_PORT come back from the upstream" relay "$RELAY_PORT"
+
+runs_as() {
+    local u
+    u=$(ps -o user= -p "$1" | tr -d ' ')
+    note "pid $1 runs as '$u'"
+    [ "$u" = "$USER_NAME" ]
+}
+step "ps: the daemon runs as $USER_NAME" runs_as "$(cat "$PIDFILE")"
+
+rundir_owned() {
+    local o
+    o=$(stat -c %U:%G "$RUNDIR")
+    note "$RUNDIR owned by $o"
+    [ "$o" = "$USER_NAME:$USER_NAME" ]
+}
+step "$RUNDIR belongs to $USER_NAME" rundir_owned
+
+second_refused() {
+    local s
+    timeout 30 "$BIN" </dev/null >"$work/second.log" 2>&1
+    s=$?
+    sed 's/^/      /' "$work/second.log"
+    note "exit status $s"
+    [ "$s" -ne 0 ] && [ "$s" -ne 124 ] && grep -q "pid $pid" "$work/second.log" \
+        && [ "$(daemon_pid)" = "$pid" ]
+}
+step "a second idlereaper is refused, naming pid $pid; the first keeps running" second_refused
+
+term_stops() {
+    kill -TERM "$(cat "$PIDFILE")" || return 1
+    local i
+    for i in $(seq 1 100); do
+        if ! alive "$pid" && [ ! -e "$PIDFILE" ]; then
+            note "gone after ~$((i / 10)).$((i % 10))s"
+            return 0
+        fi
+        sleep 0.1
+    done
+    alive "$pid" && note "pid $pid still running"
+    [ -e "$PIDFILE" ] && note "$PIDFILE still there"
+    return 1
+}
+step "kill -TERM \$(cat $PIDFILE): process gone, pidfile removed" term_stops
+
+# --- as systemd runs it -----------------------------------------------------
+# systemd is not PID 1 here, so the unit is imitated: a fresh root-owned
+# /run/idlereaper (RuntimeDirectory=), the unit's CapabilityBoundingSet= and
+# NoNewPrivileges=, and its ExecStart= command in the foreground. Its exit
+# status is what systemd would see after an admin's kill -TERM.
+systemd_like() {
+    local caps exec_start bset c s
+    caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$UNIT")
+    exec_start=$(sed -n 's/^ExecStart=//p' "$UNIT")
+    if [ -z "$caps" ] || [ -z "$exec_start" ]; then
+        note "unit lacks CapabilityBoundingSet= or ExecStart="
+        return 1
+    fi
+    bset=-all
+    for c in $caps; do
+        c=${c#CAP_}
+        bset="$bset,+${c,,}"
+    done
+    note "ExecStart=$exec_start under bounding set $bset"
+    rm -rf "$RUNDIR"
+    install -d -o root -g root -m 0755 "$RUNDIR"
+    # shellcheck disable=SC2086  # ExecStart= is split into words, as systemd does
+    setpriv --bounding-set "$bset" --no-new-privs -- $exec_start </dev/null >"$work/fg.log" 2>&1 &
+    fg_pid=$!
+    local ready=0
+    for _ in $(seq 1 100); do
+        if [ "$(cat "$PIDFILE" 2>/dev/null)" = "$fg_pid" ] && ! port_free "$RELAY_PORT"; then ready=1; break; fi
+        alive "$fg_pid" || break
+        sleep 0.1
+    done
+    if [ "$ready" = 1 ]; then
+        relay "$RELAY_PORT" || { note "relay failed"; ready=0; }
+        runs_as "$fg_pid" || ready=0
+        kill -TERM "$fg_pid"
+    else
+        note "not ready within 10s"
+        kill -TERM "$fg_pid" 2>/dev/null
+    fi
+    wait_gone "$fg_pid" || { note "still running 12s after TERM"; kill -KILL "$fg_pid"; }
+    wait "$fg_pid"
+    s=$?
+    fg_pid=
+    sed 's/^/      log: /' "$work/fg.log"
+    note "exit status $s"
+    [ "$ready" = 1 ] && [ "$s" -eq 0 ] && [ ! -e "$PIDFILE" ] \
+        && grep -q 'conn closed listener=[^ ]* client=127\.0\.0\.1:[0-9]* reason=client_closed lifetime_ms=[0-9]* bytes_from_client=25 bytes_from_upstream=25' "$work/fg.log"
+}
+step "as the unit runs it: relays as $USER_NAME, logs the close, exits 0 on TERM" systemd_like
+
+# --- purge ------------------------------------------------------------------
+purge_ok() {
+    timeout 120 dpkg --purge "$PKG" </dev/null >"$work/purge.log" 2>&1 || { sed 's/^/      /' "$work/purge.log"; return 1; }
+    local ok=0 f
+    for f in "$BIN" "$CONF" "$UNIT" "$RUNDIR" /var/log/idlereaper /usr/share/doc/idlereaper \
+        /etc/systemd/system/multi-user.target.wants/idlereaper.service \
+        /var/lib/systemd/deb-systemd-helper-enabled/idlereaper.service.dsh-also \
+        /var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants/idlereaper.service; do
+        if [ -e "$f" ] || [ -L "$f" ]; then note "still there: $f"; ok=1; fi
+    done
+    if dpkg-query -W -f='${db:Status-Status}' "$PKG" 2>/dev/null | grep -qv '^not-installed$'; then
+        note "dpkg still knows $PKG"
+        ok=1
+    fi
+    return $ok
+}
+step "dpkg --purge: binary, conffile, unit, $RUNDIR and systemd state gone" purge_ok

@@ -1,0 +1,238 @@
+//! The client side of each scenario. Each returns its result as one `key=value` line.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::stats::{percentile, sorted};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Source addresses rotate over 127.1.0.0/16 (or ::1 for IPv6): the daemon closes idle
+/// connections first, so its side keeps them in TIME_WAIT, and a new connection from the same
+/// address and port would have its SYN ignored for a second. Spreading the source addresses
+/// makes such collisions vanish, for idlereaper and the peers alike.
+static NEXT_SOURCE: AtomicU32 = AtomicU32::new(0);
+
+fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.ip().is_loopback() && addr.is_ipv4() {
+        let n =
+            NEXT_SOURCE.fetch_add(1, Ordering::Relaxed).wrapping_add(std::process::id().wrapping_mul(7919));
+        let source = Ipv4Addr::new(127, 1, (n >> 8) as u8, n as u8);
+        socket.bind(&SocketAddr::new(source.into(), 0).into())?;
+    }
+    socket.connect_timeout(&addr.into(), CONNECT_TIMEOUT)?;
+    let stream: TcpStream = socket.into();
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Opens `conns` connections, sends one byte on each (to a discarding upstream or a sink, so that
+/// the byte is the connection's last activity), and times each close against `timeout`.
+pub fn reap(addr: SocketAddr, conns: usize, timeout: Duration, samples: Option<&Path>) -> io::Result<String> {
+    let mut poll = Poll::new()?;
+    let mut streams = Vec::with_capacity(conns);
+    let mut sent = Vec::with_capacity(conns);
+    let started = Instant::now();
+    for i in 0..conns {
+        let mut stream = connect(addr).map_err(context(format!("connect {i}")))?;
+        // The byte goes out as soon as the connection exists, so that it is the last activity
+        // whatever the time the other connects take. The time is taken before the write: the
+        // relay may read the byte before `write` returns here.
+        sent.push(Instant::now());
+        stream.write_all(b"x")?;
+        stream.set_nonblocking(true)?;
+        let mut stream = mio::net::TcpStream::from_std(stream);
+        poll.registry().register(&mut stream, Token(i), Interest::READABLE)?;
+        streams.push(stream);
+    }
+    let connect_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut closed: Vec<Option<Instant>> = vec![None; conns];
+    let mut open = conns;
+    let give_up = Instant::now() + timeout * 2 + Duration::from_secs(10);
+    let mut events = Events::with_capacity(1024);
+    let mut buf = [0u8; 64];
+    while open > 0 && Instant::now() < give_up {
+        poll.poll(&mut events, Some(Duration::from_millis(100)))?;
+        let now = Instant::now();
+        for event in events.iter() {
+            let i = event.token().0;
+            if closed[i].is_some() {
+                continue;
+            }
+            loop {
+                match streams[i].read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break, // reset: closed too
+                }
+            }
+            // Closed when the read side saw EOF or an error.
+            let mut probe = [0u8; 1];
+            let finished = match streams[i].peek(&mut probe) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+            };
+            if finished {
+                closed[i] = Some(now);
+                open -= 1;
+            }
+        }
+    }
+    let lateness: Vec<f64> = closed
+        .iter()
+        .zip(&sent)
+        .filter_map(|(c, s)| c.map(|c| signed_ms(c, *s) - timeout.as_secs_f64() * 1e3))
+        .collect();
+    let early = lateness.iter().filter(|&&l| l < 0.0).count();
+    if let Some(path) = samples {
+        let text: String = lateness.iter().map(|l| format!("{:.3}\n", l * 1e3)).collect();
+        std::fs::write(path, text)?;
+    }
+    let l = sorted(lateness);
+    Ok(format!(
+        "scenario=reap conns={conns} connect_ms={connect_ms:.0} closed={} early={early} min_ms={:.3} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
+        conns - open,
+        l.first().copied().unwrap_or(0.0),
+        percentile(&l, 50.0),
+        percentile(&l, 99.0),
+        l.last().copied().unwrap_or(0.0),
+    ))
+}
+
+fn signed_ms(later: Instant, earlier: Instant) -> f64 {
+    match later.checked_duration_since(earlier) {
+        Some(d) => d.as_secs_f64() * 1e3,
+        None => -(earlier.duration_since(later).as_secs_f64() * 1e3),
+    }
+}
+
+/// Opens `conns` relayed connections to an echo upstream, proves each relays a byte, holds them,
+/// and measures the relay process `pid`: resident memory per connection and CPU time while idle.
+pub fn hold(addr: SocketAddr, conns: usize, pid: u32, hold: Duration) -> io::Result<String> {
+    let rss_before = rss_kib(pid)?;
+    let mut streams = Vec::with_capacity(conns);
+    let mut byte = [0u8; 1];
+    for i in 0..conns {
+        let mut stream = connect(addr).map_err(context(format!("connect {i}")))?;
+        stream.write_all(b"h")?;
+        stream.read_exact(&mut byte).map_err(context(format!("echo on connection {i}")))?;
+        streams.push(stream);
+    }
+    std::thread::sleep(Duration::from_secs(1)); // let the relay settle
+    let rss_after = rss_kib(pid)?;
+    let cpu_before = cpu_seconds(pid)?;
+    std::thread::sleep(hold);
+    let cpu = cpu_seconds(pid)? - cpu_before;
+    // Still open and relaying after the hold?
+    let mut alive = 0;
+    for stream in &mut streams {
+        if stream.write_all(b"h").is_ok() && stream.read_exact(&mut byte).is_ok() {
+            alive += 1;
+        }
+    }
+    let per_conn = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / conns.max(1) as f64;
+    Ok(format!(
+        "scenario=hold conns={conns} alive_after={alive} rss_before_kib={rss_before} rss_after_kib={rss_after} \
+         bytes_per_conn={per_conn:.0} idle_cpu_s={cpu:.3} hold_s={}",
+        hold.as_secs()
+    ))
+}
+
+/// Resident set size of `pid`, KiB.
+fn rss_kib(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no VmRSS for pid {pid}")))
+}
+
+/// User + system CPU seconds of `pid` and its threads.
+fn cpu_seconds(pid: u32) -> io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command: state is field 3; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    Ok((ticks(14) + ticks(15)) as f64 / hz)
+}
+
+/// `count` round trips of `size` bytes on one connection through an echo upstream.
+pub fn pingpong(addr: SocketAddr, count: usize, size: usize) -> io::Result<String> {
+    let mut stream = connect(addr)?;
+    let out = vec![0x5au8; size];
+    let mut back = vec![0u8; size];
+    let warmup = (count / 10).min(1000);
+    let mut rtts = Vec::with_capacity(count);
+    for i in 0..warmup + count {
+        let t = Instant::now();
+        stream.write_all(&out)?;
+        stream.read_exact(&mut back).map_err(context(format!("round trip {i}")))?;
+        if i >= warmup {
+            rtts.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let r = sorted(rtts);
+    Ok(format!(
+        "scenario=pingpong count={count} size={size} p50_us={:.1} p99_us={:.1} max_us={:.1}",
+        percentile(&r, 50.0),
+        percentile(&r, 99.0),
+        r.last().copied().unwrap_or(0.0)
+    ))
+}
+
+/// Short connections from `threads` threads for `duration`: connect, 64-byte request, 64-byte
+/// response (echo), close.
+pub fn churn(addr: SocketAddr, threads: usize, duration: Duration) -> io::Result<String> {
+    let start = Instant::now();
+    let until = start + duration;
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                let mut back = [0u8; 64];
+                while Instant::now() < until {
+                    let done = connect(addr).and_then(|mut s| {
+                        s.write_all(&[0x42; 64])?;
+                        s.read_exact(&mut back)
+                    });
+                    match done {
+                        Ok(()) => ok += 1,
+                        Err(_) => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for w in workers {
+        let (o, f) = w.join().map_err(|_| io::Error::other("churn thread panicked"))?;
+        ok += o;
+        failed += f;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(format!(
+        "scenario=churn threads={threads} conns={ok} failed={failed} secs={secs:.2} conns_per_s={:.0}",
+        ok as f64 / secs
+    ))
+}
