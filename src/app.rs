@@ -158,8 +158,8 @@ fn setup(
         .map_or(Ok(()), Credentials::drop_privileges)
         .and_then(|()| Server::new(config, listeners).map_err(|e| Error::io("event loop", e)));
     match built {
-        Ok(server) => {
-            logging::install(log, config.daemon.log_level);
+        Ok(mut server) => {
+            server.set_log(logging::install(log, config.daemon.log_level));
             Ok(Ready { server, pidfile })
         }
         Err(e) => {

@@ -1,121 +1,533 @@
-//! TEMPORARY stand-in (replaced by the real config loader).
+//! The configuration file: `/etc/idlereaper.toml` in, a validated [`Config`] out.
+//!
+//! # Pipeline
+//!
+//! ```text
+//! TOML text ──toml + serde──▶ FileConfig ──validate──▶ Config
+//!                 │                             │
+//!                 └──────── ConfigError ◀───────┘   file:line:col: key: message
+//! ```
+//!
+//! 1. **Text → `FileConfig`.** serde structs that mirror the file, with
+//!    `#[serde(deny_unknown_fields)]` on every table, so that a misspelt key is an error and not
+//!    a silently ignored line. Every value that step 2 checks is wrapped in [`toml::Spanned`], so
+//!    that a validation error can point at its line and column. Fields are `Option`s: a missing
+//!    required key is reported by step 2, with the key's full name. Durations and counts are
+//!    read as `toml::Value`, so that step 2 can say in words what it expected and what it found.
+//! 2. **`FileConfig` → `Config`.** Defaults are filled in, each value is checked on its own
+//!    (ranges, absolute paths, addresses), then the listeners are checked together (unique names,
+//!    unique `listen` addresses, no relay loops). The first error found is returned.
+//! 3. **Errors** (the `locate` submodule). toml's own errors carry a byte span, and so do the
+//!    `Spanned` values that validation rejects; either becomes a 1-based line and column. The key
+//!    is written as a user would write it: `daemon.tick`, `listener[1].idle_timeout`, where `[1]`
+//!    is the 0-based position of the `[[listener]]` table in the file (the index, not the name,
+//!    so that errors about a missing or invalid `name` read the same way).
+//!
+//! The rest of the program sees only [`Config`]; the `File*` structs are private.
+//!
+//! # Values
+//!
+//! * Durations are strings with a unit, parsed by `humantime`: `"250ms"`, `"30s"`, `"5m"`,
+//!   `"1h 30m"`, `"1.5s"`. A bare number (`5` or `"5"`), a negative value or an unknown unit is an
+//!   error. Durations must be whole milliseconds (`"1500us"` is rejected rather than rounded):
+//!   the timing wheel counts whole ticks of at least 1 ms, so finer precision would be a promise
+//!   the daemon cannot keep.
+//! * Addresses are `"IP:port"` or `"[IPv6]:port"`; host names are not resolved; port 0 is
+//!   rejected, and so is a wildcard address (`0.0.0.0`, `::`) as an upstream.
+//! * Keys of the interface contract that this version does not implement yet are rejected with
+//!   "not supported by this version" (see `reject_unsupported`); they are parsed as
+//!   `Option<Spanned<toml::Value>>` so that each can be implemented, and removed from those
+//!   lists, one at a time.
+//! * `connect_timeout` on a sink listener is an error: it would have no effect.
+
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::Deserialize;
+use toml::{Spanned, Value};
+
+use locate::{Source, Span};
+
+mod locate;
+
+/// Where the daemon looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/idlereaper.toml";
+
+const DEFAULT_PIDFILE: &str = "/run/idlereaper/idlereaper.pid";
+const MS: Duration = Duration::from_millis(1);
+const HOUR: Duration = Duration::from_secs(60 * 60);
+const DEFAULT_TICK: Duration = MS;
+const TICK_RANGE: (Duration, Duration) = (MS, Duration::from_secs(1));
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+const SHUTDOWN_TIMEOUT_RANGE: (Duration, Duration) = (Duration::ZERO, HOUR);
+/// Longest `idle_timeout` (30 days); the shortest is `daemon.tick`.
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * HOUR.as_secs());
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest `connect_timeout`; the shortest is `daemon.tick`.
+const MAX_CONNECT_TIMEOUT: Duration = HOUR;
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+const MAX_CONNECTIONS_RANGE: (i64, i64) = (1, 1_000_000);
+const MAX_NAME_LEN: usize = 64;
+
+/// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The file it was read from (or the path given to [`Config::parse`]).
     pub path: PathBuf,
     pub daemon: DaemonConfig,
+    /// In file order; at least one.
     pub listeners: Vec<ListenerConfig>,
 }
+
+/// The `[daemon]` table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonConfig {
+    /// Absolute path. Default `/run/idlereaper/idlereaper.pid`.
     pub pidfile: PathBuf,
+    /// Default [`LogTarget::Syslog`].
     pub log: LogTarget,
+    /// Default `Info`; never `Off`.
     pub log_level: log::LevelFilter,
+    /// Timing-wheel resolution, 1ms..=1s. Default 1ms.
     pub tick: Duration,
+    /// How long open connections may run after TERM, 0s..=1h (0 = close at once). Default 10s.
     pub shutdown_timeout: Duration,
+    /// User to switch to after binding, when started as root. Non-empty, no spaces.
     pub user: Option<String>,
+    /// Group to switch to after binding, when started as root. Non-empty, no spaces.
     pub group: Option<String>,
 }
+
+/// Where log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogTarget {
     Syslog,
     Stderr,
+    /// An absolute path.
     File(PathBuf),
 }
+
+/// One `[[listener]]` table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
+    /// Unique; 1 to 64 of `A-Z a-z 0-9 _ . -`, so it is safe in log lines and metric labels.
     pub name: String,
+    /// Unique across listeners; port is not 0.
     pub listen: SocketAddr,
+    /// `None` for a sink listener. Not a wildcard address; never leads back to this listener.
     pub upstream: Option<SocketAddr>,
+    /// `daemon.tick`..=30 days.
     pub idle_timeout: Duration,
+    /// `daemon.tick`..=1h, default 5s. Set in the file only for a relay listener.
     pub connect_timeout: Duration,
+    /// 1..=1_000_000, default 10000.
     pub max_connections: usize,
 }
+
+/// A configuration error, for a person to read.
+///
+/// Displayed as `<file>:<line>:<col>: <key>: <message>`; the parts the error has no value for are
+/// left out, e.g. `<file>: cannot read: No such file or directory (os error 2)`.
 #[derive(Debug)]
 pub struct ConfigError {
     pub path: PathBuf,
+    /// 1-based.
     pub line: Option<usize>,
+    /// 1-based, in characters.
     pub column: Option<usize>,
+    /// `daemon.tick`, `listener[1].idle_timeout`, …
     pub key: Option<String>,
     pub message: String,
 }
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.message)
-    }
-}
-impl std::error::Error for ConfigError {}
-#[derive(serde::Deserialize)]
-struct F {
-    daemon: Option<D>,
-    listener: Vec<L>,
-}
-#[derive(serde::Deserialize)]
-struct D {
-    pidfile: Option<String>,
-    log: Option<String>,
-    tick: Option<String>,
-    shutdown_timeout: Option<String>,
-}
-#[derive(serde::Deserialize)]
-struct L {
-    name: String,
-    listen: String,
-    upstream: Option<String>,
-    idle_timeout: String,
-    connect_timeout: Option<String>,
-    max_connections: Option<usize>,
-}
-impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let t = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.into(),
-            line: None,
-            column: None,
-            key: None,
-            message: e.to_string(),
-        })?;
-        Self::parse(&t, path)
-    }
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let err =
-            |m: String| ConfigError { path: path.into(), line: None, column: None, key: None, message: m };
-        let f: F = toml::from_str(text).map_err(|e| err(e.to_string()))?;
-        let dur = |s: &str| humantime::parse_duration(s).map_err(|e| err(e.to_string()));
-        let d = f.daemon.unwrap_or(D { pidfile: None, log: None, tick: None, shutdown_timeout: None });
-        let daemon = DaemonConfig {
-            pidfile: d.pidfile.unwrap_or("/run/idlereaper/idlereaper.pid".into()).into(),
-            log: match d.log.as_deref() {
-                Some("stderr") => LogTarget::Stderr,
-                Some("syslog") | None => LogTarget::Syslog,
-                Some(p) => LogTarget::File(p.into()),
-            },
-            log_level: log::LevelFilter::Info,
-            tick: dur(d.tick.as_deref().unwrap_or("1ms"))?,
-            shutdown_timeout: dur(d.shutdown_timeout.as_deref().unwrap_or("10s"))?,
-            user: None,
-            group: None,
-        };
-        let mut listeners = vec![];
-        for l in f.listener {
-            listeners.push(ListenerConfig {
-                name: l.name,
-                listen: l.listen.parse().map_err(|e: std::net::AddrParseError| err(e.to_string()))?,
-                upstream: match l.upstream {
-                    Some(u) => Some(u.parse().map_err(|e: std::net::AddrParseError| err(e.to_string()))?),
-                    None => None,
-                },
-                idle_timeout: dur(&l.idle_timeout)?,
-                connect_timeout: dur(l.connect_timeout.as_deref().unwrap_or("5s"))?,
-                max_connections: l.max_connections.unwrap_or(10000),
-            });
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
         }
-        Ok(Config { path: path.into(), daemon, listeners })
-    }
-    pub fn summary(&self) -> Vec<String> {
-        self.listeners.iter().map(|l| format!("listener {}", l.name)).collect()
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Read and validate the file. Every error names the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = Source { path, text: "" };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| src.error(None, "", format!("cannot read: {e}")))?;
+        Config::parse(&text, path)
+    }
+
+    /// Validate `text` as if it had been read from `path` (for tests and for reload).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let src = Source { path, text };
+        let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
+        validate(&src, file)
+    }
+
+    /// One line per listener, for `idlereaper --check`.
+    pub fn summary(&self) -> Vec<String> {
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let line = |l: &ListenerConfig| {
+            let (name, listen, idle, max) = (&l.name, l.listen, d(l.idle_timeout), l.max_connections);
+            match l.upstream {
+                Some(up) => format!(
+                    "listener {name}: {listen} -> {up} relay, idle_timeout {idle}, connect_timeout {}, \
+                     max_connections {max}",
+                    d(l.connect_timeout)
+                ),
+                None => format!("listener {name}: {listen} sink, idle_timeout {idle}, max_connections {max}"),
+            }
+        };
+        self.listeners.iter().map(line).collect()
+    }
+}
+
+// ---- Step 1: the file as serde sees it ------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    daemon: Option<FileDaemon>,
+    listener: Option<Vec<Spanned<FileListener>>>,
+    metrics: Option<Spanned<Value>>, // not supported yet
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileDaemon {
+    pidfile: Option<Spanned<String>>,
+    log: Option<Spanned<String>>,
+    log_level: Option<Spanned<String>>,
+    tick: Option<Spanned<Value>>,
+    shutdown_timeout: Option<Spanned<Value>>,
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    workers: Option<Spanned<Value>>, // not supported yet
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListener {
+    name: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
+    upstream: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<Value>>,
+    connect_timeout: Option<Spanned<Value>>,
+    max_connections: Option<Spanned<Value>>,
+    // Not supported yet:
+    max_lifetime: Option<Spanned<Value>>,
+    half_close_timeout: Option<Spanned<Value>>,
+    max_connections_per_ip: Option<Spanned<Value>>,
+    allow: Option<Spanned<Value>>,
+    deny: Option<Spanned<Value>>,
+    tcp_keepalive: Option<Spanned<Value>>,
+    proxy_protocol: Option<Spanned<Value>>,
+}
+
+// ---- Step 2: validation ---------------------------------------------------------------------------
+
+type Res<T> = Result<T, ConfigError>;
+
+fn validate(src: &Source, file: FileConfig) -> Res<Config> {
+    reject_unsupported(src, "", &[("metrics", &file.metrics)])?;
+    let daemon = validate_daemon(src, file.daemon.unwrap_or_default())?;
+    let listeners = file.listener.unwrap_or_default();
+    if listeners.is_empty() {
+        let msg = "no listener defined: add at least one [[listener]] table";
+        return Err(src.error(None, "listener", msg));
+    }
+    let mut checked = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        checked.push(validate_listener(src, index, listener, daemon.tick)?);
+    }
+    check_unique(src, &checked)?;
+    check_loops(src, &checked)?;
+    let listeners = checked.into_iter().map(|c| c.config).collect();
+    Ok(Config { path: src.path.to_owned(), daemon, listeners })
+}
+
+/// Rejects the keys of the interface contract (DESIGN.md) that this version does not implement
+/// yet, so that a file written for a later version fails loudly instead of running without, say,
+/// its `deny` list. To implement a key: give it a typed field in its `File*` struct and remove it
+/// from the list passed here.
+fn reject_unsupported(src: &Source, prefix: &str, keys: &[(&str, &Option<Spanned<Value>>)]) -> Res<()> {
+    let present = keys.iter().filter_map(|(k, v)| Some((k, v.as_ref()?)));
+    match present.min_by_key(|(_, v)| v.span().start) {
+        None => Ok(()),
+        Some((key, value)) => {
+            let version = env!("CARGO_PKG_VERSION");
+            let msg = format!("not supported by this version of idlereaper ({version})");
+            Err(src.error(value.span(), &format!("{prefix}{key}"), msg))
+        }
+    }
+}
+
+fn validate_daemon(src: &Source, d: FileDaemon) -> Res<DaemonConfig> {
+    reject_unsupported(src, "daemon.", &[("workers", &d.workers)])?;
+    let pidfile = match &d.pidfile {
+        None => PathBuf::from(DEFAULT_PIDFILE),
+        Some(p) if Path::new(p.get_ref()).is_absolute() => PathBuf::from(p.get_ref()),
+        Some(p) => {
+            let msg = format!("must be an absolute path, got {:?}", p.get_ref());
+            return Err(src.error(p.span(), "daemon.pidfile", msg));
+        }
+    };
+    let log = match d.log.as_ref().map(|v| (v.get_ref().as_str(), v)) {
+        None | Some(("syslog", _)) => LogTarget::Syslog,
+        Some(("stderr", _)) => LogTarget::Stderr,
+        Some((s, _)) if Path::new(s).is_absolute() => LogTarget::File(PathBuf::from(s)),
+        Some((s, v)) => {
+            let msg = format!("expected \"syslog\", \"stderr\" or an absolute path, got {s:?}");
+            return Err(src.error(v.span(), "daemon.log", msg));
+        }
+    };
+    let log_level = match &d.log_level {
+        None => log::LevelFilter::Info,
+        // `LevelFilter::from_str` also takes "off" and any case; the file takes exactly these.
+        Some(v) => match v.get_ref().as_str() {
+            s @ ("error" | "warn" | "info" | "debug" | "trace") => s.parse().expect("a level"),
+            s => {
+                let msg = format!("expected error, warn, info, debug or trace, got {s:?}");
+                return Err(src.error(v.span(), "daemon.log_level", msg));
+            }
+        },
+    };
+    let tick = duration(src, "daemon.tick", &d.tick, (DEFAULT_TICK, TICK_RANGE), "")?;
+    let limits = (DEFAULT_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT_RANGE);
+    let shutdown_timeout = duration(src, "daemon.shutdown_timeout", &d.shutdown_timeout, limits, "")?;
+    let user = account(src, "daemon.user", &d.user)?;
+    let group = account(src, "daemon.group", &d.group)?;
+    Ok(DaemonConfig { pidfile, log, log_level, tick, shutdown_timeout, user, group })
+}
+
+/// A user or group name: non-empty, no spaces.
+fn account(src: &Source, key: &str, value: &Option<Spanned<String>>) -> Res<Option<String>> {
+    let Some(v) = value else { return Ok(None) };
+    let name = v.get_ref();
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let msg = format!("must be a non-empty name without spaces, got {name:?}");
+        return Err(src.error(v.span(), key, msg));
+    }
+    Ok(Some(name.clone()))
+}
+
+/// A validated listener and where its values were, for the checks across listeners.
+struct Checked {
+    config: ListenerConfig,
+    name_span: Span,
+    listen_span: Span,
+    upstream_span: Option<Span>,
+}
+
+fn validate_listener(
+    src: &Source,
+    index: usize,
+    listener: Spanned<FileListener>,
+    tick: Duration,
+) -> Res<Checked> {
+    let header = listener.span();
+    let l = listener.into_inner();
+    let prefix = format!("listener[{index}].");
+    let key = |name: &str| format!("{prefix}{name}");
+    let unsupported = [
+        ("max_lifetime", &l.max_lifetime),
+        ("half_close_timeout", &l.half_close_timeout),
+        ("max_connections_per_ip", &l.max_connections_per_ip),
+        ("allow", &l.allow),
+        ("deny", &l.deny),
+        ("tcp_keepalive", &l.tcp_keepalive),
+        ("proxy_protocol", &l.proxy_protocol),
+    ];
+    reject_unsupported(src, &prefix, &unsupported)?;
+    let required = |name: &str| src.error(header.clone(), &key(name), "required");
+
+    let name = l.name.ok_or_else(|| required("name"))?;
+    let n = name.get_ref();
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if n.is_empty() || n.len() > MAX_NAME_LEN || !n.chars().all(ok) {
+        let msg = format!("{n:?} is not a valid name: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 _.-");
+        return Err(src.error(name.span(), &key("name"), msg));
+    }
+
+    let listen = l.listen.ok_or_else(|| required("listen"))?;
+    let listen_addr = socket_addr(src, &key("listen"), &listen)?;
+    let upstream = match &l.upstream {
+        None => None,
+        Some(v) => Some(socket_addr(src, &key("upstream"), v)?),
+    };
+
+    let idle = Some(l.idle_timeout.ok_or_else(|| required("idle_timeout"))?);
+    let limits = (tick, (tick, MAX_IDLE_TIMEOUT));
+    let idle_timeout = duration(src, &key("idle_timeout"), &idle, limits, TICK_NOTE)?;
+    if let (Some(v), None) = (&l.connect_timeout, upstream) {
+        let msg = "only applies to a relay listener (one with an `upstream`)";
+        return Err(src.error(v.span(), &key("connect_timeout"), msg));
+    }
+    let limits = (DEFAULT_CONNECT_TIMEOUT, (tick, MAX_CONNECT_TIMEOUT));
+    let connect_timeout = duration(src, &key("connect_timeout"), &l.connect_timeout, limits, TICK_NOTE)?;
+
+    let (min, max) = MAX_CONNECTIONS_RANGE;
+    let max_connections = match &l.max_connections {
+        None => DEFAULT_MAX_CONNECTIONS,
+        Some(v) => match v.get_ref() {
+            Value::Integer(n) if (min..=max).contains(n) => *n as usize, // in range, so it fits
+            Value::Integer(n) => {
+                let msg = format!("{n} is out of range: allowed {min} to {max}");
+                return Err(src.error(v.span(), &key("max_connections"), msg));
+            }
+            _ => return Err(wrong_type(src, &key("max_connections"), v, "an integer")),
+        },
+    };
+    Ok(Checked {
+        config: ListenerConfig {
+            name: n.clone(),
+            listen: listen_addr,
+            upstream,
+            idle_timeout,
+            connect_timeout,
+            max_connections,
+        },
+        name_span: name.span(),
+        listen_span: listen.span(),
+        upstream_span: l.upstream.as_ref().map(Spanned::span),
+    })
+}
+
+/// Names and `listen` addresses are unique; the error points at the second occurrence.
+fn check_unique(src: &Source, listeners: &[Checked]) -> Res<()> {
+    for (j, b) in listeners.iter().enumerate() {
+        let (earlier, name, listen) = (&listeners[..j], &b.config.name, b.config.listen);
+        if let Some(i) = earlier.iter().position(|a| a.config.name == *name) {
+            let line = src.line_of(&listeners[i].name_span);
+            let msg = format!("duplicate name {name:?}: already used by listener[{i}] at line {line}");
+            return Err(src.error(b.name_span.clone(), &format!("listener[{j}].name"), msg));
+        }
+        if let Some(i) = earlier.iter().position(|a| a.config.listen == listen) {
+            let a = &listeners[i];
+            let (line, first) = (src.line_of(&a.listen_span), &a.config.name);
+            let msg = format!(
+                "duplicate address {listen}: already used by listener[{i}] ({first:?}) at line {line}"
+            );
+            return Err(src.error(b.listen_span.clone(), &format!("listener[{j}].listen"), msg));
+        }
+    }
+    Ok(())
+}
+
+/// No relay may reach itself, directly or through other listeners of this file: its connections
+/// would multiply until `max_connections` ran out. An upstream reaches a listener at the same
+/// address, or at the wildcard address of its family when it is a loopback address with the same
+/// port.
+fn check_loops(src: &Source, listeners: &[Checked]) -> Res<()> {
+    let reaches = |up: SocketAddr, listen: SocketAddr| {
+        let wildcard = listen.ip().is_unspecified() && up.ip().is_loopback();
+        up.port() == listen.port() && up.is_ipv4() == listen.is_ipv4() && wildcard
+    };
+    let next = |i: usize| {
+        let up = listeners[i].config.upstream?;
+        let exact = listeners.iter().position(|l| l.config.listen == up);
+        exact.or_else(|| listeners.iter().position(|l| reaches(up, l.config.listen)))
+    };
+    for (start, l) in listeners.iter().enumerate() {
+        // Each listener has at most one upstream: a loop through `start` closes within `len`
+        // hops, and a longer walk is a loop elsewhere, found from its own start.
+        let (mut path, mut at) = (vec![l.config.name.as_str()], start);
+        for _ in 0..listeners.len() {
+            let Some(n) = next(at) else { break };
+            path.push(&listeners[n].config.name);
+            if n == start {
+                let (up, listen) = (l.config.upstream.expect("a relay"), l.config.listen);
+                let msg = match path.len() {
+                    2 if up == listen => format!("{up} is this listener's own address"),
+                    2 => format!("{up} reaches this listener's own address {listen}"),
+                    _ => format!("{up} leads back to this listener: {}", path.join(" -> ")),
+                };
+                let msg = format!("{msg}; connections would loop");
+                let key = format!("listener[{start}].upstream");
+                return Err(src.error(l.upstream_span.clone(), &key, msg));
+            }
+            at = n;
+        }
+    }
+    Ok(())
+}
+
+/// `IP:port` or `[IPv6]:port`, port not 0; an upstream (`key` ending in `upstream`) must not be
+/// the wildcard address either.
+fn socket_addr(src: &Source, key: &str, value: &Spanned<String>) -> Res<SocketAddr> {
+    let text = value.get_ref();
+    let msg = match text.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() == 0 => format!("{text:?}: port 0 is not allowed"),
+        Ok(addr) if addr.ip().is_unspecified() && key.ends_with("upstream") => {
+            format!("{text:?} is not an address to connect to")
+        }
+        Ok(addr) => return Ok(addr),
+        Err(_) => format!("expected \"IP:port\" or \"[IPv6]:port\" (no host names), got {text:?}"),
+    };
+    Err(src.error(value.span(), key, msg))
+}
+
+const TICK_NOTE: &str = " (the minimum is daemon.tick)";
+
+/// The duration in `value`, or `default` when absent; `min..=max` is checked, with `note`
+/// explaining the bounds.
+fn duration(
+    src: &Source,
+    key: &str,
+    value: &Option<Spanned<Value>>,
+    (default, (min, max)): (Duration, (Duration, Duration)),
+    note: &str,
+) -> Res<Duration> {
+    let Some(v) = value else { return Ok(default) };
+    let Value::String(text) = v.get_ref() else {
+        let expected = "a duration string with a unit, such as \"30s\" or \"250ms\"";
+        return Err(wrong_type(src, key, v, expected));
+    };
+    let d = parse_duration(text).map_err(|msg| src.error(v.span(), key, msg))?;
+    if d < min || d > max {
+        let fmt = humantime::format_duration;
+        let msg = format!("{text:?} is out of range: allowed {} to {}{note}", fmt(min), fmt(max));
+        return Err(src.error(v.span(), key, msg));
+    }
+    Ok(d)
+}
+
+/// `"250ms"`, `"5m"`, `"1h 30m"` → a whole number of milliseconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!("{text:?} has no unit: write \"{t}s\" or \"{t}ms\""));
+    }
+    if t.starts_with('-') {
+        return Err(format!("{text:?} is negative: a duration is 0s or more"));
+    }
+    let d = humantime::parse_duration(t).map_err(|e| format!("{text:?} is not a duration: {e}"))?;
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!("{text:?} is not a whole number of milliseconds"));
+    }
+    Ok(d)
+}
+
+fn wrong_type(src: &Source, key: &str, value: &Spanned<Value>, expected: &str) -> ConfigError {
+    let v = value.get_ref();
+    let found = match v {
+        Value::Array(_) | Value::Table(_) => v.type_str().to_owned(),
+        _ => format!("{} {v}", v.type_str()),
+    };
+    src.error(value.span(), key, format!("expected {expected}, got {found}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,12 +1,12 @@
 //! The `log` backend, chosen in one place: stderr, an append-only file, or syslog (`/dev/log`,
 //! RFC 3164). In the foreground, "syslog" and "stderr" both mean stderr (a supervisor such as
 //! systemd captures it); a file stays a file. Daemonized without a syslog socket, we fall back to
-//! stderr and say so.
+//! stderr and say so. A log file is reopened on request (SIGUSR1), for `logrotate`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -51,7 +51,7 @@ impl Destination {
 
 enum Output {
     Stderr,
-    File { file: File },
+    File { path: PathBuf, file: File },
     Syslog(Syslog),
 }
 
@@ -61,12 +61,35 @@ struct Logger {
     output: Mutex<Output>,
 }
 
+/// A handle on the installed logger, for reopening its file.
+#[derive(Clone, Copy)]
+pub struct LogHandle {
+    logger: Option<&'static Logger>,
+}
+
+impl LogHandle {
+    /// Reopens a log file (after `logrotate` moved it); a no-op for stderr and syslog. On
+    /// failure the old file stays in use and the error is logged there.
+    pub fn reopen(&self) {
+        let Some(logger) = self.logger else { return };
+        let Ok(mut output) = logger.output.lock() else { return };
+        let Output::File { path, file } = &mut *output else { return };
+        match open_log_file(path) {
+            Ok(new) => *file = new,
+            Err(e) => {
+                let line = format!("{} ERROR cannot reopen log file {}: {e}\n", now(), path.display());
+                let _ = file.write_all(line.as_bytes());
+            }
+        }
+    }
+}
+
 /// Installs the global logger. Call once, in the process that will log (after daemonizing).
-pub fn install(destination: Destination, level: LevelFilter) {
+pub fn install(destination: Destination, level: LevelFilter) -> LogHandle {
     let mut fallback = None;
     let output = match destination {
         Destination::Stderr => Output::Stderr,
-        Destination::File { file, .. } => Output::File { file },
+        Destination::File { path, file } => Output::File { path, file },
         Destination::Syslog => {
             let formatter = syslog::Formatter3164 {
                 facility: syslog::Facility::LOG_DAEMON,
@@ -83,13 +106,17 @@ pub fn install(destination: Destination, level: LevelFilter) {
             }
         }
     };
-    let logger = Logger { level, output: Mutex::new(output) };
-    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+    // The logger lives as long as the process; leaking it gives the `&'static` that both the
+    // `log` facade and the reopen handle need, without a global of our own.
+    let logger: &'static Logger = Box::leak(Box::new(Logger { level, output: Mutex::new(output) }));
+    let installed = log::set_logger(logger).is_ok();
+    if installed {
         log::set_max_level(level);
     }
     if let Some(e) = fallback {
         log::warn!("no syslog socket ({e}); logging to stderr instead");
     }
+    LogHandle { logger: installed.then_some(logger) }
 }
 
 impl Log for Logger {
@@ -107,7 +134,7 @@ impl Log for Logger {
         // A log write that fails has nowhere to be reported; dropping the line is the only option.
         let _ = match &mut *output {
             Output::Stderr => write_line(&mut io::stderr().lock(), record),
-            Output::File { file } => write_line(file, record),
+            Output::File { file, .. } => write_line(file, record),
             Output::Syslog(syslog) => {
                 let message = record.args().to_string();
                 match record.level() {
@@ -125,7 +152,7 @@ impl Log for Logger {
         if let Ok(mut output) = self.output.lock() {
             let _ = match &mut *output {
                 Output::Stderr => io::stderr().flush(),
-                Output::File { file } => file.flush(),
+                Output::File { file, .. } => file.flush(),
                 Output::Syslog(_) => Ok(()),
             };
         }
@@ -134,11 +161,15 @@ impl Log for Logger {
 
 /// `2026-11-27T03:24:57.123Z INFO message`, written with one `write` so lines never interleave.
 fn write_line(w: &mut impl Write, record: &Record<'_>) -> io::Result<()> {
-    let line = format!(
-        "{} {} {}\n",
-        humantime::format_rfc3339_millis(SystemTime::now()),
-        record.level(),
-        record.args()
-    );
+    let line = format!("{} {} {}\n", now(), record.level(), record.args());
     w.write_all(line.as_bytes())
+}
+
+fn now() -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_millis(SystemTime::now())
+}
+
+/// Opens (creating, mode 0640) a log file for appending.
+fn open_log_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).mode(0o640).custom_flags(libc::O_CLOEXEC).open(path)
 }

@@ -21,6 +21,7 @@ use crate::buffer::Pool;
 use crate::clock::Clock;
 use crate::config::{Config, ListenerConfig};
 use crate::conn::{CloseReason, Conn, Io, IoFailure, Next, Side};
+use crate::logging::LogHandle;
 use crate::signals::{Signal, Signals};
 use crate::wheel::Wheel;
 
@@ -156,6 +157,7 @@ struct Core {
     /// The last expiry pass stopped at its budget with timers still due.
     expiry_backlog: bool,
     stats: Stats,
+    log: Option<LogHandle>,
 }
 
 impl Server {
@@ -192,8 +194,14 @@ impl Server {
                 expired: Vec::new(),
                 expiry_backlog: false,
                 stats: Stats::default(),
+                log: None,
             },
         })
+    }
+
+    /// Gives the loop the logger to reopen on SIGUSR1.
+    pub fn set_log(&mut self, log: LogHandle) {
+        self.core.log = Some(log);
     }
 
     /// The listeners, in configuration order.
@@ -486,7 +494,12 @@ impl Core {
                 Signal::Reload => {
                     warn!("SIGHUP: reloading is not supported by this version; restart to apply configuration changes")
                 }
-                Signal::Stats => self.log_stats(),
+                Signal::Stats => {
+                    if let Some(log) = self.log {
+                        log.reopen();
+                    }
+                    self.log_stats();
+                }
             }
         }
     }

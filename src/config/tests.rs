@@ -1,0 +1,519 @@
+//! Tests of the config pipeline: the sample file, defaults, every error, and properties.
+
+use super::*;
+use proptest::prelude::*;
+
+const SAMPLE: &str = include_str!("../../etc/idlereaper.toml");
+const PATH: &str = "/etc/idlereaper-test.toml";
+
+/// One valid listener, on lines 1 to 4.
+const LISTENER: &str = "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:7000\"\nidle_timeout = \"1s\"\n";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new(PATH))
+}
+
+fn ok(text: &str) -> Config {
+    parse(text).unwrap_or_else(|e| panic!("rejected: {e}\n---\n{text}"))
+}
+
+/// Asserts that `text` is rejected for `key` on `line`, with `fragment` in the message, and that
+/// the error is displayed as `PATH:line:col: key: message`.
+fn rejected(text: &str, key: &str, line: usize, fragment: &str) -> ConfigError {
+    let e = parse(text).expect_err(text);
+    let shown = e.to_string();
+    assert_eq!((e.key.as_deref(), e.line), (Some(key), Some(line)), "{shown}");
+    let column = e.column.expect("a column with the line");
+    assert!(shown.starts_with(&format!("{PATH}:{line}:{column}: {key}: ")), "{shown}");
+    assert!(e.message.contains(fragment), "{fragment:?} not in: {shown}");
+    e
+}
+
+/// `[daemon]` on line 1, `line` on line 2, then a valid listener.
+fn daemon(line: &str) -> String {
+    format!("[daemon]\n{line}\n{LISTENER}")
+}
+
+/// A listener with name and listen on lines 2 and 3, then `lines` from line 4 on.
+fn listener(lines: &str) -> String {
+    format!("[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:7000\"\n{lines}\n")
+}
+
+/// A valid listener `name` on `listen` (lines 1 to 4), then `more` from line 5 on.
+fn named(name: &str, listen: &str, more: &str) -> String {
+    format!("[[listener]]\nname = \"{name}\"\nlisten = \"{listen}\"\nidle_timeout = \"1s\"\n{more}")
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn sample_parses_to_what_it_says() {
+    let config = ok(SAMPLE);
+    let listener = |name: &str, listen: &str, upstream: Option<&str>, idle| ListenerConfig {
+        name: name.into(),
+        listen: listen.parse().unwrap(),
+        upstream: upstream.map(|u| u.parse().unwrap()),
+        idle_timeout: Duration::from_secs(idle),
+        connect_timeout: Duration::from_secs(5),
+        max_connections: 10_000,
+    };
+    let expected = Config {
+        path: PathBuf::from(PATH),
+        daemon: DaemonConfig {
+            pidfile: PathBuf::from("/run/idlereaper/idlereaper.pid"),
+            log: LogTarget::Syslog,
+            log_level: log::LevelFilter::Info,
+            tick: ms(1),
+            shutdown_timeout: Duration::from_secs(10),
+            user: None,
+            group: None,
+        },
+        listeners: vec![
+            listener("example-relay", "127.0.0.1:16380", Some("127.0.0.1:16379"), 300),
+            listener("tarpit", "127.0.0.1:16390", None, 30),
+        ],
+    };
+    assert_eq!(config, expected);
+    let summary = [
+        "listener example-relay: 127.0.0.1:16380 -> 127.0.0.1:16379 relay, idle_timeout 5m, \
+         connect_timeout 5s, max_connections 10000",
+        "listener tarpit: 127.0.0.1:16390 sink, idle_timeout 30s, max_connections 10000",
+    ];
+    assert_eq!(config.summary(), summary);
+}
+
+#[test]
+fn packaged_variant_with_user_and_group_parses() {
+    // What the Debian package does to the sample: uncomment exactly these two lines.
+    let (user, group) = ("\n#user = \"_idlereaper\"\n", "\n#group = \"_idlereaper\"\n");
+    assert_eq!((SAMPLE.matches(user).count(), SAMPLE.matches(group).count()), (1, 1));
+    let packaged = SAMPLE.replace(user, &user.replace('#', "")).replace(group, &group.replace('#', ""));
+    let daemon = ok(&packaged).daemon;
+    assert_eq!(daemon.user.as_deref(), Some("_idlereaper"));
+    assert_eq!(daemon.group.as_deref(), Some("_idlereaper"));
+}
+
+#[test]
+fn defaults() {
+    let config = ok(LISTENER);
+    let d = &config.daemon;
+    assert_eq!(d.pidfile, PathBuf::from("/run/idlereaper/idlereaper.pid"));
+    assert_eq!((&d.log, d.log_level), (&LogTarget::Syslog, log::LevelFilter::Info));
+    assert_eq!((d.tick, d.shutdown_timeout), (ms(1), Duration::from_secs(10)));
+    assert_eq!((d.user.as_deref(), d.group.as_deref()), (None, None));
+    let l = &config.listeners[0];
+    assert_eq!((l.upstream, l.idle_timeout), (None, Duration::from_secs(1)));
+    assert_eq!((l.connect_timeout, l.max_connections), (Duration::from_secs(5), 10_000));
+    assert_eq!(ok(&format!("[daemon]\n{LISTENER}")).daemon, *d);
+}
+
+#[test]
+fn daemon_values() {
+    let text = daemon(
+        "pidfile = \"/tmp/x.pid\"\nlog = \"/var/log/idlereaper.log\"\nlog_level = \"trace\"\n\
+         tick = \"10ms\"\nshutdown_timeout = \"0s\"\nuser = \"nobody\"\ngroup = \"nogroup\"",
+    );
+    let d = ok(&text).daemon;
+    assert_eq!(d.pidfile, PathBuf::from("/tmp/x.pid"));
+    assert_eq!(d.log, LogTarget::File("/var/log/idlereaper.log".into()));
+    assert_eq!(d.log_level, log::LevelFilter::Trace);
+    assert_eq!((d.tick, d.shutdown_timeout), (ms(10), Duration::ZERO));
+    assert_eq!((d.user.unwrap(), d.group.unwrap()), ("nobody".into(), "nogroup".into()));
+    assert_eq!(ok(&daemon("log = \"stderr\"")).daemon.log, LogTarget::Stderr);
+    for (text, level) in [("error", log::LevelFilter::Error), ("debug", log::LevelFilter::Debug)] {
+        assert_eq!(ok(&daemon(&format!("log_level = \"{text}\""))).daemon.log_level, level);
+    }
+}
+
+#[test]
+fn daemon_errors() {
+    let bad = |line: &str, key: &str, fragment: &str| rejected(&daemon(line), key, 2, fragment);
+    bad("pidfile = \"run/x.pid\"", "daemon.pidfile", "must be an absolute path, got \"run/x.pid\"");
+    bad("pidfile = 5", "daemon.pidfile", "invalid type: integer `5`, expected a string");
+    bad("log = \"file.log\"", "daemon.log", "\"stderr\" or an absolute path, got \"file.log\"");
+    bad("log_level = \"INFO\"", "daemon.log_level", "error, warn, info, debug or trace, got \"INFO\"");
+    bad("log_level = \"off\"", "daemon.log_level", "got \"off\"");
+    bad("user = \"\"", "daemon.user", "must be a non-empty name");
+    bad("group = \"a b\"", "daemon.group", "without spaces, got \"a b\"");
+    rejected("daemon = 5\n", "daemon", 1, "invalid type");
+}
+
+#[test]
+fn missing_file_error_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.toml");
+    let e = Config::load(&path).unwrap_err();
+    assert_eq!((e.line, e.column, e.key.as_deref()), (None, None, None));
+    let enoent = "cannot read: No such file or directory (os error 2)";
+    assert_eq!(e.to_string(), format!("{}: {enoent}", path.display()));
+}
+
+#[test]
+fn load_reads_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idlereaper.toml");
+    std::fs::write(&path, SAMPLE).unwrap();
+    assert_eq!(Config::load(&path).unwrap().path, path);
+    std::fs::write(&path, daemon("tick = \"0s\"")).unwrap();
+    let shown = Config::load(&path).unwrap_err().to_string();
+    assert!(shown.starts_with(&format!("{}:2:8: daemon.tick: ", path.display())), "{shown}");
+}
+
+#[test]
+fn unknown_keys_are_errors_with_their_position() {
+    let top = format!("colour = 1\n{LISTENER}");
+    assert_eq!(rejected(&top, "colour", 1, "unknown field `colour`").column, Some(1));
+    let msg = "unknown field `tik`, expected one of `pidfile`, `log`, `log_level`, `tick`";
+    rejected(&daemon("tik = \"1ms\""), "daemon.tik", 2, msg);
+    rejected(&daemon("[daemon.sub]\nq = 1"), "daemon.sub", 2, "unknown field `sub`");
+    let second = format!("{LISTENER}[[listener]]\nname = \"b\"\n  idle = \"1s\"\n");
+    let e = rejected(&second, "listener[1].idle", 7, "unknown field `idle`");
+    assert_eq!(e.column, Some(3));
+    // Columns count characters, not bytes.
+    let inline = "listener = [{ name = \"é\", zzz = 1 }]\n";
+    let e = rejected(inline, "listener[0].zzz", 1, "unknown field `zzz`");
+    assert_eq!(e.column, Some(27));
+}
+
+#[test]
+fn keys_of_later_versions_are_rejected_by_name() {
+    let unsupported = "not supported by this version of idlereaper";
+    let e = rejected(&daemon("workers = 2"), "daemon.workers", 2, unsupported);
+    assert_eq!(e.column, Some(11));
+    let metrics = format!("{LISTENER}[metrics]\nlisten = \"127.0.0.1:9109\"\n");
+    rejected(&metrics, "metrics", 5, unsupported);
+    let keys = "max_lifetime half_close_timeout max_connections_per_ip allow deny tcp_keepalive \
+                proxy_protocol";
+    for key in keys.split_whitespace() {
+        let text = listener(&format!("idle_timeout = \"1s\"\n{key} = []"));
+        rejected(&text, &format!("listener[0].{key}"), 5, unsupported);
+    }
+    // The first one in the file is reported.
+    let text = listener("idle_timeout = \"1s\"\ndeny = []\nallow = []");
+    rejected(&text, "listener[0].deny", 5, unsupported);
+}
+
+#[test]
+fn required_listener_keys() {
+    let text = format!("{LISTENER}\n[[listener]]\nname = \"b\"\nlisten = \"127.0.0.1:7001\"\n");
+    rejected(&text, "listener[1].idle_timeout", 6, "required");
+    let text = "[[listener]]\nlisten = \"127.0.0.1:7000\"\nidle_timeout = \"1s\"\n";
+    rejected(text, "listener[0].name", 1, "required");
+    let text = "[[listener]]\nname = \"a\"\nidle_timeout = \"1s\"\n";
+    rejected(text, "listener[0].listen", 1, "required");
+}
+
+#[test]
+fn at_least_one_listener() {
+    for text in ["", "[daemon]\n", "listener = []\n"] {
+        let e = parse(text).unwrap_err();
+        assert_eq!((e.key.as_deref(), e.line), (Some("listener"), None));
+        assert_eq!(e.to_string(), format!("{PATH}: listener: {}", e.message));
+        assert!(e.message.contains("at least one [[listener]]"), "{e}");
+    }
+    let single = "[listener]\nname = \"a\"\n";
+    rejected(single, "listener", 1, "expected a sequence; write each listener as a [[listener]] table");
+}
+
+#[test]
+fn duplicates_are_reported_at_the_second_occurrence() {
+    let text = format!("{LISTENER}{}", named("a", "127.0.0.1:7001", ""));
+    let msg = "duplicate name \"a\": already used by listener[0] at line 2";
+    rejected(&text, "listener[1].name", 6, msg);
+    let text = format!("{LISTENER}{}", named("b", "127.0.0.1:7000", ""));
+    let msg = "duplicate address 127.0.0.1:7000: already used by listener[0] (\"a\") at line 3";
+    rejected(&text, "listener[1].listen", 7, msg);
+}
+
+#[test]
+fn relay_loops_are_errors() {
+    let key = "listener[0].upstream";
+    let own = named("a", "127.0.0.1:7000", "upstream = \"127.0.0.1:7000\"\n");
+    rejected(&own, key, 5, "127.0.0.1:7000 is this listener's own address; connections would loop");
+    let wildcard = named("a", "0.0.0.0:7000", "upstream = \"127.0.0.1:7000\"\n");
+    let msg = "127.0.0.1:7000 reaches this listener's own address 0.0.0.0:7000; connections would loop";
+    rejected(&wildcard, key, 5, msg);
+    let a = named("a", "127.0.0.1:7000", "upstream = \"127.0.0.1:7001\"\n");
+    let b = named("b", "127.0.0.1:7001", "upstream = \"127.0.0.1:7000\"\n");
+    let msg = "127.0.0.1:7001 leads back to this listener: a -> b -> a; connections would loop";
+    rejected(&format!("{a}{b}"), key, 5, msg);
+    // A chain that ends in a sink is fine, and so is another port or the other address family.
+    let sink = named("b", "127.0.0.1:7001", "");
+    assert_eq!(ok(&format!("{a}{sink}")).listeners.len(), 2);
+    let to_7000 = "upstream = \"127.0.0.1:7000\"\n";
+    ok(&named("a", "0.0.0.0:7001", to_7000));
+    ok(&named("a", "[::]:7000", to_7000));
+}
+
+#[test]
+fn addresses() {
+    let v6 = ok(&named("a", "[::1]:7000", "upstream = \"[2001:db8::1]:6379\"\n"));
+    let l = &v6.listeners[0];
+    assert_eq!(l.listen, SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 7000)));
+    assert_eq!(l.upstream, Some("[2001:db8::1]:6379".parse().unwrap()));
+    let summary = "listener a: [::1]:7000 -> [2001:db8::1]:6379 relay, idle_timeout 1s, \
+                   connect_timeout 5s, max_connections 10000";
+    assert_eq!(v6.summary(), [summary]);
+    let listen = |addr: &str, fragment: &str| {
+        rejected(&named("a", addr, ""), "listener[0].listen", 3, fragment);
+    };
+    listen("localhost:7000", "\"IP:port\" or \"[IPv6]:port\" (no host names), got \"localhost:7000\"");
+    listen("127.0.0.1", "got \"127.0.0.1\"");
+    listen("::1:7000", "\"[IPv6]:port\"");
+    listen("127.0.0.1:0", "\"127.0.0.1:0\": port 0 is not allowed");
+    listen("127.0.0.1:65536", "got \"127.0.0.1:65536\"");
+    ok(&named("a", "0.0.0.0:7000", ""));
+    let upstream = |addr: &str, fragment: &str| {
+        let text = named("a", "127.0.0.1:7000", &format!("upstream = \"{addr}\"\n"));
+        rejected(&text, "listener[0].upstream", 5, fragment);
+    };
+    upstream("127.0.0.1:0", "port 0");
+    upstream("0.0.0.0:80", "\"0.0.0.0:80\" is not an address to connect to");
+    upstream("[::]:80", "not an address to connect to");
+    upstream("db:5432", "no host names");
+}
+
+#[test]
+fn names() {
+    let with = |name: &str| named(name, "127.0.0.1:7000", "");
+    for good in ["Redis_6.2-main", &"n".repeat(64)] {
+        assert_eq!(ok(&with(good)).listeners[0].name, good);
+    }
+    let msg = "is not a valid name: use 1 to 64 of A-Z a-z 0-9 _.-";
+    for bad in ["", "my redis", "a=b", "ü", &"n".repeat(65)] {
+        rejected(&with(bad), "listener[0].name", 2, msg);
+    }
+}
+
+#[test]
+fn max_connections() {
+    let with = |n: &str| named("a", "127.0.0.1:7000", &format!("max_connections = {n}\n"));
+    assert_eq!(ok(&with("1")).listeners[0].max_connections, 1);
+    assert_eq!(ok(&with("1_000_000")).listeners[0].max_connections, 1_000_000);
+    let key = "listener[0].max_connections";
+    for n in ["0", "-1", "1000001", "9223372036854775807"] {
+        rejected(&with(n), key, 5, &format!("{n} is out of range: allowed 1 to 1000000"));
+    }
+    rejected(&with("\"10\""), key, 5, "expected an integer, got string \"10\"");
+    rejected(&with("1.5"), key, 5, "expected an integer, got float 1.5");
+}
+
+#[test]
+fn duration_syntax() {
+    let idle = |v: &str| listener(&format!("idle_timeout = {v}"));
+    let get = |v: &str| ok(&idle(v)).listeners[0].idle_timeout;
+    assert_eq!(get("\"250ms\""), ms(250));
+    assert_eq!(get("\"1h 30m\""), Duration::from_secs(5400));
+    assert_eq!(get("\"1.5s\""), ms(1500));
+    assert_eq!(get("\"2000us\""), ms(2));
+    assert_eq!(get("\"30days\""), MAX_IDLE_TIMEOUT);
+    let bad = |v: &str, fragment: &str| rejected(&idle(v), "listener[0].idle_timeout", 4, fragment);
+    bad("5", "expected a duration string with a unit, such as \"30s\" or \"250ms\", got integer 5");
+    bad("2.5", "got float 2.5");
+    bad("true", "got boolean true");
+    bad("[\"5s\"]", "got array");
+    bad("{ s = 5 }", "got table");
+    bad("\"5\"", "\"5\" has no unit: write \"5s\" or \"5ms\"");
+    bad("\"0\"", "\"0\" has no unit");
+    bad("\"-5s\"", "\"-5s\" is negative");
+    bad("\"5x\"", "\"5x\" is not a duration: unknown time unit \"x\"");
+    bad("\"\"", "\"\" is not a duration");
+    bad("\"1500us\"", "\"1500us\" is not a whole number of milliseconds");
+    bad("\"0.5ms\"", "\"0.5ms\" is not a whole number of milliseconds");
+    bad("\"99999999999999999999y\"", "is not a duration");
+}
+
+#[test]
+fn duration_ranges() {
+    let key = "listener[0].idle_timeout";
+    let idle = |v: &str| listener(&format!("idle_timeout = \"{v}\""));
+    let msg = "\"0s\" is out of range: allowed 1ms to 30days (the minimum is daemon.tick)";
+    rejected(&idle("0s"), key, 4, msg);
+    rejected(&idle("31days"), key, 4, "allowed 1ms to 30days");
+    let tick_idle = |tick: &str, v: &str| format!("[daemon]\ntick = \"{tick}\"\n{}", idle(v));
+    let msg = "allowed 10ms to 30days (the minimum is daemon.tick)";
+    rejected(&tick_idle("10ms", "5ms"), key, 6, msg);
+    assert_eq!(ok(&tick_idle("10ms", "10ms")).listeners[0].idle_timeout, ms(10));
+
+    let tick = |v: &str| daemon(&format!("tick = \"{v}\""));
+    rejected(&tick("0s"), "daemon.tick", 2, "\"0s\" is out of range: allowed 1ms to 1s");
+    rejected(&tick("2s"), "daemon.tick", 2, "\"2s\" is out of range: allowed 1ms to 1s");
+    assert_eq!(ok(&tick("1s")).daemon.tick, ms(1000));
+    let shutdown = |v: &str| daemon(&format!("shutdown_timeout = \"{v}\""));
+    rejected(&shutdown("61m"), "daemon.shutdown_timeout", 2, "allowed 0s to 1h");
+    assert_eq!(ok(&shutdown("1h")).daemon.shutdown_timeout, HOUR);
+
+    let key = "listener[0].connect_timeout";
+    let relay = |v: &str| {
+        named("a", "127.0.0.1:7000", &format!("upstream = \"127.0.0.1:6379\"\nconnect_timeout = \"{v}\"\n"))
+    };
+    assert_eq!(ok(&relay("250ms")).listeners[0].connect_timeout, ms(250));
+    rejected(&relay("0s"), key, 6, "allowed 1ms to 1h");
+    rejected(&relay("2h"), key, 6, "allowed 1ms to 1h");
+    let sink = named("a", "127.0.0.1:7000", "connect_timeout = \"5s\"\n");
+    rejected(&sink, key, 5, "only applies to a relay listener (one with an `upstream`)");
+}
+
+#[test]
+fn syntax_errors_have_a_position_and_no_key() {
+    let e = parse("[daemon\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (Some(1), None));
+    assert!(e.to_string().starts_with(&format!("{PATH}:1:8: ")), "{e}");
+    let e = parse(&format!("{LISTENER}name = \"b\"\n")).unwrap_err();
+    assert_eq!(e.line, Some(5), "{e}");
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let n = 100_000;
+    let e = parse(&format!("{LISTENER}x = {}1{}\n", "[".repeat(n), "]".repeat(n))).unwrap_err();
+    assert_eq!(e.line, Some(5), "{e}");
+}
+
+#[test]
+fn line_col_edges() {
+    let src = Source { path: Path::new(PATH), text: "ab\nçd\n" };
+    assert_eq!(src.line_col(0), (1, 1));
+    assert_eq!(src.line_col(3), (2, 1));
+    assert_eq!(src.line_col(5), (2, 2)); // after the two-byte 'ç'
+    assert_eq!(src.line_col(4), (2, 1)); // inside 'ç': rounded down
+    assert_eq!(src.line_col(99), (3, 1)); // past the end: clamped
+}
+
+// ---- Properties -----------------------------------------------------------------------------------
+
+/// The chance that a generated table has `key`: required keys usually, optional ones often, keys
+/// of later versions and unknown keys rarely.
+fn chance(key: &str) -> f64 {
+    match key {
+        "name" | "listen" | "idle_timeout" => 0.95,
+        "upstream" => 0.5,
+        "user" | "group" => 0.2,
+        "workers" | "colour" => 0.03,
+        "max_lifetime" | "half_close_timeout" | "max_connections_per_ip" | "allow" | "deny" => 0.01,
+        "tcp_keepalive" | "proxy_protocol" | "idle" => 0.01,
+        _ => 0.3,
+    }
+}
+
+const DAEMON_KEYS: &str = "pidfile log log_level tick shutdown_timeout user group workers colour";
+const LISTENER_KEYS: &str = "name listen idle_timeout upstream connect_timeout max_connections max_lifetime \
+    half_close_timeout max_connections_per_ip allow deny tcp_keepalive proxy_protocol idle";
+/// Other tables and top-level keys, `|`-separated; mostly none.
+const EXTRAS: &str = "||||||||||||||||[metrics]\nlisten = \"127.0.0.1:9109\"|[other]\nx = 1|x = 1|\
+    listener = 5|daemon = \"x\"|[daemon.sub]\nq = 1";
+
+/// Good values for `key`, and bad ones near the edges that the validation checks; each a
+/// `|`-separated list.
+fn plausible(key: &str) -> (&'static str, &'static str) {
+    const BAD_DURATIONS: &str =
+        "\"0s\"|\"2h\"|\"31days\"|\"5\"|5|\"-1s\"|\"1500us\"|\"5x\"|\"\"|\"99999999999999999999y\"";
+    const ADDRESSES: &str = "\"127.0.0.1:7000\"|\"127.0.0.1:7001\"|\"127.0.0.1:7002\"|\"[::1]:7000\"";
+    const BAD_ADDRESSES: &str =
+        "\"0.0.0.0:7000\"|\"127.0.0.1:0\"|\"localhost:7000\"|\"127.0.0.1\"|\"::1:7000\"";
+    match key {
+        "tick" => ("\"1ms\"|\"10ms\"|\"1s\"", BAD_DURATIONS),
+        "shutdown_timeout" => ("\"0s\"|\"10s\"|\"1h\"", BAD_DURATIONS),
+        "idle_timeout" | "connect_timeout" => ("\"5s\"|\"1ms\"|\"250ms\"", BAD_DURATIONS),
+        "listen" | "upstream" => (ADDRESSES, BAD_ADDRESSES),
+        "name" => ("\"a\"|\"b\"|\"c\"", "\"a b\"|\"\"|\"é\""),
+        "max_connections" => ("1|10000", "0|-5|1000001|\"10\"|1.5"),
+        "log" => ("\"syslog\"|\"stderr\"|\"/var/log/x.log\"", "\"x.log\""),
+        "log_level" => ("\"info\"|\"trace\"", "\"INFO\"|\"off\""),
+        "pidfile" => ("\"/run/x.pid\"", "\"x.pid\""),
+        "user" | "group" => ("\"_idlereaper\"", "\"\"|\"a b\""),
+        _ => ("1|[]", "\"x\"|\"0s\""),
+    }
+}
+
+fn one_of(list: &'static str) -> impl Strategy<Value = String> {
+    prop::sample::select(list.split('|').collect::<Vec<_>>()).prop_map(str::to_owned)
+}
+
+/// Any TOML value: scalars of every type, and arrays and inline tables of them.
+fn toml_value() -> impl Strategy<Value = String> {
+    let scalar = prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_map(|f| format!("{f:?}")),
+        any::<bool>().prop_map(|b| b.to_string()),
+        Just("1979-05-27T07:32:00Z".to_owned()),
+        "[a-z0-9:.\\[\\] é-]{0,10}".prop_map(|s| format!("{s:?}")),
+    ];
+    scalar.prop_recursive(2, 8, 3, |inner| {
+        let key = one_of("name|tick|x|\"a b\"");
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(|v| format!("[{}]", v.join(", "))),
+            prop::collection::btree_map(key, inner, 0..3).prop_map(|kv| {
+                let kv: Vec<String> = kv.into_iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                format!("{{ {} }}", kv.join(", "))
+            }),
+        ]
+    })
+}
+
+/// A table: its header, then some of `keys` in any order, mostly with good values, sometimes
+/// with bad ones, and now and then with any value at all.
+fn table(header: &'static str, keys: &'static str) -> impl Strategy<Value = String> {
+    let line = |key: &'static str| {
+        let (good, bad) = plausible(key);
+        let value = prop_oneof![12 => one_of(good), 3 => one_of(bad), 1 => toml_value()];
+        prop::option::weighted(chance(key), value.prop_map(move |v| format!("{key} = {v}\n")))
+    };
+    let lines: Vec<_> = keys.split_whitespace().map(line).collect();
+    let present = lines.prop_map(|lines| lines.into_iter().flatten().collect::<Vec<_>>());
+    present.prop_shuffle().prop_map(move |lines| format!("{header}\n{}", lines.concat()))
+}
+
+/// A document of the config's shape: maybe `[daemon]`, zero to three `[[listener]]`s, and maybe
+/// another table or key.
+fn toml_document() -> impl Strategy<Value = String> {
+    let daemon = prop::option::of(table("[daemon]", DAEMON_KEYS));
+    let listeners = prop::collection::vec(table("[[listener]]", LISTENER_KEYS), 0..4);
+    (one_of(EXTRAS), daemon, listeners).prop_map(|(extra, daemon, listeners)| {
+        // A top-level key must come before the first table.
+        let (top, end) = if extra.starts_with('[') { (String::new(), extra) } else { (extra, String::new()) };
+        format!("{top}\n{}{}{end}\n", daemon.unwrap_or_default(), listeners.concat())
+    })
+}
+
+/// Whatever the outcome, `parse` returns instead of panicking, and an error names the file and a
+/// line that exists.
+fn check_outcome(text: &str) {
+    match parse(text) {
+        Ok(config) => assert_eq!(config.summary().len(), config.listeners.len()),
+        Err(e) => {
+            assert!(e.to_string().starts_with(PATH), "{e}");
+            if let Some(line) = e.line {
+                assert!(line >= 1 && line <= text.matches('\n').count() + 1, "{e}");
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn never_panics_on_arbitrary_text(text in any::<String>()) {
+        check_outcome(&text);
+    }
+
+    #[test]
+    fn never_panics_on_toml_like_text(text in "[\\[\\]a-z_=\"' .,{}:0-9\n#-]{0,200}") {
+        check_outcome(&text);
+    }
+
+    #[test]
+    fn never_panics_on_plausible_documents(doc in toml_document()) {
+        check_outcome(&doc);
+    }
+
+    #[test]
+    fn valid_listeners_round_trip(idle in 1u64..=3_600_000, max in 1usize..=1_000_000, port in 1u16..) {
+        let more = format!("max_connections = {max}\n");
+        let text = named("p", &format!("127.0.0.1:{port}"), &more).replace("\"1s\"", &format!("\"{idle}ms\""));
+        let config = ok(&text);
+        prop_assert_eq!(config.listeners[0].idle_timeout, ms(idle));
+        prop_assert_eq!(config.listeners[0].max_connections, max);
+    }
+}
