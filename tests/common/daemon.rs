@@ -1,0 +1,223 @@
+//! The daemon under test: config sections, `idlereaper -f` in a temp directory with its log
+//! captured, signals, and what /proc says about processes.
+
+use std::fs::{self, File};
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::log::CloseLine;
+use super::{wait_for, BIN, START_DEADLINE};
+
+/// The `[daemon]` section used by the tests: pidfile in `dir`, log to stderr, a 1 ms tick.
+pub fn daemon_section(dir: &Path, shutdown_timeout: &str) -> String {
+    format!(
+        "[daemon]\npidfile = \"{}\"\nlog = \"stderr\"\nlog_level = \"info\"\ntick = \"1ms\"\n\
+         shutdown_timeout = \"{shutdown_timeout}\"\n\n",
+        dir.join("idlereaper.pid").display()
+    )
+}
+
+/// A relay `[[listener]]` section.
+pub fn relay_listener(name: &str, listen: SocketAddr, upstream: SocketAddr, idle_timeout: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"{name}\"\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\n\
+         idle_timeout = \"{idle_timeout}\"\n\n"
+    )
+}
+
+/// A sink `[[listener]]` section.
+pub fn sink_listener(name: &str, listen: SocketAddr, idle_timeout: &str) -> String {
+    format!("[[listener]]\nname = \"{name}\"\nlisten = \"{listen}\"\nidle_timeout = \"{idle_timeout}\"\n\n")
+}
+
+/// `idlereaper -f -c <config>` running in its own temp directory, its stderr (the log) in a file.
+/// Dropping it kills the process (SIGKILL) if it still runs.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub pidfile: PathBuf,
+    pub log_path: PathBuf,
+    child: Child,
+    status: Option<ExitStatus>,
+}
+
+impl Daemon {
+    /// Starts with [`daemon_section`] (shutdown_timeout 2 s) followed by `listeners`.
+    pub fn start(listeners: &str) -> Daemon {
+        Daemon::start_with("2s", listeners)
+    }
+
+    /// Starts with the given shutdown timeout and listener sections.
+    pub fn start_with(shutdown_timeout: &str, listeners: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = daemon_section(dir.path(), shutdown_timeout) + listeners;
+        Daemon::start_in(dir, &text)
+    }
+
+    /// Writes `config` into `dir` and starts the daemon in the foreground on it; returns once the
+    /// log says `started` (listeners bound, pidfile written), or panics with the log.
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
+        let config_path = dir.path().join("idlereaper.toml");
+        fs::write(&config_path, config).expect("write config");
+        let pidfile = dir.path().join("idlereaper.pid");
+        let log_path = dir.path().join("stderr.log");
+        let stderr = File::create(&log_path).expect("create log file");
+        let child = Command::new(BIN)
+            .arg("-f")
+            .arg("-c")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn idlereaper");
+        let mut daemon = Daemon { dir, config_path, pidfile, log_path, child, status: None };
+        let ready = wait_for(START_DEADLINE, || {
+            if daemon.log().contains(" INFO started ") {
+                return Some(true);
+            }
+            daemon.poll_exit().map(|_| false)
+        });
+        match ready {
+            Some(true) => daemon,
+            Some(false) => panic!(
+                "idlereaper exited during startup ({:?}); log:\n{}\nconfig:\n{config}",
+                daemon.status,
+                daemon.log()
+            ),
+            None => panic!("idlereaper not ready after {START_DEADLINE:?}; log:\n{}", daemon.log()),
+        }
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The `conn closed` lines logged so far.
+    pub fn closes(&self) -> Vec<CloseLine> {
+        self.log().lines().filter_map(CloseLine::parse).collect()
+    }
+
+    /// Waits (up to `timeout`) for the `conn closed` line of the client at `client`.
+    pub fn wait_close_of(&self, client: SocketAddr, timeout: Duration) -> CloseLine {
+        let client = client.to_string();
+        let mine = |c: &CloseLine| c.get("client") == Some(client.as_str());
+        let line = wait_for(timeout, || self.closes().into_iter().find(mine)).unwrap_or_else(|| {
+            panic!("no `conn closed` line for client={client} within {timeout:?}; log:\n{}", self.log())
+        });
+        line.assert_well_formed();
+        let count = self.closes().iter().filter(|c| mine(c)).count();
+        assert_eq!(count, 1, "one close line per connection; log:\n{}", self.log());
+        line
+    }
+
+    /// Waits (up to `timeout`) until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        if wait_for(timeout, || self.log().contains(needle).then_some(())).is_none() {
+            panic!("log has no {needle:?} after {timeout:?}; log:\n{}", self.log());
+        }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the daemon, if it is still running.
+    pub fn signal(&mut self, signal: i32) {
+        if self.poll_exit().is_none() {
+            send_signal(self.pid(), signal);
+        }
+    }
+
+    /// Records and returns the exit status if the process has ended.
+    pub fn poll_exit(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    /// Waits up to `timeout` for the process to end.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_for(timeout, || self.poll_exit())
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit; panics (with the log) if it does not.
+    pub fn stop_within(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(timeout).unwrap_or_else(|| {
+            panic!("idlereaper still running {timeout:?} after SIGTERM; log:\n{}", self.log())
+        })
+    }
+
+    /// SIGTERM and wait (shutdown_timeout of the default config plus slack).
+    pub fn stop(&mut self) -> ExitStatus {
+        self.stop_within(Duration::from_secs(10))
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if self.poll_exit().is_none() {
+            let _ = self.child.kill();
+            self.status = self.child.wait().ok();
+        }
+    }
+
+    /// The daemon's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid()).expect("VmRSS of the daemon")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `kill(pid, signal)`.
+pub fn send_signal(pid: u32, signal: i32) {
+    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    // SAFETY: kill has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}): {}", io::Error::last_os_error());
+}
+
+/// Resident set size of `pid` in KiB, from /proc/<pid>/status.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// True if `pid` names a running (not zombie) process.
+pub fn is_running(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name, which may itself contain ')'.
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X") | Some("x"))
+}
+
+/// Pids of processes whose command line contains `needle` as one argument (e.g. a config path
+/// unique to a test), zombies excluded.
+pub fn processes_with_arg(needle: &str) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .filter(|pid| is_running(*pid))
+        .collect()
+}

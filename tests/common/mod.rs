@@ -1,0 +1,48 @@
+//! The harness shared by the integration tests: the real `idlereaper` binary started in a temp
+//! directory and stopped with real signals, its log parsed, in-process upstream servers, loopback
+//! addresses that parallel tests do not share, and a reproducible byte stream to check relayed
+//! data against.
+//!
+//! Rules every test follows: no fixed sleep for readiness (wait for a condition, with a deadline);
+//! every loop bounded in count and time; every socket with read and write timeouts, so that a bug
+//! fails a test instead of hanging it; only loopback addresses.
+
+// Each test binary uses a different part of the harness.
+#![allow(dead_code)]
+
+mod bytes;
+mod daemon;
+mod log;
+mod net;
+
+#[allow(unused_imports)]
+pub use {bytes::*, daemon::*, log::*, net::*};
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_idlereaper");
+/// Read/write timeout of every test socket: long enough for a loaded CI machine, short enough
+/// that a stuck relay fails the test in seconds.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the daemon may take to become ready.
+pub const START_DEADLINE: Duration = Duration::from_secs(10);
+/// Polling interval of every wait loop.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// Polls `check` every [`POLL`] until it returns `Some`, or `None` once `timeout` has passed.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    let max_rounds = timeout.as_millis() / POLL.as_millis() + 2;
+    for _ in 0..max_rounds {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if start.elapsed() >= timeout {
+            break;
+        }
+        thread::sleep(POLL);
+    }
+    check()
+}

@@ -1,0 +1,206 @@
+//! Loopback addresses that parallel tests do not share, client sockets with timeouts, and
+//! in-process upstream servers (std threads, blocking sockets with timeouts).
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::IO_TIMEOUT;
+
+/// A loopback address no other test (in this process or, very likely, another) uses:
+/// 127.A.B.C with A derived from the pid and B.C from a counter. All of 127/8 is local on Linux.
+pub fn fresh_ip() -> Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let a = 1 + (std::process::id() % 250) as u8;
+    let b = (n / 250 % 250) as u8;
+    let c = 2 + (n % 250) as u8;
+    Ipv4Addr::new(127, a, b, c)
+}
+
+/// An address (on a fresh loopback IP) where nothing listens right now: for the daemon to
+/// bind, or as an upstream that refuses connections.
+pub fn free_addr() -> SocketAddr {
+    let ip = fresh_ip();
+    let probe = TcpListener::bind(SocketAddrV4::new(ip, 0)).expect("bind a probe port");
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    addr
+}
+
+/// True if `addr` can be bound now, i.e. nobody listens on it.
+pub fn is_bindable(addr: SocketAddr) -> bool {
+    TcpListener::bind(addr).is_ok()
+}
+
+/// Connects with a deadline and sets the socket's read and write timeouts.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    with_timeouts(&stream);
+    stream
+}
+
+/// Sets [`IO_TIMEOUT`] on both directions.
+pub fn with_timeouts(stream: &TcpStream) {
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+}
+
+/// What the peer of a socket has done, seen without consuming data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Connected; data may or may not be waiting.
+    Open,
+    /// The peer closed (FIN) or reset the connection.
+    Closed,
+}
+
+/// Peeks without blocking: is the connection still open?
+pub fn peer_state(stream: &TcpStream) -> PeerState {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let state = match stream.peek(&mut byte) {
+        Ok(0) => PeerState::Closed,
+        Ok(_) => PeerState::Open,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => PeerState::Open,
+        Err(_) => PeerState::Closed,
+    };
+    stream.set_nonblocking(false).unwrap();
+    state
+}
+
+/// Blocks (up to `timeout`) until the peer closes: returns when a read gives EOF or a reset,
+/// panics if data arrives or the timeout passes.
+pub fn wait_closed(stream: &mut TcpStream, timeout: Duration) -> Instant {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut buf = [0u8; 256];
+    let result = stream.read(&mut buf);
+    let at = Instant::now();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    match result {
+        Ok(0) => at,
+        Err(e) if is_reset(&e) => at,
+        Ok(n) => panic!("expected the connection to close, got {n} bytes"),
+        Err(e) => panic!("expected the connection to close within {timeout:?}: {e}"),
+    }
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted)
+}
+
+/// Reads exactly `n` bytes (with the socket's timeouts).
+pub fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    stream.read_exact(&mut buf).unwrap_or_else(|e| panic!("reading {n} bytes: {e}"));
+    buf
+}
+
+/// Writes `msg` and expects it echoed back whole.
+pub fn assert_echo(stream: &mut TcpStream, msg: &[u8]) {
+    stream.write_all(msg).expect("write to the relay");
+    let got = read_n(stream, msg.len());
+    assert_eq!(got, msg, "echo through the relay");
+}
+
+/// A TCP server on 127.0.0.1 run by a thread of the test: every accepted connection (blocking,
+/// with [`IO_TIMEOUT`]s) is handed to `handler` in its own thread. Stops accepting when dropped.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Longest an upstream accept loop runs, whatever happens.
+const UPSTREAM_LIFETIME: Duration = Duration::from_secs(120);
+
+impl Upstream {
+    pub fn start<F>(handler: F) -> Upstream
+    where
+        F: Fn(TcpStream) + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Upstream::start_on(listener, handler)
+    }
+
+    /// Serves on an already bound listener.
+    pub fn start_on<F>(listener: TcpListener, handler: F) -> Upstream
+    where
+        F: Fn(TcpStream) + Send + Sync + 'static,
+    {
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler = Arc::new(handler);
+        let thread = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let start = Instant::now();
+                while !stop.load(Ordering::Relaxed) && start.elapsed() < UPSTREAM_LIFETIME {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            stream.set_nonblocking(false).unwrap();
+                            with_timeouts(&stream);
+                            let handler = handler.clone();
+                            thread::spawn(move || handler(stream));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            thread::sleep(Duration::from_millis(2))
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            })
+        };
+        Upstream { addr, stop, thread: Some(thread) }
+    }
+
+    /// Echoes every byte back; on EOF, shuts down writing after the last byte.
+    pub fn echo() -> Upstream {
+        Upstream::start(|mut s| {
+            let _ = echo_until_eof(&mut s);
+        })
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Copies everything read back to the sender until EOF, then shuts down writing.
+pub fn echo_until_eof(s: &mut TcpStream) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            s.shutdown(Shutdown::Write)?;
+            return Ok(total);
+        }
+        s.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Reads until EOF (or an error), returning the number of bytes and whether it ended with EOF.
+pub fn drain(s: &mut TcpStream) -> (u64, io::Result<()>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (total, Ok(())),
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (total, Err(e)),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Bad configurations and command lines: exit status 2, a message on stderr that names the file
+//! and the offending key, and nothing left behind (no process, no pidfile, nothing bound).
+//! Also `--check` on a good config, and `--version`.
+//!
+//! The exact wording of config errors is the config module's to choose: these tests look for the
+//! key and the path in the message, not for sentences.
+
+mod common;
+
+use std::fs::{self, File};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// One run of the command against a config file in its own temp dir.
+struct Outcome {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Outcome {
+    fn pidfile(&self) -> PathBuf {
+        self.dir.path().join("idlereaper.pid")
+    }
+}
+
+/// Runs `idlereaper <args>` with stdout and stderr in files of `dir`, with a 10 s deadline.
+fn run_in(dir: &Path, args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
+    let out = dir.join("stdout");
+    let err = dir.join("stderr");
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(&err).unwrap())
+        .spawn()
+        .expect("spawn idlereaper");
+    let status = wait_for(Duration::from_secs(10), || child.try_wait().unwrap());
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("idlereaper {args:?} did not return within 10 s");
+    });
+    (status, fs::read_to_string(out).unwrap_or_default(), fs::read_to_string(err).unwrap_or_default())
+}
+
+/// Runs `idlereaper <args> -c <config>` (daemon mode unless `args` say otherwise) on a config
+/// file in a new temp dir (`@DIR@` in the text stands for that dir; `None`: no file at all). If a
+/// bad config was wrongly accepted, the daemon it started is killed here so that the failing test
+/// leaves nothing behind either.
+fn run_with(args: &[&str], config_text: Option<&str>) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("idlereaper.toml");
+    if let Some(text) = config_text {
+        fs::write(&config, text.replace("@DIR@", &dir.path().display().to_string())).unwrap();
+    }
+    let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    argv.push("-c".as_ref());
+    argv.push(config.as_os_str());
+    let (status, stdout, stderr) = run_in(dir.path(), &argv);
+    for pid in processes_with_arg(config.to_str().unwrap()) {
+        send_signal(pid, libc::SIGKILL);
+    }
+    Outcome { status, stdout, stderr, dir, config }
+}
+
+/// A config whose `[daemon]` section is valid (pidfile in the temp dir) followed by `listeners`.
+fn config_with(listeners: &str) -> String {
+    format!("[daemon]\npidfile = \"@DIR@/idlereaper.pid\"\nlog = \"stderr\"\ntick = \"1ms\"\n\n{listeners}")
+}
+
+/// Asserts the contract for a rejected config: exit 2, stderr names the file and every one of
+/// `mentions`, no pidfile, no process, and `listen` (if any) still free.
+fn assert_rejected(outcome: &Outcome, mentions: &[&str], listen: Option<SocketAddr>) {
+    assert_eq!(outcome.status.code(), Some(2), "exit status for a bad config; stderr: {}", outcome.stderr);
+    let path = outcome.config.display().to_string();
+    assert!(outcome.stderr.contains(&path), "stderr names the file {path}: {:?}", outcome.stderr);
+    for m in mentions {
+        assert!(outcome.stderr.contains(m), "stderr mentions {m:?}: {:?}", outcome.stderr);
+    }
+    assert!(!outcome.pidfile().exists(), "no pidfile left");
+    assert_eq!(processes_with_arg(&path), Vec::<u32>::new(), "no process left");
+    if let Some(addr) = listen {
+        assert!(is_bindable(addr), "{addr} is not bound");
+    }
+}
+
+#[test]
+fn an_unknown_key_in_a_listener_is_rejected() {
+    let listen = free_addr();
+    let text = config_with(&format!(
+        "[[listener]]\nname = \"a\"\nlisten = \"{listen}\"\nidle_timeout = \"5s\"\nidle_timout = \"5s\"\n"
+    ));
+    assert_rejected(&run_with(&[], Some(&text)), &["idle_timout"], Some(listen));
+}
+
+#[test]
+fn an_unknown_key_in_daemon_is_rejected() {
+    let listen = free_addr();
+    let text = config_with(&sink_listener("a", listen, "5s"))
+        .replace("tick = \"1ms\"\n", "tick = \"1ms\"\npid_file = \"/tmp/x.pid\"\n");
+    assert_rejected(&run_with(&[], Some(&text)), &["pid_file"], Some(listen));
+}
+
+#[test]
+fn a_duration_with_a_bad_unit_is_rejected() {
+    let listen = free_addr();
+    let text = config_with(&sink_listener("a", listen, "5x"));
+    assert_rejected(&run_with(&[], Some(&text)), &["idle_timeout"], Some(listen));
+}
+
+#[test]
+fn a_zero_idle_timeout_is_rejected() {
+    let listen = free_addr();
+    let text = config_with(&sink_listener("a", listen, "0s"));
+    assert_rejected(&run_with(&[], Some(&text)), &["idle_timeout"], Some(listen));
+}
+
+#[test]
+fn a_bad_listen_address_is_rejected() {
+    let text =
+        config_with("[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:notaport\"\nidle_timeout = \"5s\"\n");
+    assert_rejected(&run_with(&[], Some(&text)), &["listen"], None);
+}
+
+#[test]
+fn a_bad_upstream_address_is_rejected() {
+    let listen = free_addr();
+    let text = config_with(&format!(
+        "[[listener]]\nname = \"a\"\nlisten = \"{listen}\"\nupstream = \"127.0.0.1\"\nidle_timeout = \"5s\"\n"
+    ));
+    assert_rejected(&run_with(&[], Some(&text)), &["upstream"], Some(listen));
+}
+
+#[test]
+fn a_missing_file_is_rejected() {
+    let outcome = run_with(&[], None);
+    assert_rejected(&outcome, &[], None);
+}
+
+#[test]
+fn a_duplicate_listener_name_is_rejected() {
+    let (a, b) = (free_addr(), free_addr());
+    let text = config_with(&(sink_listener("twin", a, "5s") + &sink_listener("twin", b, "5s")));
+    assert_rejected(&run_with(&[], Some(&text)), &["name", "twin"], Some(a));
+    assert!(is_bindable(b));
+}
+
+#[test]
+fn a_duplicate_listen_address_is_rejected() {
+    let listen = free_addr();
+    let text = config_with(&(sink_listener("one", listen, "5s") + &sink_listener("two", listen, "5s")));
+    assert_rejected(&run_with(&[], Some(&text)), &["listen"], Some(listen));
+}
+
+#[test]
+fn a_missing_idle_timeout_is_rejected() {
+    let listen = free_addr();
+    let text = config_with(&format!("[[listener]]\nname = \"a\"\nlisten = \"{listen}\"\n"));
+    assert_rejected(&run_with(&[], Some(&text)), &["idle_timeout"], Some(listen));
+}
+
+#[test]
+fn an_unknown_option_is_a_usage_error() {
+    let outcome = run_with(&["--no-such-option"], None);
+    assert_eq!(outcome.status.code(), Some(2), "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("--no-such-option"), "{}", outcome.stderr);
+}
+
+#[test]
+fn check_validates_prints_one_line_per_listener_and_binds_nothing() {
+    let (relay, sink, upstream) = (free_addr(), free_addr(), free_addr());
+    let text = config_with(
+        &(relay_listener("relay-one", relay, upstream, "5s") + &sink_listener("sink-two", sink, "5s")),
+    );
+    let outcome = run_with(&["--check"], Some(&text));
+    assert_eq!(outcome.status.code(), Some(0), "{}", outcome.stderr);
+    for name in ["relay-one", "sink-two"] {
+        let lines = outcome.stdout.lines().filter(|l| l.contains(name)).count();
+        assert_eq!(lines, 1, "one line for listener {name}: {:?}", outcome.stdout);
+    }
+    assert!(is_bindable(relay) && is_bindable(sink), "--check binds nothing");
+    assert!(!outcome.pidfile().exists(), "--check writes no pidfile");
+    assert_eq!(processes_with_arg(outcome.config.to_str().unwrap()), Vec::<u32>::new());
+
+    let short = run_with(&["-t"], Some(&text));
+    assert_eq!(short.status.code(), Some(0), "{}", short.stderr);
+}
+
+#[test]
+fn check_rejects_a_bad_config_with_status_2() {
+    let text = config_with(&sink_listener("a", free_addr(), "5x"));
+    let outcome = run_with(&["--check"], Some(&text));
+    assert_rejected(&outcome, &["idle_timeout"], None);
+}
+
+#[test]
+fn version_prints_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    for flag in ["--version", "-V"] {
+        let (status, stdout, stderr) = run_in(dir.path(), &[flag.as_ref()]);
+        assert_eq!(status.code(), Some(0), "{flag}: {stderr}");
+        assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{flag} prints the version: {stdout:?}");
+    }
+}
