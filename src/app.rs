@@ -10,8 +10,10 @@ use log::info;
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError, LogTarget};
 use crate::daemon::{self, Credentials, Forked, Pidfile};
+use crate::listener::{self, Listener};
 use crate::logging::{self, Destination};
-use crate::server::{self, Server};
+use crate::server::Server;
+use crate::supervisor::Supervisor;
 
 /// Why the program failed.
 #[derive(Debug)]
@@ -95,7 +97,7 @@ fn start(config: &Config, foreground: bool) -> Result<(), Error> {
         creds.prepare_pidfile_dir(&config.daemon.pidfile)?;
     }
     let pidfile = Pidfile::lock(&config.daemon.pidfile)?;
-    let bound = server::bind(config)
+    let bound = listener::bind(config)
         .and_then(|listeners| Destination::open(&config.daemon.log, foreground).map(|log| (listeners, log)));
     let (listeners, log) = match bound {
         Ok(ok) => ok,
@@ -139,28 +141,38 @@ fn pidfile_with_pid(mut pidfile: Pidfile) -> Result<Pidfile, Error> {
     }
 }
 
-/// A daemon ready to serve: its event loop and the pidfile to remove when it stops.
+/// A daemon ready to serve: its workers under a supervisor, the logger, and the pidfile to
+/// remove when it stops.
 struct Ready {
-    server: Server,
+    supervisor: Supervisor,
+    log: logging::LogHandle,
     pidfile: Pidfile,
+    started: String,
 }
 
-/// In the process that will serve: drop privileges, install logging, build the event loop.
+/// In the process that will serve: drop privileges, build the event loops, install the signal
+/// handlers and logging.
 fn setup(
     config: &Config,
-    listeners: Vec<server::Listener>,
+    listeners: Vec<Vec<Listener>>,
     log: Destination,
     credentials: &Option<Credentials>,
     pidfile: Pidfile,
 ) -> Result<Ready, Error> {
-    let built = credentials
-        .as_ref()
-        .map_or(Ok(()), Credentials::drop_privileges)
-        .and_then(|()| Server::new(config, listeners).map_err(|e| Error::io("event loop", e)));
+    let started = started_line(config);
+    let built = credentials.as_ref().map_or(Ok(()), Credentials::drop_privileges).and_then(|()| {
+        let workers = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, set)| Server::new(config, i, set))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io("event loop", e))?;
+        Supervisor::new(workers).map_err(|e| Error::io("signal handlers", e))
+    });
     match built {
-        Ok(mut server) => {
-            server.set_log(logging::install(log, config.daemon.log_level));
-            Ok(Ready { server, pidfile })
+        Ok(supervisor) => {
+            let log = logging::install(log, config.daemon.log_level);
+            Ok(Ready { supervisor, log, pidfile, started })
         }
         Err(e) => {
             pidfile.remove();
@@ -169,22 +181,27 @@ fn setup(
     }
 }
 
-fn serve(Ready { mut server, pidfile }: Ready) -> Result<(), Error> {
-    let names: Vec<String> = server
-        .listeners()
+fn started_line(config: &Config) -> String {
+    let listeners: Vec<String> = config
+        .listeners
         .iter()
-        .map(|l| match l.config.upstream {
-            Some(up) => format!("{}={}->{}", l.config.name, l.config.listen, up),
-            None => format!("{}={} sink", l.config.name, l.config.listen),
+        .map(|l| match l.upstream {
+            Some(up) => format!("{}={}->{}", l.name, l.listen, up),
+            None => format!("{}={} sink", l.name, l.listen),
         })
         .collect();
-    info!(
-        "started version={} pid={} listeners=\"{}\"",
+    format!(
+        "started version={} pid={} workers={} listeners=\"{}\"",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
-        names.join(", ")
-    );
-    let result = server.run().map_err(|e| Error::io("event loop", e));
+        config.daemon.workers,
+        listeners.join(", ")
+    )
+}
+
+fn serve(Ready { supervisor, log, pidfile, started }: Ready) -> Result<(), Error> {
+    info!("{started}");
+    let result = supervisor.run(log).map_err(|e| Error::io("event loop", e));
     pidfile.remove();
     match &result {
         Ok(()) => info!("stopped"),

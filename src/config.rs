@@ -69,6 +69,9 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECT_TIMEOUT: Duration = HOUR;
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const MAX_CONNECTIONS_RANGE: (i64, i64) = (1, 1_000_000);
+const DEFAULT_WORKERS: usize = 1;
+/// 0 means one per core.
+const WORKERS_RANGE: (i64, i64) = (0, 64);
 const MAX_NAME_LEN: usize = 64;
 
 /// The validated configuration.
@@ -98,6 +101,9 @@ pub struct DaemonConfig {
     pub user: Option<String>,
     /// Group to switch to after binding, when started as root. Non-empty, no spaces.
     pub group: Option<String>,
+    /// Event-loop threads, each with its own `SO_REUSEPORT` listeners, wheel and connections.
+    /// The file's 0 ("one per core") is resolved here, so this is 1..=64. Default 1.
+    pub workers: usize,
 }
 
 /// Where log lines go.
@@ -176,9 +182,28 @@ impl Config {
         validate(&src, file)
     }
 
-    /// One line per listener, for `idlereaper --check`.
+    /// One line for the daemon, then one per listener, for `idlereaper --check`.
     pub fn summary(&self) -> Vec<String> {
         let d = |d: Duration| humantime::format_duration(d).to_string();
+        let dc = &self.daemon;
+        let log = match &dc.log {
+            LogTarget::Syslog => "syslog".to_string(),
+            LogTarget::Stderr => "stderr".to_string(),
+            LogTarget::File(p) => p.display().to_string(),
+        };
+        let user = match (&dc.user, &dc.group) {
+            (Some(u), Some(g)) => format!(", user {u}, group {g}"),
+            (Some(u), None) => format!(", user {u}"),
+            _ => String::new(),
+        };
+        let daemon = format!(
+            "daemon: pidfile {}, log {log} ({}), tick {}, shutdown_timeout {}, workers {}{user}",
+            dc.pidfile.display(),
+            dc.log_level.as_str().to_lowercase(),
+            d(dc.tick),
+            d(dc.shutdown_timeout),
+            dc.workers
+        );
         let line = |l: &ListenerConfig| {
             let (name, listen, idle, max) = (&l.name, l.listen, d(l.idle_timeout), l.max_connections);
             match l.upstream {
@@ -190,7 +215,7 @@ impl Config {
                 None => format!("listener {name}: {listen} sink, idle_timeout {idle}, max_connections {max}"),
             }
         };
-        self.listeners.iter().map(line).collect()
+        std::iter::once(daemon).chain(self.listeners.iter().map(line)).collect()
     }
 }
 
@@ -214,7 +239,7 @@ struct FileDaemon {
     shutdown_timeout: Option<Spanned<Value>>,
     user: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
-    workers: Option<Spanned<Value>>, // not supported yet
+    workers: Option<Spanned<Value>>,
 }
 
 #[derive(Deserialize)]
@@ -275,7 +300,6 @@ fn reject_unsupported(src: &Source, prefix: &str, keys: &[(&str, &Option<Spanned
 }
 
 fn validate_daemon(src: &Source, d: FileDaemon) -> Res<DaemonConfig> {
-    reject_unsupported(src, "daemon.", &[("workers", &d.workers)])?;
     let pidfile = match &d.pidfile {
         None => PathBuf::from(DEFAULT_PIDFILE),
         Some(p) if Path::new(p.get_ref()).is_absolute() => PathBuf::from(p.get_ref()),
@@ -309,7 +333,31 @@ fn validate_daemon(src: &Source, d: FileDaemon) -> Res<DaemonConfig> {
     let shutdown_timeout = duration(src, "daemon.shutdown_timeout", &d.shutdown_timeout, limits, "")?;
     let user = account(src, "daemon.user", &d.user)?;
     let group = account(src, "daemon.group", &d.group)?;
-    Ok(DaemonConfig { pidfile, log, log_level, tick, shutdown_timeout, user, group })
+    let workers = match integer(src, "daemon.workers", &d.workers, DEFAULT_WORKERS, WORKERS_RANGE)? {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(WORKERS_RANGE.1 as usize)),
+        n => n,
+    };
+    Ok(DaemonConfig { pidfile, log, log_level, tick, shutdown_timeout, user, group, workers })
+}
+
+/// An integer key within `(min, max)`, or `default` when absent.
+fn integer(
+    src: &Source,
+    key: &str,
+    value: &Option<Spanned<Value>>,
+    default: usize,
+    range: (i64, i64),
+) -> Res<usize> {
+    let (min, max) = range;
+    let Some(v) = value else { return Ok(default) };
+    match v.get_ref() {
+        Value::Integer(n) if (min..=max).contains(n) => Ok(*n as usize), // in range, so it fits
+        Value::Integer(n) => {
+            let msg = format!("{n} is out of range: allowed {min} to {max}");
+            Err(src.error(v.span(), key, msg))
+        }
+        _ => Err(wrong_type(src, key, v, "an integer")),
+    }
 }
 
 /// A user or group name: non-empty, no spaces.
@@ -378,18 +426,13 @@ fn validate_listener(
     let limits = (DEFAULT_CONNECT_TIMEOUT, (tick, MAX_CONNECT_TIMEOUT));
     let connect_timeout = duration(src, &key("connect_timeout"), &l.connect_timeout, limits, TICK_NOTE)?;
 
-    let (min, max) = MAX_CONNECTIONS_RANGE;
-    let max_connections = match &l.max_connections {
-        None => DEFAULT_MAX_CONNECTIONS,
-        Some(v) => match v.get_ref() {
-            Value::Integer(n) if (min..=max).contains(n) => *n as usize, // in range, so it fits
-            Value::Integer(n) => {
-                let msg = format!("{n} is out of range: allowed {min} to {max}");
-                return Err(src.error(v.span(), &key("max_connections"), msg));
-            }
-            _ => return Err(wrong_type(src, &key("max_connections"), v, "an integer")),
-        },
-    };
+    let max_connections = integer(
+        src,
+        &key("max_connections"),
+        &l.max_connections,
+        DEFAULT_MAX_CONNECTIONS,
+        MAX_CONNECTIONS_RANGE,
+    )?;
     Ok(Checked {
         config: ListenerConfig {
             name: n.clone(),

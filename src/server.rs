@@ -1,5 +1,6 @@
-//! The event loop: one `mio::Poll` that owns the listeners, a `Slab` of connections, the timing
-//! wheel, and the signal pipe. No globals: everything an iteration touches hangs off [`Server`].
+//! The event loop of one worker: one `mio::Poll` that owns the worker's listeners, a `Slab` of
+//! connections, the timing wheel, and a control channel from the supervisor (stop, statistics).
+//! No globals: everything an iteration touches hangs off [`Server`].
 //!
 //! One iteration: compute the poll timeout from the wheel's next deadline (none: block until I/O),
 //! poll, handle the events (accept until `WouldBlock`, drive the connections they name), drive the
@@ -9,20 +10,21 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::alarm::Alarm;
 use crate::buffer::Pool;
 use crate::clock::Clock;
-use crate::config::{Config, ListenerConfig};
+use crate::config::Config;
 use crate::conn::{CloseReason, Conn, Io, IoFailure, Next, Side};
-use crate::logging::LogHandle;
-use crate::signals::{Signal, Signals};
+use crate::listener::{is_out_of_descriptors, Listener};
 use crate::wheel::Wheel;
 
 /// Relay buffer size: one read, and the most a direction holds while its reader is stalled.
@@ -44,7 +46,7 @@ const EVENTS_CAPACITY: usize = 1024;
 enum Target {
     Conn(usize, Side),
     Listener(usize),
-    Signals,
+    Control,
     Alarm,
 }
 
@@ -54,7 +56,7 @@ impl Target {
             Target::Conn(key, Side::Client) => key << 2,
             Target::Conn(key, Side::Upstream) => (key << 2) | 1,
             Target::Listener(i) => (i << 2) | 2,
-            Target::Signals => 3,
+            Target::Control => 3,
             Target::Alarm => (1 << 2) | 3,
         })
     }
@@ -65,49 +67,10 @@ impl Target {
             0 => Target::Conn(index, Side::Client),
             1 => Target::Conn(index, Side::Upstream),
             2 => Target::Listener(index),
-            _ if index == 0 => Target::Signals,
+            _ if index == 0 => Target::Control,
             _ => Target::Alarm,
         }
     }
-}
-
-/// A bound listening socket with its configuration.
-pub struct Listener {
-    pub config: ListenerConfig,
-    socket: Option<TcpListener>,
-    /// Connections of this listener currently open.
-    active: usize,
-    /// Accepting is paused (descriptor exhaustion) until then.
-    paused_until: Option<Instant>,
-    /// Accepted connections may still be waiting in the backlog.
-    backlog_ready: bool,
-}
-
-impl Listener {
-    /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.socket.as_ref().and_then(|s| s.local_addr().ok())
-    }
-}
-
-/// Binds every listener of `config`, before daemonizing, so that errors reach the terminal.
-pub fn bind(config: &Config) -> Result<Vec<Listener>, crate::app::Error> {
-    config
-        .listeners
-        .iter()
-        .map(|lc| {
-            let socket = crate::net::listen(lc.listen).map_err(|e| {
-                crate::app::Error::io(format!("listener {}: cannot listen on {}", lc.name, lc.listen), e)
-            })?;
-            Ok(Listener {
-                config: lc.clone(),
-                socket: Some(socket),
-                active: 0,
-                paused_until: None,
-                backlog_ready: true,
-            })
-        })
-        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +107,8 @@ struct Core {
     clock: Clock,
     pool: Pool,
     scratch: Box<[u8]>,
-    signals: Signals,
+    worker: usize,
+    commands: Receiver<Command>,
     /// Wakes the loop at the wheel's next deadline, with sub-millisecond precision.
     alarm: Alarm,
     phase: Phase,
@@ -157,12 +121,37 @@ struct Core {
     /// The last expiry pass stopped at its budget with timers still due.
     expiry_backlog: bool,
     stats: Stats,
-    log: Option<LogHandle>,
+}
+
+/// What the supervisor asks of a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Stop accepting and drain; a second `Stop` closes everything at once.
+    Stop,
+    /// Log a statistics line.
+    Stats,
+}
+
+/// The supervisor's handle on a worker's loop.
+#[derive(Clone)]
+pub struct Remote {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl Remote {
+    /// Sends a command and wakes the loop. A worker that has already stopped ignores it.
+    pub fn send(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 impl Server {
-    /// Registers the listeners and signals with a new poll.
-    pub fn new(config: &Config, mut listeners: Vec<Listener>) -> io::Result<Server> {
+    /// Registers worker `worker`'s listeners with a new poll. Returns the loop and the handle
+    /// through which the supervisor controls it.
+    pub fn new(config: &Config, worker: usize, mut listeners: Vec<Listener>) -> io::Result<(Server, Remote)> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         for (i, listener) in listeners.iter_mut().enumerate() {
@@ -170,11 +159,11 @@ impl Server {
                 registry.register(socket, Target::Listener(i).token(), Interest::READABLE)?;
             }
         }
-        let mut signals = Signals::new()?;
-        registry.register(signals.source(), Target::Signals.token(), Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(&registry, Target::Control.token())?);
+        let (sender, commands) = mpsc::channel();
         let alarm = Alarm::new()?;
         alarm.register(&registry, Target::Alarm.token())?;
-        Ok(Server {
+        let server = Server {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
             core: Core {
@@ -185,7 +174,8 @@ impl Server {
                 clock: Clock::new(config.daemon.tick),
                 pool: Pool::new(BUFFER_SIZE, POOL_KEEP),
                 scratch: vec![0; BUFFER_SIZE].into_boxed_slice(),
-                signals,
+                worker,
+                commands,
                 alarm,
                 phase: Phase::Running,
                 shutdown_timeout: config.daemon.shutdown_timeout,
@@ -194,14 +184,9 @@ impl Server {
                 expired: Vec::new(),
                 expiry_backlog: false,
                 stats: Stats::default(),
-                log: None,
             },
-        })
-    }
-
-    /// Gives the loop the logger to reopen on SIGUSR1.
-    pub fn set_log(&mut self, log: LogHandle) {
-        self.core.log = Some(log);
+        };
+        Ok((server, Remote { commands: sender, waker }))
     }
 
     /// The listeners, in configuration order.
@@ -267,7 +252,7 @@ impl Core {
 
     fn handle(&mut self, event: &mio::event::Event) {
         match Target::from_token(event.token()) {
-            Target::Signals => self.handle_signals(),
+            Target::Control => self.handle_commands(),
             Target::Alarm => self.alarm.fired(), // expiry runs after every batch of events
             Target::Listener(i) => {
                 if let Some(listener) = self.listeners.get_mut(i) {
@@ -355,9 +340,9 @@ impl Core {
     /// Sets up an accepted client: refuse beyond the limit, connect to the upstream, arm the timer.
     fn admit(&mut self, i: usize, client: TcpStream, peer: SocketAddr) {
         let now = Instant::now();
-        let listener = &mut self.listeners[i];
+        let listener = &self.listeners[i];
         let config = &listener.config;
-        if listener.active >= config.max_connections {
+        if !listener.try_admit() {
             // Accepted and closed at once: the client learns immediately instead of waiting
             // in a backlog, and the backlog keeps moving for when a slot frees up.
             self.stats.refused += 1;
@@ -379,6 +364,7 @@ impl Core {
                         false => CloseReason::UpstreamRefused,
                     };
                     let failure = IoFailure { side: Side::Upstream, op: "connect", error };
+                    listener.release();
                     self.stats.accepted += 1;
                     self.stats.closed += 1;
                     log_close(&config.name, peer, Duration::ZERO, (0, 0), reason, Some(&failure));
@@ -387,7 +373,6 @@ impl Core {
             },
         };
         self.stats.accepted += 1;
-        listener.active += 1;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let conn = entry.insert(conn);
@@ -452,8 +437,8 @@ impl Core {
         if let Some(up) = conn.upstream_mut() {
             let _ = self.registry.deregister(up);
         }
-        let listener = &mut self.listeners[conn.listener];
-        listener.active -= 1;
+        let listener = &self.listeners[conn.listener];
+        listener.release();
         self.stats.closed += 1;
         let lifetime = conn.accepted.elapsed();
         let bytes = (conn.bytes_from_client(), conn.bytes_from_upstream());
@@ -486,31 +471,23 @@ impl Core {
         self.expired = expired;
     }
 
-    fn handle_signals(&mut self) {
-        let signals: Vec<Signal> = self.signals.pending().collect();
-        for signal in signals {
-            match signal {
-                Signal::Stop => self.stop(),
-                Signal::Reload => {
-                    warn!("SIGHUP: reloading is not supported by this version; restart to apply configuration changes")
-                }
-                Signal::Stats => {
-                    if let Some(log) = self.log {
-                        log.reopen();
-                    }
-                    self.log_stats();
-                }
+    fn handle_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Stop => self.stop(),
+                Command::Stats => self.log_stats(),
             }
         }
     }
 
-    /// First stop signal: close the listeners and drain; second: close everything now.
+    /// First stop: close the listeners and drain; second: close everything now.
     fn stop(&mut self) {
         match self.phase {
             Phase::Running => {
                 let until = Instant::now() + self.shutdown_timeout;
                 info!(
-                    "stopping: listeners closed, draining connections={} for up to {:?}",
+                    "stopping worker={}: listeners closed, draining connections={} for up to {:?}",
+                    self.worker,
                     self.conns.len(),
                     self.shutdown_timeout
                 );
@@ -522,7 +499,7 @@ impl Core {
                 self.phase = Phase::Draining { until };
             }
             Phase::Draining { .. } => {
-                info!("second stop signal: closing connections={} now", self.conns.len());
+                info!("second stop: worker={} closing connections={} now", self.worker, self.conns.len());
                 self.close_all(CloseReason::Shutdown);
                 self.phase = Phase::Stopped;
             }
@@ -533,7 +510,8 @@ impl Core {
     fn log_stats(&self) {
         let s = self.stats;
         info!(
-            "stats connections={} accepted={} closed={} refused={} timers={} buffers_in_use={}",
+            "stats worker={} connections={} accepted={} closed={} refused={} timers={} buffers_in_use={}",
+            self.worker,
             self.conns.len(),
             s.accepted,
             s.closed,
@@ -541,19 +519,6 @@ impl Core {
             self.wheel.len(),
             self.pool.outstanding()
         );
-    }
-}
-
-impl Listener {
-    /// Whether a paused listener may accept again at `now`.
-    fn resumable(&self, now: Instant) -> bool {
-        self.paused_until.is_some_and(|t| now >= t)
-    }
-
-    /// Whether clients may be waiting that no new event will announce (edge-triggered): the
-    /// last accept pass stopped at its budget, or the listener was paused.
-    fn can_accept(&self) -> bool {
-        self.backlog_ready && self.paused_until.is_none() && self.socket.is_some()
     }
 }
 
@@ -572,13 +537,6 @@ fn log_close(
         "conn closed listener={listener} client={peer} reason={reason} lifetime_ms={lifetime} \
          bytes_from_client={from_client} bytes_from_upstream={from_upstream}{error}"
     );
-}
-
-fn is_out_of_descriptors(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
-    )
 }
 
 /// Opens the reserve descriptor; `None` if even that fails (we then only pause).

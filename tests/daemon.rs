@@ -335,8 +335,11 @@ fn sigint_stops_like_term() {
         format!("{}\n", daemon.pid()),
         "--foreground writes the pidfile"
     );
-    let started =
-        format!(" INFO started version={} pid={} listeners=\"", env!("CARGO_PKG_VERSION"), daemon.pid());
+    let started = format!(
+        " INFO started version={} pid={} workers=1 listeners=\"",
+        env!("CARGO_PKG_VERSION"),
+        daemon.pid()
+    );
     let log = daemon.log();
     let line = log.lines().find(|l| l.contains(&started));
     assert!(line.is_some_and(|l| l.contains("int")), "startup line {started:?}...: {log}");
