@@ -11,13 +11,15 @@
 //! they lead to return `WouldBlock`.
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use crate::buffer::{Buf, Pool};
+use crate::buffer::Pool;
+use crate::pipe::PipePool;
+use crate::relay::{pump, Half, Io, Socket};
 
 /// Which socket of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +29,14 @@ pub enum Side {
 }
 
 impl Side {
+    /// The other socket of the pair.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Upstream,
+            Side::Upstream => Side::Client,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Side::Client => "client",
@@ -116,50 +126,6 @@ pub struct Progress {
     /// Whether any byte moved, or the upstream connection completed: both count as activity.
     pub active: bool,
     pub next: Next,
-}
-
-/// Shared scratch space and limits for driving connections.
-pub struct Io<'a> {
-    /// Read buffer reused by every connection; bytes that cannot be written at once are copied
-    /// into a buffer from `pool`.
-    pub scratch: &'a mut [u8],
-    pub pool: &'a mut Pool,
-    /// Reads allowed per direction in one [`Conn::drive`] (bounds the work of one iteration).
-    pub reads_per_drive: usize,
-}
-
-/// A socket and the readiness we believe it has.
-#[derive(Debug)]
-pub struct Socket {
-    pub stream: TcpStream,
-    readable: bool,
-    writable: bool,
-}
-
-impl Socket {
-    fn new(stream: TcpStream) -> Socket {
-        Socket { stream, readable: false, writable: false }
-    }
-}
-
-/// One direction of a relay: bytes read from `src`, written to `dst`.
-#[derive(Debug, Default)]
-struct Half {
-    /// Bytes read and not yet written; at most one buffer, so that a stalled reader stops the
-    /// writer (backpressure) instead of growing memory.
-    pending: Option<Buf>,
-    /// `src` sent FIN.
-    read_eof: bool,
-    /// We shut down `dst`'s write side after delivering everything.
-    write_shut: bool,
-    /// Bytes read from `src`.
-    bytes: u64,
-}
-
-impl Half {
-    fn done(&self) -> bool {
-        self.read_eof && self.write_shut
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,18 +260,15 @@ impl Conn {
         }
     }
 
-    /// Returns every buffer this connection holds to the pool (call before dropping it).
-    pub fn release(&mut self, pool: &mut Pool) {
-        for half in [&mut self.to_upstream, &mut self.to_client] {
-            if let Some(buf) = half.pending.take() {
-                pool.give(buf);
-            }
-        }
+    /// Returns every buffer and pipe this connection holds (call before dropping it).
+    pub fn release(&mut self, pool: &mut Pool, pipes: &mut PipePool) {
+        self.to_upstream.release(pool, pipes);
+        self.to_client.release(pool, pipes);
     }
 
-    /// Whether the connection holds a relay buffer (bytes in flight).
-    pub fn holds_buffer(&self) -> bool {
-        self.to_upstream.pending.is_some() || self.to_client.pending.is_some()
+    /// Whether the connection holds bytes in flight (in a buffer or a pipe).
+    pub fn holds_bytes(&self) -> bool {
+        self.to_upstream.holds_bytes() || self.to_client.holds_bytes()
     }
 
     /// Checks a non-blocking connect: `Ok(true)` once connected, `Ok(false)` while in progress.
@@ -388,120 +351,4 @@ impl Conn {
         let next = if up.budget_spent || down.budget_spent { Next::Again } else { Next::Wait };
         Progress { active, next }
     }
-}
-
-/// What one [`pump`] did.
-struct Pumped {
-    moved: bool,
-    budget_spent: bool,
-    failure: Option<IoFailure>,
-}
-
-/// Moves bytes from `src` to `dst` until one of them would block, `src` is finished, or the read
-/// budget is spent. Flushes pending bytes before reading more; once `src` has sent FIN and every
-/// byte is delivered, shuts down `dst`'s write side (half-close propagation).
-fn pump(half: &mut Half, src: &mut Socket, dst: &mut Socket, src_side: Side, io: &mut Io<'_>) -> Pumped {
-    let dst_side = match src_side {
-        Side::Client => Side::Upstream,
-        Side::Upstream => Side::Client,
-    };
-    let mut out = Pumped { moved: false, budget_spent: false, failure: None };
-    let fail = |side, op, error| Some(IoFailure { side, op, error });
-    let mut reads = 0;
-    loop {
-        if let Some(buf) = half.pending.as_mut() {
-            if let Err(error) = write_out(&mut dst.stream, &mut dst.writable, buf) {
-                out.failure = fail(dst_side, "write", error);
-                return out;
-            }
-            if !buf.is_empty() {
-                return out; // dst is full: stop reading src until it drains (backpressure)
-            }
-            io.pool.give(half.pending.take().expect("checked above"));
-        }
-        if half.read_eof {
-            if !half.write_shut {
-                half.write_shut = true;
-                // NotConnected: the peer is already fully gone; the other half will notice.
-                match dst.stream.shutdown(Shutdown::Write) {
-                    Err(e) if e.kind() != io::ErrorKind::NotConnected => {
-                        out.failure = fail(dst_side, "shutdown", e);
-                    }
-                    _ => {}
-                }
-            }
-            return out;
-        }
-        if !src.readable {
-            return out;
-        }
-        if reads == io.reads_per_drive {
-            out.budget_spent = true;
-            return out;
-        }
-        reads += 1;
-        match src.stream.read(io.scratch) {
-            Ok(0) => half.read_eof = true,
-            Ok(n) => {
-                half.bytes += n as u64;
-                out.moved = true;
-                let mut buf = BorrowedBuf { bytes: &io.scratch[..n] };
-                if let Err(error) = write_out(&mut dst.stream, &mut dst.writable, &mut buf) {
-                    out.failure = fail(dst_side, "write", error);
-                    return out;
-                }
-                if !buf.bytes.is_empty() {
-                    half.pending = Some(io.pool.take(buf.bytes));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.readable = false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => {
-                out.failure = fail(src_side, "read", error);
-                return out;
-            }
-        }
-    }
-}
-
-/// Bytes waiting to be written: a pooled buffer or a slice of the scratch buffer.
-trait Outgoing {
-    fn pending(&self) -> &[u8];
-    fn consume(&mut self, n: usize);
-}
-
-impl Outgoing for Buf {
-    fn pending(&self) -> &[u8] {
-        Buf::pending(self)
-    }
-    fn consume(&mut self, n: usize) {
-        Buf::consume(self, n)
-    }
-}
-
-struct BorrowedBuf<'a> {
-    bytes: &'a [u8],
-}
-
-impl Outgoing for BorrowedBuf<'_> {
-    fn pending(&self) -> &[u8] {
-        self.bytes
-    }
-    fn consume(&mut self, n: usize) {
-        self.bytes = &self.bytes[n..];
-    }
-}
-
-/// Writes until `buf` is empty or `dst` would block (then clears `writable`).
-fn write_out(dst: &mut TcpStream, writable: &mut bool, buf: &mut impl Outgoing) -> io::Result<()> {
-    while !buf.pending().is_empty() && *writable {
-        match dst.write(buf.pending()) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf.consume(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => *writable = false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -15,6 +15,8 @@ pub mod daemon;
 pub mod listener;
 pub mod logging;
 pub mod net;
+pub mod pipe;
+pub mod relay;
 pub mod server;
 pub mod signals;
 pub mod supervisor;

@@ -23,14 +23,18 @@ use crate::alarm::Alarm;
 use crate::buffer::Pool;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::conn::{CloseReason, Conn, Io, IoFailure, Next, Side};
+use crate::conn::{CloseReason, Conn, IoFailure, Next, Side};
 use crate::listener::{is_out_of_descriptors, Listener};
+use crate::pipe::PipePool;
+use crate::relay::Io;
 use crate::wheel::Wheel;
 
 /// Relay buffer size: one read, and the most a direction holds while its reader is stalled.
 const BUFFER_SIZE: usize = 64 * 1024;
 /// Free buffers the pool keeps for reuse (4 MiB).
 const POOL_KEEP: usize = 64;
+/// Pipes for splicing bulk transfers (two descriptors each), per worker.
+const MAX_PIPES: usize = 64;
 /// Reads per direction per drive: 16 × 64 KiB = 1 MiB before another connection gets a turn.
 const READS_PER_DRIVE: usize = 16;
 /// Accepts per listener per iteration.
@@ -106,6 +110,7 @@ struct Core {
     wheel: Wheel<usize>,
     clock: Clock,
     pool: Pool,
+    pipes: PipePool,
     scratch: Box<[u8]>,
     worker: usize,
     commands: Receiver<Command>,
@@ -173,6 +178,7 @@ impl Server {
                 wheel: Wheel::new(),
                 clock: Clock::new(config.daemon.tick),
                 pool: Pool::new(BUFFER_SIZE, POOL_KEEP),
+                pipes: PipePool::new(MAX_PIPES),
                 scratch: vec![0; BUFFER_SIZE].into_boxed_slice(),
                 worker,
                 commands,
@@ -401,8 +407,12 @@ impl Core {
     /// Drives one connection and acts on the outcome.
     fn drive(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        let mut io =
-            Io { scratch: &mut self.scratch, pool: &mut self.pool, reads_per_drive: READS_PER_DRIVE };
+        let mut io = Io {
+            scratch: &mut self.scratch,
+            pool: &mut self.pool,
+            pipes: &mut self.pipes,
+            reads_per_drive: READS_PER_DRIVE,
+        };
         let was_connecting = conn.is_connecting();
         let progress = conn.drive(&mut io);
         if progress.active {
@@ -432,7 +442,7 @@ impl Core {
         if let Some(timer) = conn.timer.take() {
             self.wheel.cancel(timer);
         }
-        conn.release(&mut self.pool);
+        conn.release(&mut self.pool, &mut self.pipes);
         let _ = self.registry.deregister(conn.client_mut());
         if let Some(up) = conn.upstream_mut() {
             let _ = self.registry.deregister(up);

@@ -1,0 +1,280 @@
+//! Moving bytes one way, from `src` to `dst`: the relay's inner loop.
+//!
+//! Two paths, one contract (read until `WouldBlock` or the budget, never hold more than one
+//! buffer's worth, deliver every byte read or report the failure):
+//! - **copy**: `read` into the loop's shared scratch buffer and `write` straight on; only what
+//!   `dst` cannot take now is copied into a pooled buffer, which stops further reads until it
+//!   drains (backpressure);
+//! - **splice**: once a direction reads a full scratch buffer it is a bulk transfer, and while a
+//!   pipe is available its bytes go `src` → pipe → `dst` with `splice(2)`, never through user
+//!   space. A pipe is held only while it holds bytes, or for the rest of a bulk burst.
+//!
+//! Once `src` has sent FIN and every byte is delivered, `dst`'s write side is shut down
+//! (half-close propagation).
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use mio::net::TcpStream;
+use nix::fcntl::{splice, SpliceFFlags};
+
+use crate::buffer::{Buf, Pool};
+use crate::conn::{IoFailure, Side};
+use crate::pipe::{Pipe, PipePool};
+
+/// A splice burst that moved less than this was not bulk after all: back to copying.
+const BULK_MIN: usize = 64 * 1024;
+
+/// Shared scratch space, pools and limits for driving connections.
+pub struct Io<'a> {
+    /// Read buffer reused by every connection.
+    pub scratch: &'a mut [u8],
+    pub pool: &'a mut Pool,
+    pub pipes: &'a mut PipePool,
+    /// Reads (or splices) allowed per direction per drive: bounds the work of one iteration.
+    pub reads_per_drive: usize,
+}
+
+/// A socket and the readiness we believe it has: set by events, cleared only by `WouldBlock`.
+#[derive(Debug)]
+pub struct Socket {
+    pub stream: TcpStream,
+    pub readable: bool,
+    pub writable: bool,
+}
+
+impl Socket {
+    pub fn new(stream: TcpStream) -> Socket {
+        Socket { stream, readable: false, writable: false }
+    }
+}
+
+/// One direction of a relay.
+#[derive(Debug, Default)]
+pub struct Half {
+    /// Copied bytes not yet written.
+    pending: Option<Buf>,
+    /// Spliced bytes not yet written (`pipe.len`), or an empty pipe kept for a bulk burst.
+    pipe: Option<Pipe>,
+    /// Reads fill the scratch buffer: use splice when a pipe is free.
+    bulk: bool,
+    /// `src` sent FIN.
+    pub read_eof: bool,
+    /// We shut down `dst`'s write side after delivering everything.
+    pub write_shut: bool,
+    /// Bytes read from `src`.
+    pub bytes: u64,
+}
+
+impl Half {
+    /// Both FIN received and passed on.
+    pub fn done(&self) -> bool {
+        self.read_eof && self.write_shut
+    }
+
+    /// Whether bytes are in flight (held in a buffer or a pipe).
+    pub fn holds_bytes(&self) -> bool {
+        self.pending.is_some() || self.pipe.as_ref().is_some_and(|p| p.len > 0)
+    }
+
+    /// Gives buffers and pipes back (the connection is closing).
+    pub fn release(&mut self, io_pool: &mut Pool, pipes: &mut PipePool) {
+        if let Some(buf) = self.pending.take() {
+            io_pool.give(buf);
+        }
+        if let Some(pipe) = self.pipe.take() {
+            pipes.give(pipe);
+        }
+    }
+}
+
+/// What one [`pump`] did.
+pub struct Pumped {
+    pub moved: bool,
+    pub budget_spent: bool,
+    pub failure: Option<IoFailure>,
+}
+
+/// Moves bytes from `src` to `dst` until one of them would block, `src` is finished, or the
+/// budget is spent.
+pub fn pump(half: &mut Half, src: &mut Socket, dst: &mut Socket, src_side: Side, io: &mut Io<'_>) -> Pumped {
+    let mut out = Pumped { moved: false, budget_spent: false, failure: None };
+    let spliced = pump_until_blocked(half, src, dst, src_side, io, &mut out);
+    if spliced > 0 && spliced < BULK_MIN && !src.readable {
+        half.bulk = false;
+    }
+    // An empty pipe goes back to the pool unless the burst goes on.
+    if half.pipe.as_ref().is_some_and(|p| p.len == 0) && !(half.bulk && src.readable) {
+        io.pipes.give(half.pipe.take().expect("checked"));
+    }
+    debug_assert!(half.pending.as_ref().is_none_or(|b| !b.is_empty()), "an empty buffer is held");
+    out
+}
+
+/// The loop of [`pump`]; returns how many bytes it spliced.
+fn pump_until_blocked(
+    half: &mut Half,
+    src: &mut Socket,
+    dst: &mut Socket,
+    src_side: Side,
+    io: &mut Io<'_>,
+    out: &mut Pumped,
+) -> usize {
+    let dst_side = src_side.other();
+    let fail = |side, op, error| Some(IoFailure { side, op, error });
+    let (mut reads, mut spliced) = (0, 0);
+    loop {
+        // Deliver what is held before reading more.
+        if let Some(buf) = half.pending.as_mut() {
+            if let Err(error) = write_out(&mut dst.stream, &mut dst.writable, buf) {
+                out.failure = fail(dst_side, "write", error);
+                return spliced;
+            }
+            if !buf.is_empty() {
+                return spliced; // dst is full: stop reading src until it drains (backpressure)
+            }
+            io.pool.give(half.pending.take().expect("checked above"));
+        }
+        if let Some(pipe) = half.pipe.as_mut() {
+            if let Err(error) = splice_out(pipe, dst) {
+                out.failure = fail(dst_side, "splice", error);
+                return spliced;
+            }
+            if pipe.len > 0 {
+                return spliced;
+            }
+        }
+        if half.read_eof {
+            if !half.write_shut {
+                half.write_shut = true;
+                // NotConnected: the peer is already fully gone; the other half will notice.
+                match dst.stream.shutdown(Shutdown::Write) {
+                    Err(e) if e.kind() != io::ErrorKind::NotConnected => {
+                        out.failure = fail(dst_side, "shutdown", e);
+                    }
+                    _ => {}
+                }
+            }
+            return spliced;
+        }
+        if !src.readable {
+            return spliced;
+        }
+        if reads == io.reads_per_drive {
+            out.budget_spent = true;
+            return spliced;
+        }
+        reads += 1;
+        if half.bulk && half.pipe.is_none() {
+            half.pipe = io.pipes.take();
+        }
+        let read = match half.pipe.as_mut() {
+            Some(pipe) => splice_in(src, pipe).inspect(|&n| spliced += n).map_err(Fault::Read),
+            None => copy(half, src, dst, io),
+        };
+        match read {
+            Ok(0) => half.read_eof = true,
+            Ok(n) => {
+                half.bytes += n as u64;
+                out.moved = true;
+            }
+            Err(Fault::Read(e)) if e.kind() == io::ErrorKind::WouldBlock => src.readable = false,
+            Err(Fault::Read(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(Fault::Read(error)) => {
+                out.failure = fail(src_side, "read", error);
+                return spliced;
+            }
+            Err(Fault::Write(error)) => {
+                out.failure = fail(dst_side, "write", error);
+                return spliced;
+            }
+        }
+    }
+}
+
+/// Which end of a copy failed.
+enum Fault {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// One `read` into the scratch buffer and as much of it written on as `dst` takes; the rest is
+/// kept in a pooled buffer. A full read marks the direction as bulk.
+fn copy(half: &mut Half, src: &mut Socket, dst: &mut Socket, io: &mut Io<'_>) -> Result<usize, Fault> {
+    let n = src.stream.read(io.scratch).map_err(Fault::Read)?;
+    if n == io.scratch.len() {
+        half.bulk = true;
+    }
+    let mut rest = BorrowedBuf { bytes: &io.scratch[..n] };
+    write_out(&mut dst.stream, &mut dst.writable, &mut rest).map_err(Fault::Write)?;
+    if !rest.bytes.is_empty() {
+        half.pending = Some(io.pool.take(rest.bytes));
+    }
+    Ok(n)
+}
+
+/// Splices from a socket into an empty pipe. `WouldBlock` then means the socket has no data.
+fn splice_in(src: &mut Socket, pipe: &mut Pipe) -> io::Result<usize> {
+    debug_assert_eq!(pipe.len, 0, "splice into a pipe that holds bytes");
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    let n = splice(&src.stream, None, &pipe.write, None, pipe.capacity, flags)?;
+    pipe.len = n;
+    Ok(n)
+}
+
+/// Splices the pipe's bytes to `dst` until it is empty or `dst` would block.
+fn splice_out(pipe: &mut Pipe, dst: &mut Socket) -> io::Result<()> {
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    while pipe.len > 0 && dst.writable {
+        match splice(&pipe.read, None, &dst.stream, None, pipe.len, flags) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => pipe.len -= n,
+            Err(nix::errno::Errno::EAGAIN) => dst.writable = false,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Bytes waiting to be written: a pooled buffer or a slice of the scratch buffer.
+trait Outgoing {
+    fn pending(&self) -> &[u8];
+    fn consume(&mut self, n: usize);
+}
+
+impl Outgoing for Buf {
+    fn pending(&self) -> &[u8] {
+        Buf::pending(self)
+    }
+    fn consume(&mut self, n: usize) {
+        Buf::consume(self, n)
+    }
+}
+
+struct BorrowedBuf<'a> {
+    bytes: &'a [u8],
+}
+
+impl Outgoing for BorrowedBuf<'_> {
+    fn pending(&self) -> &[u8] {
+        self.bytes
+    }
+    fn consume(&mut self, n: usize) {
+        self.bytes = &self.bytes[n..];
+    }
+}
+
+/// Writes until `buf` is empty or `dst` would block (then clears `writable`).
+fn write_out(dst: &mut TcpStream, writable: &mut bool, buf: &mut impl Outgoing) -> io::Result<()> {
+    while !buf.pending().is_empty() && *writable {
+        match dst.write(buf.pending()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf.consume(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => *writable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
