@@ -148,6 +148,8 @@ struct Ready {
     log: logging::LogHandle,
     pidfile: Pidfile,
     started: String,
+    /// Logged once logging is up.
+    warning: Option<String>,
 }
 
 /// In the process that will serve: drop privileges, build the event loops, install the signal
@@ -160,6 +162,7 @@ fn setup(
     pidfile: Pidfile,
 ) -> Result<Ready, Error> {
     let started = started_line(config);
+    let warning = config_writable_warning(config); // while we may still be root
     let built = credentials.as_ref().map_or(Ok(()), Credentials::drop_privileges).and_then(|()| {
         let workers = listeners
             .into_iter()
@@ -172,7 +175,7 @@ fn setup(
     match built {
         Ok(supervisor) => {
             let log = logging::install(log, config.daemon.log_level);
-            Ok(Ready { supervisor, log, pidfile, started })
+            Ok(Ready { supervisor, log, pidfile, started, warning })
         }
         Err(e) => {
             pidfile.remove();
@@ -199,8 +202,11 @@ fn started_line(config: &Config) -> String {
     )
 }
 
-fn serve(Ready { supervisor, log, pidfile, started }: Ready) -> Result<(), Error> {
+fn serve(Ready { supervisor, log, pidfile, started, warning }: Ready) -> Result<(), Error> {
     info!("{started}");
+    if let Some(warning) = warning {
+        log::warn!("{warning}");
+    }
     let result = supervisor.run(log).map_err(|e| Error::io("event loop", e));
     pidfile.remove();
     match &result {
@@ -208,4 +214,23 @@ fn serve(Ready { supervisor, log, pidfile, started }: Ready) -> Result<(), Error
         Err(e) => log::error!("stopped on error: {e}"),
     }
     result
+}
+
+/// Running as root on a config file that someone else may write would let them choose what we
+/// listen on and relay to: say so once, at start.
+fn config_writable_warning(config: &Config) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        return None;
+    }
+    let meta = std::fs::metadata(&config.path).ok()?;
+    let (owner, mode) = (meta.uid(), meta.mode());
+    (owner != 0 || mode & 0o022 != 0).then(|| {
+        format!(
+            "config file {} is writable by a user other than root (owner uid {owner}, mode {:o}) \
+             while idlereaper was started as root",
+            config.path.display(),
+            mode & 0o7777
+        )
+    })
 }

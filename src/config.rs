@@ -14,9 +14,11 @@
 //!    that a validation error can point at its line and column. Fields are `Option`s: a missing
 //!    required key is reported by step 2, with the key's full name. Durations and counts are
 //!    read as `toml::Value`, so that step 2 can say in words what it expected and what it found.
+//!    The `[[listener]]` table's struct lives with its validation, in the `listener` submodule.
 //! 2. **`FileConfig` → `Config`.** Defaults are filled in, each value is checked on its own
-//!    (ranges, absolute paths, addresses), then the listeners are checked together (unique names,
-//!    unique `listen` addresses, no relay loops). The first error found is returned.
+//!    (ranges, absolute paths, addresses, networks), then the listeners are checked together
+//!    (unique names, unique `listen` addresses, no relay loops). `[daemon]` is checked here,
+//!    the listeners in the `listener` submodule. The first error found is returned.
 //! 3. **Errors** (the `locate` submodule). toml's own errors carry a byte span, and so do the
 //!    `Spanned` values that validation rejects; either becomes a 1-based line and column. The key
 //!    is written as a user would write it: `daemon.tick`, `listener[1].idle_timeout`, where `[1]`
@@ -31,14 +33,21 @@
 //!   `"1h 30m"`, `"1.5s"`. A bare number (`5` or `"5"`), a negative value or an unknown unit is an
 //!   error. Durations must be whole milliseconds (`"1500us"` is rejected rather than rounded):
 //!   the timing wheel counts whole ticks of at least 1 ms, so finer precision would be a promise
-//!   the daemon cannot keep.
+//!   the daemon cannot keep. The timers that can be switched off (`max_lifetime`,
+//!   `half_close_timeout`, `tcp_keepalive`) take `"0s"` for off; `tcp_keepalive` must be whole
+//!   seconds, because that is what the kernel's `TCP_KEEPIDLE` counts.
 //! * Addresses are `"IP:port"` or `"[IPv6]:port"`; host names are not resolved; port 0 is
 //!   rejected, and so is a wildcard address (`0.0.0.0`, `::`) as an upstream.
+//! * Source networks (`allow`, `deny`) are arrays of strings, each a CIDR network
+//!   (`"10.0.0.0/8"`, `"2001:db8::/32"`) or a bare address (a network of one). Host bits set
+//!   after the prefix (`"10.0.0.1/8"`) are an error, not silently cleared. An error about one
+//!   element names it by its index: `listener[0].allow[2]`.
 //! * Keys of the interface contract that this version does not implement yet are rejected with
 //!   "not supported by this version" (see `reject_unsupported`); they are parsed as
 //!   `Option<Spanned<toml::Value>>` so that each can be implemented, and removed from those
 //!   lists, one at a time.
-//! * `connect_timeout` on a sink listener is an error: it would have no effect.
+//! * `connect_timeout` and `half_close_timeout` on a sink listener are errors: a sink never
+//!   connects, and it closes at the client's FIN, so they would have no effect.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -48,8 +57,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use locate::{Source, Span};
+use locate::Source;
 
+mod listener;
 mod locate;
 
 /// Where the daemon looks for its configuration when `--config` is not given.
@@ -62,17 +72,9 @@ const DEFAULT_TICK: Duration = MS;
 const TICK_RANGE: (Duration, Duration) = (MS, Duration::from_secs(1));
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const SHUTDOWN_TIMEOUT_RANGE: (Duration, Duration) = (Duration::ZERO, HOUR);
-/// Longest `idle_timeout` (30 days); the shortest is `daemon.tick`.
-const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * HOUR.as_secs());
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest `connect_timeout`; the shortest is `daemon.tick`.
-const MAX_CONNECT_TIMEOUT: Duration = HOUR;
-const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-const MAX_CONNECTIONS_RANGE: (i64, i64) = (1, 1_000_000);
 const DEFAULT_WORKERS: usize = 1;
 /// 0 means one per core.
 const WORKERS_RANGE: (i64, i64) = (0, 64);
-const MAX_NAME_LEN: usize = 64;
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +132,24 @@ pub struct ListenerConfig {
     pub connect_timeout: Duration,
     /// 1..=1_000_000, default 10000.
     pub max_connections: usize,
+    /// Close a connection this long after it was accepted, whatever its traffic. `None` ("0s",
+    /// the default) means unlimited; otherwise `daemon.tick`..=30 days.
+    pub max_lifetime: Option<Duration>,
+    /// Once one side has sent FIN, the other has this long to finish. Default 30s; `None` ("0s")
+    /// means only the idle timeout applies; otherwise `daemon.tick`..=30 days. Set in the file
+    /// only for a relay listener (a sink closes at the client's FIN).
+    pub half_close_timeout: Option<Duration>,
+    /// Connections one source address may hold at once, 0..=1_000_000; 0 (the default) means
+    /// unlimited. It may exceed `max_connections`.
+    pub max_connections_per_ip: usize,
+    /// Source networks allowed to connect; empty (the default) means everyone. Each is a
+    /// network address (no host bits set); a bare address in the file is a /32 or /128.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Source networks refused even if allowed; empty by default. Same form as `allow`.
+    pub deny: Vec<ipnet::IpNet>,
+    /// SO_KEEPALIVE idle time on both sockets; `None` ("0s", the default) means off. Otherwise
+    /// whole seconds, 1s..=2h.
+    pub tcp_keepalive: Option<Duration>,
 }
 
 /// A configuration error, for a person to read.
@@ -204,18 +224,7 @@ impl Config {
             d(dc.shutdown_timeout),
             dc.workers
         );
-        let line = |l: &ListenerConfig| {
-            let (name, listen, idle, max) = (&l.name, l.listen, d(l.idle_timeout), l.max_connections);
-            match l.upstream {
-                Some(up) => format!(
-                    "listener {name}: {listen} -> {up} relay, idle_timeout {idle}, connect_timeout {}, \
-                     max_connections {max}",
-                    d(l.connect_timeout)
-                ),
-                None => format!("listener {name}: {listen} sink, idle_timeout {idle}, max_connections {max}"),
-            }
-        };
-        std::iter::once(daemon).chain(self.listeners.iter().map(line)).collect()
+        std::iter::once(daemon).chain(self.listeners.iter().map(ListenerConfig::summary)).collect()
     }
 }
 
@@ -225,7 +234,7 @@ impl Config {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     daemon: Option<FileDaemon>,
-    listener: Option<Vec<Spanned<FileListener>>>,
+    listener: Option<Vec<Spanned<listener::FileListener>>>,
     metrics: Option<Spanned<Value>>, // not supported yet
 }
 
@@ -242,25 +251,6 @@ struct FileDaemon {
     workers: Option<Spanned<Value>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileListener {
-    name: Option<Spanned<String>>,
-    listen: Option<Spanned<String>>,
-    upstream: Option<Spanned<String>>,
-    idle_timeout: Option<Spanned<Value>>,
-    connect_timeout: Option<Spanned<Value>>,
-    max_connections: Option<Spanned<Value>>,
-    // Not supported yet:
-    max_lifetime: Option<Spanned<Value>>,
-    half_close_timeout: Option<Spanned<Value>>,
-    max_connections_per_ip: Option<Spanned<Value>>,
-    allow: Option<Spanned<Value>>,
-    deny: Option<Spanned<Value>>,
-    tcp_keepalive: Option<Spanned<Value>>,
-    proxy_protocol: Option<Spanned<Value>>,
-}
-
 // ---- Step 2: validation ---------------------------------------------------------------------------
 
 type Res<T> = Result<T, ConfigError>;
@@ -268,18 +258,7 @@ type Res<T> = Result<T, ConfigError>;
 fn validate(src: &Source, file: FileConfig) -> Res<Config> {
     reject_unsupported(src, "", &[("metrics", &file.metrics)])?;
     let daemon = validate_daemon(src, file.daemon.unwrap_or_default())?;
-    let listeners = file.listener.unwrap_or_default();
-    if listeners.is_empty() {
-        let msg = "no listener defined: add at least one [[listener]] table";
-        return Err(src.error(None, "listener", msg));
-    }
-    let mut checked = Vec::with_capacity(listeners.len());
-    for (index, listener) in listeners.into_iter().enumerate() {
-        checked.push(validate_listener(src, index, listener, daemon.tick)?);
-    }
-    check_unique(src, &checked)?;
-    check_loops(src, &checked)?;
-    let listeners = checked.into_iter().map(|c| c.config).collect();
+    let listeners = listener::validate(src, file.listener.unwrap_or_default(), daemon.tick)?;
     Ok(Config { path: src.path.to_owned(), daemon, listeners })
 }
 
@@ -371,157 +350,6 @@ fn account(src: &Source, key: &str, value: &Option<Spanned<String>>) -> Res<Opti
     Ok(Some(name.clone()))
 }
 
-/// A validated listener and where its values were, for the checks across listeners.
-struct Checked {
-    config: ListenerConfig,
-    name_span: Span,
-    listen_span: Span,
-    upstream_span: Option<Span>,
-}
-
-fn validate_listener(
-    src: &Source,
-    index: usize,
-    listener: Spanned<FileListener>,
-    tick: Duration,
-) -> Res<Checked> {
-    let header = listener.span();
-    let l = listener.into_inner();
-    let prefix = format!("listener[{index}].");
-    let key = |name: &str| format!("{prefix}{name}");
-    let unsupported = [
-        ("max_lifetime", &l.max_lifetime),
-        ("half_close_timeout", &l.half_close_timeout),
-        ("max_connections_per_ip", &l.max_connections_per_ip),
-        ("allow", &l.allow),
-        ("deny", &l.deny),
-        ("tcp_keepalive", &l.tcp_keepalive),
-        ("proxy_protocol", &l.proxy_protocol),
-    ];
-    reject_unsupported(src, &prefix, &unsupported)?;
-    let required = |name: &str| src.error(header.clone(), &key(name), "required");
-
-    let name = l.name.ok_or_else(|| required("name"))?;
-    let n = name.get_ref();
-    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-    if n.is_empty() || n.len() > MAX_NAME_LEN || !n.chars().all(ok) {
-        let msg = format!("{n:?} is not a valid name: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 _.-");
-        return Err(src.error(name.span(), &key("name"), msg));
-    }
-
-    let listen = l.listen.ok_or_else(|| required("listen"))?;
-    let listen_addr = socket_addr(src, &key("listen"), &listen)?;
-    let upstream = match &l.upstream {
-        None => None,
-        Some(v) => Some(socket_addr(src, &key("upstream"), v)?),
-    };
-
-    let idle = Some(l.idle_timeout.ok_or_else(|| required("idle_timeout"))?);
-    let limits = (tick, (tick, MAX_IDLE_TIMEOUT));
-    let idle_timeout = duration(src, &key("idle_timeout"), &idle, limits, TICK_NOTE)?;
-    if let (Some(v), None) = (&l.connect_timeout, upstream) {
-        let msg = "only applies to a relay listener (one with an `upstream`)";
-        return Err(src.error(v.span(), &key("connect_timeout"), msg));
-    }
-    let limits = (DEFAULT_CONNECT_TIMEOUT, (tick, MAX_CONNECT_TIMEOUT));
-    let connect_timeout = duration(src, &key("connect_timeout"), &l.connect_timeout, limits, TICK_NOTE)?;
-
-    let max_connections = integer(
-        src,
-        &key("max_connections"),
-        &l.max_connections,
-        DEFAULT_MAX_CONNECTIONS,
-        MAX_CONNECTIONS_RANGE,
-    )?;
-    Ok(Checked {
-        config: ListenerConfig {
-            name: n.clone(),
-            listen: listen_addr,
-            upstream,
-            idle_timeout,
-            connect_timeout,
-            max_connections,
-        },
-        name_span: name.span(),
-        listen_span: listen.span(),
-        upstream_span: l.upstream.as_ref().map(Spanned::span),
-    })
-}
-
-/// Names and `listen` addresses are unique; the error points at the second occurrence.
-fn check_unique(src: &Source, listeners: &[Checked]) -> Res<()> {
-    for (j, b) in listeners.iter().enumerate() {
-        let (earlier, name, listen) = (&listeners[..j], &b.config.name, b.config.listen);
-        if let Some(i) = earlier.iter().position(|a| a.config.name == *name) {
-            let line = src.line_of(&listeners[i].name_span);
-            let msg = format!("duplicate name {name:?}: already used by listener[{i}] at line {line}");
-            return Err(src.error(b.name_span.clone(), &format!("listener[{j}].name"), msg));
-        }
-        if let Some(i) = earlier.iter().position(|a| a.config.listen == listen) {
-            let a = &listeners[i];
-            let (line, first) = (src.line_of(&a.listen_span), &a.config.name);
-            let msg = format!(
-                "duplicate address {listen}: already used by listener[{i}] ({first:?}) at line {line}"
-            );
-            return Err(src.error(b.listen_span.clone(), &format!("listener[{j}].listen"), msg));
-        }
-    }
-    Ok(())
-}
-
-/// No relay may reach itself, directly or through other listeners of this file: its connections
-/// would multiply until `max_connections` ran out. An upstream reaches a listener at the same
-/// address, or at the wildcard address of its family when it is a loopback address with the same
-/// port.
-fn check_loops(src: &Source, listeners: &[Checked]) -> Res<()> {
-    let reaches = |up: SocketAddr, listen: SocketAddr| {
-        let wildcard = listen.ip().is_unspecified() && up.ip().is_loopback();
-        up.port() == listen.port() && up.is_ipv4() == listen.is_ipv4() && wildcard
-    };
-    let next = |i: usize| {
-        let up = listeners[i].config.upstream?;
-        let exact = listeners.iter().position(|l| l.config.listen == up);
-        exact.or_else(|| listeners.iter().position(|l| reaches(up, l.config.listen)))
-    };
-    for (start, l) in listeners.iter().enumerate() {
-        // Each listener has at most one upstream: a loop through `start` closes within `len`
-        // hops, and a longer walk is a loop elsewhere, found from its own start.
-        let (mut path, mut at) = (vec![l.config.name.as_str()], start);
-        for _ in 0..listeners.len() {
-            let Some(n) = next(at) else { break };
-            path.push(&listeners[n].config.name);
-            if n == start {
-                let (up, listen) = (l.config.upstream.expect("a relay"), l.config.listen);
-                let msg = match path.len() {
-                    2 if up == listen => format!("{up} is this listener's own address"),
-                    2 => format!("{up} reaches this listener's own address {listen}"),
-                    _ => format!("{up} leads back to this listener: {}", path.join(" -> ")),
-                };
-                let msg = format!("{msg}; connections would loop");
-                let key = format!("listener[{start}].upstream");
-                return Err(src.error(l.upstream_span.clone(), &key, msg));
-            }
-            at = n;
-        }
-    }
-    Ok(())
-}
-
-/// `IP:port` or `[IPv6]:port`, port not 0; an upstream (`key` ending in `upstream`) must not be
-/// the wildcard address either.
-fn socket_addr(src: &Source, key: &str, value: &Spanned<String>) -> Res<SocketAddr> {
-    let text = value.get_ref();
-    let msg = match text.parse::<SocketAddr>() {
-        Ok(addr) if addr.port() == 0 => format!("{text:?}: port 0 is not allowed"),
-        Ok(addr) if addr.ip().is_unspecified() && key.ends_with("upstream") => {
-            format!("{text:?} is not an address to connect to")
-        }
-        Ok(addr) => return Ok(addr),
-        Err(_) => format!("expected \"IP:port\" or \"[IPv6]:port\" (no host names), got {text:?}"),
-    };
-    Err(src.error(value.span(), key, msg))
-}
-
 const TICK_NOTE: &str = " (the minimum is daemon.tick)";
 
 /// The duration in `value`, or `default` when absent; `min..=max` is checked, with `note`
@@ -534,17 +362,22 @@ fn duration(
     note: &str,
 ) -> Res<Duration> {
     let Some(v) = value else { return Ok(default) };
+    let d = duration_value(src, key, v)?;
+    if d < min || d > max {
+        let fmt = humantime::format_duration;
+        let msg = format!("{} is out of range: allowed {} to {}{note}", shown(v), fmt(min), fmt(max));
+        return Err(src.error(v.span(), key, msg));
+    }
+    Ok(d)
+}
+
+/// The duration string in `v`: its type and syntax are checked, its range is not.
+fn duration_value(src: &Source, key: &str, v: &Spanned<Value>) -> Res<Duration> {
     let Value::String(text) = v.get_ref() else {
         let expected = "a duration string with a unit, such as \"30s\" or \"250ms\"";
         return Err(wrong_type(src, key, v, expected));
     };
-    let d = parse_duration(text).map_err(|msg| src.error(v.span(), key, msg))?;
-    if d < min || d > max {
-        let fmt = humantime::format_duration;
-        let msg = format!("{text:?} is out of range: allowed {} to {}{note}", fmt(min), fmt(max));
-        return Err(src.error(v.span(), key, msg));
-    }
-    Ok(d)
+    parse_duration(text).map_err(|msg| src.error(v.span(), key, msg))
 }
 
 /// `"250ms"`, `"5m"`, `"1h 30m"` → a whole number of milliseconds.
@@ -564,12 +397,23 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn wrong_type(src: &Source, key: &str, value: &Spanned<Value>, expected: &str) -> ConfigError {
-    let v = value.get_ref();
-    let found = match v {
+    src.error(value.span(), key, format!("expected {expected}, got {}", found(value.get_ref())))
+}
+
+/// A value's type, with the value itself when it is a scalar: `integer 5`, `string "5"`, `array`.
+fn found(v: &Value) -> String {
+    match v {
         Value::Array(_) | Value::Table(_) => v.type_str().to_owned(),
         _ => format!("{} {v}", v.type_str()),
-    };
-    src.error(value.span(), key, format!("expected {expected}, got {found}"))
+    }
+}
+
+/// A value as the file has it, for a message that quotes it: `"30s"`, `5`.
+fn shown(v: &Spanned<Value>) -> String {
+    match v.get_ref() {
+        Value::String(s) => format!("{s:?}"),
+        v => v.to_string(),
+    }
 }
 
 #[cfg(test)]

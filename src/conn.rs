@@ -62,8 +62,16 @@ pub enum CloseReason {
     Error,
     /// The daemon stopped before the connection ended.
     Shutdown,
+    /// `max_lifetime` after accept, whatever the traffic.
+    MaxLifetime,
+    /// One side sent FIN and the other did not finish within `half_close_timeout`.
+    HalfCloseTimeout,
     /// Refused at accept: the listener was at `max_connections`.
     Limit,
+    /// Refused at accept: the client's address was at `max_connections_per_ip`.
+    PerIpLimit,
+    /// Refused at accept by `allow` / `deny`.
+    Denied,
 }
 
 impl CloseReason {
@@ -77,7 +85,11 @@ impl CloseReason {
             CloseReason::ConnectTimeout => "connect_timeout",
             CloseReason::Error => "error",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::MaxLifetime => "max_lifetime",
+            CloseReason::HalfCloseTimeout => "half_close_timeout",
             CloseReason::Limit => "limit",
+            CloseReason::PerIpLimit => "per_ip_limit",
+            CloseReason::Denied => "denied",
         }
     }
 
@@ -125,7 +137,40 @@ pub enum Next {
 pub struct Progress {
     /// Whether any byte moved, or the upstream connection completed: both count as activity.
     pub active: bool,
+    /// This drive saw the first FIN of the connection (its half-close timer starts now).
+    pub half_closed: bool,
     pub next: Next,
+}
+
+/// The deadlines a connection is subject to, in wheel ticks. Its one timer is armed for the
+/// earliest; the wheel entry is moved only when that one moves earlier (see `Wheel::postpone`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// `connect_timeout` while the upstream connect is in progress, then the idle deadline.
+    pub activity: u64,
+    /// `max_lifetime` after accept, if limited.
+    pub lifetime: Option<u64>,
+    /// `half_close_timeout` after the first FIN, if any.
+    pub half_close: Option<u64>,
+}
+
+impl Deadlines {
+    /// The deadline the connection's timer is armed for.
+    pub fn earliest(&self) -> u64 {
+        [Some(self.activity), self.lifetime, self.half_close].into_iter().flatten().min().unwrap_or(u64::MAX)
+    }
+
+    /// Why a connection whose timer fired is closed: the deadline that passed first.
+    pub fn reason(&self, connecting: bool) -> CloseReason {
+        let activity = if connecting { CloseReason::ConnectTimeout } else { CloseReason::Idle };
+        let candidates = [
+            (Some(self.activity), activity),
+            (self.lifetime, CloseReason::MaxLifetime),
+            (self.half_close, CloseReason::HalfCloseTimeout),
+        ];
+        let due = candidates.iter().filter_map(|(d, r)| d.map(|d| (d, *r)));
+        due.min_by_key(|(d, _)| *d).map_or(activity, |(_, r)| r)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +193,8 @@ pub struct Conn {
     pub accepted: Instant,
     /// The connection's one entry in the timing wheel, if armed.
     pub timer: Option<crate::wheel::TimerKey>,
+    /// What the timer is armed for.
+    pub deadlines: Deadlines,
     client: Socket,
     upstream: Option<Socket>,
     state: State,
@@ -187,6 +234,7 @@ impl Conn {
             peer,
             accepted: now,
             timer: None,
+            deadlines: Deadlines { activity: u64::MAX, lifetime: None, half_close: None },
             client: Socket::new(client),
             upstream: upstream.map(Socket::new),
             state,
@@ -241,7 +289,7 @@ impl Conn {
         match self.state {
             State::Sink => self.drive_sink(io),
             State::Connecting => match self.finish_connect() {
-                Ok(false) => Progress { active: false, next: Next::Wait },
+                Ok(false) => Progress { active: false, half_closed: false, next: Next::Wait },
                 Ok(true) => {
                     self.state = State::Relaying;
                     let mut progress = self.drive_relay(io);
@@ -250,6 +298,7 @@ impl Conn {
                 }
                 Err(error) => Progress {
                     active: false,
+                    half_closed: false,
                     next: Next::Close(
                         CloseReason::UpstreamRefused,
                         Some(IoFailure { side: Side::Upstream, op: "connect", error }),
@@ -297,13 +346,13 @@ impl Conn {
         let mut active = false;
         for _ in 0..io.reads_per_drive {
             if !client.readable {
-                return Progress { active, next: Next::Wait };
+                return Progress { active, half_closed: false, next: Next::Wait };
             }
             match client.stream.read(io.scratch) {
                 Ok(0) => {
                     half.read_eof = true;
                     let next = Next::Close(CloseReason::ClientClosed, None);
-                    return Progress { active, next };
+                    return Progress { active, half_closed: false, next };
                 }
                 Ok(n) => {
                     half.bytes += n as u64;
@@ -313,12 +362,16 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     let failure = IoFailure { side: Side::Client, op: "read", error };
-                    return Progress { active, next: Next::Close(CloseReason::Error, Some(failure)) };
+                    return Progress {
+                        active,
+                        half_closed: false,
+                        next: Next::Close(CloseReason::Error, Some(failure)),
+                    };
                 }
             }
         }
         let next = if client.readable { Next::Again } else { Next::Wait };
-        Progress { active, next }
+        Progress { active, half_closed: false, next }
     }
 
     fn drive_relay(&mut self, io: &mut Io<'_>) -> Progress {
@@ -326,11 +379,13 @@ impl Conn {
         let up = pump(&mut self.to_upstream, &mut self.client, upstream, Side::Client, io);
         let down = pump(&mut self.to_client, upstream, &mut self.client, Side::Upstream, io);
         let active = up.moved || down.moved;
+        let had_fin = self.first_fin.is_some();
         for (half, side) in [(&self.to_upstream, Side::Client), (&self.to_client, Side::Upstream)] {
             if half.read_eof && self.first_fin.is_none() {
                 self.first_fin = Some(side);
             }
         }
+        let half_closed = !had_fin && self.first_fin.is_some();
         if let Some(failure) = up.failure.or(down.failure) {
             // A peer that already sent FIN and then resets our writes has simply gone away.
             let peer_finished = match failure.side {
@@ -342,13 +397,13 @@ impl Conn {
             } else {
                 CloseReason::Error
             };
-            return Progress { active, next: Next::Close(reason, Some(failure)) };
+            return Progress { active, half_closed, next: Next::Close(reason, Some(failure)) };
         }
         if self.to_upstream.done() && self.to_client.done() {
             let side = self.first_fin.unwrap_or(Side::Client);
-            return Progress { active, next: Next::Close(CloseReason::closed_by(side), None) };
+            return Progress { active, half_closed, next: Next::Close(CloseReason::closed_by(side), None) };
         }
         let next = if up.budget_spent || down.budget_spent { Next::Again } else { Next::Wait };
-        Progress { active, next }
+        Progress { active, half_closed, next }
     }
 }

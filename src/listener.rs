@@ -3,16 +3,18 @@
 //! The count of open connections is shared by a listener's sockets, so `max_connections` holds
 //! for the listener as a whole.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 
 use crate::app::Error;
 use crate::config::{Config, ListenerConfig};
+use crate::conn::CloseReason;
 
 /// One worker's socket for a configured listener.
 pub struct Listener {
@@ -21,6 +23,10 @@ pub struct Listener {
     pub(crate) socket: Option<TcpListener>,
     /// Connections of this listener open in all workers.
     active: Arc<AtomicUsize>,
+    /// Connections per client address, in all workers (only with `max_connections_per_ip`).
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Refusals at accept, logged at most once a second per reason.
+    pub(crate) refusals: [RateLimit; 3],
     /// Accepting is paused (descriptor exhaustion) until then.
     pub(crate) paused_until: Option<Instant>,
     /// Clients may be waiting in the backlog that no new event will announce.
@@ -33,16 +39,48 @@ impl Listener {
         self.socket.as_ref().and_then(|s| s.local_addr().ok())
     }
 
-    /// Counts a new connection, unless the listener is at `max_connections`.
-    pub(crate) fn try_admit(&self) -> bool {
-        let max = self.config.max_connections;
-        self.active.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    /// Admits a new client from `ip` and counts it, or says why it is refused: `allow` / `deny`,
+    /// then `max_connections_per_ip`, then `max_connections`.
+    pub(crate) fn try_admit(&self, ip: IpAddr) -> Result<(), CloseReason> {
+        let config = &self.config;
+        let listed = |nets: &[ipnet::IpNet]| nets.iter().any(|n| n.contains(&ip));
+        if (!config.allow.is_empty() && !listed(&config.allow)) || listed(&config.deny) {
+            return Err(CloseReason::Denied);
+        }
+        let max = config.max_connections;
+        if self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .is_err()
+        {
+            return Err(CloseReason::Limit);
+        }
+        if config.max_connections_per_ip > 0 {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let count = per_ip.entry(ip).or_insert(0);
+            if *count >= config.max_connections_per_ip {
+                drop(per_ip);
+                self.active.fetch_sub(1, Ordering::AcqRel);
+                return Err(CloseReason::PerIpLimit);
+            }
+            *count += 1;
+        }
+        Ok(())
     }
 
-    /// Uncounts a closed connection.
-    pub(crate) fn release(&self) {
+    /// Uncounts a closed connection from `ip`.
+    pub(crate) fn release(&self, ip: IpAddr) {
         let before = self.active.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "listener {}: more connections closed than admitted", self.config.name);
+        if self.config.max_connections_per_ip > 0 {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(count) = per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
     }
 
     /// Whether a paused listener may accept again at `now`.
@@ -61,14 +99,15 @@ impl Listener {
 /// terminal. Returns one set of listeners per worker.
 pub fn bind(config: &Config) -> Result<Vec<Vec<Listener>>, Error> {
     let workers = config.daemon.workers.max(1);
-    let shared: Vec<Arc<AtomicUsize>> = config.listeners.iter().map(|_| Arc::default()).collect();
+    type Shared = (Arc<AtomicUsize>, Arc<Mutex<HashMap<IpAddr, usize>>>);
+    let shared: Vec<Shared> = config.listeners.iter().map(|_| Shared::default()).collect();
     (0..workers)
         .map(|_| {
             config
                 .listeners
                 .iter()
                 .zip(&shared)
-                .map(|(lc, active)| {
+                .map(|(lc, (active, per_ip))| {
                     let socket = crate::net::listen(lc.listen, workers > 1).map_err(|e| {
                         Error::io(format!("listener {}: cannot listen on {}", lc.name, lc.listen), e)
                     })?;
@@ -76,6 +115,8 @@ pub fn bind(config: &Config) -> Result<Vec<Vec<Listener>>, Error> {
                         config: lc.clone(),
                         socket: Some(socket),
                         active: Arc::clone(active),
+                        per_ip: Arc::clone(per_ip),
+                        refusals: Default::default(),
                         paused_until: None,
                         backlog_ready: true,
                     })
@@ -92,4 +133,42 @@ pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
     )
+}
+
+/// Lets a kind of log line through at most once per interval, counting the ones held back.
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    const INTERVAL: Duration = Duration::from_secs(1);
+
+    /// `Some(n)` if a line may be logged now, `n` being how many were held back since the last
+    /// one; `None` to hold this one back.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|t| now.saturating_duration_since(t) < Self::INTERVAL) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_lets_one_line_a_second_through_and_counts_the_rest() {
+        let mut limit = RateLimit::default();
+        let t0 = Instant::now();
+        assert_eq!(limit.admit(t0), Some(0));
+        assert_eq!(limit.admit(t0 + Duration::from_millis(10)), None);
+        assert_eq!(limit.admit(t0 + Duration::from_millis(999)), None);
+        assert_eq!(limit.admit(t0 + Duration::from_secs(1)), Some(2));
+        assert_eq!(limit.admit(t0 + Duration::from_secs(3)), Some(0));
+    }
 }

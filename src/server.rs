@@ -18,12 +18,13 @@ use log::{debug, error, info, warn};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
+use socket2::{SockRef, TcpKeepalive};
 
 use crate::alarm::Alarm;
 use crate::buffer::Pool;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::conn::{CloseReason, Conn, IoFailure, Next, Side};
+use crate::conn::{CloseReason, Conn, Deadlines, IoFailure, Next, Side};
 use crate::listener::{is_out_of_descriptors, Listener};
 use crate::pipe::PipePool;
 use crate::relay::Io;
@@ -343,24 +344,37 @@ impl Core {
         }
     }
 
-    /// Sets up an accepted client: refuse beyond the limit, connect to the upstream, arm the timer.
+    /// Sets up an accepted client: refuse it (ACL, per-address limit, listener limit), or
+    /// connect to the upstream and arm its timer.
     fn admit(&mut self, i: usize, client: TcpStream, peer: SocketAddr) {
         let now = Instant::now();
-        let listener = &self.listeners[i];
-        let config = &listener.config;
-        if !listener.try_admit() {
+        let listener = &mut self.listeners[i];
+        if let Err(reason) = listener.try_admit(peer.ip().to_canonical()) {
             // Accepted and closed at once: the client learns immediately instead of waiting
-            // in a backlog, and the backlog keeps moving for when a slot frees up.
+            // in a backlog, and the backlog keeps moving for when a slot frees up. A flood of
+            // refusals is logged at most once a second per reason.
             self.stats.refused += 1;
-            log_close(&config.name, peer, Duration::ZERO, (0, 0), CloseReason::Limit, None);
+            let slot = match reason {
+                CloseReason::Denied => 0,
+                CloseReason::PerIpLimit => 1,
+                _ => 2,
+            };
+            if let Some(held_back) = listener.refusals[slot].admit(now) {
+                let name = &listener.config.name;
+                let more =
+                    if held_back > 0 { format!(" refused_unlogged={held_back}") } else { String::new() };
+                info!("conn refused listener={name} client={peer} reason={reason}{more}");
+            }
             return;
         }
-        let _ = client.set_nodelay(true);
+        let config = &listener.config;
+        let keepalive = config.tcp_keepalive;
+        tune(&client, keepalive);
         let (conn, timeout) = match config.upstream {
             None => (Conn::sink(i, peer, client, now), config.idle_timeout),
             Some(addr) => match TcpStream::connect(addr) {
                 Ok(upstream) => {
-                    let _ = upstream.set_nodelay(true);
+                    tune(&upstream, keepalive);
                     (Conn::relay(i, peer, client, upstream, now), config.connect_timeout)
                 }
                 Err(error) => {
@@ -370,13 +384,18 @@ impl Core {
                         false => CloseReason::UpstreamRefused,
                     };
                     let failure = IoFailure { side: Side::Upstream, op: "connect", error };
-                    listener.release();
+                    listener.release(peer.ip().to_canonical());
                     self.stats.accepted += 1;
                     self.stats.closed += 1;
                     log_close(&config.name, peer, Duration::ZERO, (0, 0), reason, Some(&failure));
                     return;
                 }
             },
+        };
+        let deadlines = Deadlines {
+            activity: self.clock.deadline(now, timeout),
+            lifetime: config.max_lifetime.map(|d| self.clock.deadline(now, d)),
+            half_close: None,
         };
         self.stats.accepted += 1;
         let entry = self.conns.vacant_entry();
@@ -397,7 +416,8 @@ impl Core {
                 ),
                 None => Ok(()),
             });
-        conn.timer = Some(self.wheel.insert(self.clock.deadline(now, timeout), key));
+        conn.deadlines = deadlines;
+        conn.timer = Some(self.wheel.insert(deadlines.earliest(), key));
         if let Err(error) = registered {
             let failure = IoFailure { side: Side::Client, op: "register", error };
             self.close(key, CloseReason::Error, Some(failure));
@@ -413,21 +433,26 @@ impl Core {
             pipes: &mut self.pipes,
             reads_per_drive: READS_PER_DRIVE,
         };
-        let was_connecting = conn.is_connecting();
         let progress = conn.drive(&mut io);
-        if progress.active {
-            // The activity path: a store in the wheel entry, no list move (see `Wheel::postpone`).
-            // The clock is read after the bytes moved, so the deadline is never early.
-            let idle = self.listeners[conn.listener].config.idle_timeout;
-            let deadline = self.clock.deadline(Instant::now(), idle);
+        if progress.active || progress.half_closed {
+            // The clock is read after the bytes moved, so no deadline is early.
+            let now = Instant::now();
+            let config = &self.listeners[conn.listener].config;
+            let mut deadlines = conn.deadlines;
+            if progress.active {
+                deadlines.activity = self.clock.deadline(now, config.idle_timeout);
+            }
+            if progress.half_closed {
+                deadlines.half_close = config.half_close_timeout.map(|d| self.clock.deadline(now, d));
+            }
             if let Some(timer) = conn.timer {
-                if was_connecting {
-                    // connect_timeout → idle_timeout may move the deadline either way.
-                    self.wheel.reset(timer, deadline);
-                } else {
-                    self.wheel.postpone(timer, deadline);
+                if deadlines.earliest() != conn.deadlines.earliest() {
+                    // The activity path: later deadlines are a store in the wheel entry, no list
+                    // move; an earlier one (a half-close) moves the entry.
+                    self.wheel.postpone(timer, deadlines.earliest());
                 }
             }
+            conn.deadlines = deadlines;
         }
         match progress.next {
             Next::Wait => {}
@@ -448,7 +473,7 @@ impl Core {
             let _ = self.registry.deregister(up);
         }
         let listener = &self.listeners[conn.listener];
-        listener.release();
+        listener.release(conn.peer.ip().to_canonical());
         self.stats.closed += 1;
         let lifetime = conn.accepted.elapsed();
         let bytes = (conn.bytes_from_client(), conn.bytes_from_upstream());
@@ -475,7 +500,7 @@ impl Core {
                 continue;
             };
             conn.timer = None;
-            let reason = if conn.is_connecting() { CloseReason::ConnectTimeout } else { CloseReason::Idle };
+            let reason = conn.deadlines.reason(conn.is_connecting());
             self.close(key, reason, None);
         }
         self.expired = expired;
@@ -547,6 +572,19 @@ fn log_close(
         "conn closed listener={listener} client={peer} reason={reason} lifetime_ms={lifetime} \
          bytes_from_client={from_client} bytes_from_upstream={from_upstream}{error}"
     );
+}
+
+/// Per-socket options: no Nagle delay (the relay forwards what it has at once), and keepalive
+/// probes after `keepalive` idle, every quarter of it, four times, if set.
+fn tune(stream: &TcpStream, keepalive: Option<Duration>) {
+    let _ = stream.set_nodelay(true);
+    if let Some(idle) = keepalive {
+        let interval = (idle / 4).max(Duration::from_secs(1));
+        let params = TcpKeepalive::new().with_time(idle).with_interval(interval).with_retries(4);
+        if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&params) {
+            debug!("tcp_keepalive: {e}");
+        }
+    }
 }
 
 /// Opens the reserve descriptor; `None` if even that fails (we then only pause).

@@ -3,7 +3,8 @@
 //! Errors carry byte spans: toml's own errors (syntax, types, unknown keys) and the
 //! [`toml::Spanned`] values that validation rejects. This module turns a span into a 1-based line
 //! and column, and, for toml's errors, finds the dotted key (`listener[1].foo`) that toml does not
-//! report with its array index.
+//! report with its array index. It also finds the span of an array's element, which a
+//! [`toml::Value`] does not carry.
 
 use std::ops::Range;
 use std::path::Path;
@@ -63,6 +64,16 @@ impl Source<'_> {
 
     pub(super) fn line_of(&self, span: &Span) -> usize {
         self.line_col(span.start).0
+    }
+
+    /// The span of element `index` of the inline array whose span is `array`; `None` if there is
+    /// no such element (`array` is not an inline array: an array of tables, say). Serde's view of
+    /// a value has a span only for the whole array, so errors about an element come here.
+    pub(super) fn element_span(&self, array: &Span, index: usize) -> Option<Span> {
+        let value = DeValue::parse(self.text.get(array.clone())?).ok()?;
+        let DeValue::Array(items) = value.get_ref() else { return None };
+        let item = items.get(index)?.span();
+        Some(array.start + item.start..array.start + item.end)
     }
 }
 

@@ -1,25 +1,30 @@
-//! Tests of the config pipeline: the sample file, defaults, every error, and properties.
+//! Tests of the config pipeline: the sample file, defaults, every error, and properties. The
+//! listener keys that guard against abuse are tested in `listener/tests.rs`, with the helpers
+//! from here.
 
+use std::net::IpAddr;
+
+use super::listener::MAX_TIMEOUT;
 use super::*;
 use proptest::prelude::*;
 
 const SAMPLE: &str = include_str!("../../etc/idlereaper.toml");
-const PATH: &str = "/etc/idlereaper-test.toml";
+pub(super) const PATH: &str = "/etc/idlereaper-test.toml";
 
 /// One valid listener, on lines 1 to 4.
 const LISTENER: &str = "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:7000\"\nidle_timeout = \"1s\"\n";
 
-fn parse(text: &str) -> Result<Config, ConfigError> {
+pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new(PATH))
 }
 
-fn ok(text: &str) -> Config {
+pub(super) fn ok(text: &str) -> Config {
     parse(text).unwrap_or_else(|e| panic!("rejected: {e}\n---\n{text}"))
 }
 
 /// Asserts that `text` is rejected for `key` on `line`, with `fragment` in the message, and that
 /// the error is displayed as `PATH:line:col: key: message`.
-fn rejected(text: &str, key: &str, line: usize, fragment: &str) -> ConfigError {
+pub(super) fn rejected(text: &str, key: &str, line: usize, fragment: &str) -> ConfigError {
     let e = parse(text).expect_err(text);
     let shown = e.to_string();
     assert_eq!((e.key.as_deref(), e.line), (Some(key), Some(line)), "{shown}");
@@ -40,11 +45,11 @@ fn listener(lines: &str) -> String {
 }
 
 /// A valid listener `name` on `listen` (lines 1 to 4), then `more` from line 5 on.
-fn named(name: &str, listen: &str, more: &str) -> String {
+pub(super) fn named(name: &str, listen: &str, more: &str) -> String {
     format!("[[listener]]\nname = \"{name}\"\nlisten = \"{listen}\"\nidle_timeout = \"1s\"\n{more}")
 }
 
-fn ms(n: u64) -> Duration {
+pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
@@ -58,6 +63,12 @@ fn sample_parses_to_what_it_says() {
         idle_timeout: Duration::from_secs(idle),
         connect_timeout: Duration::from_secs(5),
         max_connections: 10_000,
+        max_lifetime: None,
+        half_close_timeout: Some(Duration::from_secs(30)),
+        max_connections_per_ip: 0,
+        allow: Vec::new(),
+        deny: Vec::new(),
+        tcp_keepalive: None,
     };
     let expected = Config {
         path: PathBuf::from(PATH),
@@ -81,10 +92,23 @@ fn sample_parses_to_what_it_says() {
         "daemon: pidfile /run/idlereaper/idlereaper.pid, log syslog (info), tick 1ms, shutdown_timeout 10s, \
          workers 1",
         "listener example-relay: 127.0.0.1:16380 -> 127.0.0.1:16379 relay, idle_timeout 5m, \
-         connect_timeout 5s, max_connections 10000",
+         connect_timeout 5s, max_connections 10000, half_close_timeout 30s",
         "listener tarpit: 127.0.0.1:16390 sink, idle_timeout 30s, max_connections 10000",
     ];
     assert_eq!(config.summary(), summary);
+}
+
+#[test]
+fn sample_shows_the_defaults_of_its_commented_keys() {
+    // Uncommenting these lines of the relay listener changes nothing: each shows its default.
+    let keys = "max_lifetime half_close_timeout max_connections_per_ip allow deny tcp_keepalive";
+    let mut uncommented = SAMPLE.to_owned();
+    for key in keys.split_whitespace() {
+        let line = format!("\n#{key} = ");
+        assert_eq!(SAMPLE.matches(&line).count(), 1, "{key}");
+        uncommented = uncommented.replace(&line, &line.replace('#', ""));
+    }
+    assert_eq!(ok(&uncommented), ok(SAMPLE));
 }
 
 #[test]
@@ -109,6 +133,9 @@ fn defaults() {
     let l = &config.listeners[0];
     assert_eq!((l.upstream, l.idle_timeout), (None, Duration::from_secs(1)));
     assert_eq!((l.connect_timeout, l.max_connections), (Duration::from_secs(5), 10_000));
+    assert_eq!((l.max_lifetime, l.half_close_timeout), (None, Some(Duration::from_secs(30))));
+    assert_eq!((l.max_connections_per_ip, l.tcp_keepalive), (0, None));
+    assert_eq!((l.allow.len(), l.deny.len()), (0, 0));
     assert_eq!(ok(&format!("[daemon]\n{LISTENER}")).daemon, *d);
 }
 
@@ -197,15 +224,13 @@ fn keys_of_later_versions_are_rejected_by_name() {
     let unsupported = "not supported by this version of idlereaper";
     let metrics = format!("{LISTENER}[metrics]\nlisten = \"127.0.0.1:9109\"\n");
     rejected(&metrics, "metrics", 5, unsupported);
-    let keys = "max_lifetime half_close_timeout max_connections_per_ip allow deny tcp_keepalive \
-                proxy_protocol";
-    for key in keys.split_whitespace() {
-        let text = listener(&format!("idle_timeout = \"1s\"\n{key} = []"));
-        rejected(&text, &format!("listener[0].{key}"), 5, unsupported);
+    for value in ["\"v1\"", "\"off\"", "[]"] {
+        let text = listener(&format!("idle_timeout = \"1s\"\nproxy_protocol = {value}"));
+        rejected(&text, "listener[0].proxy_protocol", 5, unsupported);
     }
-    // The first one in the file is reported.
-    let text = listener("idle_timeout = \"1s\"\ndeny = []\nallow = []");
-    rejected(&text, "listener[0].deny", 5, unsupported);
+    // Before any other error of its table.
+    let text = listener("idle_timeout = \"0s\"\nproxy_protocol = \"v2\"");
+    rejected(&text, "listener[0].proxy_protocol", 5, unsupported);
 }
 
 #[test]
@@ -267,7 +292,7 @@ fn addresses() {
     assert_eq!(l.listen, SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 7000)));
     assert_eq!(l.upstream, Some("[2001:db8::1]:6379".parse().unwrap()));
     let summary = "listener a: [::1]:7000 -> [2001:db8::1]:6379 relay, idle_timeout 1s, \
-                   connect_timeout 5s, max_connections 10000";
+                   connect_timeout 5s, max_connections 10000, half_close_timeout 30s";
     assert_eq!(v6.summary()[1..], [summary]);
     let listen = |addr: &str, fragment: &str| {
         rejected(&named("a", addr, ""), "listener[0].listen", 3, fragment);
@@ -321,7 +346,7 @@ fn duration_syntax() {
     assert_eq!(get("\"1h 30m\""), Duration::from_secs(5400));
     assert_eq!(get("\"1.5s\""), ms(1500));
     assert_eq!(get("\"2000us\""), ms(2));
-    assert_eq!(get("\"30days\""), MAX_IDLE_TIMEOUT);
+    assert_eq!(get("\"30days\""), MAX_TIMEOUT);
     let bad = |v: &str, fragment: &str| rejected(&idle(v), "listener[0].idle_timeout", 4, fragment);
     bad("5", "expected a duration string with a unit, such as \"30s\" or \"250ms\", got integer 5");
     bad("2.5", "got float 2.5");
@@ -405,8 +430,7 @@ fn chance(key: &str) -> f64 {
         "upstream" => 0.5,
         "user" | "group" => 0.2,
         "workers" | "colour" => 0.03,
-        "max_lifetime" | "half_close_timeout" | "max_connections_per_ip" | "allow" | "deny" => 0.01,
-        "tcp_keepalive" | "proxy_protocol" | "idle" => 0.01,
+        "proxy_protocol" | "idle" => 0.01,
         _ => 0.3,
     }
 }
@@ -437,8 +461,45 @@ fn plausible(key: &str) -> (&'static str, &'static str) {
         "log_level" => ("\"info\"|\"trace\"", "\"INFO\"|\"off\""),
         "pidfile" => ("\"/run/x.pid\"", "\"x.pid\""),
         "user" | "group" => ("\"_idlereaper\"", "\"\"|\"a b\""),
+        "max_lifetime" | "half_close_timeout" => ("\"0s\"|\"1ms\"|\"30s\"|\"1h\"", BAD_DURATIONS),
+        "tcp_keepalive" => ("\"0s\"|\"1s\"|\"60s\"|\"2h\"", "\"1500ms\"|\"500ms\"|\"3h\"|60|\"60\""),
+        "max_connections_per_ip" => ("0|1|10|1000000", "-1|1000001|\"10\"|1.5"),
+        "allow" | "deny" => (
+            "[]|[\"10.0.0.0/8\"]|[\"127.0.0.1\", \"::1/128\"]|[\"2001:db8::/32\", \"0.0.0.0/0\"]",
+            "\"10.0.0.0/8\"|[\"10.0.0.0/33\"]|[\"10.0.0.1/8\"]|[\"::/129\"]|[5]|[\"localhost\"]|[[\"::1\"]]|{}",
+        ),
         _ => ("1|[]", "\"x\"|\"0s\""),
     }
+}
+
+/// Random values of the type `key` takes: durations with any number and unit, any integer,
+/// arrays of random networks; for other keys, any TOML value.
+fn random(key: &str) -> BoxedStrategy<String> {
+    match key {
+        "tick" | "shutdown_timeout" | "idle_timeout" | "connect_timeout" | "max_lifetime"
+        | "half_close_timeout" | "tcp_keepalive" => (any::<u32>(), one_of("ns|us|ms|s|m|h|days|y|"))
+            .prop_map(|(n, unit)| format!("\"{n}{unit}\""))
+            .boxed(),
+        "max_connections" | "max_connections_per_ip" | "workers" => {
+            prop_oneof![any::<i64>(), -2i64..2_000_000].prop_map(|n| n.to_string()).boxed()
+        }
+        "allow" | "deny" => {
+            prop::collection::vec(network_text(), 0..4).prop_map(|nets| format!("{nets:?}")).boxed()
+        }
+        _ => toml_value().boxed(),
+    }
+}
+
+/// A network as text: an address with maybe a prefix length; out of range or with host bits
+/// set about half of the time.
+pub(super) fn network_text() -> impl Strategy<Value = String> {
+    let v4 = (any::<[u8; 4]>(), 0u8..=34).prop_map(|(a, len)| (IpAddr::from(a), len));
+    let v6 = (any::<[u16; 8]>(), 0u8..=130).prop_map(|(a, len)| (IpAddr::from(a), len));
+    (prop_oneof![v4, v6], 0..4).prop_map(|((addr, len), form)| match (form, ipnet::IpNet::new(addr, len)) {
+        (0, _) => addr.to_string(),
+        (1, Ok(net)) => net.trunc().to_string(),
+        _ => format!("{addr}/{len}"),
+    })
 }
 
 fn one_of(list: &'static str) -> impl Strategy<Value = String> {
@@ -468,10 +529,10 @@ fn toml_value() -> impl Strategy<Value = String> {
 
 /// A table: its header, then some of `keys` in any order, mostly with good values, sometimes
 /// with bad ones, and now and then with any value at all.
-fn table(header: &'static str, keys: &'static str) -> impl Strategy<Value = String> {
+pub(super) fn table(header: &'static str, keys: &'static str) -> impl Strategy<Value = String> {
     let line = |key: &'static str| {
         let (good, bad) = plausible(key);
-        let value = prop_oneof![12 => one_of(good), 3 => one_of(bad), 1 => toml_value()];
+        let value = prop_oneof![12 => one_of(good), 3 => one_of(bad), 2 => random(key), 1 => toml_value()];
         prop::option::weighted(chance(key), value.prop_map(move |v| format!("{key} = {v}\n")))
     };
     let lines: Vec<_> = keys.split_whitespace().map(line).collect();
@@ -491,11 +552,19 @@ fn toml_document() -> impl Strategy<Value = String> {
     })
 }
 
-/// Whatever the outcome, `parse` returns instead of panicking, and an error names the file and a
-/// line that exists.
-fn check_outcome(text: &str) {
+/// Whatever the outcome, `parse` returns instead of panicking; a config keeps the promises of
+/// its docs, and an error names the file and a line that exists.
+pub(super) fn check_outcome(text: &str) {
     match parse(text) {
-        Ok(config) => assert_eq!(config.summary().len(), 1 + config.listeners.len()),
+        Ok(config) => {
+            assert_eq!(config.summary().len(), 1 + config.listeners.len());
+            for l in &config.listeners {
+                let timers = [l.max_lifetime, l.half_close_timeout, l.tcp_keepalive];
+                assert!(timers.iter().flatten().all(|d| *d >= config.daemon.tick), "{l:?}");
+                assert!(l.tcp_keepalive.is_none_or(|d| d.subsec_nanos() == 0), "{l:?}");
+                assert!(l.allow.iter().chain(&l.deny).all(|n| n.trunc() == *n), "{l:?}");
+            }
+        }
         Err(e) => {
             assert!(e.to_string().starts_with(PATH), "{e}");
             if let Some(line) = e.line {
