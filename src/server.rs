@@ -468,17 +468,14 @@ impl Core {
             self.wheel.cancel(timer);
         }
         conn.release(&mut self.pool, &mut self.pipes);
-        let _ = self.registry.deregister(conn.client_mut());
-        if let Some(up) = conn.upstream_mut() {
-            let _ = self.registry.deregister(up);
-        }
         let listener = &self.listeners[conn.listener];
         listener.release(conn.peer.ip().to_canonical());
         self.stats.closed += 1;
         let lifetime = conn.accepted.elapsed();
         let bytes = (conn.bytes_from_client(), conn.bytes_from_upstream());
         log_close(&listener.config.name, conn.peer, lifetime, bytes, reason, failure.as_ref());
-        // Dropping `conn` closes both descriptors.
+        // Dropping `conn` closes both descriptors, which also removes them from the epoll set
+        // (they are never duplicated), so no `deregister` calls: two system calls fewer per close.
     }
 
     fn close_all(&mut self, reason: CloseReason) {
