@@ -108,7 +108,8 @@ struct Core {
     registry: mio::Registry,
     listeners: Vec<Listener>,
     conns: Slab<Conn>,
-    wheel: Wheel<usize>,
+    /// Connection keys by deadline (`u32`: 24-byte entries; a slab key never reaches 2^32).
+    wheel: Wheel<u32>,
     clock: Clock,
     pool: Pool,
     pipes: PipePool,
@@ -123,7 +124,7 @@ struct Core {
     again: Vec<usize>,
     /// A descriptor kept in reserve for when accept fails with EMFILE (see `accept_all`).
     spare_fd: Option<std::fs::File>,
-    expired: Vec<usize>,
+    expired: Vec<u32>,
     /// The last expiry pass stopped at its budget with timers still due.
     expiry_backlog: bool,
     stats: Stats,
@@ -417,7 +418,8 @@ impl Core {
                 None => Ok(()),
             });
         conn.deadlines = deadlines;
-        conn.timer = Some(self.wheel.insert(deadlines.earliest(), key));
+        let wheel_key = u32::try_from(key).expect("fewer than 2^32 connections");
+        conn.timer = Some(self.wheel.insert(deadlines.earliest(), wheel_key));
         if let Err(error) = registered {
             let failure = IoFailure { side: Side::Client, op: "register", error };
             self.close(key, CloseReason::Error, Some(failure));
@@ -445,12 +447,12 @@ impl Core {
             if progress.half_closed {
                 deadlines.half_close = config.half_close_timeout.map(|d| self.clock.deadline(now, d));
             }
-            if let Some(timer) = conn.timer {
-                if deadlines.earliest() != conn.deadlines.earliest() {
-                    // The activity path: later deadlines are a store in the wheel entry, no list
-                    // move; an earlier one (a half-close) moves the entry.
-                    self.wheel.postpone(timer, deadlines.earliest());
-                }
+            // The activity path is this store into the connection, which is in cache anyway: a
+            // later deadline leaves the wheel alone, and when the timer fires early `expire`
+            // re-arms it (lazy re-arm). Only a deadline moving earlier (connected, half-closed)
+            // moves the wheel entry.
+            if let Some(timer) = conn.timer.filter(|_| deadlines.earliest() < conn.deadlines.earliest()) {
+                self.wheel.reset(timer, deadlines.earliest());
             }
             conn.deadlines = deadlines;
         }
@@ -491,12 +493,18 @@ impl Core {
         let mut expired = std::mem::take(&mut self.expired);
         // More may be due once the budget is spent: the next poll then does not block.
         self.expiry_backlog = self.wheel.poll(tick, EXPIRIES_PER_ITERATION, &mut expired);
-        for key in expired.drain(..) {
+        for key in expired.drain(..).map(|k| k as usize) {
             let Some(conn) = self.conns.get_mut(key) else {
                 debug_assert!(false, "timer fired for vacant connection {key}");
                 continue;
             };
             conn.timer = None;
+            let due = conn.deadlines.earliest();
+            if due > tick {
+                // Activity since the timer was armed: re-arm it for the deadline now in force.
+                conn.timer = Some(self.wheel.insert(due, key as u32));
+                continue;
+            }
             let reason = conn.deadlines.reason(conn.is_connecting());
             self.close(key, reason, None);
         }
