@@ -331,38 +331,53 @@ term_stops() {
 step "kill -TERM \$(cat $PIDFILE): process gone, pidfile removed" term_stops
 
 # --- as systemd runs it -----------------------------------------------------
-# systemd is not PID 1 here, so the unit is imitated: a fresh root-owned
-# /run/idlereaper (RuntimeDirectory=), the unit's CapabilityBoundingSet= and
-# NoNewPrivileges=, and its ExecStart= command in the foreground. Its exit
-# status is what systemd would see after an admin's kill -TERM.
-systemd_like() {
-    local caps exec_start bset c s
-    caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$UNIT")
-    exec_start=$(sed -n 's/^ExecStart=//p' "$UNIT")
-    if [ -z "$caps" ] || [ -z "$exec_start" ]; then
-        note "unit lacks CapabilityBoundingSet= or ExecStart="
-        return 1
-    fi
-    bset=-all
-    for c in $caps; do
+# systemd is not PID 1 here, so the unit is imitated with setpriv: its User=,
+# Group=, CapabilityBoundingSet=, AmbientCapabilities= and NoNewPrivileges=, a
+# fresh /run/idlereaper owned by User= (RuntimeDirectory=), and its ExecStart=
+# command in the foreground. HUP is what ExecReload= sends. The exit status
+# after an admin's kill -TERM is what systemd would see.
+unit_value() { sed -n "s/^$1=//p" "$UNIT" | tail -n 1; }
+capset() {
+    local c set=-all
+    for c in $1; do
         c=${c#CAP_}
-        bset="$bset,+${c,,}"
+        set="$set,+${c,,}"
     done
-    note "ExecStart=$exec_start under bounding set $bset"
+    echo "$set"
+}
+systemd_like() {
+    local exec_start user group bset ambient s
+    exec_start=$(unit_value ExecStart)
+    user=$(unit_value User)
+    group=$(unit_value Group)
+    bset=$(capset "$(unit_value CapabilityBoundingSet)")
+    ambient=$(capset "$(unit_value AmbientCapabilities)")
+    [ -n "$exec_start" ] || { note "unit has no ExecStart="; return 1; }
+    local args=(--bounding-set "$bset" --inh-caps "$ambient" --ambient-caps "$ambient")
+    [ "$(unit_value NoNewPrivileges)" = yes ] && args+=(--no-new-privs)
+    [ -n "$user" ] && args+=(--reuid "$user" --regid "${group:-$user}" --init-groups)
+    note "ExecStart=$exec_start as ${user:-root}:${group:-${user:-root}}, setpriv ${args[*]}"
     rm -rf "$RUNDIR"
-    install -d -o root -g root -m 0755 "$RUNDIR"
+    install -d -o "${user:-root}" -g "${group:-${user:-root}}" -m 0755 "$RUNDIR"
     # shellcheck disable=SC2086  # ExecStart= is split into words, as systemd does
-    setpriv --bounding-set "$bset" --no-new-privs -- $exec_start </dev/null >"$work/fg.log" 2>&1 &
+    setpriv "${args[@]}" -- $exec_start </dev/null >"$work/fg.log" 2>&1 &
     fg_pid=$!
     local ready=0
     for _ in $(seq 1 100); do
-        if [ "$(cat "$PIDFILE" 2>/dev/null)" = "$fg_pid" ] && ! port_free "$RELAY_PORT"; then ready=1; break; fi
+        if [ "$(cat "$PIDFILE" 2>/dev/null)" = "$fg_pid" ] && ! port_free "$RELAY_PORT"; then
+            ready=1
+            break
+        fi
         alive "$fg_pid" || break
         sleep 0.1
     done
     if [ "$ready" = 1 ]; then
         relay "$RELAY_PORT" || { note "relay failed"; ready=0; }
         runs_as "$fg_pid" || ready=0
+        kill -HUP "$fg_pid"
+        kill -USR1 "$fg_pid"
+        sleep 0.5
+        alive "$fg_pid" || { note "died on HUP/USR1"; ready=0; }
         kill -TERM "$fg_pid"
     else
         note "not ready within 10s"
@@ -374,10 +389,15 @@ systemd_like() {
     fg_pid=
     sed 's/^/      log: /' "$work/fg.log"
     note "exit status $s"
-    [ "$ready" = 1 ] && [ "$s" -eq 0 ] && [ ! -e "$PIDFILE" ] \
-        && grep -q 'conn closed listener=[^ ]* client=127\.0\.0\.1:[0-9]* reason=client_closed lifetime_ms=[0-9]* bytes_from_client=25 bytes_from_upstream=25' "$work/fg.log"
+    local logged=1
+    grep -q 'conn closed listener=[^ ]* client=127\.0\.0\.1:[0-9]* reason=client_closed lifetime_ms=[0-9]* bytes_from_client=25 bytes_from_upstream=25' "$work/fg.log" \
+        || { note "no 'conn closed ... reason=client_closed ... bytes_from_client=25 bytes_from_upstream=25' line"; logged=0; }
+    grep -q 'SIGHUP' "$work/fg.log" || { note "nothing logged for SIGHUP"; logged=0; }
+    grep -q 'stats .*connections=' "$work/fg.log" || { note "no stats line for SIGUSR1"; logged=0; }
+    [ -e "$PIDFILE" ] && note "$PIDFILE still there"
+    [ "$ready" = 1 ] && [ "$s" -eq 0 ] && [ ! -e "$PIDFILE" ] && [ "$logged" = 1 ]
 }
-step "as the unit runs it: relays as $USER_NAME, logs the close, exits 0 on TERM" systemd_like
+step "as the unit runs it: relays as $USER_NAME, logs, survives HUP/USR1, exits 0 on TERM" systemd_like
 
 # --- purge ------------------------------------------------------------------
 purge_ok() {

@@ -8,7 +8,7 @@ use std::io;
 use log::info;
 
 use crate::cli::Cli;
-use crate::config::{Config, ConfigError, LogTarget};
+use crate::config::{Config, ConfigError};
 use crate::daemon::{self, Credentials, Forked, Pidfile};
 use crate::listener::{self, Listener};
 use crate::logging::{self, Destination};
@@ -93,12 +93,18 @@ pub fn run(cli: Cli) -> Result<(), Error> {
 /// terminal and leaves nothing behind on failure.
 fn start(config: &Config, foreground: bool) -> Result<(), Error> {
     let credentials = Credentials::resolve(config.daemon.user.as_deref(), config.daemon.group.as_deref())?;
-    if let Some(creds) = &credentials {
-        creds.prepare_pidfile_dir(&config.daemon.pidfile)?;
-    }
+    let own_dir = match &credentials {
+        Some(creds) => creds.make_pidfile_dir(&config.daemon.pidfile)?,
+        None => false,
+    };
     let pidfile = Pidfile::lock(&config.daemon.pidfile)?;
-    let bound = listener::bind(config)
-        .and_then(|listeners| Destination::open(&config.daemon.log, foreground).map(|log| (listeners, log)));
+    let bound = listener::bind(config).and_then(|listeners| {
+        let log = Destination::open(&config.daemon.log, foreground)?;
+        if let Some(creds) = &credentials {
+            creds.hand_over(&pidfile, own_dir, log.file())?;
+        }
+        Ok((listeners, log))
+    });
     let (listeners, log) = match bound {
         Ok(ok) => ok,
         Err(e) => {
@@ -113,10 +119,9 @@ fn start(config: &Config, foreground: bool) -> Result<(), Error> {
     match daemon::daemonize()? {
         Forked::Starter(outcome) => outcome,
         Forked::Daemon(notifier) => {
-            let keep_stderr = config.daemon.log == LogTarget::Stderr;
             let daemon = pidfile_with_pid(pidfile)
                 .and_then(|pidfile| setup(config, listeners, log, &credentials, pidfile))
-                .and_then(|ready| daemon::detach_stdio(keep_stderr).map(|()| ready));
+                .and_then(|ready| daemon::detach_stdio(ready.log.on_stderr()).map(|()| ready));
             match daemon {
                 Ok(ready) => {
                     notifier.ready();

@@ -80,7 +80,11 @@ impl Pidfile {
         };
         if ours {
             if let Err(e) = std::fs::remove_file(&self.path) {
-                log::warn!("cannot remove pidfile {}: {e}", self.path.display());
+                // A directory we may not write to (after a privilege drop): leave the file
+                // empty, so that nothing reads a stale pid from it.
+                let emptied = self.file.set_len(0).is_ok();
+                let left = if emptied { "left it empty" } else { "left it in place" };
+                log::warn!("cannot remove pidfile {}: {e}; {left}", self.path.display());
             }
         }
     }
@@ -150,15 +154,13 @@ impl Credentials {
         Ok(())
     }
 
-    /// Started as root: makes sure the pidfile's directory exists, owned by us after the drop so
-    /// that the pidfile can be removed at stop. Creates it if missing; an existing directory is
-    /// handed over only if it is idlereaper's own (named `idlereaper`, e.g. `/run/idlereaper`).
-    pub fn prepare_pidfile_dir(&self, pidfile: &Path) -> Result<(), Error> {
-        let Some(dir) = pidfile.parent() else {
-            return Ok(());
-        };
+    /// Started as root: makes sure the pidfile's directory exists. Returns whether it is
+    /// idlereaper's own — created now, or named `idlereaper` (e.g. `/run/idlereaper`) — and so
+    /// to be handed over to the user by [`Credentials::hand_over`].
+    pub fn make_pidfile_dir(&self, pidfile: &Path) -> Result<bool, Error> {
+        let Some(dir) = pidfile.parent() else { return Ok(false) };
         if !Uid::effective().is_root() {
-            return Ok(());
+            return Ok(false);
         }
         let context = || format!("pidfile directory {}", dir.display());
         let created = match std::fs::create_dir(dir) {
@@ -167,10 +169,27 @@ impl Credentials {
             Err(e) => return Err(Error::io(context(), e)),
         };
         let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io(context(), e))?;
-        let ours = created || dir.file_name().is_some_and(|n| n == "idlereaper");
-        if ours && meta.is_dir() && meta.uid() != self.uid.as_raw() {
-            nix::unistd::chown(dir, Some(self.uid), Some(self.gid))
-                .map_err(|e| Error::io(context(), io::Error::from(e)))?;
+        Ok(meta.is_dir() && (created || dir.file_name().is_some_and(|n| n == "idlereaper")))
+    }
+
+    /// Started as root, once the pidfile is locked and the log file open: gives them (and the
+    /// pidfile's directory, if it is ours) to the user, so that after the drop the daemon can
+    /// still remove its pidfile at stop and reopen its log on SIGUSR1.
+    pub fn hand_over(&self, pidfile: &Pidfile, own_dir: bool, log: Option<&File>) -> Result<(), Error> {
+        if !Uid::effective().is_root() {
+            return Ok(());
+        }
+        let (uid, gid) = (Some(self.uid.as_raw()), Some(self.gid.as_raw()));
+        let chown = |what: String, r: io::Result<()>| r.map_err(|e| Error::io(format!("{what}: chown"), e));
+        chown(
+            format!("pidfile {}", pidfile.path.display()),
+            std::os::unix::fs::fchown(&pidfile.file, uid, gid),
+        )?;
+        if let (true, Some(dir)) = (own_dir, pidfile.path.parent()) {
+            chown(format!("pidfile directory {}", dir.display()), std::os::unix::fs::chown(dir, uid, gid))?;
+        }
+        if let Some(file) = log {
+            chown("log file".into(), std::os::unix::fs::fchown(file, uid, gid))?;
         }
         Ok(())
     }

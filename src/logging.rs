@@ -16,6 +16,8 @@ use crate::config::LogTarget;
 
 type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
 
+const SYSLOG_SOCKET: &str = "/dev/log";
+
 /// Where log lines go, decided (and any file opened) before privileges are dropped.
 pub enum Destination {
     Stderr,
@@ -49,6 +51,16 @@ impl Destination {
     }
 }
 
+impl Destination {
+    /// The log file, if logging to one.
+    pub fn file(&self) -> Option<&File> {
+        match self {
+            Destination::File { file, .. } => Some(file),
+            _ => None,
+        }
+    }
+}
+
 enum Output {
     Stderr,
     File { path: PathBuf, file: File },
@@ -65,9 +77,16 @@ struct Logger {
 #[derive(Clone, Copy)]
 pub struct LogHandle {
     logger: Option<&'static Logger>,
+    on_stderr: bool,
 }
 
 impl LogHandle {
+    /// Whether lines go to stderr (asked for, or syslog was unavailable): a daemon must then
+    /// keep its stderr instead of pointing it at /dev/null.
+    pub fn on_stderr(&self) -> bool {
+        self.on_stderr
+    }
+
     /// Reopens a log file (after `logrotate` moved it); a no-op for stderr and syslog. On
     /// failure the old file stays in use and the error is logged there.
     pub fn reopen(&self) {
@@ -97,11 +116,16 @@ pub fn install(destination: Destination, level: LevelFilter) -> LogHandle {
                 process: "idlereaper".into(),
                 pid: std::process::id(),
             };
-            match syslog::unix(formatter) {
-                Ok(logger) => Output::Syslog(logger),
-                Err(e) => {
-                    fallback = Some(e.to_string());
-                    Output::Stderr
+            if !Path::new(SYSLOG_SOCKET).exists() {
+                fallback = Some(format!("no syslog socket at {SYSLOG_SOCKET}"));
+                Output::Stderr
+            } else {
+                match syslog::unix(formatter) {
+                    Ok(logger) => Output::Syslog(logger),
+                    Err(e) => {
+                        fallback = Some(format!("cannot connect to syslog at {SYSLOG_SOCKET}: {e}"));
+                        Output::Stderr
+                    }
                 }
             }
         }
@@ -113,10 +137,11 @@ pub fn install(destination: Destination, level: LevelFilter) -> LogHandle {
     if installed {
         log::set_max_level(level);
     }
-    if let Some(e) = fallback {
-        log::warn!("no syslog socket ({e}); logging to stderr instead");
+    let on_stderr = matches!(logger.output.lock().as_deref(), Ok(Output::Stderr));
+    if let Some(e) = &fallback {
+        log::warn!("{e}; logging to stderr instead");
     }
-    LogHandle { logger: installed.then_some(logger) }
+    LogHandle { logger: installed.then_some(logger), on_stderr }
 }
 
 impl Log for Logger {
