@@ -150,6 +150,8 @@ pub struct ListenerConfig {
     /// SO_KEEPALIVE idle time on both sockets; `None` ("0s", the default) means off. Otherwise
     /// whole seconds, 1s..=2h.
     pub tcp_keepalive: Option<Duration>,
+    /// PROXY protocol header sent to the upstream first; `None` ("off", the default). Relay only.
+    pub proxy_protocol: Option<crate::proxy_protocol::Version>,
 }
 
 /// A configuration error, for a person to read.

@@ -202,6 +202,8 @@ pub struct Conn {
     to_client: Half,
     /// Which side sent FIN first, for the close reason.
     first_fin: Option<Side>,
+    /// Bytes to send the upstream before the client's (a PROXY protocol header).
+    preamble: Option<Box<[u8]>>,
 }
 
 impl Conn {
@@ -210,15 +212,19 @@ impl Conn {
         Conn::new(listener, peer, client, None, State::Sink, now)
     }
 
-    /// A relay connection whose upstream connect (non-blocking) is in progress.
+    /// A relay connection whose upstream connect (non-blocking) is in progress; `preamble` is
+    /// sent to the upstream once connected, before any byte from the client.
     pub fn relay(
         listener: usize,
         peer: SocketAddr,
         client: TcpStream,
         upstream: TcpStream,
+        preamble: Option<Box<[u8]>>,
         now: Instant,
     ) -> Conn {
-        Conn::new(listener, peer, client, Some(upstream), State::Connecting, now)
+        let mut conn = Conn::new(listener, peer, client, Some(upstream), State::Connecting, now);
+        conn.preamble = preamble;
+        conn
     }
 
     fn new(
@@ -241,6 +247,7 @@ impl Conn {
             to_upstream: Half::default(),
             to_client: Half::default(),
             first_fin: None,
+            preamble: None,
         }
     }
 
@@ -292,6 +299,9 @@ impl Conn {
                 Ok(false) => Progress { active: false, half_closed: false, next: Next::Wait },
                 Ok(true) => {
                     self.state = State::Relaying;
+                    if let Some(preamble) = self.preamble.take() {
+                        self.to_upstream.queue(&preamble, io.pool);
+                    }
                     let mut progress = self.drive_relay(io);
                     progress.active = true;
                     progress

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod logging;
 pub mod net;
 pub mod pipe;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod server;
 pub mod signals;

@@ -77,6 +77,13 @@ impl Half {
         self.pending.is_some() || self.pipe.as_ref().is_some_and(|p| p.len > 0)
     }
 
+    /// Queues `bytes` to be written to `dst` before anything read from `src` (a PROXY protocol
+    /// header). Call before the first pump.
+    pub fn queue(&mut self, bytes: &[u8], pool: &mut Pool) {
+        debug_assert!(self.pending.is_none() && self.bytes == 0, "queued after relaying began");
+        self.pending = Some(pool.take(bytes));
+    }
+
     /// Gives buffers and pipes back (the connection is closing).
     pub fn release(&mut self, io_pool: &mut Pool, pipes: &mut PipePool) {
         if let Some(buf) = self.pending.take() {

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::conn::{CloseReason, Conn, Deadlines, IoFailure, Next, Side};
 use crate::listener::{is_out_of_descriptors, Listener};
 use crate::pipe::PipePool;
+use crate::proxy_protocol;
 use crate::relay::Io;
 use crate::wheel::Wheel;
 
@@ -376,7 +377,11 @@ impl Core {
             Some(addr) => match TcpStream::connect(addr) {
                 Ok(upstream) => {
                     tune(&upstream, keepalive);
-                    (Conn::relay(i, peer, client, upstream, now), config.connect_timeout)
+                    let preamble = config.proxy_protocol.map(|version| {
+                        let destination = client.local_addr().unwrap_or(config.listen);
+                        proxy_protocol::header(version, peer, destination).into_boxed_slice()
+                    });
+                    (Conn::relay(i, peer, client, upstream, preamble, now), config.connect_timeout)
                 }
                 Err(error) => {
                     // Out of descriptors is our problem, not the upstream's.

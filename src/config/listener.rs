@@ -18,7 +18,9 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::locate::{Source, Span};
-use super::{duration, duration_value, found, integer, reject_unsupported, shown, wrong_type};
+use crate::proxy_protocol::Version as ProxyVersion;
+
+use super::{duration, duration_value, found, integer, shown, wrong_type};
 use super::{ListenerConfig, Res, HOUR, TICK_NOTE};
 
 /// Longest `idle_timeout`, `max_lifetime` and `half_close_timeout` (30 days); the shortest is
@@ -90,7 +92,6 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
     let l = listener.into_inner();
     let prefix = format!("listener[{index}].");
     let key = |name: &str| format!("{prefix}{name}");
-    reject_unsupported(src, &prefix, &[("proxy_protocol", &l.proxy_protocol)])?;
     let required = |name: &str| src.error(header.clone(), &key(name), "required");
 
     let name = l.name.ok_or_else(|| required("name"))?;
@@ -112,9 +113,11 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
     let timer = (tick, MAX_TIMEOUT);
     let idle_timeout = duration(src, &key("idle_timeout"), &idle, (tick, timer), TICK_NOTE)?;
     // A sink never connects, and it closes at the client's FIN: these would have no effect.
-    for (relay_key, value) in
-        [("connect_timeout", &l.connect_timeout), ("half_close_timeout", &l.half_close_timeout)]
-    {
+    for (relay_key, value) in [
+        ("connect_timeout", &l.connect_timeout),
+        ("half_close_timeout", &l.half_close_timeout),
+        ("proxy_protocol", &l.proxy_protocol),
+    ] {
         if let (Some(v), None) = (value, upstream) {
             let msg = "only applies to a relay listener (one with an `upstream`)";
             return Err(src.error(v.span(), &key(relay_key), msg));
@@ -153,6 +156,19 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
         integer(src, &key("max_connections_per_ip"), per_ip, 0, MAX_CONNECTIONS_PER_IP_RANGE)?;
     let allow = networks(src, &key("allow"), &l.allow)?;
     let deny = networks(src, &key("deny"), &l.deny)?;
+    let proxy_protocol = match &l.proxy_protocol {
+        None => None,
+        Some(v) => match v.get_ref() {
+            Value::String(s) if s == "off" => None,
+            Value::String(s) if s == "v1" => Some(ProxyVersion::V1),
+            Value::String(s) if s == "v2" => Some(ProxyVersion::V2),
+            Value::String(_) => {
+                let msg = format!("expected \"off\", \"v1\" or \"v2\", got {}", shown(v));
+                return Err(src.error(v.span(), &key("proxy_protocol"), msg));
+            }
+            _ => return Err(wrong_type(src, &key("proxy_protocol"), v, "\"off\", \"v1\" or \"v2\"")),
+        },
+    };
     Ok(Checked {
         config: ListenerConfig {
             name: n.clone(),
@@ -167,6 +183,7 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
             allow,
             deny,
             tcp_keepalive,
+            proxy_protocol,
         },
         name_span: name.span(),
         listen_span: listen.span(),
@@ -369,6 +386,9 @@ impl ListenerConfig {
         }
         if let Some(keepalive) = self.tcp_keepalive {
             add(format!("tcp_keepalive {}", d(keepalive)));
+        }
+        if let Some(version) = self.proxy_protocol {
+            add(format!("proxy_protocol {}", if version == ProxyVersion::V1 { "v1" } else { "v2" }));
         }
         line
     }

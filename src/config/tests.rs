@@ -69,6 +69,7 @@ fn sample_parses_to_what_it_says() {
         allow: Vec::new(),
         deny: Vec::new(),
         tcp_keepalive: None,
+        proxy_protocol: None,
     };
     let expected = Config {
         path: PathBuf::from(PATH),
@@ -101,7 +102,7 @@ fn sample_parses_to_what_it_says() {
 #[test]
 fn sample_shows_the_defaults_of_its_commented_keys() {
     // Uncommenting these lines of the relay listener changes nothing: each shows its default.
-    let keys = "max_lifetime half_close_timeout max_connections_per_ip allow deny tcp_keepalive";
+    let keys = "max_lifetime half_close_timeout max_connections_per_ip allow deny tcp_keepalive proxy_protocol";
     let mut uncommented = SAMPLE.to_owned();
     for key in keys.split_whitespace() {
         let line = format!("\n#{key} = ");
@@ -224,13 +225,26 @@ fn keys_of_later_versions_are_rejected_by_name() {
     let unsupported = "not supported by this version of idlereaper";
     let metrics = format!("{LISTENER}[metrics]\nlisten = \"127.0.0.1:9109\"\n");
     rejected(&metrics, "metrics", 5, unsupported);
-    for value in ["\"v1\"", "\"off\"", "[]"] {
-        let text = listener(&format!("idle_timeout = \"1s\"\nproxy_protocol = {value}"));
-        rejected(&text, "listener[0].proxy_protocol", 5, unsupported);
-    }
-    // Before any other error of its table.
-    let text = listener("idle_timeout = \"0s\"\nproxy_protocol = \"v2\"");
-    rejected(&text, "listener[0].proxy_protocol", 5, unsupported);
+}
+
+#[test]
+fn proxy_protocol_is_off_v1_or_v2_on_a_relay() {
+    use crate::proxy_protocol::Version;
+    let relay = |value: &str| {
+        named("a", "127.0.0.1:7000", &format!("upstream = \"127.0.0.1:7001\"\nproxy_protocol = {value}\n"))
+    };
+    let version = |value: &str| ok(&relay(value)).listeners[0].proxy_protocol;
+    assert_eq!(
+        ok(&named("a", "127.0.0.1:7000", "upstream = \"127.0.0.1:7001\"\n")).listeners[0].proxy_protocol,
+        None
+    );
+    assert_eq!(version("\"off\""), None);
+    assert_eq!(version("\"v1\""), Some(Version::V1));
+    assert_eq!(version("\"v2\""), Some(Version::V2));
+    rejected(&relay("\"v3\""), "listener[0].proxy_protocol", 6, "expected \"off\", \"v1\" or \"v2\"");
+    rejected(&relay("2"), "listener[0].proxy_protocol", 6, "\"off\", \"v1\" or \"v2\"");
+    let sink = listener("idle_timeout = \"1s\"\nproxy_protocol = \"v1\"");
+    rejected(&sink, "listener[0].proxy_protocol", 5, "only applies to a relay listener");
 }
 
 #[test]
