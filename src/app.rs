@@ -75,6 +75,9 @@ pub fn report(err: &Error) {
 /// Runs the command.
 pub fn run(cli: Cli) -> Result<(), Error> {
     let mut config = Config::load(&cli.config)?;
+    // A reload re-reads the file after the daemon has changed to `/`.
+    config.path = std::path::absolute(&config.path).unwrap_or(config.path);
+    let pidfile_overridden = cli.pidfile.is_some();
     if let Some(pidfile) = cli.pidfile {
         config.daemon.pidfile = std::path::absolute(&pidfile)
             .map_err(|e| Error::io(format!("--pidfile {}", pidfile.display()), e))?;
@@ -86,12 +89,12 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         println!("{}: configuration ok", config.path.display());
         return Ok(());
     }
-    start(&config, cli.foreground)
+    start(&config, cli.foreground, pidfile_overridden)
 }
 
 /// Everything that can fail before the event loop runs, in the order that keeps errors on the
 /// terminal and leaves nothing behind on failure.
-fn start(config: &Config, foreground: bool) -> Result<(), Error> {
+fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<(), Error> {
     let credentials = Credentials::resolve(config.daemon.user.as_deref(), config.daemon.group.as_deref())?;
     let own_dir = match &credentials {
         Some(creds) => creds.make_pidfile_dir(&config.daemon.pidfile)?,
@@ -113,14 +116,15 @@ fn start(config: &Config, foreground: bool) -> Result<(), Error> {
         }
     };
     if foreground {
-        let server = setup(config, listeners, log, &credentials, pidfile_with_pid(pidfile)?)?;
+        let server =
+            setup(config, pidfile_overridden, listeners, log, &credentials, pidfile_with_pid(pidfile)?)?;
         return serve(server);
     }
     match daemon::daemonize()? {
         Forked::Starter(outcome) => outcome,
         Forked::Daemon(notifier) => {
             let daemon = pidfile_with_pid(pidfile)
-                .and_then(|pidfile| setup(config, listeners, log, &credentials, pidfile))
+                .and_then(|pidfile| setup(config, pidfile_overridden, listeners, log, &credentials, pidfile))
                 .and_then(|ready| daemon::detach_stdio(ready.log.on_stderr()).map(|()| ready));
             match daemon {
                 Ok(ready) => {
@@ -161,6 +165,7 @@ struct Ready {
 /// handlers and logging.
 fn setup(
     config: &Config,
+    pidfile_overridden: bool,
     listeners: Vec<Vec<Listener>>,
     log: Destination,
     credentials: &Option<Credentials>,
@@ -175,7 +180,8 @@ fn setup(
             .map(|(i, set)| Server::new(config, i, set))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::io("event loop", e))?;
-        Supervisor::new(workers).map_err(|e| Error::io("signal handlers", e))
+        Supervisor::new(config.clone(), pidfile_overridden, workers)
+            .map_err(|e| Error::io("signal handlers", e))
     });
     match built {
         Ok(supervisor) => {

@@ -195,6 +195,8 @@ pub struct Conn {
     pub timer: Option<crate::wheel::TimerKey>,
     /// What the timer is armed for.
     pub deadlines: Deadlines,
+    /// Counted in the listener's per-address table (to be uncounted at close).
+    pub per_ip_counted: bool,
     client: Socket,
     upstream: Option<Socket>,
     state: State,
@@ -241,6 +243,7 @@ impl Conn {
             accepted: now,
             timer: None,
             deadlines: Deadlines { activity: u64::MAX, lifetime: None, half_close: None },
+            per_ip_counted: false,
             client: Socket::new(client),
             upstream: upstream.map(Socket::new),
             state,

@@ -40,8 +40,9 @@ impl Listener {
     }
 
     /// Admits a new client from `ip` and counts it, or says why it is refused: `allow` / `deny`,
-    /// then `max_connections_per_ip`, then `max_connections`.
-    pub(crate) fn try_admit(&self, ip: IpAddr) -> Result<(), CloseReason> {
+    /// then `max_connections`, then `max_connections_per_ip`. `Ok(true)` when it was counted per
+    /// address (pass that back to [`Listener::release`]: a reload may change the limit meanwhile).
+    pub(crate) fn try_admit(&self, ip: IpAddr) -> Result<bool, CloseReason> {
         let config = &self.config;
         let listed = |nets: &[ipnet::IpNet]| nets.iter().any(|n| n.contains(&ip));
         if (!config.allow.is_empty() && !listed(&config.allow)) || listed(&config.deny) {
@@ -64,15 +65,16 @@ impl Listener {
                 return Err(CloseReason::PerIpLimit);
             }
             *count += 1;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Uncounts a closed connection from `ip`.
-    pub(crate) fn release(&self, ip: IpAddr) {
+    pub(crate) fn release(&self, ip: IpAddr, counted_ip: bool) {
         let before = self.active.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "listener {}: more connections closed than admitted", self.config.name);
-        if self.config.max_connections_per_ip > 0 {
+        if counted_ip {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Some(count) = per_ip.get_mut(&ip) {
                 *count -= 1;
@@ -96,32 +98,36 @@ impl Listener {
 }
 
 /// Binds every listener of `config` once per worker, before daemonizing, so that errors reach the
-/// terminal. Returns one set of listeners per worker.
+/// terminal. Returns one set of listeners per worker, in configuration order.
 pub fn bind(config: &Config) -> Result<Vec<Vec<Listener>>, Error> {
     let workers = config.daemon.workers.max(1);
-    type Shared = (Arc<AtomicUsize>, Arc<Mutex<HashMap<IpAddr, usize>>>);
-    let shared: Vec<Shared> = config.listeners.iter().map(|_| Shared::default()).collect();
+    let mut sets: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
+    for lc in &config.listeners {
+        for (set, listener) in sets.iter_mut().zip(bind_one(lc, workers)?) {
+            set.push(listener);
+        }
+    }
+    Ok(sets)
+}
+
+/// Binds one listener once per worker (with `SO_REUSEPORT` when there are several), sharing
+/// its connection counts. Used at start and for a listener a reload adds.
+pub fn bind_one(lc: &ListenerConfig, workers: usize) -> Result<Vec<Listener>, Error> {
+    let active = Arc::new(AtomicUsize::new(0));
+    let per_ip = Arc::new(Mutex::new(HashMap::new()));
     (0..workers)
         .map(|_| {
-            config
-                .listeners
-                .iter()
-                .zip(&shared)
-                .map(|(lc, (active, per_ip))| {
-                    let socket = crate::net::listen(lc.listen, workers > 1).map_err(|e| {
-                        Error::io(format!("listener {}: cannot listen on {}", lc.name, lc.listen), e)
-                    })?;
-                    Ok(Listener {
-                        config: lc.clone(),
-                        socket: Some(socket),
-                        active: Arc::clone(active),
-                        per_ip: Arc::clone(per_ip),
-                        refusals: Default::default(),
-                        paused_until: None,
-                        backlog_ready: true,
-                    })
-                })
-                .collect::<Result<Vec<_>, Error>>()
+            let socket = crate::net::listen(lc.listen, workers > 1)
+                .map_err(|e| Error::io(format!("listener {}: cannot listen on {}", lc.name, lc.listen), e))?;
+            Ok(Listener {
+                config: lc.clone(),
+                socket: Some(socket),
+                active: Arc::clone(&active),
+                per_ip: Arc::clone(&per_ip),
+                refusals: Default::default(),
+                paused_until: None,
+                backlog_ready: true,
+            })
         })
         .collect()
 }

@@ -7,6 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -69,7 +70,8 @@ enum Output {
 
 /// The installed logger.
 struct Logger {
-    level: LevelFilter,
+    /// A `LevelFilter` as `usize`, so that a reload can change it.
+    level: AtomicUsize,
     output: Mutex<Output>,
 }
 
@@ -85,6 +87,14 @@ impl LogHandle {
     /// keep its stderr instead of pointing it at /dev/null.
     pub fn on_stderr(&self) -> bool {
         self.on_stderr
+    }
+
+    /// Changes the level (a reload).
+    pub fn set_level(&self, level: LevelFilter) {
+        if let Some(logger) = self.logger {
+            logger.level.store(level as usize, Ordering::Relaxed);
+            log::set_max_level(level);
+        }
     }
 
     /// Reopens a log file (after `logrotate` moved it); a no-op for stderr and syslog. On
@@ -132,7 +142,8 @@ pub fn install(destination: Destination, level: LevelFilter) -> LogHandle {
     };
     // The logger lives as long as the process; leaking it gives the `&'static` that both the
     // `log` facade and the reopen handle need, without a global of our own.
-    let logger: &'static Logger = Box::leak(Box::new(Logger { level, output: Mutex::new(output) }));
+    let logger: &'static Logger =
+        Box::leak(Box::new(Logger { level: AtomicUsize::new(level as usize), output: Mutex::new(output) }));
     let installed = log::set_logger(logger).is_ok();
     if installed {
         log::set_max_level(level);
@@ -146,7 +157,7 @@ pub fn install(destination: Destination, level: LevelFilter) -> LogHandle {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level
+        (metadata.level() as usize) <= self.level.load(Ordering::Relaxed)
     }
 
     fn log(&self, record: &Record<'_>) {

@@ -23,7 +23,7 @@ use socket2::{SockRef, TcpKeepalive};
 use crate::alarm::Alarm;
 use crate::buffer::Pool;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
 use crate::conn::{CloseReason, Conn, Deadlines, IoFailure, Next, Side};
 use crate::listener::{is_out_of_descriptors, Listener};
 use crate::pipe::PipePool;
@@ -132,12 +132,30 @@ struct Core {
 }
 
 /// What the supervisor asks of a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     /// Stop accepting and drain; a second `Stop` closes everything at once.
     Stop,
     /// Log a statistics line.
     Stats,
+    /// Apply a new configuration (SIGHUP).
+    Reload(Reload),
+}
+
+/// A worker's part of a reload: the listeners of the new configuration, in order, and the
+/// settings that apply at once. Listener indices only grow, so every worker assigns the same
+/// index to the same listener, and open connections keep pointing at theirs.
+pub struct Reload {
+    pub listeners: Vec<ListenerChange>,
+    pub shutdown_timeout: Duration,
+}
+
+/// One listener of a new configuration.
+pub enum ListenerChange {
+    /// The socket at `index` stays (same address): no client is refused during the reload. Its
+    /// new settings apply to new connections, and to open ones from their next activity on.
+    Keep { index: usize, config: ListenerConfig },
+    /// A socket bound for the reload; it takes the next index.
+    Add(Listener),
 }
 
 /// The supervisor's handle on a worker's loop.
@@ -351,24 +369,27 @@ impl Core {
     fn admit(&mut self, i: usize, client: TcpStream, peer: SocketAddr) {
         let now = Instant::now();
         let listener = &mut self.listeners[i];
-        if let Err(reason) = listener.try_admit(peer.ip().to_canonical()) {
-            // Accepted and closed at once: the client learns immediately instead of waiting
-            // in a backlog, and the backlog keeps moving for when a slot frees up. A flood of
-            // refusals is logged at most once a second per reason.
-            self.stats.refused += 1;
-            let slot = match reason {
-                CloseReason::Denied => 0,
-                CloseReason::PerIpLimit => 1,
-                _ => 2,
-            };
-            if let Some(held_back) = listener.refusals[slot].admit(now) {
-                let name = &listener.config.name;
-                let more =
-                    if held_back > 0 { format!(" refused_unlogged={held_back}") } else { String::new() };
-                info!("conn refused listener={name} client={peer} reason={reason}{more}");
+        let per_ip_counted = match listener.try_admit(peer.ip().to_canonical()) {
+            Ok(counted) => counted,
+            Err(reason) => {
+                // Accepted and closed at once: the client learns immediately instead of waiting
+                // in a backlog, and the backlog keeps moving for when a slot frees up. A flood of
+                // refusals is logged at most once a second per reason.
+                self.stats.refused += 1;
+                let slot = match reason {
+                    CloseReason::Denied => 0,
+                    CloseReason::PerIpLimit => 1,
+                    _ => 2,
+                };
+                if let Some(held_back) = listener.refusals[slot].admit(now) {
+                    let name = &listener.config.name;
+                    let more =
+                        if held_back > 0 { format!(" refused_unlogged={held_back}") } else { String::new() };
+                    info!("conn refused listener={name} client={peer} reason={reason}{more}");
+                }
+                return;
             }
-            return;
-        }
+        };
         let config = &listener.config;
         let keepalive = config.tcp_keepalive;
         tune(&client, keepalive);
@@ -390,7 +411,7 @@ impl Core {
                         false => CloseReason::UpstreamRefused,
                     };
                     let failure = IoFailure { side: Side::Upstream, op: "connect", error };
-                    listener.release(peer.ip().to_canonical());
+                    listener.release(peer.ip().to_canonical(), per_ip_counted);
                     self.stats.accepted += 1;
                     self.stats.closed += 1;
                     log_close(&config.name, peer, Duration::ZERO, (0, 0), reason, Some(&failure));
@@ -423,6 +444,7 @@ impl Core {
                 None => Ok(()),
             });
         conn.deadlines = deadlines;
+        conn.per_ip_counted = per_ip_counted;
         let wheel_key = u32::try_from(key).expect("fewer than 2^32 connections");
         conn.timer = Some(self.wheel.insert(deadlines.earliest(), wheel_key));
         if let Err(error) = registered {
@@ -476,7 +498,7 @@ impl Core {
         }
         conn.release(&mut self.pool, &mut self.pipes);
         let listener = &self.listeners[conn.listener];
-        listener.release(conn.peer.ip().to_canonical());
+        listener.release(conn.peer.ip().to_canonical(), conn.per_ip_counted);
         self.stats.closed += 1;
         let lifetime = conn.accepted.elapsed();
         let bytes = (conn.bytes_from_client(), conn.bytes_from_upstream());
@@ -521,8 +543,46 @@ impl Core {
             match command {
                 Command::Stop => self.stop(),
                 Command::Stats => self.log_stats(),
+                Command::Reload(reload) => self.reload(reload),
             }
         }
+    }
+
+    /// Switches to the listeners of a reloaded configuration: kept ones get their new settings,
+    /// added ones are registered, the others are closed (their connections run on).
+    fn reload(&mut self, reload: Reload) {
+        if self.phase != Phase::Running {
+            return; // stopping: the listeners are closed already
+        }
+        let mut wanted = vec![false; self.listeners.len()];
+        for change in reload.listeners {
+            match change {
+                ListenerChange::Keep { index, config } => {
+                    wanted[index] = true;
+                    self.listeners[index].config = config;
+                }
+                ListenerChange::Add(mut listener) => {
+                    let index = self.listeners.len();
+                    if let Some(socket) = listener.socket.as_mut() {
+                        let token = Target::Listener(index).token();
+                        if let Err(e) = self.registry.register(socket, token, Interest::READABLE) {
+                            error!("reload: listener={} cannot be registered: {e}", listener.config.name);
+                            listener.socket = None;
+                        }
+                    }
+                    self.listeners.push(listener);
+                    wanted.push(true);
+                }
+            }
+        }
+        for (listener, wanted) in self.listeners.iter_mut().zip(wanted) {
+            if !wanted {
+                if let Some(mut socket) = listener.socket.take() {
+                    let _ = self.registry.deregister(&mut socket);
+                }
+            }
+        }
+        self.shutdown_timeout = reload.shutdown_timeout;
     }
 
     /// First stop: close the listeners and drain; second: close everything now.

@@ -1,50 +1,77 @@
-//! The main thread once the daemon is up: it owns the signals and the worker threads. Signals
-//! become [`Command`]s sent to every worker; the supervisor waits until all workers have stopped.
-//! With one worker this costs one sleeping thread, and keeps signal handling out of the loop that
-//! moves bytes.
+//! The main thread once the daemon is up: it owns the signals, the worker threads and the
+//! configuration in force. Signals become [`Command`]s sent to every worker; a reload (HUP)
+//! validates the file, binds the listeners it adds, and sends each worker its part. The
+//! supervisor waits until all workers have stopped. With one worker this costs one sleeping
+//! thread, and keeps signal handling and reloads out of the loops that move bytes.
 
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use log::{error, warn};
+use log::{error, info, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::config::Config;
+use crate::listener;
 use crate::logging::LogHandle;
-use crate::server::{Command, Remote, Server};
+use crate::server::{Command, ListenerChange, Reload, Remote, Server};
 use crate::signals::{Signal, Signals};
 
 const SIGNALS: Token = Token(0);
 const WORKER_DONE: Token = Token(1);
 
-/// Signals and workers, ready to run.
+/// Signals, workers and the configuration in force, ready to run.
 pub struct Supervisor {
     poll: Poll,
     signals: Signals,
     done: Arc<Waker>,
     workers: Vec<(Server, Remote)>,
+    config: Config,
+    /// `--pidfile` was given: the file's `daemon.pidfile` does not count.
+    pidfile_overridden: bool,
+    /// The workers' listener index of each listener of `config`.
+    slots: Vec<usize>,
+    /// The index the next added listener gets (indices only grow).
+    next_index: usize,
+    stopping: bool,
 }
 
 impl Supervisor {
     /// Installs the signal handlers (from here on TERM no longer kills the process outright).
-    pub fn new(workers: Vec<(Server, Remote)>) -> io::Result<Supervisor> {
+    /// `workers` were built from `config`, its listeners at indices `0..n` in order.
+    pub fn new(
+        config: Config,
+        pidfile_overridden: bool,
+        workers: Vec<(Server, Remote)>,
+    ) -> io::Result<Supervisor> {
         let poll = Poll::new()?;
         let mut signals = Signals::new()?;
         poll.registry().register(signals.source(), SIGNALS, Interest::READABLE)?;
         let done = Arc::new(Waker::new(poll.registry(), WORKER_DONE)?);
-        Ok(Supervisor { poll, signals, done, workers })
+        let slots: Vec<usize> = (0..config.listeners.len()).collect();
+        let next_index = slots.len();
+        Ok(Supervisor {
+            poll,
+            signals,
+            done,
+            workers,
+            config,
+            pidfile_overridden,
+            slots,
+            next_index,
+            stopping: false,
+        })
     }
 
     /// Runs the workers until they have all stopped. The first worker error is returned (the
     /// others are stopped then, so that the daemon does not run on at reduced capacity).
-    pub fn run(self, log: LogHandle) -> io::Result<()> {
-        let Supervisor { mut poll, mut signals, done, workers } = self;
+    pub fn run(mut self, log: LogHandle) -> io::Result<()> {
         let (finished_tx, finished) = mpsc::channel::<io::Result<()>>();
         let mut remotes = Vec::new();
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
-        for (i, (mut server, remote)) in workers.into_iter().enumerate() {
-            let (done, finished_tx) = (Arc::clone(&done), finished_tx.clone());
+        for (i, (mut server, remote)) in std::mem::take(&mut self.workers).into_iter().enumerate() {
+            let (done, finished_tx) = (Arc::clone(&self.done), finished_tx.clone());
             let thread = std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
                 let result = panic::catch_unwind(AssertUnwindSafe(|| server.run()))
                     .unwrap_or_else(|_| Err(io::Error::other(format!("worker {i} panicked"))));
@@ -54,33 +81,31 @@ impl Supervisor {
             remotes.push(remote);
             threads.push(thread);
         }
-        let broadcast = |command| remotes.iter().for_each(|r: &Remote| r.send(command));
-        let stop_now = || {
-            broadcast(Command::Stop);
-            broadcast(Command::Stop);
-        };
         let mut result = Ok(());
         let mut running = threads.len();
         let mut events = Events::with_capacity(16);
         while running > 0 {
-            if let Err(e) = poll.poll(&mut events, None) {
+            if let Err(e) = self.poll.poll(&mut events, None) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 error!("supervisor: {e}; stopping");
-                stop_now();
+                stop_now(&remotes);
                 result = Err(e);
                 break;
             }
-            for signal in signals.pending() {
+            let signals: Vec<Signal> = self.signals.pending().collect();
+            for signal in signals {
                 match signal {
-                    Signal::Stop => broadcast(Command::Stop),
-                    Signal::Reload => warn!(
-                        "SIGHUP: reloading is not supported by this version; restart to apply configuration changes"
-                    ),
+                    Signal::Stop => {
+                        self.stopping = true;
+                        broadcast(&remotes, || Command::Stop);
+                    }
+                    Signal::Reload if self.stopping => warn!("SIGHUP while stopping: ignored"),
+                    Signal::Reload => self.reload(&remotes, &log),
                     Signal::Stats => {
                         log.reopen();
-                        broadcast(Command::Stats);
+                        broadcast(&remotes, || Command::Stats);
                     }
                 }
             }
@@ -88,7 +113,7 @@ impl Supervisor {
                 running -= 1;
                 if let Err(e) = outcome {
                     error!("worker stopped on error: {e}; stopping the others");
-                    stop_now();
+                    stop_now(&remotes);
                     if result.is_ok() {
                         result = Err(e);
                     }
@@ -100,4 +125,103 @@ impl Supervisor {
         }
         result
     }
+
+    /// Re-reads and validates the configuration file and applies it; on any error the running
+    /// configuration stays, untouched.
+    fn reload(&mut self, remotes: &[Remote], log: &LogHandle) {
+        let mut new = match Config::load(&self.config.path) {
+            Ok(config) => config,
+            Err(e) => {
+                error!("reload failed, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        let restart = self.keep_restart_only_settings(&mut new);
+        if !restart.is_empty() {
+            warn!(
+                "reload: {} changed; restart idlereaper to apply (the running values stay)",
+                restart.join(", ")
+            );
+        }
+        // Every listener of the new configuration: kept by address, or bound now. A bind
+        // failure abandons the reload (dropping `parts` closes what was bound for it).
+        let mut parts: Vec<Vec<ListenerChange>> = remotes.iter().map(|_| Vec::new()).collect();
+        let (mut slots, mut next_index, mut kept) = (Vec::new(), self.next_index, 0);
+        for lc in &new.listeners {
+            match self.config.listeners.iter().position(|old| old.listen == lc.listen) {
+                Some(j) => {
+                    let index = self.slots[j];
+                    parts.iter_mut().for_each(|p| p.push(ListenerChange::Keep { index, config: lc.clone() }));
+                    slots.push(index);
+                    kept += 1;
+                }
+                None => match listener::bind_one(lc, remotes.len()) {
+                    Ok(sockets) => {
+                        for (part, listener) in parts.iter_mut().zip(sockets) {
+                            part.push(ListenerChange::Add(listener));
+                        }
+                        slots.push(next_index);
+                        next_index += 1;
+                    }
+                    Err(e) => {
+                        error!("reload failed, keeping the running configuration: {e}");
+                        return;
+                    }
+                },
+            }
+        }
+        for (remote, listeners) in remotes.iter().zip(parts) {
+            let shutdown_timeout = new.daemon.shutdown_timeout;
+            remote.send(Command::Reload(Reload { listeners, shutdown_timeout }));
+        }
+        log.set_level(new.daemon.log_level);
+        let (added, removed) = (new.listeners.len() - kept, self.config.listeners.len() - kept);
+        info!(
+            "reloaded {}: listeners={} kept={kept} added={added} removed={removed}",
+            new.path.display(),
+            new.listeners.len()
+        );
+        self.config = new;
+        self.slots = slots;
+        self.next_index = next_index;
+    }
+
+    /// Settings a running daemon cannot change: `new` gets the running values back, and the
+    /// keys that differed are returned.
+    fn keep_restart_only_settings(&self, new: &mut Config) -> Vec<&'static str> {
+        let (old, d) = (&self.config.daemon, &mut new.daemon);
+        let mut changed = Vec::new();
+        if d.pidfile != old.pidfile && !self.pidfile_overridden {
+            changed.push("daemon.pidfile");
+        }
+        if d.user != old.user || d.group != old.group {
+            changed.push("daemon.user/group");
+        }
+        if d.workers != old.workers {
+            changed.push("daemon.workers");
+        }
+        if d.tick != old.tick {
+            changed.push("daemon.tick");
+        }
+        if d.log != old.log {
+            changed.push("daemon.log");
+        }
+        d.pidfile.clone_from(&old.pidfile);
+        d.user.clone_from(&old.user);
+        d.group.clone_from(&old.group);
+        d.workers = old.workers;
+        d.tick = old.tick;
+        d.log.clone_from(&old.log);
+        changed
+    }
+}
+
+fn broadcast(remotes: &[Remote], command: impl Fn() -> Command) {
+    remotes.iter().for_each(|r| r.send(command()));
+}
+
+/// Two stops: the second closes every connection at once.
+fn stop_now(remotes: &[Remote]) {
+    broadcast(remotes, || Command::Stop);
+    broadcast(remotes, || Command::Stop);
 }

@@ -102,7 +102,8 @@ fn sample_parses_to_what_it_says() {
 #[test]
 fn sample_shows_the_defaults_of_its_commented_keys() {
     // Uncommenting these lines of the relay listener changes nothing: each shows its default.
-    let keys = "max_lifetime half_close_timeout max_connections_per_ip allow deny tcp_keepalive proxy_protocol";
+    let keys =
+        "max_lifetime half_close_timeout max_connections_per_ip allow deny tcp_keepalive proxy_protocol";
     let mut uncommented = SAMPLE.to_owned();
     for key in keys.split_whitespace() {
         let line = format!("\n#{key} = ");

@@ -1,0 +1,438 @@
+//! Prometheus metrics: the counters the event loops bump, and the text a scrape reads.
+//!
+//! ```text
+//! worker threads ──bump (relaxed atomics)──▶ ListenerMetrics (one per configured listener)
+//!                                                   ▲
+//! supervisor ── GET /metrics (http::Endpoint) ──▶ Metrics::render ──▶ text exposition 0.0.4
+//! ```
+//!
+//! Every worker counts into the same [`ListenerMetrics`] of a listener: a relaxed atomic add per
+//! event, no lock on the connection path. Only the supervisor's thread takes the lock around the
+//! list of listeners, to replace it on reload or to read it for a scrape. Relaxed ordering is
+//! enough: each number is independent, and a scrape is a snapshot of something moving anyway.
+//! A histogram's `+Inf` bucket and `_count` come from the same reads of its buckets, so they
+//! always agree; its `_sum` may be a connection ahead or behind.
+//!
+//! Names follow the Prometheus conventions: the `idlereaper_` prefix, `_total` on counters, base
+//! units (seconds, bytes). Each family is written as `# HELP`, `# TYPE`, then all its samples,
+//! the listeners in configuration order; label values are escaped as the format requires.
+//! Close and refusal reasons are written even at zero, so that `rate()` sees them from the start;
+//! their names are those of the close log line ([`CloseReason::as_str`]).
+
+use std::fmt::{self, Write};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::conn::CloseReason;
+
+pub mod http;
+
+/// Every close reason, in the order the metrics show them: the ends of accepted connections,
+/// then the refusals at accept. [`reason_slot`] is the position in this list.
+const REASONS: [CloseReason; 12] = [
+    CloseReason::ClientClosed,
+    CloseReason::UpstreamClosed,
+    CloseReason::Idle,
+    CloseReason::MaxLifetime,
+    CloseReason::HalfCloseTimeout,
+    CloseReason::ConnectTimeout,
+    CloseReason::UpstreamRefused,
+    CloseReason::Error,
+    CloseReason::Shutdown,
+    CloseReason::Limit,
+    CloseReason::PerIpLimit,
+    CloseReason::Denied,
+];
+/// `REASONS[..CLOSES]` end accepted connections; the rest are refusals.
+const CLOSES: usize = 9;
+
+/// The index of `reason` in [`REASONS`]. A `match`, so that a new reason does not compile
+/// until it has a place here.
+fn reason_slot(reason: CloseReason) -> usize {
+    match reason {
+        CloseReason::ClientClosed => 0,
+        CloseReason::UpstreamClosed => 1,
+        CloseReason::Idle => 2,
+        CloseReason::MaxLifetime => 3,
+        CloseReason::HalfCloseTimeout => 4,
+        CloseReason::ConnectTimeout => 5,
+        CloseReason::UpstreamRefused => 6,
+        CloseReason::Error => 7,
+        CloseReason::Shutdown => 8,
+        CloseReason::Limit => 9,
+        CloseReason::PerIpLimit => 10,
+        CloseReason::Denied => 11,
+    }
+}
+
+/// Upper bounds of the connection lifetime buckets, in milliseconds, with the `le` label that
+/// shows them in seconds: from a refused-at-once upstream to a day-long session. A lifetime
+/// longer than the last goes to `+Inf` only.
+const LIFETIME_BUCKETS: [(u64, &str); 8] = [
+    (10, "0.01"),
+    (100, "0.1"),
+    (1_000, "1"),
+    (10_000, "10"),
+    (60_000, "60"),
+    (300_000, "300"),
+    (3_600_000, "3600"),
+    (86_400_000, "86400"),
+];
+
+/// Counters of one configured listener, shared by all workers (atomics, `Relaxed`).
+#[derive(Debug)]
+pub struct ListenerMetrics {
+    name: String,
+    accepted: AtomicU64,
+    active: AtomicI64,
+    /// By [`reason_slot`]: connections closed, and connections refused at accept.
+    closed: [AtomicU64; REASONS.len()],
+    refused: [AtomicU64; REASONS.len()],
+    upstream_connect_errors: AtomicU64,
+    bytes_from_client: AtomicU64,
+    bytes_from_upstream: AtomicU64,
+    /// Lifetimes per bucket, not cumulative; the last one is beyond every bound.
+    lifetimes: [AtomicU64; LIFETIME_BUCKETS.len() + 1],
+    /// Sum of the lifetimes in microseconds (wraps after 584,000 years of connections).
+    lifetime_micros: AtomicU64,
+}
+
+impl ListenerMetrics {
+    /// `name` is the listener's configured name, the value of the `listener` label.
+    pub fn new(name: &str) -> Arc<ListenerMetrics> {
+        Arc::new(ListenerMetrics {
+            name: name.to_owned(),
+            accepted: AtomicU64::new(0),
+            active: AtomicI64::new(0),
+            closed: Default::default(),
+            refused: Default::default(),
+            upstream_connect_errors: AtomicU64::new(0),
+            bytes_from_client: AtomicU64::new(0),
+            bytes_from_upstream: AtomicU64::new(0),
+            lifetimes: Default::default(),
+            lifetime_micros: AtomicU64::new(0),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A connection was admitted (`idlereaper_connections_accepted_total`).
+    pub fn accepted(&self) {
+        self.accepted.fetch_add(1, Relaxed);
+    }
+
+    /// Connections now open changed by `delta` (`idlereaper_connections_active`).
+    pub fn active_add(&self, delta: i64) {
+        self.active.fetch_add(delta, Relaxed);
+    }
+
+    /// An accepted connection ended after `lifetime` (`idlereaper_connections_closed_total`
+    /// and `idlereaper_connection_lifetime_seconds`). It does not change the active gauge.
+    pub fn closed(&self, reason: CloseReason, lifetime: Duration) {
+        self.closed[reason_slot(reason)].fetch_add(1, Relaxed);
+        let bucket = LIFETIME_BUCKETS.iter().position(|&(ms, _)| lifetime <= Duration::from_millis(ms));
+        self.lifetimes[bucket.unwrap_or(LIFETIME_BUCKETS.len())].fetch_add(1, Relaxed);
+        let micros = u64::try_from(lifetime.as_micros()).unwrap_or(u64::MAX);
+        self.lifetime_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// A client was closed at accept (`idlereaper_connections_refused_total`): `Limit`,
+    /// `PerIpLimit` or `Denied`.
+    pub fn refused(&self, reason: CloseReason) {
+        self.refused[reason_slot(reason)].fetch_add(1, Relaxed);
+    }
+
+    /// Connecting to the upstream failed (`idlereaper_upstream_connect_errors_total`).
+    pub fn upstream_connect_error(&self) {
+        self.upstream_connect_errors.fetch_add(1, Relaxed);
+    }
+
+    /// Bytes relayed since the last call (`idlereaper_bytes_total`): deltas, not totals.
+    pub fn bytes(&self, from_client: u64, from_upstream: u64) {
+        if from_client > 0 {
+            self.bytes_from_client.fetch_add(from_client, Relaxed);
+        }
+        if from_upstream > 0 {
+            self.bytes_from_upstream.fetch_add(from_upstream, Relaxed);
+        }
+    }
+}
+
+/// Everything a scrape shows. A cloneable handle: clones share the numbers.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The listeners of the configuration in force, in its order.
+    listeners: Mutex<Vec<Arc<ListenerMetrics>>>,
+    /// Live timers per worker.
+    timers: Box<[AtomicU64]>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    /// Since the Unix epoch.
+    started: Duration,
+}
+
+/// What a scrape reads from the process rather than from counters.
+#[derive(Debug, Clone, Copy, Default)]
+struct Process {
+    open_fds: Option<u64>,
+    max_fds: Option<u64>,
+}
+
+impl Process {
+    fn read() -> Process {
+        // The listing holds a descriptor of its own while it runs: not one of ours.
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count().saturating_sub(1) as u64);
+        let max_fds = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .ok()
+            .map(|(soft, _hard)| soft);
+        Process { open_fds, max_fds }
+    }
+}
+
+impl Metrics {
+    /// For `workers` event loops (`set_timers` takes 0..workers), started now.
+    pub fn new(workers: usize) -> Metrics {
+        let started = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        Metrics::started_at(workers, started)
+    }
+
+    fn started_at(workers: usize, started: Duration) -> Metrics {
+        Metrics {
+            inner: Arc::new(Inner {
+                listeners: Mutex::new(Vec::new()),
+                timers: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+                reloads_ok: AtomicU64::new(0),
+                reloads_failed: AtomicU64::new(0),
+                started,
+            }),
+        }
+    }
+
+    /// The listeners currently configured (replaced on reload; order = config order). A listener
+    /// that stays across a reload should keep its `Arc` (see [`Metrics::listener`]), or its
+    /// counters restart and its active gauge loses the connections already open.
+    pub fn set_listeners(&self, listeners: Vec<Arc<ListenerMetrics>>) {
+        *self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()) = listeners;
+    }
+
+    /// The counters of the current listener `name`, or new ones if there is none: what a reload
+    /// passes to [`Metrics::set_listeners`] for each listener of the new configuration.
+    pub fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
+        let listeners = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        match listeners.iter().find(|l| l.name == name) {
+            Some(l) => Arc::clone(l),
+            None => ListenerMetrics::new(name),
+        }
+    }
+
+    /// Worker `worker`'s number of live timers (`idlereaper_timers`, summed over workers).
+    pub fn set_timers(&self, worker: usize, timers: usize) {
+        match self.inner.timers.get(worker) {
+            Some(slot) => slot.store(timers as u64, Relaxed),
+            None => debug_assert!(false, "set_timers: worker {worker} of {}", self.inner.timers.len()),
+        }
+    }
+
+    /// A reload was applied (`ok`) or rejected (`idlereaper_reloads_total{result}`).
+    pub fn reload(&self, ok: bool) {
+        let counter = if ok { &self.inner.reloads_ok } else { &self.inner.reloads_failed };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text exposition (version 0.0.4) of everything, with the process-wide
+    /// numbers read now.
+    pub fn render(&self) -> String {
+        self.render_with(Process::read())
+    }
+
+    fn render_with(&self, process: Process) -> String {
+        let listeners = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut out = Exposition(String::with_capacity(2048 + 4096 * listeners.len()));
+        let per_listener = |out: &mut Exposition, name, kind, help, sample: &dyn Fn(&mut Exposition, &_)| {
+            if !listeners.is_empty() {
+                out.family(name, kind, help);
+                listeners.iter().for_each(|l| sample(out, l));
+            }
+        };
+        per_listener(
+            &mut out,
+            "idlereaper_connections_accepted_total",
+            "counter",
+            "Connections admitted, by listener.",
+            &|out, l: &Arc<ListenerMetrics>| out.sample("", &[l.label()], l.accepted.load(Relaxed)),
+        );
+        per_listener(
+            &mut out,
+            "idlereaper_connections_active",
+            "gauge",
+            "Connections open now, by listener.",
+            &|out, l| out.sample("", &[l.label()], l.active.load(Relaxed)),
+        );
+        per_listener(
+            &mut out,
+            "idlereaper_connections_closed_total",
+            "counter",
+            "Connections closed, by listener and reason (the reason of the close log line).",
+            &|out, l| l.reasons(out, &l.closed, 0..CLOSES),
+        );
+        per_listener(
+            &mut out,
+            "idlereaper_connections_refused_total",
+            "counter",
+            "Clients closed at accept, by listener and reason (limit, per_ip_limit, denied).",
+            &|out, l| l.reasons(out, &l.refused, CLOSES..REASONS.len()),
+        );
+        per_listener(
+            &mut out,
+            "idlereaper_upstream_connect_errors_total",
+            "counter",
+            "Upstream connections that failed or timed out, by listener.",
+            &|out, l| out.sample("", &[l.label()], l.upstream_connect_errors.load(Relaxed)),
+        );
+        per_listener(
+            &mut out,
+            "idlereaper_bytes_total",
+            "counter",
+            "Bytes relayed, by listener and direction.",
+            &|out, l| {
+                for (direction, n) in [("from_client", &l.bytes_from_client), ("from_upstream", &l.bytes_from_upstream)] {
+                    out.sample("", &[l.label(), ("direction", direction)], n.load(Relaxed));
+                }
+            },
+        );
+        per_listener(
+            &mut out,
+            "idlereaper_connection_lifetime_seconds",
+            "histogram",
+            "Time from accept to close of the connections closed, by listener.",
+            &|out, l| l.histogram(out, "idlereaper_connection_lifetime_seconds"),
+        );
+
+        let i = &self.inner;
+        out.family("idlereaper_timers", "gauge", "Timers live in the timing wheels of all workers.");
+        out.sample("", &[], i.timers.iter().map(|t| t.load(Relaxed)).sum::<u64>());
+        out.family("idlereaper_reloads_total", "counter", "Configuration reloads, by result.");
+        out.sample("", &[("result", "success")], i.reloads_ok.load(Relaxed));
+        out.sample("", &[("result", "failure")], i.reloads_failed.load(Relaxed));
+        if let Some(n) = process.open_fds {
+            out.family("idlereaper_open_fds", "gauge", "Open file descriptors of the process.");
+            out.sample("", &[], n);
+        }
+        if let Some(n) = process.max_fds {
+            out.family("idlereaper_max_fds", "gauge", "Most file descriptors the process may open.");
+            out.sample("", &[], n);
+        }
+        out.family("idlereaper_build_info", "gauge", "Always 1; the version of idlereaper is a label.");
+        out.sample("", &[("version", env!("CARGO_PKG_VERSION"))], 1);
+        out.family("idlereaper_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.");
+        out.sample("", &[], Seconds(i.started));
+        out.0
+    }
+}
+
+impl ListenerMetrics {
+    fn label(&self) -> (&'static str, &str) {
+        ("listener", &self.name)
+    }
+
+    /// One sample per reason of `expected`, and one for any other reason counted here.
+    fn reasons(&self, out: &mut Exposition, counts: &[AtomicU64], expected: std::ops::Range<usize>) {
+        for (slot, reason) in REASONS.iter().enumerate() {
+            let n = counts[slot].load(Relaxed);
+            if expected.contains(&slot) || n > 0 {
+                out.sample("", &[self.label(), ("reason", reason.as_str())], n);
+            }
+        }
+    }
+
+    /// Cumulative `_bucket`s, `_sum` and `_count`, the count being the `+Inf` bucket.
+    fn histogram(&self, out: &mut Exposition, name: &str) {
+        let mut cumulative = 0;
+        for (i, &(_, le)) in LIFETIME_BUCKETS.iter().enumerate() {
+            cumulative += self.lifetimes[i].load(Relaxed);
+            out.sample_named(name, "_bucket", &[self.label(), ("le", le)], cumulative);
+        }
+        cumulative += self.lifetimes[LIFETIME_BUCKETS.len()].load(Relaxed);
+        out.sample_named(name, "_bucket", &[self.label(), ("le", "+Inf")], cumulative);
+        let sum = Seconds(Duration::from_micros(self.lifetime_micros.load(Relaxed)));
+        out.sample_named(name, "_sum", &[self.label()], sum);
+        out.sample_named(name, "_count", &[self.label()], cumulative);
+    }
+}
+
+/// The text being written, and the family whose samples are being written.
+struct Exposition(String);
+
+thread_local! {
+    // Not state: the family name, kept between `family` and its `sample`s without threading it
+    // through every closure above. Set and read on one thread within one `render_with`.
+    static FAMILY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        debug_assert!(!help.contains(['\\', '\n']), "{name}: HELP text needs escaping");
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        FAMILY.with(|f| f.replace(name.to_owned()));
+    }
+
+    /// A sample of the current family.
+    fn sample(&mut self, suffix: &str, labels: &[(&str, &str)], value: impl fmt::Display) {
+        let name = FAMILY.with(|f| f.borrow().clone());
+        self.sample_named(&name, suffix, labels, value);
+    }
+
+    /// `name{label="value",…} value`, with the label values escaped.
+    fn sample_named(&mut self, name: &str, suffix: &str, labels: &[(&str, &str)], value: impl fmt::Display) {
+        let out = &mut self.0;
+        out.push_str(name);
+        out.push_str(suffix);
+        for (i, (label, text)) in labels.iter().enumerate() {
+            out.push(if i == 0 { '{' } else { ',' });
+            out.push_str(label);
+            out.push_str("=\"");
+            escape_label_value(out, text);
+            out.push('"');
+        }
+        if !labels.is_empty() {
+            out.push('}');
+        }
+        let _ = writeln!(out, " {value}");
+    }
+}
+
+/// A label value as the text format writes it: `\`, `"` and newline escaped.
+fn escape_label_value(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A duration in seconds, exactly to the microsecond: `0`, `1.5`, `0.000001`.
+struct Seconds(Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.0.subsec_micros();
+        if micros == 0 {
+            return write!(f, "{}", self.0.as_secs());
+        }
+        let fraction = format!("{micros:06}");
+        write!(f, "{}.{}", self.0.as_secs(), fraction.trim_end_matches('0'))
+    }
+}
+
+#[cfg(test)]
+mod tests;
