@@ -392,7 +392,7 @@ systemd_like() {
     local logged=1
     grep -q 'conn closed listener=[^ ]* client=127\.0\.0\.1:[0-9]* reason=client_closed lifetime_ms=[0-9]* bytes_from_client=25 bytes_from_upstream=25' "$work/fg.log" \
         || { note "no 'conn closed ... reason=client_closed ... bytes_from_client=25 bytes_from_upstream=25' line"; logged=0; }
-    grep -q 'SIGHUP' "$work/fg.log" || { note "nothing logged for SIGHUP"; logged=0; }
+    grep -q 'INFO reloaded ' "$work/fg.log" || { note "no 'reloaded' line for SIGHUP"; logged=0; }
     grep -q 'stats .*connections=' "$work/fg.log" || { note "no stats line for SIGUSR1"; logged=0; }
     [ -e "$PIDFILE" ] && note "$PIDFILE still there"
     [ "$ready" = 1 ] && [ "$s" -eq 0 ] && [ ! -e "$PIDFILE" ] && [ "$logged" = 1 ]
