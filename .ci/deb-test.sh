@@ -191,6 +191,7 @@ fi
 
 conffiles=$(dpkg-query -W -f='${Conffiles}' "$PKG")
 step "conffile $CONF registered" grep -q "^ $CONF [0-9a-f]\{32\}\$" <<<"$conffiles"
+step "conffile /etc/logrotate.d/idlereaper registered" grep -q "^ /etc/logrotate.d/idlereaper [0-9a-f]\{32\}\$" <<<"$conffiles"
 
 files_ok=1
 for f in "$BIN" "$CONF" "$UNIT" \
