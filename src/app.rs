@@ -12,6 +12,8 @@ use crate::config::{Config, ConfigError};
 use crate::daemon::{self, Credentials, Forked, Pidfile};
 use crate::listener::{self, Listener};
 use crate::logging::{self, Destination};
+use crate::metrics::http::Endpoint;
+use crate::metrics::Metrics;
 use crate::server::Server;
 use crate::supervisor::Supervisor;
 
@@ -101,12 +103,20 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
         None => false,
     };
     let pidfile = Pidfile::lock(&config.daemon.pidfile)?;
-    let bound = listener::bind(config).and_then(|listeners| {
+    let metrics = Metrics::new(config.daemon.workers);
+    let bound = listener::bind(config, &metrics).and_then(|listeners| {
+        let endpoint = match &config.metrics {
+            None => None,
+            Some(m) => Some(
+                Endpoint::bind(m.listen)
+                    .map_err(|e| Error::io(format!("metrics: cannot listen on {}", m.listen), e))?,
+            ),
+        };
         let log = Destination::open(&config.daemon.log, foreground)?;
         if let Some(creds) = &credentials {
             creds.hand_over(&pidfile, own_dir, log.file())?;
         }
-        Ok((listeners, log))
+        Ok((Bound { listeners, endpoint, metrics }, log))
     });
     let (listeners, log) = match bound {
         Ok(ok) => ok,
@@ -163,10 +173,18 @@ struct Ready {
 
 /// In the process that will serve: drop privileges, build the event loops, install the signal
 /// handlers and logging.
+/// What start-up binds while it can still report errors on the terminal.
+struct Bound {
+    /// One set per worker.
+    listeners: Vec<Vec<Listener>>,
+    endpoint: Option<Endpoint>,
+    metrics: Metrics,
+}
+
 fn setup(
     config: &Config,
     pidfile_overridden: bool,
-    listeners: Vec<Vec<Listener>>,
+    Bound { listeners, endpoint, metrics }: Bound,
     log: Destination,
     credentials: &Option<Credentials>,
     pidfile: Pidfile,
@@ -177,10 +195,11 @@ fn setup(
         let workers = listeners
             .into_iter()
             .enumerate()
-            .map(|(i, set)| Server::new(config, i, set))
+            .map(|(i, set)| Server::new(config, i, set, metrics.clone()))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::io("event loop", e))?;
-        Supervisor::new(config.clone(), pidfile_overridden, workers)
+        metrics.set_listeners(config.listeners.iter().map(|l| metrics.listener(&l.name)).collect());
+        Supervisor::new(config.clone(), pidfile_overridden, workers, metrics, endpoint)
             .map_err(|e| Error::io("signal handlers", e))
     });
     match built {

@@ -17,8 +17,9 @@
 //!    The `[[listener]]` table's struct lives with its validation, in the `listener` submodule.
 //! 2. **`FileConfig` → `Config`.** Defaults are filled in, each value is checked on its own
 //!    (ranges, absolute paths, addresses, networks), then the listeners are checked together
-//!    (unique names, unique `listen` addresses, no relay loops). `[daemon]` is checked here,
-//!    the listeners in the `listener` submodule. The first error found is returned.
+//!    (unique names, unique `listen` addresses, no relay loops), then `[metrics]` against the
+//!    listeners. `[daemon]` and `[metrics]` are checked here, the listeners in the `listener`
+//!    submodule. The first error found is returned.
 //! 3. **Errors** (the `locate` submodule). toml's own errors carry a byte span, and so do the
 //!    `Spanned` values that validation rejects; either becomes a 1-based line and column. The key
 //!    is written as a user would write it: `daemon.tick`, `listener[1].idle_timeout`, where `[1]`
@@ -42,10 +43,9 @@
 //!   (`"10.0.0.0/8"`, `"2001:db8::/32"`) or a bare address (a network of one). Host bits set
 //!   after the prefix (`"10.0.0.1/8"`) are an error, not silently cleared. An error about one
 //!   element names it by its index: `listener[0].allow[2]`.
-//! * Keys of the interface contract that this version does not implement yet are rejected with
-//!   "not supported by this version" (see `reject_unsupported`); they are parsed as
-//!   `Option<Spanned<toml::Value>>` so that each can be implemented, and removed from those
-//!   lists, one at a time.
+//! * `[metrics]` is optional; without it there is no metrics endpoint. Its `listen` is required
+//!   and is an address like a listener's, which no listener may use (nor overlap through a
+//!   wildcard address on the same port: the two could not both be bound).
 //! * `connect_timeout` and `half_close_timeout` on a sink listener are errors: a sink never
 //!   connects, and it closes at the client's FIN, so they would have no effect.
 
@@ -84,6 +84,15 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// In file order; at least one.
     pub listeners: Vec<ListenerConfig>,
+    /// The `[metrics]` table; `None` without one (no metrics endpoint).
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The `[metrics]` table: where the Prometheus endpoint (`GET /metrics`) listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Port is not 0; no listener's `listen` address, nor one that overlaps it.
+    pub listen: SocketAddr,
 }
 
 /// The `[daemon]` table.
@@ -204,7 +213,8 @@ impl Config {
         validate(&src, file)
     }
 
-    /// One line for the daemon, then one per listener, for `idlereaper --check`.
+    /// One line for the daemon, then one per listener, then one for the metrics endpoint if there
+    /// is one, for `idlereaper --check`.
     pub fn summary(&self) -> Vec<String> {
         let d = |d: Duration| humantime::format_duration(d).to_string();
         let dc = &self.daemon;
@@ -226,7 +236,9 @@ impl Config {
             d(dc.shutdown_timeout),
             dc.workers
         );
-        std::iter::once(daemon).chain(self.listeners.iter().map(ListenerConfig::summary)).collect()
+        let metrics = self.metrics.as_ref().map(|m| format!("metrics: http://{}/metrics", m.listen));
+        let listeners = self.listeners.iter().map(ListenerConfig::summary);
+        std::iter::once(daemon).chain(listeners).chain(metrics).collect()
     }
 }
 
@@ -237,7 +249,7 @@ impl Config {
 struct FileConfig {
     daemon: Option<FileDaemon>,
     listener: Option<Vec<Spanned<listener::FileListener>>>,
-    metrics: Option<Spanned<Value>>, // not supported yet
+    metrics: Option<Spanned<FileMetrics>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -253,34 +265,67 @@ struct FileDaemon {
     workers: Option<Spanned<Value>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    listen: Option<Spanned<String>>,
+}
+
 // ---- Step 2: validation ---------------------------------------------------------------------------
 
 type Res<T> = Result<T, ConfigError>;
 
 fn validate(src: &Source, file: FileConfig) -> Res<Config> {
-    reject_unsupported(src, "", &[("metrics", &file.metrics)])?;
     let daemon = validate_daemon(src, file.daemon.unwrap_or_default())?;
     let listeners = listener::validate(src, file.listener.unwrap_or_default(), daemon.tick)?;
-    Ok(Config { path: src.path.to_owned(), daemon, listeners })
+    let metrics = file.metrics.map(|m| validate_metrics(src, m, &listeners)).transpose()?;
+    Ok(Config { path: src.path.to_owned(), daemon, listeners, metrics })
 }
 
-/// Rejects the keys of the interface contract (DESIGN.md) that this version does not implement
-/// yet, so that a file written for a later version fails loudly instead of running without, say,
-/// its `deny` list. To implement a key: give it a typed field in its `File*` struct and remove it
-/// from the list passed here.
-fn reject_unsupported(src: &Source, prefix: &str, keys: &[(&str, &Option<Spanned<Value>>)]) -> Res<()> {
-    let present = keys.iter().filter_map(|(k, v)| Some((k, v.as_ref()?)));
-    match present.min_by_key(|(_, v)| v.span().start) {
-        None => Ok(()),
-        Some((key, value)) => {
-            let version = env!("CARGO_PKG_VERSION");
-            let msg = format!("not supported by this version of idlereaper ({version})");
-            Err(src.error(value.span(), &format!("{prefix}{key}"), msg))
+/// `[metrics]`: a `listen` address, as a listener's, that no listener's address overlaps.
+fn validate_metrics(src: &Source, table: Spanned<FileMetrics>, ls: &[ListenerConfig]) -> Res<MetricsConfig> {
+    const KEY: &str = "metrics.listen";
+    let header = table.span();
+    let Some(listen) = table.into_inner().listen else {
+        let msg = "required: the address to serve GET /metrics on, such as \"127.0.0.1:9109\"";
+        return Err(src.error(header, KEY, msg));
+    };
+    let text = listen.get_ref();
+    let error = |msg: String| Err(src.error(listen.span(), KEY, msg));
+    let addr = match text.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() == 0 => return error(format!("{text:?}: port 0 is not allowed")),
+        Ok(addr) => addr,
+        Err(_) => {
+            return error(format!("expected \"IP:port\" or \"[IPv6]:port\" (no host names), got {text:?}"))
         }
+    };
+    // One port of one family, and the same address or a wildcard: they cannot both be bound.
+    let overlaps = |other: SocketAddr| {
+        let wildcard = addr.ip().is_unspecified() || other.ip().is_unspecified();
+        let same_port = other.port() == addr.port() && other.is_ipv4() == addr.is_ipv4();
+        same_port && (other.ip() == addr.ip() || wildcard)
+    };
+    if let Some((i, l)) = ls.iter().enumerate().find(|(_, l)| overlaps(l.listen)) {
+        let (name, other) = (&l.name, l.listen);
+        return error(match other == addr {
+            true => format!("duplicate address {addr}: already used by listener[{i}] ({name:?})"),
+            false => format!("{addr} overlaps {other} of listener[{i}] ({name:?}): both cannot be bound"),
+        });
     }
+    Ok(MetricsConfig { listen: addr })
 }
 
 fn validate_daemon(src: &Source, d: FileDaemon) -> Res<DaemonConfig> {
+    // A path the kernel cannot take would pass `--check` and fail only at start.
+    for (key, value) in [("daemon.pidfile", &d.pidfile), ("daemon.log", &d.log)] {
+        if let Some(v) = value.as_ref().filter(|v| v.get_ref().contains('\0')) {
+            return Err(src.error(
+                v.span(),
+                key,
+                format!("a path cannot contain a NUL byte, got {:?}", v.get_ref()),
+            ));
+        }
+    }
     let pidfile = match &d.pidfile {
         None => PathBuf::from(DEFAULT_PIDFILE),
         Some(p) if Path::new(p.get_ref()).is_absolute() => PathBuf::from(p.get_ref()),

@@ -14,6 +14,7 @@ pub mod conn;
 pub mod daemon;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod pipe;
 pub mod proxy_protocol;

@@ -15,6 +15,7 @@ use mio::net::TcpListener;
 use crate::app::Error;
 use crate::config::{Config, ListenerConfig};
 use crate::conn::CloseReason;
+use crate::metrics::{ListenerMetrics, Metrics};
 
 /// One worker's socket for a configured listener.
 pub struct Listener {
@@ -27,6 +28,8 @@ pub struct Listener {
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// Refusals at accept, logged at most once a second per reason.
     pub(crate) refusals: [RateLimit; 3],
+    /// Its counters for `/metrics`, shared by all workers (and kept across reloads).
+    pub(crate) metrics: Arc<ListenerMetrics>,
     /// Accepting is paused (descriptor exhaustion) until then.
     pub(crate) paused_until: Option<Instant>,
     /// Clients may be waiting in the backlog that no new event will announce.
@@ -99,11 +102,11 @@ impl Listener {
 
 /// Binds every listener of `config` once per worker, before daemonizing, so that errors reach the
 /// terminal. Returns one set of listeners per worker, in configuration order.
-pub fn bind(config: &Config) -> Result<Vec<Vec<Listener>>, Error> {
+pub fn bind(config: &Config, metrics: &Metrics) -> Result<Vec<Vec<Listener>>, Error> {
     let workers = config.daemon.workers.max(1);
     let mut sets: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
     for lc in &config.listeners {
-        for (set, listener) in sets.iter_mut().zip(bind_one(lc, workers)?) {
+        for (set, listener) in sets.iter_mut().zip(bind_one(lc, workers, metrics.listener(&lc.name))?) {
             set.push(listener);
         }
     }
@@ -112,7 +115,11 @@ pub fn bind(config: &Config) -> Result<Vec<Vec<Listener>>, Error> {
 
 /// Binds one listener once per worker (with `SO_REUSEPORT` when there are several), sharing
 /// its connection counts. Used at start and for a listener a reload adds.
-pub fn bind_one(lc: &ListenerConfig, workers: usize) -> Result<Vec<Listener>, Error> {
+pub fn bind_one(
+    lc: &ListenerConfig,
+    workers: usize,
+    metrics: Arc<ListenerMetrics>,
+) -> Result<Vec<Listener>, Error> {
     let active = Arc::new(AtomicUsize::new(0));
     let per_ip = Arc::new(Mutex::new(HashMap::new()));
     (0..workers)
@@ -125,6 +132,7 @@ pub fn bind_one(lc: &ListenerConfig, workers: usize) -> Result<Vec<Listener>, Er
                 active: Arc::clone(&active),
                 per_ip: Arc::clone(&per_ip),
                 refusals: Default::default(),
+                metrics: Arc::clone(&metrics),
                 paused_until: None,
                 backlog_ready: true,
             })

@@ -254,66 +254,41 @@ impl Metrics {
 
     fn render_with(&self, process: Process) -> String {
         let listeners = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut out = Exposition(String::with_capacity(2048 + 4096 * listeners.len()));
-        let per_listener = |out: &mut Exposition, name, kind, help, sample: &dyn Fn(&mut Exposition, &_)| {
-            if !listeners.is_empty() {
-                out.family(name, kind, help);
-                listeners.iter().for_each(|l| sample(out, l));
-            }
-        };
-        per_listener(
-            &mut out,
+        let mut out = Exposition { text: String::with_capacity(2048 + 4096 * listeners.len()), family: "" };
+        let ls = &listeners[..];
+        out.per_listener(
+            ls,
             "idlereaper_connections_accepted_total",
             "counter",
-            "Connections admitted, by listener.",
-            &|out, l: &Arc<ListenerMetrics>| out.sample("", &[l.label()], l.accepted.load(Relaxed)),
+            "Connections admitted.",
+            |o, l| o.sample("", &[l.label()], l.accepted.load(Relaxed)),
         );
-        per_listener(
-            &mut out,
-            "idlereaper_connections_active",
-            "gauge",
-            "Connections open now, by listener.",
-            &|out, l| out.sample("", &[l.label()], l.active.load(Relaxed)),
-        );
-        per_listener(
-            &mut out,
-            "idlereaper_connections_closed_total",
-            "counter",
-            "Connections closed, by listener and reason (the reason of the close log line).",
-            &|out, l| l.reasons(out, &l.closed, 0..CLOSES),
-        );
-        per_listener(
-            &mut out,
-            "idlereaper_connections_refused_total",
-            "counter",
-            "Clients closed at accept, by listener and reason (limit, per_ip_limit, denied).",
-            &|out, l| l.reasons(out, &l.refused, CLOSES..REASONS.len()),
-        );
-        per_listener(
-            &mut out,
-            "idlereaper_upstream_connect_errors_total",
-            "counter",
-            "Upstream connections that failed or timed out, by listener.",
-            &|out, l| out.sample("", &[l.label()], l.upstream_connect_errors.load(Relaxed)),
-        );
-        per_listener(
-            &mut out,
-            "idlereaper_bytes_total",
-            "counter",
-            "Bytes relayed, by listener and direction.",
-            &|out, l| {
-                for (direction, n) in [("from_client", &l.bytes_from_client), ("from_upstream", &l.bytes_from_upstream)] {
-                    out.sample("", &[l.label(), ("direction", direction)], n.load(Relaxed));
-                }
-            },
-        );
-        per_listener(
-            &mut out,
-            "idlereaper_connection_lifetime_seconds",
-            "histogram",
-            "Time from accept to close of the connections closed, by listener.",
-            &|out, l| l.histogram(out, "idlereaper_connection_lifetime_seconds"),
-        );
+        out.per_listener(ls, "idlereaper_connections_active", "gauge", "Connections open now.", |o, l| {
+            o.sample("", &[l.label()], l.active.load(Relaxed))
+        });
+        let help = "Connections closed, by reason (the reason of the close log line).";
+        out.per_listener(ls, "idlereaper_connections_closed_total", "counter", help, |o, l| {
+            l.reasons(o, &l.closed, 0..CLOSES)
+        });
+        let help = "Clients closed at accept, by reason (limit, per_ip_limit, denied).";
+        out.per_listener(ls, "idlereaper_connections_refused_total", "counter", help, |o, l| {
+            l.reasons(o, &l.refused, CLOSES..REASONS.len())
+        });
+        let help = "Upstream connections that failed or timed out.";
+        out.per_listener(ls, "idlereaper_upstream_connect_errors_total", "counter", help, |o, l| {
+            o.sample("", &[l.label()], l.upstream_connect_errors.load(Relaxed))
+        });
+        out.per_listener(ls, "idlereaper_bytes_total", "counter", "Bytes relayed, by direction.", |o, l| {
+            for (direction, n) in
+                [("from_client", &l.bytes_from_client), ("from_upstream", &l.bytes_from_upstream)]
+            {
+                o.sample("", &[l.label(), ("direction", direction)], n.load(Relaxed));
+            }
+        });
+        let help = "Time from accept to close of closed connections.";
+        out.per_listener(ls, "idlereaper_connection_lifetime_seconds", "histogram", help, |o, l| {
+            l.histogram(o)
+        });
 
         let i = &self.inner;
         out.family("idlereaper_timers", "gauge", "Timers live in the timing wheels of all workers.");
@@ -322,7 +297,7 @@ impl Metrics {
         out.sample("", &[("result", "success")], i.reloads_ok.load(Relaxed));
         out.sample("", &[("result", "failure")], i.reloads_failed.load(Relaxed));
         if let Some(n) = process.open_fds {
-            out.family("idlereaper_open_fds", "gauge", "Open file descriptors of the process.");
+            out.family("idlereaper_open_fds", "gauge", "Open file descriptors.");
             out.sample("", &[], n);
         }
         if let Some(n) = process.max_fds {
@@ -331,9 +306,13 @@ impl Metrics {
         }
         out.family("idlereaper_build_info", "gauge", "Always 1; the version of idlereaper is a label.");
         out.sample("", &[("version", env!("CARGO_PKG_VERSION"))], 1);
-        out.family("idlereaper_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.");
+        out.family(
+            "idlereaper_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch.",
+        );
         out.sample("", &[], Seconds(i.started));
-        out.0
+        out.text
     }
 }
 
@@ -353,46 +332,53 @@ impl ListenerMetrics {
     }
 
     /// Cumulative `_bucket`s, `_sum` and `_count`, the count being the `+Inf` bucket.
-    fn histogram(&self, out: &mut Exposition, name: &str) {
+    fn histogram(&self, out: &mut Exposition) {
         let mut cumulative = 0;
         for (i, &(_, le)) in LIFETIME_BUCKETS.iter().enumerate() {
             cumulative += self.lifetimes[i].load(Relaxed);
-            out.sample_named(name, "_bucket", &[self.label(), ("le", le)], cumulative);
+            out.sample("_bucket", &[self.label(), ("le", le)], cumulative);
         }
         cumulative += self.lifetimes[LIFETIME_BUCKETS.len()].load(Relaxed);
-        out.sample_named(name, "_bucket", &[self.label(), ("le", "+Inf")], cumulative);
+        out.sample("_bucket", &[self.label(), ("le", "+Inf")], cumulative);
         let sum = Seconds(Duration::from_micros(self.lifetime_micros.load(Relaxed)));
-        out.sample_named(name, "_sum", &[self.label()], sum);
-        out.sample_named(name, "_count", &[self.label()], cumulative);
+        out.sample("_sum", &[self.label()], sum);
+        out.sample("_count", &[self.label()], cumulative);
     }
 }
 
-/// The text being written, and the family whose samples are being written.
-struct Exposition(String);
-
-thread_local! {
-    // Not state: the family name, kept between `family` and its `sample`s without threading it
-    // through every closure above. Set and read on one thread within one `render_with`.
-    static FAMILY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+/// The text being written, and the name of the family whose samples are being written.
+struct Exposition {
+    text: String,
+    family: &'static str,
 }
 
 impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    /// Starts the family `name`: its `# HELP` and `# TYPE` lines.
+    fn family(&mut self, name: &'static str, kind: &str, help: &str) {
         debug_assert!(!help.contains(['\\', '\n']), "{name}: HELP text needs escaping");
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        FAMILY.with(|f| f.replace(name.to_owned()));
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        self.family = name;
     }
 
-    /// A sample of the current family.
+    /// A family with one or more samples per listener; none at all without listeners.
+    fn per_listener(
+        &mut self,
+        listeners: &[Arc<ListenerMetrics>],
+        name: &'static str,
+        kind: &str,
+        help: &str,
+        sample: impl Fn(&mut Exposition, &ListenerMetrics),
+    ) {
+        if !listeners.is_empty() {
+            self.family(name, kind, help);
+            listeners.iter().for_each(|l| sample(self, l));
+        }
+    }
+
+    /// `<family><suffix>{label="value",…} value`, with the label values escaped.
     fn sample(&mut self, suffix: &str, labels: &[(&str, &str)], value: impl fmt::Display) {
-        let name = FAMILY.with(|f| f.borrow().clone());
-        self.sample_named(&name, suffix, labels, value);
-    }
-
-    /// `name{label="value",…} value`, with the label values escaped.
-    fn sample_named(&mut self, name: &str, suffix: &str, labels: &[(&str, &str)], value: impl fmt::Display) {
-        let out = &mut self.0;
-        out.push_str(name);
+        let out = &mut self.text;
+        out.push_str(self.family);
         out.push_str(suffix);
         for (i, (label, text)) in labels.iter().enumerate() {
             out.push(if i == 0 { '{' } else { ',' });

@@ -26,6 +26,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ListenerConfig};
 use crate::conn::{CloseReason, Conn, Deadlines, IoFailure, Next, Side};
 use crate::listener::{is_out_of_descriptors, Listener};
+use crate::metrics::Metrics;
 use crate::pipe::PipePool;
 use crate::proxy_protocol;
 use crate::relay::Io;
@@ -116,6 +117,7 @@ struct Core {
     pipes: PipePool,
     scratch: Box<[u8]>,
     worker: usize,
+    metrics: Metrics,
     commands: Receiver<Command>,
     /// Wakes the loop at the wheel's next deadline, with sub-millisecond precision.
     alarm: Alarm,
@@ -177,7 +179,12 @@ impl Remote {
 impl Server {
     /// Registers worker `worker`'s listeners with a new poll. Returns the loop and the handle
     /// through which the supervisor controls it.
-    pub fn new(config: &Config, worker: usize, mut listeners: Vec<Listener>) -> io::Result<(Server, Remote)> {
+    pub fn new(
+        config: &Config,
+        worker: usize,
+        mut listeners: Vec<Listener>,
+        metrics: Metrics,
+    ) -> io::Result<(Server, Remote)> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         for (i, listener) in listeners.iter_mut().enumerate() {
@@ -202,6 +209,7 @@ impl Server {
                 pipes: PipePool::new(MAX_PIPES),
                 scratch: vec![0; BUFFER_SIZE].into_boxed_slice(),
                 worker,
+                metrics,
                 commands,
                 alarm,
                 phase: Phase::Running,
@@ -234,6 +242,7 @@ impl Server {
                 self.core.handle(event);
             }
             self.core.after_events();
+            self.core.metrics.set_timers(self.core.worker, self.core.wheel.len());
         }
         Ok(())
     }
@@ -376,6 +385,7 @@ impl Core {
                 // in a backlog, and the backlog keeps moving for when a slot frees up. A flood of
                 // refusals is logged at most once a second per reason.
                 self.stats.refused += 1;
+                listener.metrics.refused(reason);
                 let slot = match reason {
                     CloseReason::Denied => 0,
                     CloseReason::PerIpLimit => 1,
@@ -414,6 +424,9 @@ impl Core {
                     listener.release(peer.ip().to_canonical(), per_ip_counted);
                     self.stats.accepted += 1;
                     self.stats.closed += 1;
+                    listener.metrics.accepted();
+                    listener.metrics.upstream_connect_error();
+                    listener.metrics.closed(reason, Duration::ZERO);
                     log_close(&config.name, peer, Duration::ZERO, (0, 0), reason, Some(&failure));
                     return;
                 }
@@ -425,6 +438,8 @@ impl Core {
             half_close: None,
         };
         self.stats.accepted += 1;
+        listener.metrics.accepted();
+        listener.metrics.active_add(1);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let conn = entry.insert(conn);
@@ -462,7 +477,12 @@ impl Core {
             pipes: &mut self.pipes,
             reads_per_drive: READS_PER_DRIVE,
         };
+        let before = (conn.bytes_from_client(), conn.bytes_from_upstream());
         let progress = conn.drive(&mut io);
+        if progress.active {
+            let metrics = &self.listeners[conn.listener].metrics;
+            metrics.bytes(conn.bytes_from_client() - before.0, conn.bytes_from_upstream() - before.1);
+        }
         if progress.active || progress.half_closed {
             // The clock is read after the bytes moved, so no deadline is early.
             let now = Instant::now();
@@ -501,6 +521,11 @@ impl Core {
         listener.release(conn.peer.ip().to_canonical(), conn.per_ip_counted);
         self.stats.closed += 1;
         let lifetime = conn.accepted.elapsed();
+        listener.metrics.active_add(-1);
+        listener.metrics.closed(reason, lifetime);
+        if matches!(reason, CloseReason::UpstreamRefused | CloseReason::ConnectTimeout) {
+            listener.metrics.upstream_connect_error();
+        }
         let bytes = (conn.bytes_from_client(), conn.bytes_from_upstream());
         log_close(&listener.config.name, conn.peer, lifetime, bytes, reason, failure.as_ref());
         // Dropping `conn` closes both descriptors, which also removes them from the epoll set

@@ -8,6 +8,7 @@ use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use log::{error, info, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -15,11 +16,15 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::config::Config;
 use crate::listener;
 use crate::logging::LogHandle;
+use crate::metrics::http::Endpoint;
+use crate::metrics::Metrics;
 use crate::server::{Command, ListenerChange, Reload, Remote, Server};
 use crate::signals::{Signal, Signals};
 
 const SIGNALS: Token = Token(0);
 const WORKER_DONE: Token = Token(1);
+/// The metrics endpoint takes this token and the ones after it.
+const METRICS: Token = Token(2);
 
 /// Signals, workers and the configuration in force, ready to run.
 pub struct Supervisor {
@@ -35,6 +40,9 @@ pub struct Supervisor {
     /// The index the next added listener gets (indices only grow).
     next_index: usize,
     stopping: bool,
+    metrics: Metrics,
+    /// `GET /metrics`, if configured.
+    endpoint: Option<Endpoint>,
 }
 
 impl Supervisor {
@@ -44,8 +52,13 @@ impl Supervisor {
         config: Config,
         pidfile_overridden: bool,
         workers: Vec<(Server, Remote)>,
+        metrics: Metrics,
+        mut endpoint: Option<Endpoint>,
     ) -> io::Result<Supervisor> {
         let poll = Poll::new()?;
+        if let Some(endpoint) = endpoint.as_mut() {
+            endpoint.register(poll.registry(), METRICS)?;
+        }
         let mut signals = Signals::new()?;
         poll.registry().register(signals.source(), SIGNALS, Interest::READABLE)?;
         let done = Arc::new(Waker::new(poll.registry(), WORKER_DONE)?);
@@ -61,6 +74,8 @@ impl Supervisor {
             slots,
             next_index,
             stopping: false,
+            metrics,
+            endpoint,
         })
     }
 
@@ -85,7 +100,12 @@ impl Supervisor {
         let mut running = threads.len();
         let mut events = Events::with_capacity(16);
         while running > 0 {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+            let timeout = self
+                .endpoint
+                .as_ref()
+                .and_then(Endpoint::next_deadline)
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -93,6 +113,14 @@ impl Supervisor {
                 stop_now(&remotes);
                 result = Err(e);
                 break;
+            }
+            if let Some(endpoint) = self.endpoint.as_mut() {
+                for event in events.iter() {
+                    if endpoint.owns(event.token()) {
+                        endpoint.handle(self.poll.registry(), event, &self.metrics);
+                    }
+                }
+                endpoint.expire(Instant::now());
             }
             let signals: Vec<Signal> = self.signals.pending().collect();
             for signal in signals {
@@ -133,6 +161,7 @@ impl Supervisor {
             Ok(config) => config,
             Err(e) => {
                 error!("reload failed, keeping the running configuration: {e}");
+                self.metrics.reload(false);
                 return;
             }
         };
@@ -155,7 +184,7 @@ impl Supervisor {
                     slots.push(index);
                     kept += 1;
                 }
-                None => match listener::bind_one(lc, remotes.len()) {
+                None => match listener::bind_one(lc, remotes.len(), self.metrics.listener(&lc.name)) {
                     Ok(sockets) => {
                         for (part, listener) in parts.iter_mut().zip(sockets) {
                             part.push(ListenerChange::Add(listener));
@@ -165,6 +194,7 @@ impl Supervisor {
                     }
                     Err(e) => {
                         error!("reload failed, keeping the running configuration: {e}");
+                        self.metrics.reload(false);
                         return;
                     }
                 },
@@ -175,6 +205,13 @@ impl Supervisor {
             remote.send(Command::Reload(Reload { listeners, shutdown_timeout }));
         }
         log.set_level(new.daemon.log_level);
+        // A kept listener keeps its counters (under its first name, should it be renamed).
+        let names = new.listeners.iter().map(|lc| {
+            let old = self.config.listeners.iter().find(|old| old.listen == lc.listen);
+            self.metrics.listener(&old.unwrap_or(lc).name)
+        });
+        self.metrics.set_listeners(names.collect());
+        self.metrics.reload(true);
         let (added, removed) = (new.listeners.len() - kept, self.config.listeners.len() - kept);
         info!(
             "reloaded {}: listeners={} kept={kept} added={added} removed={removed}",
@@ -206,12 +243,16 @@ impl Supervisor {
         if d.log != old.log {
             changed.push("daemon.log");
         }
+        if new.metrics != self.config.metrics {
+            changed.push("metrics");
+        }
         d.pidfile.clone_from(&old.pidfile);
         d.user.clone_from(&old.user);
         d.group.clone_from(&old.group);
         d.workers = old.workers;
         d.tick = old.tick;
         d.log.clone_from(&old.log);
+        new.metrics.clone_from(&self.config.metrics);
         changed
     }
 }

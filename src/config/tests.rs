@@ -87,6 +87,7 @@ fn sample_parses_to_what_it_says() {
             listener("example-relay", "127.0.0.1:16380", Some("127.0.0.1:16379"), 300),
             listener("tarpit", "127.0.0.1:16390", None, 30),
         ],
+        metrics: None,
     };
     assert_eq!(config, expected);
     let summary = [
@@ -122,6 +123,14 @@ fn packaged_variant_with_user_and_group_parses() {
     let daemon = ok(&packaged).daemon;
     assert_eq!(daemon.user.as_deref(), Some("_idlereaper"));
     assert_eq!(daemon.group.as_deref(), Some("_idlereaper"));
+}
+
+#[test]
+fn sample_metrics_block_parses_when_uncommented() {
+    let (table, listen) = ("\n#[metrics]\n", "\n#listen = \"127.0.0.1:9109\"\n");
+    assert_eq!((SAMPLE.matches(table).count(), SAMPLE.matches(listen).count()), (1, 1));
+    let on = SAMPLE.replace(table, &table.replace('#', "")).replace(listen, &listen.replace('#', ""));
+    assert_eq!(ok(&on).metrics, Some(MetricsConfig { listen: "127.0.0.1:9109".parse().unwrap() }));
 }
 
 #[test]
@@ -221,11 +230,51 @@ fn workers_default_to_one_and_zero_means_one_per_core() {
     rejected(&daemon("workers = \"2\""), "daemon.workers", 2, "integer");
 }
 
+/// `[metrics]` from line 5 on, after a valid listener on 127.0.0.1:7000.
+fn metrics(lines: &str) -> String {
+    format!("{LISTENER}[metrics]\n{lines}\n")
+}
+
 #[test]
-fn keys_of_later_versions_are_rejected_by_name() {
-    let unsupported = "not supported by this version of idlereaper";
-    let metrics = format!("{LISTENER}[metrics]\nlisten = \"127.0.0.1:9109\"\n");
-    rejected(&metrics, "metrics", 5, unsupported);
+fn metrics_listen_address() {
+    assert_eq!(ok(LISTENER).metrics, None);
+    let config = ok(&metrics("listen = \"127.0.0.1:9109\""));
+    assert_eq!(config.metrics, Some(MetricsConfig { listen: "127.0.0.1:9109".parse().unwrap() }));
+    assert_eq!(config.summary().last().unwrap(), "metrics: http://127.0.0.1:9109/metrics");
+    let v6 = ok(&metrics("listen = \"[::1]:9109\"")).metrics.unwrap();
+    assert_eq!(v6.listen, SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 9109)));
+    // The listener's port on another address, or on the other family's wildcard, is fine.
+    ok(&metrics("listen = \"127.0.0.2:7000\""));
+    ok(&metrics("listen = \"[::]:7000\""));
+    // The table may come before the listeners.
+    let first = format!("[metrics]\nlisten = \"127.0.0.1:9109\"\n{LISTENER}");
+    assert_eq!(ok(&first).metrics, config.metrics);
+}
+
+#[test]
+fn metrics_errors() {
+    let key = "metrics.listen";
+    rejected(&metrics(""), key, 5, "required: the address to serve GET /metrics on");
+    let bad =
+        |value: &str, fragment: &str| rejected(&metrics(&format!("listen = {value}")), key, 6, fragment);
+    bad("\"localhost:9109\"", "\"IP:port\" or \"[IPv6]:port\" (no host names), got \"localhost:9109\"");
+    bad("\"9109\"", "got \"9109\"");
+    bad("\"127.0.0.1:0\"", "\"127.0.0.1:0\": port 0 is not allowed");
+    bad("9109", "invalid type: integer `9109`, expected a string");
+    bad("\"127.0.0.1:7000\"", "duplicate address 127.0.0.1:7000: already used by listener[0] (\"a\")");
+    bad(
+        "\"0.0.0.0:7000\"",
+        "0.0.0.0:7000 overlaps 127.0.0.1:7000 of listener[0] (\"a\"): both cannot be bound",
+    );
+    let wildcard = format!("{}[metrics]\nlisten = \"127.0.0.1:7000\"\n", named("w", "0.0.0.0:7000", ""));
+    rejected(&wildcard, key, 6, "127.0.0.1:7000 overlaps 0.0.0.0:7000 of listener[0] (\"w\")");
+    let unknown = metrics("listen = \"127.0.0.1:9109\"\npath = \"/m\"");
+    let e = rejected(&unknown, "metrics.path", 7, "unknown field `path`, expected `listen`");
+    assert_eq!(e.column, Some(1));
+    rejected(&format!("metrics = 5\n{LISTENER}"), "metrics", 1, "invalid type");
+    // An array of tables: serde reads it as a sequence of fields, hence the odd message.
+    let array = format!("{LISTENER}[[metrics]]\nlisten = \"127.0.0.1:9109\"\n");
+    rejected(&array, "metrics[0]", 5, "invalid type: map, expected a string");
 }
 
 #[test]
@@ -454,8 +503,9 @@ const DAEMON_KEYS: &str = "pidfile log log_level tick shutdown_timeout user grou
 const LISTENER_KEYS: &str = "name listen idle_timeout upstream connect_timeout max_connections max_lifetime \
     half_close_timeout max_connections_per_ip allow deny tcp_keepalive proxy_protocol idle";
 /// Other tables and top-level keys, `|`-separated; mostly none.
-const EXTRAS: &str = "||||||||||||||||[metrics]\nlisten = \"127.0.0.1:9109\"|[other]\nx = 1|x = 1|\
-    listener = 5|daemon = \"x\"|[daemon.sub]\nq = 1";
+const EXTRAS: &str = "||||||||||||||||[metrics]\nlisten = \"127.0.0.1:9109\"|[metrics]\nlisten = \"127.0.0.1:9109\"|\
+    [metrics]\nlisten = \"127.0.0.1:7000\"|[metrics]\nlisten = \"0.0.0.0:7001\"|[metrics]\n|[metrics]\nport = 1|\
+    [other]\nx = 1|x = 1|listener = 5|daemon = \"x\"|[daemon.sub]\nq = 1|metrics = 5";
 
 /// Good values for `key`, and bad ones near the edges that the validation checks; each a
 /// `|`-separated list.
@@ -572,7 +622,9 @@ fn toml_document() -> impl Strategy<Value = String> {
 pub(super) fn check_outcome(text: &str) {
     match parse(text) {
         Ok(config) => {
-            assert_eq!(config.summary().len(), 1 + config.listeners.len());
+            let metrics = config.metrics.as_ref().map(|m| m.listen);
+            assert_eq!(config.summary().len(), 1 + config.listeners.len() + usize::from(metrics.is_some()));
+            assert!(config.listeners.iter().all(|l| Some(l.listen) != metrics), "{config:?}");
             for l in &config.listeners {
                 let timers = [l.max_lifetime, l.half_close_timeout, l.tcp_keepalive];
                 assert!(timers.iter().flatten().all(|d| *d >= config.daemon.tick), "{l:?}");

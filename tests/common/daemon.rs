@@ -1,6 +1,7 @@
 //! The daemon under test: config sections, `idlereaper -f` in a temp directory with its log
 //! captured, signals, and what /proc says about processes.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use super::log::CloseLine;
+use super::log::{parse_fields, CloseLine};
 use super::{wait_for, BIN, START_DEADLINE};
 
 /// The `[daemon]` section used by the tests: pidfile in `dir`, log to stderr, a 1 ms tick.
@@ -60,20 +61,32 @@ impl Daemon {
     /// Writes `config` into `dir` and starts the daemon in the foreground on it; returns once the
     /// log says `started` (listeners bound, pidfile written), or panics with the log.
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
+        Daemon::start_in_with(dir, config, |_, _| {})
+    }
+
+    /// [`Daemon::start_in`], with `prepare` called on the written config file and the command
+    /// before the spawn: to change the file's mode, or to set resource limits (see
+    /// [`limit_open_files`]).
+    pub fn start_in_with(
+        dir: tempfile::TempDir,
+        config: &str,
+        prepare: impl FnOnce(&Path, &mut Command),
+    ) -> Daemon {
         let config_path = dir.path().join("idlereaper.toml");
         fs::write(&config_path, config).expect("write config");
         let pidfile = dir.path().join("idlereaper.pid");
         let log_path = dir.path().join("stderr.log");
         let stderr = File::create(&log_path).expect("create log file");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .arg("-f")
             .arg("-c")
             .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn idlereaper");
+            .stderr(stderr);
+        prepare(&config_path, &mut command);
+        let child = command.spawn().expect("spawn idlereaper");
         let mut daemon = Daemon { dir, config_path, pidfile, log_path, child, status: None };
         let ready = wait_for(START_DEADLINE, || {
             if daemon.log().contains(" INFO started ") {
@@ -172,6 +185,103 @@ impl Daemon {
     pub fn rss_kib(&self) -> u64 {
         rss_kib(self.pid()).expect("VmRSS of the daemon")
     }
+
+    /// What the daemon's descriptors are, from /proc/<pid>/fd.
+    pub fn fds(&self) -> FdCensus {
+        fd_census(self.pid()).expect("/proc/<pid>/fd of the daemon")
+    }
+
+    /// CPU time (user + system, all threads) the daemon has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time(self.pid()).expect("/proc/<pid>/stat of the daemon")
+    }
+
+    /// Sends USR1 and returns the statistics line it logs (the first one after those already in
+    /// the log), parsed into its fields.
+    pub fn stats(&mut self) -> BTreeMap<String, String> {
+        let before = self.log().lines().filter(|l| l.contains(" stats ")).count();
+        self.signal(libc::SIGUSR1);
+        let line = wait_for(Duration::from_secs(5), || {
+            self.log().lines().filter(|l| l.contains(" stats ")).nth(before).map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no stats line after USR1; log:\n{}", self.log()));
+        let (_, fields) = line.split_once(" stats ").expect("a stats line");
+        parse_fields(fields)
+    }
+}
+
+/// For [`Daemon::start_in_with`]: the child gets `RLIMIT_NOFILE` = `limit` (soft and hard).
+pub fn limit_open_files(command: &mut Command, limit: u64) {
+    use nix::sys::resource::{setrlimit, Resource};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec; it only calls setrlimit(2),
+    // which is async-signal-safe, allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || setrlimit(Resource::RLIMIT_NOFILE, limit, limit).map_err(io::Error::from));
+    }
+}
+
+/// A process's open descriptors by kind, from the targets of the /proc/<pid>/fd links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FdCensus {
+    pub sockets: usize,
+    pub pipes: usize,
+    /// Files, epoll, timerfd, eventfd, /dev/null, ...
+    pub other: usize,
+}
+
+impl FdCensus {
+    pub fn total(&self) -> usize {
+        self.sockets + self.pipes + self.other
+    }
+}
+
+/// Counts the descriptors of `pid` by kind; `None` if the process is gone.
+pub fn fd_census(pid: u32) -> Option<FdCensus> {
+    let dir = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let mut census = FdCensus::default();
+    for entry in dir.flatten() {
+        // A descriptor closed between the listing and the readlink is simply not counted.
+        let Ok(target) = fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if target.starts_with("socket:") {
+            census.sockets += 1;
+        } else if target.starts_with("pipe:") {
+            census.pipes += 1;
+        } else {
+            census.other += 1;
+        }
+    }
+    Some(census)
+}
+
+/// Time on CPU of all the threads of `pid`, to the nanosecond, from /proc/<pid>/task/*/schedstat
+/// (finer than [`cpu_time`], which counts clock ticks; threads that have exited are not counted).
+pub fn cpu_runtime(pid: u32) -> Option<Duration> {
+    let mut ns = 0u64;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(ns))
+}
+
+/// User + system CPU time of `pid` (all its threads), from fields 14 and 15 of /proc/<pid>/stat.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the parenthesised command name start with field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |field: usize| fields.get(field - 3).and_then(|f| f.parse::<u64>().ok());
+    let total = ticks(14)? + ticks(15)?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100);
+    Some(Duration::from_micros(total * 1_000_000 / hz))
 }
 
 impl Drop for Daemon {

@@ -59,7 +59,7 @@ impl CloseLine {
 }
 
 /// The close reasons the log format documents.
-pub const REASONS: [&str; 8] = [
+pub const REASONS: [&str; 10] = [
     "idle",
     "client_closed",
     "upstream_closed",
@@ -68,6 +68,8 @@ pub const REASONS: [&str; 8] = [
     "error",
     "shutdown",
     "limit",
+    "max_lifetime",
+    "half_close_timeout",
 ];
 
 /// `2026-11-27T03:24:57.123Z` or `2026-11-27T03:24:57Z` (UTC, optional fraction).

@@ -11,12 +11,14 @@
 #![allow(dead_code)]
 
 mod bytes;
+mod cli;
 mod daemon;
+mod load;
 mod log;
 mod net;
 
 #[allow(unused_imports)]
-pub use {bytes::*, daemon::*, log::*, net::*};
+pub use {bytes::*, cli::*, daemon::*, load::*, log::*, net::*};
 
 use std::thread;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! in-process upstream servers (std threads, blocking sockets with timeouts).
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -203,4 +203,60 @@ pub fn drain(s: &mut TcpStream) -> (u64, io::Result<()>) {
             Err(e) => return (total, Err(e)),
         }
     }
+}
+
+/// Connects to `addr` from `source` (any port): bind before connect, so that a test can play
+/// many clients with distinct source addresses (all of 127/8 is local). Sets [`IO_TIMEOUT`]s.
+pub fn connect_from(source: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+    let stream = TcpStream::from(socket);
+    with_timeouts(&stream);
+    Ok(stream)
+}
+
+/// Closes `stream` with a reset (SO_LINGER 0, then close) instead of a FIN.
+pub fn close_with_reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)).expect("SO_LINGER 0");
+    drop(stream);
+}
+
+/// A listener with backlog 0 whose accept queue is full: Linux then drops new SYNs, so a connect
+/// to it hangs (no RST) — an upstream that does not answer, without root or firewall rules.
+/// Returns it with the connections that fill its queue (keep them), after checking that a probe
+/// connect really times out.
+pub fn unanswering_upstream() -> (TcpListener, Vec<TcpStream>) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.bind(&SocketAddr::from((fresh_ip(), 0)).into()).expect("bind");
+    socket.listen(0).expect("listen");
+    let listener = TcpListener::from(socket);
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => fillers.push(s),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return (listener, fillers),
+            Err(e) => panic!("filling the backlog of {addr}: {e}"),
+        }
+    }
+    panic!("could not make a loopback connect hang: {} connections fit in a backlog of 0", fillers.len());
+}
+
+/// An echo upstream that also counts the connections it accepted.
+pub fn counting_echo_upstream() -> (Upstream, Arc<AtomicU32>) {
+    let accepted = Arc::new(AtomicU32::new(0));
+    let counter = accepted.clone();
+    let upstream = Upstream::start(move |mut s| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let _ = echo_until_eof(&mut s);
+    });
+    (upstream, accepted)
+}
+
+/// True if this machine can bind TCP on ::1.
+pub fn ipv6_loopback_available() -> bool {
+    TcpListener::bind("[::1]:0").is_ok()
 }
