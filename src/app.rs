@@ -198,7 +198,6 @@ fn setup(
             .map(|(i, set)| Server::new(config, i, set, metrics.clone()))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::io("event loop", e))?;
-        metrics.set_listeners(config.listeners.iter().map(|l| metrics.listener(&l.name)).collect());
         Supervisor::new(config.clone(), pidfile_overridden, workers, metrics, endpoint)
             .map_err(|e| Error::io("signal handlers", e))
     });

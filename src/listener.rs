@@ -101,12 +101,15 @@ impl Listener {
 }
 
 /// Binds every listener of `config` once per worker, before daemonizing, so that errors reach the
-/// terminal. Returns one set of listeners per worker, in configuration order.
+/// terminal, and gives each its counters in `metrics`. Returns one set of listeners per worker,
+/// in configuration order.
 pub fn bind(config: &Config, metrics: &Metrics) -> Result<Vec<Vec<Listener>>, Error> {
     let workers = config.daemon.workers.max(1);
+    let counters: Vec<_> = config.listeners.iter().map(|lc| ListenerMetrics::new(&lc.name)).collect();
+    metrics.set_listeners(counters.clone());
     let mut sets: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
-    for lc in &config.listeners {
-        for (set, listener) in sets.iter_mut().zip(bind_one(lc, workers, metrics.listener(&lc.name))?) {
+    for (lc, counters) in config.listeners.iter().zip(counters) {
+        for (set, listener) in sets.iter_mut().zip(bind_one(lc, workers, counters)?) {
             set.push(listener);
         }
     }

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::listener;
 use crate::logging::LogHandle;
 use crate::metrics::http::Endpoint;
-use crate::metrics::Metrics;
+use crate::metrics::{ListenerMetrics, Metrics};
 use crate::server::{Command, ListenerChange, Reload, Remote, Server};
 use crate::signals::{Signal, Signals};
 
@@ -176,16 +176,20 @@ impl Supervisor {
         // failure abandons the reload (dropping `parts` closes what was bound for it).
         let mut parts: Vec<Vec<ListenerChange>> = remotes.iter().map(|_| Vec::new()).collect();
         let (mut slots, mut next_index, mut kept) = (Vec::new(), self.next_index, 0);
+        // A kept listener keeps its counters (under its first name, should it be renamed).
+        let mut counters = Vec::new();
         for lc in &new.listeners {
             match self.config.listeners.iter().position(|old| old.listen == lc.listen) {
                 Some(j) => {
+                    counters.push(self.metrics.listener(&self.config.listeners[j].name));
                     let index = self.slots[j];
                     parts.iter_mut().for_each(|p| p.push(ListenerChange::Keep { index, config: lc.clone() }));
                     slots.push(index);
                     kept += 1;
                 }
-                None => match listener::bind_one(lc, remotes.len(), self.metrics.listener(&lc.name)) {
+                None => match listener::bind_one(lc, remotes.len(), ListenerMetrics::new(&lc.name)) {
                     Ok(sockets) => {
+                        counters.push(Arc::clone(&sockets[0].metrics));
                         for (part, listener) in parts.iter_mut().zip(sockets) {
                             part.push(ListenerChange::Add(listener));
                         }
@@ -205,12 +209,7 @@ impl Supervisor {
             remote.send(Command::Reload(Reload { listeners, shutdown_timeout }));
         }
         log.set_level(new.daemon.log_level);
-        // A kept listener keeps its counters (under its first name, should it be renamed).
-        let names = new.listeners.iter().map(|lc| {
-            let old = self.config.listeners.iter().find(|old| old.listen == lc.listen);
-            self.metrics.listener(&old.unwrap_or(lc).name)
-        });
-        self.metrics.set_listeners(names.collect());
+        self.metrics.set_listeners(counters);
         self.metrics.reload(true);
         let (added, removed) = (new.listeners.len() - kept, self.config.listeners.len() - kept);
         info!(
