@@ -292,6 +292,7 @@ impl Conn {
         let broken = event.is_error();
         socket.readable |= event.is_readable() || event.is_read_closed() || broken;
         socket.writable |= event.is_writable() || event.is_write_closed() || broken;
+        socket.closing |= event.is_read_closed() || broken;
     }
 
     /// Moves whatever bytes can move now, and says what to do next.
@@ -370,6 +371,7 @@ impl Conn {
                 Ok(n) => {
                     half.bytes += n as u64;
                     active = true;
+                    client.drained_by(n, io.scratch.len());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => client.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -35,17 +35,31 @@ pub struct Io<'a> {
     pub reads_per_drive: usize,
 }
 
-/// A socket and the readiness we believe it has: set by events, cleared only by `WouldBlock`.
+/// A socket and the readiness we believe it has: set by events, cleared by `WouldBlock` — or by
+/// a short read, see [`Socket::drained_by`].
 #[derive(Debug)]
 pub struct Socket {
     pub stream: TcpStream,
     pub readable: bool,
     pub writable: bool,
+    /// An event reported the peer's FIN or an error: read on until the end or the error shows.
+    pub closing: bool,
 }
 
 impl Socket {
     pub fn new(stream: TcpStream) -> Socket {
-        Socket { stream, readable: false, writable: false }
+        Socket { stream, readable: false, writable: false, closing: false }
+    }
+
+    /// After a read of `n` bytes into a buffer of `capacity`: a short read of a TCP socket means
+    /// its receive queue is empty now, and any byte that arrives later raises a new edge, so the
+    /// read that would only return `WouldBlock` is skipped (as nginx does) — two system calls
+    /// fewer per request and response. Not when an event has reported FIN or an error: that
+    /// edge may already be spent, so the loop reads on until it sees the end.
+    pub fn drained_by(&mut self, n: usize, capacity: usize) {
+        if n < capacity && !self.closing {
+            self.readable = false;
+        }
     }
 }
 
@@ -212,6 +226,7 @@ fn copy(half: &mut Half, src: &mut Socket, dst: &mut Socket, io: &mut Io<'_>) ->
     if n == io.scratch.len() {
         half.bulk = true;
     }
+    src.drained_by(n, io.scratch.len());
     let mut rest = BorrowedBuf { bytes: &io.scratch[..n] };
     write_out(&mut dst.stream, &mut dst.writable, &mut rest).map_err(Fault::Write)?;
     if !rest.bytes.is_empty() {

@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::fs::{self, File};
+use std::fs;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use common::*;
@@ -30,26 +30,6 @@ impl Outcome {
     }
 }
 
-/// Runs `idlereaper <args>` with stdout and stderr in files of `dir`, with a 10 s deadline.
-fn run_in(dir: &Path, args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
-    let out = dir.join("stdout");
-    let err = dir.join("stderr");
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(File::create(&out).unwrap())
-        .stderr(File::create(&err).unwrap())
-        .spawn()
-        .expect("spawn idlereaper");
-    let status = wait_for(Duration::from_secs(10), || child.try_wait().unwrap());
-    let status = status.unwrap_or_else(|| {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("idlereaper {args:?} did not return within 10 s");
-    });
-    (status, fs::read_to_string(out).unwrap_or_default(), fs::read_to_string(err).unwrap_or_default())
-}
-
 /// Runs `idlereaper <args> -c <config>` (daemon mode unless `args` say otherwise) on a config
 /// file in a new temp dir (`@DIR@` in the text stands for that dir; `None`: no file at all). If a
 /// bad config was wrongly accepted, the daemon it started is killed here so that the failing test
@@ -63,7 +43,7 @@ fn run_with(args: &[&str], config_text: Option<&str>) -> Outcome {
     let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
     argv.push("-c".as_ref());
     argv.push(config.as_os_str());
-    let (status, stdout, stderr) = run_in(dir.path(), &argv);
+    let CliRun { status, stdout, stderr } = run_cli(dir.path(), &argv, Duration::from_secs(10));
     for pid in processes_with_arg(config.to_str().unwrap()) {
         send_signal(pid, libc::SIGKILL);
     }
@@ -204,7 +184,8 @@ fn check_rejects_a_bad_config_with_status_2() {
 fn version_prints_the_version() {
     let dir = tempfile::tempdir().unwrap();
     for flag in ["--version", "-V"] {
-        let (status, stdout, stderr) = run_in(dir.path(), &[flag.as_ref()]);
+        let CliRun { status, stdout, stderr } =
+            run_cli(dir.path(), &[flag.as_ref()], Duration::from_secs(10));
         assert_eq!(status.code(), Some(0), "{flag}: {stderr}");
         assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{flag} prints the version: {stdout:?}");
     }

@@ -8,96 +8,20 @@
 
 mod common;
 
-use std::fs::{self, File};
+use std::ffi::OsStr;
+use std::fs;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Becomes a subreaper (idempotent, process-wide).
-fn become_subreaper() {
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(rc, 0, "prctl: {}", io::Error::last_os_error());
-}
-
-/// What one run of the command left: its status and stderr.
-struct Run {
-    status: ExitStatus,
-    stderr: String,
-}
-
-/// Runs `idlereaper args...` with stdout and stderr to files of `dir` (not pipes: a daemon that
-/// keeps stderr would hold a pipe open), waiting at most 10 s for the command to return.
-fn run(dir: &Path, args: &[&str]) -> Run {
-    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let out_path = dir.join(format!("run{n}.stdout"));
-    let err_path = dir.join(format!("run{n}.stderr"));
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).unwrap())
-        .stderr(File::create(&err_path).unwrap())
-        .spawn()
-        .expect("spawn idlereaper");
-    let status = wait_for(Duration::from_secs(10), || child.try_wait().unwrap());
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("`idlereaper {}` did not return within 10 s", args.join(" "));
-    };
-    Run { status, stderr: fs::read_to_string(err_path).unwrap_or_default() }
-}
-
-/// A daemonized idlereaper started by a test: killed (SIGKILL) on drop if it still runs and is
-/// still ours (its command line names our config file).
-struct Detached {
-    pid: u32,
-    config: PathBuf,
-}
-
-impl Detached {
-    /// Reads the pid from `pidfile`, which must be `<pid>\n`.
-    fn from_pidfile(pidfile: &Path, config: &Path) -> Detached {
-        let text =
-            fs::read_to_string(pidfile).unwrap_or_else(|e| panic!("pidfile {}: {e}", pidfile.display()));
-        assert!(text.ends_with('\n'), "pidfile ends with a newline: {text:?}");
-        let pid =
-            text.trim_end_matches('\n').parse().unwrap_or_else(|_| panic!("pidfile holds a pid: {text:?}"));
-        Detached { pid, config: config.to_path_buf() }
-    }
-
-    /// Waits up to `timeout` for the process to be gone; reaps it and returns its exit status
-    /// when it was re-parented to us.
-    fn wait_gone(&self, timeout: Duration) -> Option<Option<i32>> {
-        let pid = nix::unistd::Pid::from_raw(self.pid as i32);
-        wait_for(timeout, || {
-            use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-            if is_running(self.pid) {
-                return None;
-            }
-            // Exited: a zombie until reaped, if it is our (re-parented) child.
-            Some(match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => Some(code),
-                _ => None,
-            })
-        })
-    }
-}
-
-impl Drop for Detached {
-    fn drop(&mut self) {
-        let config = self.config.to_string_lossy().into_owned();
-        if is_running(self.pid) && processes_with_arg(&config).contains(&self.pid) {
-            send_signal(self.pid, libc::SIGKILL);
-            let _ = self.wait_gone(Duration::from_secs(5));
-        }
-    }
+/// Runs `idlereaper args...` (see [`run_cli`]), waiting at most 10 s for the command to return.
+fn run(dir: &Path, args: &[&str]) -> CliRun {
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    run_cli(dir, &args, Duration::from_secs(10))
 }
 
 /// A config in `dir` that logs to a file (the daemon's stderr is /dev/null) and relays `listen`
@@ -116,7 +40,7 @@ fn write_config(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> PathBuf
 
 #[test]
 fn daemonizes_writes_a_pidfile_refuses_a_second_instance_and_stops_on_term() {
-    become_subreaper();
+    become_child_subreaper();
     let dir = tempfile::tempdir().unwrap();
     let upstream = Upstream::echo();
     let listen = free_addr();
@@ -130,7 +54,7 @@ fn daemonizes_writes_a_pidfile_refuses_a_second_instance_and_stops_on_term() {
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // The pidfile names a live process that is not the command we ran, mode 0644.
-    let daemon = Detached::from_pidfile(&pidfile, &config);
+    let daemon = DetachedDaemon::from_pidfile(&pidfile, &config);
     assert!(is_running(daemon.pid), "pid {} is running", daemon.pid);
     let mode = fs::metadata(&pidfile).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644, "pidfile mode");
@@ -173,7 +97,7 @@ fn daemonizes_writes_a_pidfile_refuses_a_second_instance_and_stops_on_term() {
 
 #[test]
 fn a_stale_pidfile_left_by_a_killed_daemon_is_taken_over() {
-    become_subreaper();
+    become_child_subreaper();
     let listen = free_addr();
     let mut killed = Daemon::start(&sink_listener("stale", listen, "30s"));
     let old_pid = killed.pid();
@@ -189,7 +113,7 @@ fn a_stale_pidfile_left_by_a_killed_daemon_is_taken_over() {
     let config = killed.config_path.to_str().unwrap().to_string();
     let next = run(killed.dir.path(), &["-c", &config]);
     assert!(next.status.success(), "start over a stale pidfile: {:?}\n{}", next.status, next.stderr);
-    let daemon = Detached::from_pidfile(&killed.pidfile, &killed.config_path);
+    let daemon = DetachedDaemon::from_pidfile(&killed.pidfile, &killed.config_path);
     assert_ne!(daemon.pid, old_pid);
     assert!(is_running(daemon.pid));
     let mut client = connect(listen);
@@ -215,7 +139,7 @@ fn a_pidfile_naming_a_dead_pid_does_not_prevent_a_start() {
 
 #[test]
 fn pidfile_option_overrides_the_config() {
-    become_subreaper();
+    become_child_subreaper();
     let dir = tempfile::tempdir().unwrap();
     let upstream = Upstream::echo();
     let config = write_config(dir.path(), free_addr(), upstream.addr);
@@ -223,7 +147,7 @@ fn pidfile_option_overrides_the_config() {
     let started =
         run(dir.path(), &["--config", config.to_str().unwrap(), "--pidfile", other.to_str().unwrap()]);
     assert!(started.status.success(), "{}", started.stderr);
-    let daemon = Detached::from_pidfile(&other, &config);
+    let daemon = DetachedDaemon::from_pidfile(&other, &config);
     assert!(is_running(daemon.pid));
     assert!(!dir.path().join("idlereaper.pid").exists());
     send_signal(daemon.pid, libc::SIGTERM);
@@ -233,7 +157,7 @@ fn pidfile_option_overrides_the_config() {
 
 #[test]
 fn a_listen_address_in_use_fails_the_start_and_leaves_nothing_behind() {
-    become_subreaper();
+    become_child_subreaper();
     let dir = tempfile::tempdir().unwrap();
     let taken = TcpListener::bind(free_addr()).unwrap();
     let listen = taken.local_addr().unwrap();

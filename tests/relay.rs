@@ -5,10 +5,8 @@
 mod common;
 
 use std::io;
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -104,43 +102,6 @@ fn relays_32_mib_each_way_at_once_intact() {
     assert_bulk_close(&daemon, me);
 }
 
-/// Samples a process's RSS every 10 ms on a thread and keeps the maximum.
-struct RssSampler {
-    stop: Arc<AtomicBool>,
-    max_kib: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl RssSampler {
-    fn start(pid: u32) -> RssSampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let max_kib = Arc::new(AtomicU64::new(0));
-        let thread = {
-            let (stop, max_kib) = (stop.clone(), max_kib.clone());
-            thread::spawn(move || {
-                for _ in 0..12_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if let Some(kib) = rss_kib(pid) {
-                        max_kib.fetch_max(kib, Ordering::Relaxed);
-                    }
-                    thread::sleep(Duration::from_millis(10));
-                }
-            })
-        };
-        RssSampler { stop, max_kib, thread: Some(thread) }
-    }
-
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("sampler thread");
-        }
-        self.max_kib.load(Ordering::Relaxed)
-    }
-}
-
 #[test]
 fn slow_readers_get_backpressure_and_daemon_memory_stays_bounded() {
     // Both readers dawdle for the first 1.5 s while both writers push as fast as they can: a relay
@@ -155,7 +116,7 @@ fn slow_readers_get_backpressure_and_daemon_memory_stays_bounded() {
     let listen = free_addr();
     let daemon = Daemon::start(&relay_listener("slow", listen, upstream.addr, "30s"));
     let baseline = daemon.rss_kib();
-    let sampler = RssSampler::start(daemon.pid());
+    let sampler = PeakRss::start(daemon.pid());
 
     let mut client = connect(listen);
     let me = client.local_addr().unwrap();
@@ -238,31 +199,6 @@ fn refused_upstream_closes_the_client_promptly_and_logs_why() {
         assert_eq!(line.num("bytes_from_client"), 0, "{}", line.raw);
         assert_eq!(line.num("bytes_from_upstream"), 0, "{}", line.raw);
     }
-}
-
-/// A listener with backlog 0 whose accept queue is full: Linux then drops new SYNs, so a connect
-/// to it hangs (no RST) — an upstream that does not answer, without root or firewall rules.
-/// Returns it with the connection that fills its queue, after checking that a probe connect
-/// really times out.
-fn unanswering_upstream() -> (TcpListener, Vec<TcpStream>) {
-    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType};
-    use nix::sys::socket::{SockaddrIn, SockaddrLike};
-    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
-    let any_port = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
-    debug_assert_eq!(any_port.family(), Some(AddressFamily::Inet));
-    bind(fd.as_raw_fd(), &any_port).expect("bind");
-    listen(&fd, Backlog::new(0).expect("backlog 0")).expect("listen");
-    let listener = TcpListener::from(fd);
-    let addr = listener.local_addr().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-            Ok(s) => fillers.push(s),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => return (listener, fillers),
-            Err(e) => panic!("filling the backlog of {addr}: {e}"),
-        }
-    }
-    panic!("could not make a loopback connect hang: {} connections fit in a backlog of 0", fillers.len());
 }
 
 #[test]

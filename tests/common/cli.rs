@@ -64,6 +64,7 @@ impl DetachedDaemon {
     pub fn from_pidfile(pidfile: &Path, config: &Path) -> DetachedDaemon {
         let text =
             fs::read_to_string(pidfile).unwrap_or_else(|e| panic!("pidfile {}: {e}", pidfile.display()));
+        assert!(text.ends_with('\n'), "pidfile ends with a newline: {text:?}");
         let pid =
             text.trim_end_matches('\n').parse().unwrap_or_else(|_| panic!("pidfile holds a pid: {text:?}"));
         DetachedDaemon { pid, config: config.to_path_buf() }
@@ -78,6 +79,7 @@ impl DetachedDaemon {
             if is_running(self.pid) {
                 return None;
             }
+            // Exited: a zombie until reaped, if it is our (re-parented) child.
             Some(match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(_, code)) => Some(code),
                 _ => None,
