@@ -41,7 +41,7 @@ const MAX_PIPES: usize = 64;
 /// Reads per direction per drive: 16 × 64 KiB = 1 MiB before another connection gets a turn.
 const READS_PER_DRIVE: usize = 16;
 /// Accepts per listener per iteration.
-const ACCEPTS_PER_ITERATION: usize = 256;
+const ACCEPTS_PER_ITERATION: usize = 64;
 /// Timer expiries per iteration.
 const EXPIRIES_PER_ITERATION: usize = 1024;
 /// How long a listener stops accepting after the process ran out of descriptors.
