@@ -478,6 +478,7 @@ impl Core {
             reads_per_drive: READS_PER_DRIVE,
         };
         let before = (conn.bytes_from_client(), conn.bytes_from_upstream());
+        let was_connecting = conn.is_connecting();
         let progress = conn.drive(&mut io);
         if progress.active {
             let metrics = &self.listeners[conn.listener].metrics;
@@ -498,7 +499,15 @@ impl Core {
             // later deadline leaves the wheel alone, and when the timer fires early `expire`
             // re-arms it (lazy re-arm). Only a deadline moving earlier (connected, half-closed)
             // moves the wheel entry.
-            if let Some(timer) = conn.timer.filter(|_| deadlines.earliest() < conn.deadlines.earliest()) {
+            // Also once when the upstream connect completes: the entry then leaves the
+            // connect_timeout slot for the idle deadline, rather than firing at connect_timeout
+            // to be re-armed (a wake-up per tick for a burst of connections).
+            let connected = was_connecting && !conn.is_connecting();
+            let moved = deadlines.earliest() != conn.deadlines.earliest();
+            if let Some(timer) = conn
+                .timer
+                .filter(|_| moved && (connected || deadlines.earliest() < conn.deadlines.earliest()))
+            {
                 self.wheel.reset(timer, deadlines.earliest());
             }
             conn.deadlines = deadlines;

@@ -1,0 +1,647 @@
+#!/usr/bin/env bash
+# bench/compare.sh: idlereaper side by side with HAProxy and nginx (stream), on loopback.
+#
+# One command from a fresh clone (as root, on Debian 12):
+#     bash bench/compare.sh                  # full run, ~12 minutes
+#     SCALE=smoke bash bench/compare.sh      # every scenario at a tiny size, < 2 minutes
+#
+# It installs what is missing (haproxy, nginx, libnginx-mod-stream, iperf3, matplotlib), builds
+# the release binaries, starts each relay in front of upstreams served by `loadgen`, runs the
+# scenarios (hold, reap, bulk, ping-pong, churn) and writes bench/results/<timestamp>/:
+#     results.txt   one line per measurement: relay=… rep=… scenario=… key=value…
+#     summary.md    the table (medians over REPS), ratios and targets, anomalies
+#     charts/*.png  memory per connection vs N, reap lateness, throughput, churn, ping-pong
+#     machine.txt   machine, versions, commit, load during the run; logs/ and configs/ too
+# A full run of all relays and scenarios, without errors and on a quiet machine, also replaces
+# bench/results/latest/ (latest-workersN/ with WORKERS=N), which BENCHMARKS.md embeds
+# (PUBLISH=0 to keep it; PUBLISH=1 to publish whatever the run).
+#
+# Knobs (environment):
+#     SCALE=full|smoke      sizes (below); smoke also sets REPS=1
+#     ONLY="idlereaper"     relays to run, space or comma separated, out of
+#                           idlereaper haproxy nginx haproxy-auto (default: all; haproxy-auto is
+#                           HAProxy with its own default thread count, full runs only)
+#     WORKERS=N             idlereaper `daemon.workers = N`, HAProxy `nbthread N`, nginx
+#                           `worker_processes N` (+ reuseport); unset: 1 thread each, no
+#                           `workers` key in idlereaper's config
+#     SCENARIOS="hold reap bulk pingpong churn"
+#     REPS=3                repetitions of the quick scenarios (reap, bulk, ping-pong, churn)
+#     HOLD_N=9000 HOLD_SECS=30 HOLD_CURVE="1000 3000" HOLD_CURVE_SECS=5
+#     REAP_CONNS=2000 REAP_TIMEOUT=2s BULK_SECS=10 CHURN_SECS=10 CHURN_THREADS=4
+#     PING_COUNT=20000 INSTALL=1 BUILD=1 OUT=bench/results/<timestamp>
+#
+# Exit status: 0 when every scenario ran and passed its sanity checks (every held connection
+# still relays, every reaped connection was closed, no client error); 1 otherwise (the results
+# and summary are still written). Everything started here is stopped by a trap on exit; every
+# wait is bounded. Only loopback addresses are used.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BENCH="$ROOT/bench"
+
+SCALE=${SCALE:-full}
+case "$SCALE" in
+full)
+    : "${REPS:=3}" "${HOLD_N:=9000}" "${HOLD_SECS:=30}" "${HOLD_CURVE=1000 3000}" "${HOLD_CURVE_SECS:=5}"
+    : "${REAP_CONNS:=2000}" "${BULK_SECS:=10}" "${CHURN_SECS:=10}" "${PING_COUNT:=20000}"
+    ;;
+smoke)
+    : "${REPS:=1}" "${HOLD_N:=50}" "${HOLD_SECS:=2}" "${HOLD_CURVE=20}" "${HOLD_CURVE_SECS:=1}"
+    : "${REAP_CONNS:=50}" "${BULK_SECS:=2}" "${CHURN_SECS:=2}" "${PING_COUNT:=1000}"
+    ;;
+*)
+    echo "compare.sh: SCALE must be full or smoke, not '$SCALE'" >&2
+    exit 2
+    ;;
+esac
+: "${REAP_TIMEOUT:=2s}" "${CHURN_THREADS:=4}" "${INSTALL:=1}" "${BUILD:=1}" "${PUBLISH:=auto}"
+: "${SCENARIOS:=hold reap bulk pingpong churn}"
+LONG_TIMEOUT=10m # idle timeout of the non-reap listeners: longer than any scenario
+WORKERS=${WORKERS:-}
+THREADS=${WORKERS:-1}
+if [ -n "$WORKERS" ] && ! [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "compare.sh: WORKERS must be a positive integer (got '$WORKERS')" >&2
+    exit 2
+fi
+
+ALL_RELAYS="idlereaper haproxy nginx"
+if [ "$SCALE" = full ] && [ -z "$WORKERS" ]; then
+    ALL_RELAYS="$ALL_RELAYS haproxy-auto"
+fi
+RELAYS=$(echo "${ONLY:-$ALL_RELAYS}" | tr ',' ' ')
+for r in $RELAYS; do
+    case "$r" in
+    idlereaper | haproxy | nginx | haproxy-auto) ;;
+    *)
+        echo "compare.sh: unknown relay '$r' in ONLY (idlereaper haproxy nginx haproxy-auto)" >&2
+        exit 2
+        ;;
+    esac
+done
+for s in $SCENARIOS; do
+    case "$s" in
+    hold | reap | bulk | pingpong | churn) ;;
+    *)
+        echo "compare.sh: unknown scenario '$s' (hold reap bulk pingpong churn)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=${OUT:-$BENCH/results/$STAMP}
+mkdir -p "$OUT"/{logs,configs,samples,iperf,charts,run,bin}
+OUT=$(cd "$OUT" && pwd)
+RESULTS="$OUT/results.txt"
+ERRORS="$OUT/errors.txt"
+: >"$RESULTS"
+: >"$ERRORS"
+T0=$(date +%s)
+
+say() { printf '[%4ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
+# A scenario that failed: recorded, reported in the summary, and the exit status is 1.
+fail() {
+    printf '%s\n' "$*" >>"$ERRORS"
+    say "ERROR: $*"
+}
+has_scenario() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------------------------------------
+# Processes: every pid started here is recorded; the trap stops them all, TERM then KILL.
+PIDS=()
+track() { PIDS+=("$@"); }
+untrack() {
+    local keep=() p q gone
+    for p in "${PIDS[@]}"; do
+        gone=0
+        for q in "$@"; do [ "$p" = "$q" ] && gone=1; done
+        [ $gone = 1 ] || keep+=("$p")
+    done
+    PIDS=("${keep[@]}")
+}
+alive() { kill -0 "$1" 2>/dev/null; }
+# stop_pids PID...: TERM, up to 5 s for them to exit, then KILL.
+stop_pids() {
+    local p deadline
+    for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+    deadline=$((SECONDS + 5))
+    for p in "$@"; do
+        while alive "$p" && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+        if alive "$p"; then kill -KILL "$p" 2>/dev/null || true; fi
+    done
+    for p in "$@"; do wait "$p" 2>/dev/null || true; done
+    untrack "$@"
+}
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ ${#PIDS[@]} -gt 0 ]; then stop_pids "${PIDS[@]}"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'say "interrupted"; exit 130' INT TERM
+
+# wait_until SECONDS COMMAND...: polls COMMAND every 50 ms; false once SECONDS have passed.
+wait_until() {
+    local limit=$1
+    shift
+    local deadline=$((SECONDS + limit))
+    until "$@"; do
+        [ $SECONDS -lt "$deadline" ] || return 1
+        sleep 0.05
+    done
+}
+listening() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
+all_listening() {
+    local p
+    for p in "$@"; do listening "$p" || return 1; done
+}
+established() { ss -Htn state established "( sport = :$1 )" 2>/dev/null | wc -l; }
+
+# ---------------------------------------------------------------------------------------------
+# Install and build.
+need_pkgs=()
+command -v haproxy >/dev/null || need_pkgs+=(haproxy)
+command -v nginx >/dev/null || need_pkgs+=(nginx)
+[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || need_pkgs+=(libnginx-mod-stream)
+command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    [ "$INSTALL" = 1 ] || {
+        echo "compare.sh: missing ${need_pkgs[*]} and INSTALL=0" >&2
+        exit 1
+    }
+    say "installing ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >"$OUT/logs/apt.log" 2>&1
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >>"$OUT/logs/apt.log" 2>&1 || {
+        cat "$OUT/logs/apt.log" >&2
+        exit 1
+    }
+fi
+# The packages may start their services (ports 80/8404…): harmless, and not ours to stop.
+
+PY=python3
+if ! "$PY" -c 'import matplotlib' 2>/dev/null; then
+    if [ "$INSTALL" = 1 ]; then
+        say "installing matplotlib"
+        "$PY" -m pip install --quiet --disable-pip-version-check matplotlib >"$OUT/logs/pip.log" 2>&1 || true
+        if ! "$PY" -c 'import matplotlib' 2>/dev/null; then
+            apt-get install -y -qq python3-matplotlib >>"$OUT/logs/apt.log" 2>&1 || true
+            PY=/usr/bin/python3
+        fi
+    fi
+    "$PY" -c 'import matplotlib' 2>/dev/null || {
+        echo "compare.sh: matplotlib is not importable by $PY (see $OUT/logs/pip.log)" >&2
+        exit 1
+    }
+fi
+
+if [ "$BUILD" = 1 ]; then
+    say "cargo build --release"
+    cargo build --release --bins >"$OUT/logs/build.log" 2>&1 || {
+        tail -30 "$OUT/logs/build.log" >&2
+        echo "compare.sh: build failed" >&2
+        exit 1
+    }
+fi
+# Copies, so that a rebuild during the run cannot change what is measured.
+cp "$ROOT/target/release/idlereaper" "$ROOT/target/release/loadgen" "$OUT/bin/"
+IDLEREAPER="$OUT/bin/idlereaper"
+LOADGEN="$OUT/bin/loadgen"
+
+# Each relayed connection is two descriptors in the relay; the hard limit here is 20,000.
+ulimit -n "$(ulimit -Hn)"
+FDS=$(ulimit -n)
+if [ $((HOLD_N * 2 + 200)) -gt "$FDS" ]; then
+    echo "compare.sh: HOLD_N=$HOLD_N needs $((HOLD_N * 2 + 200)) descriptors, the limit is $FDS" >&2
+    exit 2
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Machine and versions.
+{
+    echo "date_utc=$STAMP"
+    echo "scale=$SCALE reps=$REPS workers=${WORKERS:-unset} relays=\"$RELAYS\" scenarios=\"$SCENARIOS\""
+    echo "hold_n=$HOLD_N hold_secs=$HOLD_SECS hold_curve=\"$HOLD_CURVE\" hold_curve_secs=$HOLD_CURVE_SECS"
+    echo "reap_conns=$REAP_CONNS reap_timeout=$REAP_TIMEOUT bulk_secs=$BULK_SECS churn_secs=$CHURN_SECS churn_threads=$CHURN_THREADS ping_count=$PING_COUNT"
+    echo "nproc=$(nproc)"
+    echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "cpu_mhz=$(grep -m1 'cpu MHz' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "cpu_cache=$(grep -m1 'cache size' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "virtual_machine=$(grep -qw hypervisor /proc/cpuinfo && echo yes || echo no)"
+    echo "kernel=$(uname -r)"
+    echo "mem_total=$(grep MemTotal /proc/meminfo | awk '{printf "%.1f GiB", $2/1048576}')"
+    echo "debian=$(cat /etc/debian_version 2>/dev/null || echo '?')"
+    echo "fd_limit=$FDS"
+    echo "haproxy=$(haproxy -v 2>&1 | head -1)"
+    echo "nginx=$(nginx -v 2>&1 | head -1)"
+    echo "iperf3=$(iperf3 -v 2>&1 | head -1)"
+    echo "rustc=$(rustc -V 2>/dev/null || echo '?')"
+    echo "python=$("$PY" --version 2>&1) matplotlib=$("$PY" -c 'import matplotlib; print(matplotlib.__version__)')"
+    echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "src_dirty_files=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | wc -l)"
+    echo "sysctl_tcp_tw_reuse=$(sysctl -n net.ipv4.tcp_tw_reuse 2>/dev/null || echo '?')"
+    echo "sysctl_somaxconn=$(sysctl -n net.core.somaxconn 2>/dev/null || echo '?')"
+} >"$OUT/machine.txt"
+
+# Load on the machine during the run: others may be building and testing on the same 2 cores.
+# Every 5 s, the CPU used by this run's processes and by everything else (bench/loadmon.py).
+"$PY" "$BENCH/loadmon.py" $$ 5 >"$OUT/load.txt" 2>"$OUT/logs/loadmon.log" &
+track $!
+
+# ---------------------------------------------------------------------------------------------
+# Ports: relay i listens on BASE+1 (echo), +2 (reap), +3 (bulk), in front of its own upstreams
+# on BASE+51 (echo), +52 (discard), +53 (iperf3 server, one per test). "direct" is the client
+# talking to an upstream with no relay: the ceiling.
+relay_base() {
+    case "$1" in
+    idlereaper) echo 22100 ;;
+    haproxy) echo 22200 ;;
+    nginx) echo 22300 ;;
+    haproxy-auto) echo 22400 ;;
+    direct) echo 22900 ;;
+    esac
+}
+p_echo() { echo $(($(relay_base "$1") + 1)); }
+p_reap() { echo $(($(relay_base "$1") + 2)); }
+p_bulk() { echo $(($(relay_base "$1") + 3)); }
+u_echo() { echo $(($(relay_base "$1") + 51)); }
+u_reap() { echo $(($(relay_base "$1") + 52)); }
+u_bulk() { echo $(($(relay_base "$1") + 53)); }
+
+for p in $(for r in $RELAYS direct; do echo "$(p_echo "$r") $(p_reap "$r") $(p_bulk "$r") $(u_echo "$r") $(u_reap "$r") $(u_bulk "$r")"; done); do
+    if listening "$p"; then
+        echo "compare.sh: port $p is already in use; is another benchmark running?" >&2
+        exit 1
+    fi
+done
+
+# start_upstreams RELAY: the echo and discard servers behind RELAY (run for the whole run).
+declare -A ECHO_PID=()
+start_upstreams() {
+    local r=$1
+    "$LOADGEN" echo --listen "127.0.0.1:$(u_echo "$r")" >"$OUT/logs/upstream-$r-echo.log" 2>&1 &
+    track $!
+    ECHO_PID[$r]=$!
+    "$LOADGEN" discard --listen "127.0.0.1:$(u_reap "$r")" >"$OUT/logs/upstream-$r-discard.log" 2>&1 &
+    track $!
+    wait_until 10 all_listening "$(u_echo "$r")" "$(u_reap "$r")" || {
+        echo "compare.sh: upstreams for $r did not start" >&2
+        exit 1
+    }
+}
+
+# render TEMPLATE OUTPUT RELAY: fills in the @NAME@ placeholders.
+render() {
+    local tpl=$1 out=$2 r=$3
+    local run=$OUT/run/$r
+    local workers_line="" nbthread_line="    nbthread $THREADS" reuseport=""
+    [ -n "$WORKERS" ] && workers_line="workers = $WORKERS"
+    [ "$r" = haproxy-auto ] && nbthread_line="    # nbthread: HAProxy's default (one thread per available CPU)"
+    [ "$THREADS" -gt 1 ] && reuseport=" reuseport"
+    sed -e "s|@RUN@|$run|g" -e "s|@WORKERS_LINE@|$workers_line|" -e "s|@NBTHREAD_LINE@|$nbthread_line|" \
+        -e "s|@WORKERS@|$THREADS|g" -e "s|@REUSEPORT@|$reuseport|g" \
+        -e "s|@LONG_TIMEOUT@|$LONG_TIMEOUT|g" -e "s|@REAP_TIMEOUT@|$REAP_TIMEOUT|g" \
+        -e "s|@P_ECHO@|$(p_echo "$r")|g" -e "s|@P_REAP@|$(p_reap "$r")|g" -e "s|@P_BULK@|$(p_bulk "$r")|g" \
+        -e "s|@U_ECHO@|$(u_echo "$r")|g" -e "s|@U_REAP@|$(u_reap "$r")|g" -e "s|@U_BULK@|$(u_bulk "$r")|g" \
+        "$tpl" >"$out"
+    if grep -q '@[A-Z_]*@' "$out"; then
+        echo "compare.sh: unfilled placeholder in $out" >&2
+        exit 1
+    fi
+}
+
+# start_relay RELAY: starts it fresh, waits until it listens, and sets RELAY_PID[RELAY] (the
+# process started) and RELAY_MEASURE[RELAY] (the processes that hold the connections: the same
+# one, or nginx's workers).
+declare -A RELAY_PID=() RELAY_MEASURE=()
+start_relay() {
+    local r=$1 run=$OUT/run/$1 log=$OUT/logs/relay-$1.log pid
+    mkdir -p "$run"
+    rm -f "$run"/*.pid
+    case "$r" in
+    idlereaper)
+        render "$BENCH/idlereaper.toml.in" "$OUT/configs/idlereaper.toml" "$r"
+        "$IDLEREAPER" -f -c "$OUT/configs/idlereaper.toml" >>"$log" 2>&1 &
+        ;;
+    haproxy | haproxy-auto)
+        render "$BENCH/haproxy.cfg.in" "$OUT/configs/$r.cfg" "$r"
+        haproxy -db -f "$OUT/configs/$r.cfg" >>"$log" 2>&1 &
+        ;;
+    nginx)
+        render "$BENCH/nginx.conf.in" "$OUT/configs/nginx.conf" "$r"
+        nginx -p "$run/" -e "$run/error.log" -c "$OUT/configs/nginx.conf" >>"$log" 2>&1 &
+        ;;
+    esac
+    pid=$!
+    track "$pid"
+    RELAY_PID[$r]=$pid
+    if ! wait_until 15 all_listening "$(p_echo "$r")" "$(p_reap "$r")" "$(p_bulk "$r")" || ! alive "$pid"; then
+        tail -20 "$log" >&2
+        echo "compare.sh: $r did not start (log: $log)" >&2
+        exit 1
+    fi
+    RELAY_MEASURE[$r]=$pid
+    if [ "$r" = nginx ]; then
+        # shellcheck disable=SC2317
+        workers_up() { [ "$(pgrep -P "$pid" | wc -l)" -ge "$THREADS" ]; }
+        wait_until 10 workers_up || {
+            echo "compare.sh: nginx workers did not start" >&2
+            exit 1
+        }
+        RELAY_MEASURE[$r]=$(pgrep -P "$pid" | tr '\n' ' ')
+        # shellcheck disable=SC2086
+        track ${RELAY_MEASURE[$r]}
+    fi
+}
+stop_relay() {
+    local r=$1 pid=${RELAY_PID[$1]:-}
+    [ -n "$pid" ] || return 0
+    if ! alive "$pid"; then
+        fail "$r: the relay process $pid died during the run (log: logs/relay-$r.log)"
+    fi
+    stop_pids "$pid"
+    # nginx's workers exit with their master; make sure of it.
+    # shellcheck disable=SC2086
+    [ "${RELAY_MEASURE[$r]}" = "$pid" ] || stop_pids ${RELAY_MEASURE[$r]}
+    unset "RELAY_PID[$r]" "RELAY_MEASURE[$r]"
+}
+# check_relay RELAY SCENARIO: restarts a relay that died, so the next scenario still runs.
+check_relay() {
+    local r=$1 pid=${RELAY_PID[$1]:-}
+    if [ -n "$pid" ] && ! alive "$pid"; then
+        fail "$r: relay died during $2 (log: logs/relay-$r.log); restarting it"
+        # shellcheck disable=SC2086
+        stop_pids ${RELAY_MEASURE[$r]}
+        unset "RELAY_PID[$r]" "RELAY_MEASURE[$r]"
+        start_relay "$r"
+    fi
+}
+
+# Sum of resident memory (KiB) and of CPU seconds over a list of pids.
+rss_sum() {
+    local p s=0 v
+    for p in "$@"; do
+        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        s=$((s + ${v:-0}))
+    done
+    echo "$s"
+}
+cpu_sum() {
+    local p hz
+    hz=$(getconf CLK_TCK)
+    for p in "$@"; do
+        sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}'
+    done | awk -v hz="$hz" '{s += $1} END {printf "%.3f", s / hz}'
+}
+
+# record RELAY REP LINE: one result line.
+record() { echo "relay=$1 rep=$2 $3" >>"$RESULTS"; }
+field() { sed -n "s/.*[[:space:]]$2=\([^[:space:]]*\).*/\1/p" <<<" $1"; }
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios. Each takes RELAY and REP, runs the client with a bounded time, records one line.
+
+# hold RELAY N SECS
+scenario_hold() {
+    local r=$1 n=$2 secs=$3 tag="hold-$1-$2" pids line rss0 rss1 cpu0 cpu1 lg rc=0
+    start_relay "$r"
+    pids=${RELAY_MEASURE[$r]}
+    # shellcheck disable=SC2086
+    rss0=$(rss_sum $pids)
+    # loadgen measures the one pid it is given; the sums over all the relay's processes are
+    # taken here too (nginx with several workers).
+    # shellcheck disable=SC2086
+    timeout $((secs + 180)) "$LOADGEN" hold --connect "127.0.0.1:$(p_echo "$r")" --conns "$n" \
+        --pid ${pids%% *} --hold "${secs}s" >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" &
+    lg=$!
+    track "$lg"
+    # shellcheck disable=SC2317
+    all_held() { [ "$(established "$(p_echo "$r")")" -ge "$n" ] || ! alive "$lg"; }
+    wait_until 120 all_held || true
+    sleep 1
+    # shellcheck disable=SC2086
+    rss1=$(rss_sum $pids)
+    # shellcheck disable=SC2086
+    cpu0=$(cpu_sum $pids)
+    # The idle CPU is read before the hold ends: after it, loadgen checks every connection and
+    # closes them all, which is not idle work. (So it covers the hold less half a second.)
+    sleep "$(awk -v s="$secs" 'BEGIN {print (s > 1 ? s - 0.5 : s / 2)}')"
+    # shellcheck disable=SC2086
+    cpu1=$(cpu_sum $pids)
+    wait "$lg" || rc=$?
+    untrack "$lg"
+    line=$(grep -m1 '^scenario=hold' "$OUT/logs/$tag.out" || true)
+    if [ "$rc" -ne 0 ] || [ -z "$line" ]; then
+        fail "$r: hold $n failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
+    else
+        record "$r" 1 "$line tree_rss_before_kib=$rss0 tree_rss_after_kib=$rss1 tree_bytes_per_conn=$(((rss1 - rss0) * 1024 / n)) tree_idle_cpu_s=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.3f", b - a}') processes=$(wc -w <<<"$pids")"
+        [ "$(field "$line" alive_after)" = "$n" ] ||
+            fail "$r: hold $n: only $(field "$line" alive_after) of $n connections still relayed after ${secs}s"
+    fi
+    stop_relay "$r"
+    # Let the upstream see the closes before the next relay's hold.
+    # shellcheck disable=SC2317
+    upstream_drained() { [ "$(established "$(u_echo "$r")")" -lt 10 ]; }
+    wait_until 20 upstream_drained || true
+}
+
+scenario_reap() {
+    local r=$1 rep=$2 tag="reap-$1-$2" line rc=0
+    timeout 120 "$LOADGEN" reap --connect "127.0.0.1:$(p_reap "$r")" --conns "$REAP_CONNS" \
+        --timeout "$REAP_TIMEOUT" --samples "$OUT/samples/$tag.txt" >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
+    line=$(grep -m1 '^scenario=reap' "$OUT/logs/$tag.out" || true)
+    if [ "$rc" -ne 0 ] || [ -z "$line" ]; then
+        fail "$r: reap rep $rep failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
+        return
+    fi
+    record "$r" "$rep" "$line"
+    [ "$(field "$line" closed)" = "$REAP_CONNS" ] ||
+        fail "$r: reap rep $rep: only $(field "$line" closed) of $REAP_CONNS idle connections were closed"
+}
+
+# bulk RELAY REP STREAMS: a one-shot iperf3 server behind the relay (or direct).
+scenario_bulk() {
+    local r=$1 rep=$2 streams=$3 tag="bulk-$1-$2-P$3" srv port rc=0 gbps
+    "$(command -v iperf3)" -s -1 -p "$(u_bulk "$r")" >"$OUT/logs/$tag-server.log" 2>&1 &
+    srv=$!
+    track "$srv"
+    if ! wait_until 10 listening "$(u_bulk "$r")"; then
+        fail "$r: iperf3 server did not start"
+        stop_pids "$srv"
+        return
+    fi
+    port=$(p_bulk "$r")
+    [ "$r" = direct ] && port=$(u_bulk "$r")
+    timeout $((BULK_SECS + 40)) iperf3 -c 127.0.0.1 -p "$port" -t "$BULK_SECS" -P "$streams" -J \
+        --connect-timeout 5000 >"$OUT/iperf/$tag.json" 2>"$OUT/logs/$tag.err" || rc=$?
+    gbps=$("$PY" - "$OUT/iperf/$tag.json" <<'EOF' 2>>"$OUT/logs/$tag.err" || true
+import json, sys
+d = json.load(open(sys.argv[1]))
+if "error" in d:
+    sys.exit("iperf3: " + d["error"])
+print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 8e9))
+EOF
+    )
+    if [ "$rc" -ne 0 ] || [ -z "$gbps" ]; then
+        fail "$r: bulk -P $streams rep $rep failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
+    else
+        record "$r" "$rep" "scenario=bulk streams=$streams secs=$BULK_SECS gbytes_per_s=$gbps"
+    fi
+    # -1: the server exits after one test; bounded all the same.
+    local deadline=$((SECONDS + 10))
+    while alive "$srv" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    stop_pids "$srv"
+}
+
+scenario_pingpong() {
+    local r=$1 rep=$2 tag="pingpong-$1-$2" line rc=0 port
+    port=$(p_echo "$r")
+    [ "$r" = direct ] && port=$(u_echo "$r")
+    timeout 300 "$LOADGEN" pingpong --connect "127.0.0.1:$port" --count "$PING_COUNT" --size 64 \
+        >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
+    line=$(grep -m1 '^scenario=pingpong' "$OUT/logs/$tag.out" || true)
+    if [ "$rc" -ne 0 ] || [ -z "$line" ]; then
+        fail "$r: pingpong rep $rep failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
+        return
+    fi
+    record "$r" "$rep" "$line"
+}
+
+# pingpong_pinned RELAY REP: the same round trips with the client, the relay and the echo
+# upstream all on CPU 0. On this 2-vCPU virtual machine a wake-up that crosses CPUs costs ~20 µs,
+# so unpinned round trips mostly measure where the scheduler put the three processes; on one
+# core they measure the relay's own path. The relay's and upstream's affinity is restored after.
+scenario_pingpong_pinned() {
+    local r=$1 rep=$2 tag="pingpong1cpu-$1-$2" line rc=0 port pids p all
+    all="0-$(($(nproc) - 1))"
+    port=$(p_echo "$r")
+    pids="${ECHO_PID[$r]}"
+    if [ "$r" = direct ]; then
+        port=$(u_echo "$r")
+    else
+        pids="$pids ${RELAY_PID[$r]} ${RELAY_MEASURE[$r]}"
+    fi
+    for p in $pids; do taskset -a -p -c 0 "$p" >/dev/null 2>&1 || true; done
+    timeout 300 taskset -c 0 "$LOADGEN" pingpong --connect "127.0.0.1:$port" --count "$PING_COUNT" --size 64 \
+        >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
+    for p in $pids; do taskset -a -p -c "$all" "$p" >/dev/null 2>&1 || true; done
+    line=$(grep -m1 '^scenario=pingpong' "$OUT/logs/$tag.out" || true)
+    if [ "$rc" -ne 0 ] || [ -z "$line" ]; then
+        fail "$r: pingpong on one CPU rep $rep failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
+        return
+    fi
+    record "$r" "$rep" "${line/scenario=pingpong/scenario=pingpong_1cpu}"
+}
+
+scenario_churn() {
+    local r=$1 rep=$2 tag="churn-$1-$2" line rc=0 port
+    port=$(p_echo "$r")
+    [ "$r" = direct ] && port=$(u_echo "$r")
+    timeout $((CHURN_SECS + 60)) "$LOADGEN" churn --connect "127.0.0.1:$port" --threads "$CHURN_THREADS" \
+        --duration "${CHURN_SECS}s" >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
+    line=$(grep -m1 '^scenario=churn' "$OUT/logs/$tag.out" || true)
+    if [ "$rc" -ne 0 ] || [ -z "$line" ]; then
+        fail "$r: churn rep $rep failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
+        return
+    fi
+    record "$r" "$rep" "$line"
+    [ "$(field "$line" conns)" -gt 0 ] || fail "$r: churn rep $rep: no connection completed"
+}
+
+# ---------------------------------------------------------------------------------------------
+say "results in $OUT"
+say "relays: $RELAYS; scenarios: $SCENARIOS; scale $SCALE; workers ${WORKERS:-unset}"
+for r in $RELAYS; do start_upstreams "$r"; done
+start_upstreams direct
+
+# Hold: one fresh relay per measurement, so that its memory starts from the same state. The
+# curve points (HOLD_CURVE) are for the memory chart; HOLD_N gives the table and the idle CPU.
+if has_scenario hold; then
+    for n in $HOLD_CURVE $HOLD_N; do
+        secs=$HOLD_CURVE_SECS
+        [ "$n" = "$HOLD_N" ] && secs=$HOLD_SECS
+        for r in $RELAYS; do
+            # HAProxy with its default thread count is only measured at HOLD_N.
+            [ "$r" = haproxy-auto ] && [ "$n" != "$HOLD_N" ] && continue
+            say "hold: $r, $n connections, ${secs}s"
+            scenario_hold "$r" "$n" "$secs"
+        done
+    done
+fi
+
+# The quick scenarios: relays started once, fresh; repetitions interleave the relays so that
+# a change in the machine's load during the run spreads over all of them.
+for r in $RELAYS; do start_relay "$r"; done
+for s in reap bulk pingpong churn; do
+    has_scenario "$s" || continue
+    for rep in $(seq 1 "$REPS"); do
+        for r in $RELAYS direct; do
+            case "$s" in
+            reap)
+                [ "$r" = direct ] && continue
+                say "reap: $r, rep $rep"
+                scenario_reap "$r" "$rep"
+                ;;
+            bulk)
+                for streams in 1 4; do
+                    say "bulk: $r, $streams stream(s), rep $rep"
+                    scenario_bulk "$r" "$rep" "$streams"
+                done
+                ;;
+            pingpong)
+                say "pingpong: $r, rep $rep"
+                scenario_pingpong "$r" "$rep"
+                # With several workers, one CPU for everything means nothing.
+                if [ -z "$WORKERS" ] && [ "$(nproc)" -gt 1 ]; then
+                    say "pingpong on one CPU: $r, rep $rep"
+                    scenario_pingpong_pinned "$r" "$rep"
+                fi
+                ;;
+            churn)
+                say "churn: $r, rep $rep"
+                scenario_churn "$r" "$rep"
+                ;;
+            esac
+            [ "$r" = direct ] || check_relay "$r" "$s"
+        done
+    done
+done
+for r in $RELAYS; do stop_relay "$r"; done
+
+# Relays' own complaints (idlereaper logs at warn; nginx's error log) are kept with the results.
+for r in $RELAYS; do
+    for f in "$OUT/run/$r"/*.log; do
+        [ -s "$f" ] && cp "$f" "$OUT/logs/$r-$(basename "$f")"
+    done
+done
+
+say "writing summary and charts"
+if ! "$PY" "$BENCH/report.py" "$OUT" >"$OUT/logs/report.log" 2>&1; then
+    cat "$OUT/logs/report.log" >&2
+    fail "report.py failed"
+fi
+
+if [ "$PUBLISH" = 1 ] || { [ "$PUBLISH" = auto ] && [ "$SCALE" = full ] && [ -z "${ONLY:-}" ] &&
+    [ "$SCENARIOS" = "hold reap bulk pingpong churn" ] && [ ! -s "$ERRORS" ] && [ ! -e "$OUT/contended" ]; }; then
+    dest="$BENCH/results/latest"
+    [ -n "$WORKERS" ] && dest="$BENCH/results/latest-workers$WORKERS"
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    # The published copy: everything but the copied binaries and run directories.
+    (cd "$OUT" && tar --exclude=./bin --exclude=./run -cf - .) | (cd "$dest" && tar -xf -)
+    say "published to ${dest#"$ROOT"/}"
+elif [ "$PUBLISH" = auto ] && [ -e "$OUT/contended" ]; then
+    say "not published: other processes shared the cores during the run (PUBLISH=1 to publish anyway)"
+fi
+
+echo
+cat "$OUT/summary.md" 2>/dev/null || true
+echo
+say "done in $(($(date +%s) - T0)) s; results in ${OUT#"$ROOT"/}"
+if [ -s "$ERRORS" ]; then
+    say "FAILED: $(wc -l <"$ERRORS") error(s):"
+    sed 's/^/  /' "$ERRORS"
+    exit 1
+fi
