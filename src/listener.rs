@@ -143,6 +143,10 @@ pub fn bind_one(
         .collect()
 }
 
+/// How long accepting stops after an accept error that retrying at once cannot clear (the
+/// listeners' and the metrics endpoint's).
+pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
 /// Whether an accept error means the process or system is out of descriptors or memory: then
 /// accepting must pause instead of retrying at once.
 pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {

@@ -25,7 +25,7 @@ use crate::buffer::Pool;
 use crate::clock::Clock;
 use crate::config::{Config, ListenerConfig};
 use crate::conn::{CloseReason, Conn, Deadlines, IoFailure, Next, Side};
-use crate::listener::{is_out_of_descriptors, Listener};
+use crate::listener::{is_out_of_descriptors, Listener, ACCEPT_PAUSE};
 use crate::metrics::Metrics;
 use crate::pipe::PipePool;
 use crate::proxy_protocol;
@@ -44,8 +44,6 @@ const READS_PER_DRIVE: usize = 16;
 const ACCEPTS_PER_ITERATION: usize = 64;
 /// Timer expiries per iteration.
 const EXPIRIES_PER_ITERATION: usize = 1024;
-/// How long a listener stops accepting after the process ran out of descriptors.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const EVENTS_CAPACITY: usize = 1024;
 
 /// Poll tokens: the low two bits say what the rest indexes.
@@ -497,18 +495,14 @@ impl Core {
             }
             // The activity path is this store into the connection, which is in cache anyway: a
             // later deadline leaves the wheel alone, and when the timer fires early `expire`
-            // re-arms it (lazy re-arm). Only a deadline moving earlier (connected, half-closed)
-            // moves the wheel entry.
-            // Also once when the upstream connect completes: the entry then leaves the
-            // connect_timeout slot for the idle deadline, rather than firing at connect_timeout
-            // to be re-armed (a wake-up per tick for a burst of connections).
+            // re-arms it (lazy re-arm). The entry moves only for a deadline that moves earlier
+            // (half-closed), and once when the upstream connect completes, so that it leaves the
+            // connect_timeout slot instead of firing there to be re-armed (a wake-up per tick
+            // after a burst of connections).
             let connected = was_connecting && !conn.is_connecting();
-            let moved = deadlines.earliest() != conn.deadlines.earliest();
-            if let Some(timer) = conn
-                .timer
-                .filter(|_| moved && (connected || deadlines.earliest() < conn.deadlines.earliest()))
-            {
-                self.wheel.reset(timer, deadlines.earliest());
+            let (old, new) = (conn.deadlines.earliest(), deadlines.earliest());
+            if let Some(timer) = conn.timer.filter(|_| new < old || (connected && new != old)) {
+                self.wheel.reset(timer, new);
             }
             conn.deadlines = deadlines;
         }

@@ -27,6 +27,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
 use super::Metrics;
+use crate::listener::ACCEPT_PAUSE;
 
 /// Longest request head (request line and headers, with the blank line that ends them).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -38,8 +39,6 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ACCEPTS_PER_PASS: usize = 64;
 /// Bytes read and discarded after the answer before the client is closed anyway.
 pub const MAX_LINGER: usize = 64 * 1024;
-/// How long accepting stops after an accept error such as running out of descriptors.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The `GET /metrics` endpoint: a mio listener and its few client connections, driven by the
 /// supervisor's poll. It owns tokens `base..=base + MAX_CLIENTS` of that poll: `base` for the
