@@ -197,6 +197,8 @@ pub struct Conn {
     pub deadlines: Deadlines,
     /// Counted in the listener's per-address table (to be uncounted at close).
     pub per_ip_counted: bool,
+    /// Set by the event loop: events carrying another generation are not this connection's.
+    pub gen: usize,
     client: Socket,
     upstream: Option<Socket>,
     state: State,
@@ -244,6 +246,7 @@ impl Conn {
             timer: None,
             deadlines: Deadlines { activity: u64::MAX, lifetime: None, half_close: None },
             per_ip_counted: false,
+            gen: 0,
             client: Socket::new(client),
             upstream: upstream.map(Socket::new),
             state,
@@ -277,6 +280,12 @@ impl Conn {
     /// The upstream socket, for a relay.
     pub fn upstream_mut(&mut self) -> Option<&mut TcpStream> {
         self.upstream.as_mut().map(|s| &mut s.stream)
+    }
+
+    /// Takes the upstream socket out of a connection being closed, so that its `close` can come
+    /// after the client's (see `Core::expire`).
+    pub fn take_upstream(&mut self) -> Option<TcpStream> {
+        self.upstream.take().map(|s| s.stream)
     }
 
     /// Records a readiness event for one side. Errors and hang-ups count as both readable and
@@ -335,23 +344,22 @@ impl Conn {
     }
 
     /// Checks a non-blocking connect: `Ok(true)` once connected, `Ok(false)` while in progress.
+    ///
+    /// A connecting socket reports no readiness until its connect has completed or failed, and
+    /// only this connection's own events reach it (the event loop checks their generation), so
+    /// a writable upstream is connected, unless an error or hang-up came with it: then
+    /// `SO_ERROR` says whether the connect failed. No `getpeername` to confirm.
     fn finish_connect(&mut self) -> io::Result<bool> {
         let upstream = self.upstream.as_mut().expect("a connecting relay has an upstream");
         if !upstream.writable {
             return Ok(false);
         }
-        if let Some(error) = upstream.stream.take_error()? {
-            return Err(error);
-        }
-        match upstream.stream.peer_addr() {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                // A spurious writable event: the connect is still in progress.
-                upstream.writable = false;
-                Ok(false)
+        if upstream.closing {
+            if let Some(error) = upstream.stream.take_error()? {
+                return Err(error);
             }
-            Err(e) => Err(e),
         }
+        Ok(true)
     }
 
     fn drive_sink(&mut self, io: &mut Io<'_>) -> Progress {

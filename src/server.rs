@@ -46,20 +46,39 @@ const ACCEPTS_PER_ITERATION: usize = 64;
 const EXPIRIES_PER_ITERATION: usize = 1024;
 const EVENTS_CAPACITY: usize = 1024;
 
-/// Poll tokens: the low two bits say what the rest indexes.
+/// Poll tokens: the low two bits say what the rest indexes. A connection's token also carries the
+/// generation of the connection (bits above [`KEY_BITS`]), so that an event meant for a closed
+/// connection whose slab key was reused within the same batch of events is recognised and dropped:
+/// a connection only ever sees events of its own sockets. That is what lets an upstream's first
+/// writable event be trusted to mean "connected" (or failed) without a `getpeername` to confirm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
-    Conn(usize, Side),
+    Conn(usize, Side, usize),
     Listener(usize),
     Control,
     Alarm,
 }
 
+/// Bits of a connection token that hold its slab key: 2^24 connections per worker, far beyond
+/// what the descriptor limit allows (two descriptors each).
+const KEY_BITS: u32 = 24;
+/// Bits of a connection token that hold its generation: 38 on a 64-bit target (6 on 32-bit, where
+/// a reused key could in principle go unrecognised after 64 admissions in one batch).
+const GEN_BITS: u32 = usize::BITS - 2 - KEY_BITS;
+const KEY_MASK: usize = (1 << KEY_BITS) - 1;
+const GEN_MASK: usize = (1 << GEN_BITS) - 1;
+
 impl Target {
     fn token(self) -> Token {
         Token(match self {
-            Target::Conn(key, Side::Client) => key << 2,
-            Target::Conn(key, Side::Upstream) => (key << 2) | 1,
+            Target::Conn(key, side, gen) => {
+                debug_assert!(key <= KEY_MASK, "connection key {key} does not fit a token");
+                let tag = match side {
+                    Side::Client => 0,
+                    Side::Upstream => 1,
+                };
+                ((gen & GEN_MASK) << (KEY_BITS + 2)) | (key << 2) | tag
+            }
             Target::Listener(i) => (i << 2) | 2,
             Target::Control => 3,
             Target::Alarm => (1 << 2) | 3,
@@ -68,9 +87,10 @@ impl Target {
 
     fn from_token(token: Token) -> Target {
         let index = token.0 >> 2;
+        let (key, gen) = (index & KEY_MASK, index >> KEY_BITS);
         match token.0 & 3 {
-            0 => Target::Conn(index, Side::Client),
-            1 => Target::Conn(index, Side::Upstream),
+            0 => Target::Conn(key, Side::Client, gen),
+            1 => Target::Conn(key, Side::Upstream, gen),
             2 => Target::Listener(index),
             _ if index == 0 => Target::Control,
             _ => Target::Alarm,
@@ -126,8 +146,12 @@ struct Core {
     /// A descriptor kept in reserve for when accept fails with EMFILE (see `accept_all`).
     spare_fd: Option<std::fs::File>,
     expired: Vec<u32>,
+    /// Upstream sockets of expired connections, closed after their clients' (see `expire`).
+    upstreams_to_close: Vec<TcpStream>,
     /// The last expiry pass stopped at its budget with timers still due.
     expiry_backlog: bool,
+    /// The generation of the last connection admitted (see [`Target`]).
+    generation: usize,
     stats: Stats,
 }
 
@@ -215,7 +239,9 @@ impl Server {
                 again: Vec::new(),
                 spare_fd: open_spare(),
                 expired: Vec::new(),
+                upstreams_to_close: Vec::new(),
                 expiry_backlog: false,
+                generation: 0,
                 stats: Stats::default(),
             },
         };
@@ -294,8 +320,8 @@ impl Core {
                 }
                 self.accept_all(i);
             }
-            Target::Conn(key, side) => {
-                if let Some(conn) = self.conns.get_mut(key) {
+            Target::Conn(key, side, gen) => {
+                if let Some(conn) = self.conns.get_mut(key).filter(|conn| conn.gen == gen) {
                     conn.ready(side, event);
                     self.drive(key);
                 }
@@ -376,7 +402,12 @@ impl Core {
     fn admit(&mut self, i: usize, client: TcpStream, peer: SocketAddr) {
         let now = Instant::now();
         let listener = &mut self.listeners[i];
-        let per_ip_counted = match listener.try_admit(peer.ip().to_canonical()) {
+        // A key must fit its token: a limit only a descriptor limit above 2^25 could reach.
+        let admitted = match self.conns.vacant_key() > KEY_MASK {
+            true => Err(CloseReason::Limit),
+            false => listener.try_admit(peer.ip().to_canonical()),
+        };
+        let per_ip_counted = match admitted {
             Ok(counted) => counted,
             Err(reason) => {
                 // Accepted and closed at once: the client learns immediately instead of waiting
@@ -400,12 +431,12 @@ impl Core {
         };
         let config = &listener.config;
         let keepalive = config.tcp_keepalive;
-        tune(&client, keepalive);
+        tune_keepalive(&client, keepalive);
         let (conn, timeout) = match config.upstream {
             None => (Conn::sink(i, peer, client, now), config.idle_timeout),
             Some(addr) => match TcpStream::connect(addr) {
                 Ok(upstream) => {
-                    tune(&upstream, keepalive);
+                    tune_upstream(&upstream, keepalive);
                     let preamble = config.proxy_protocol.map(|version| {
                         let destination = client.local_addr().unwrap_or(config.listen);
                         proxy_protocol::header(version, peer, destination).into_boxed_slice()
@@ -441,17 +472,20 @@ impl Core {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let conn = entry.insert(conn);
+        self.generation = self.generation.wrapping_add(1) & GEN_MASK;
+        let gen = self.generation;
+        conn.gen = gen;
         let registered = self
             .registry
             .register(
                 conn.client_mut(),
-                Target::Conn(key, Side::Client).token(),
+                Target::Conn(key, Side::Client, gen).token(),
                 Interest::READABLE | Interest::WRITABLE,
             )
             .and_then(|()| match conn.upstream_mut() {
                 Some(up) => self.registry.register(
                     up,
-                    Target::Conn(key, Side::Upstream).token(),
+                    Target::Conn(key, Side::Upstream, gen).token(),
                     Interest::READABLE | Interest::WRITABLE,
                 ),
                 None => Ok(()),
@@ -515,6 +549,18 @@ impl Core {
 
     /// Closes both sockets of a connection, logs it once, and frees its slot and timer.
     fn close(&mut self, key: usize, reason: CloseReason, failure: Option<IoFailure>) {
+        drop(self.close_client(key, reason, failure));
+    }
+
+    /// [`close`](Self::close), except that the upstream socket is handed back still open, for
+    /// the caller to drop: the client's socket is closed at once. Nothing of the connection is
+    /// left behind: its key may be reused as soon as this returns.
+    fn close_client(
+        &mut self,
+        key: usize,
+        reason: CloseReason,
+        failure: Option<IoFailure>,
+    ) -> Option<TcpStream> {
         let mut conn = self.conns.remove(key);
         if let Some(timer) = conn.timer.take() {
             self.wheel.cancel(timer);
@@ -531,8 +577,11 @@ impl Core {
         }
         let bytes = (conn.bytes_from_client(), conn.bytes_from_upstream());
         log_close(&listener.config.name, conn.peer, lifetime, bytes, reason, failure.as_ref());
-        // Dropping `conn` closes both descriptors, which also removes them from the epoll set
-        // (they are never duplicated), so no `deregister` calls: two system calls fewer per close.
+        // Dropping `conn` closes the client's descriptor, and dropping the upstream closes the
+        // other; closing also removes them from the epoll set (they are never duplicated), so no
+        // `deregister` calls: two system calls fewer per close. An event already collected for
+        // them carries the old generation and is ignored.
+        conn.take_upstream()
     }
 
     fn close_all(&mut self, reason: CloseReason) {
@@ -542,7 +591,12 @@ impl Core {
         }
     }
 
-    /// Closes the connections whose deadline has passed, at most a budget's worth.
+    /// Closes the connections whose deadline has passed, at most a budget's worth: first every
+    /// client's socket, in deadline order, then their upstreams' sockets. When many deadlines fall
+    /// together, each client learns of its close after the clients' closes before it only, not
+    /// after theirs and their upstreams' too. A `close` is the costliest call of a connection's
+    /// life (it sends the FIN, and on loopback the peer's handling of it runs inline), so this
+    /// about halves the delay at the end of a large batch.
     fn expire(&mut self, now: Instant) {
         let tick = self.clock.ticks_at(now);
         let mut expired = std::mem::take(&mut self.expired);
@@ -561,9 +615,12 @@ impl Core {
                 continue;
             }
             let reason = conn.deadlines.reason(conn.is_connecting());
-            self.close(key, reason, None);
+            if let Some(upstream) = self.close_client(key, reason, None) {
+                self.upstreams_to_close.push(upstream);
+            }
         }
         self.expired = expired;
+        self.upstreams_to_close.clear();
     }
 
     fn handle_commands(&mut self) {
@@ -672,10 +729,15 @@ fn log_close(
     );
 }
 
-/// Per-socket options: no Nagle delay (the relay forwards what it has at once), and keepalive
-/// probes after `keepalive` idle, every quarter of it, four times, if set.
-fn tune(stream: &TcpStream, keepalive: Option<Duration>) {
+/// No Nagle delay on an upstream socket (the relay forwards what it has at once; client sockets
+/// inherit `TCP_NODELAY` from their listener, see `net::listen`), then [`keepalive`].
+fn tune_upstream(stream: &TcpStream, keepalive: Option<Duration>) {
     let _ = stream.set_nodelay(true);
+    tune_keepalive(stream, keepalive);
+}
+
+/// Keepalive probes after `keepalive` idle, every quarter of it, four times, if set.
+fn tune_keepalive(stream: &TcpStream, keepalive: Option<Duration>) {
     if let Some(idle) = keepalive {
         let interval = (idle / 4).max(Duration::from_secs(1));
         let params = TcpKeepalive::new().with_time(idle).with_interval(interval).with_retries(4);
@@ -688,4 +750,34 @@ fn tune(stream: &TcpStream, keepalive: Option<Duration>) {
 /// Opens the reserve descriptor; `None` if even that fails (we then only pause).
 fn open_spare() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").map_err(|e| error!("cannot open reserve descriptor: {e}")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_with_their_generation() {
+        let targets = [
+            Target::Conn(0, Side::Client, 0),
+            Target::Conn(7, Side::Upstream, 1),
+            Target::Conn(KEY_MASK, Side::Client, GEN_MASK),
+            Target::Conn(12_345, Side::Upstream, GEN_MASK - 1),
+            Target::Listener(0),
+            Target::Listener(41),
+            Target::Control,
+            Target::Alarm,
+        ];
+        for target in targets {
+            assert_eq!(Target::from_token(target.token()), target, "{target:?}");
+        }
+        // Same key and side, another generation: another token, so a stale event is told apart.
+        let (old, new) = (Target::Conn(5, Side::Upstream, 9), Target::Conn(5, Side::Upstream, 10));
+        assert_ne!(old.token(), new.token());
+        // The generation wraps within its bits instead of spilling into the key.
+        assert_eq!(
+            Target::from_token(Target::Conn(3, Side::Client, GEN_MASK + 1).token()),
+            Target::Conn(3, Side::Client, 0)
+        );
+    }
 }
