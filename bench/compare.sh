@@ -284,7 +284,9 @@ start_upstreams() {
     "$LOADGEN" echo --listen "127.0.0.1:$(u_echo "$r")" >"$OUT/logs/upstream-$r-echo.log" 2>&1 &
     track $!
     ECHO_PID[$r]=$!
-    "$LOADGEN" discard --listen "127.0.0.1:$(u_reap "$r")" >"$OUT/logs/upstream-$r-discard.log" 2>&1 &
+    # The reap upstream echoes: `loadgen reap --echo` dates each connection's last activity from
+    # the kernel's receive time of the echo, the relay's own last write.
+    "$LOADGEN" echo --listen "127.0.0.1:$(u_reap "$r")" >"$OUT/logs/upstream-$r-reap-echo.log" 2>&1 &
     track $!
     wait_until 10 all_listening "$(u_echo "$r")" "$(u_reap "$r")" || {
         echo "compare.sh: upstreams for $r did not start" >&2
@@ -450,7 +452,7 @@ scenario_hold() {
 scenario_reap() {
     local r=$1 rep=$2 tag="reap-$1-$2" line rc=0
     timeout 120 "$LOADGEN" reap --connect "127.0.0.1:$(p_reap "$r")" --conns "$REAP_CONNS" \
-        --timeout "$REAP_TIMEOUT" --samples "$OUT/samples/$tag.txt" >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
+        --timeout "$REAP_TIMEOUT" --echo --samples "$OUT/samples/$tag.txt" >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
     line=$(grep -m1 '^scenario=reap' "$OUT/logs/$tag.out" || true)
     if [ "$rc" -ne 0 ] || [ -z "$line" ]; then
         fail "$r: reap rep $rep failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"

@@ -1,12 +1,16 @@
 //! The client side of each scenario. Each returns its result as one `key=value` line.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSliceMut, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::{Events, Interest, Poll, Token};
+use nix::errno::Errno;
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+use nix::sys::time::TimeSpec;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::stats::{percentile, sorted};
@@ -42,13 +46,41 @@ fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
 
 /// Opens `conns` connections, sends one byte on each (to a discarding upstream or a sink, so that
 /// the byte is the connection's last activity), and times each close against `timeout`.
-pub fn reap(addr: SocketAddr, conns: usize, timeout: Duration, samples: Option<&Path>) -> io::Result<String> {
+///
+/// Lateness = close seen − last activity − timeout. Without `echo`, the last activity is the send
+/// of the byte: under a burst of connections that includes how long the relay took to get to the
+/// byte. With `echo` (an echo upstream behind the relay), it is the kernel's receive timestamp
+/// (`SO_TIMESTAMPNS`) of the echoed byte, which the relay wrote just before: its own last
+/// activity, so that the number measures its timer. Both are reported then (`sent_*` for the
+/// send), with the echo's delay after the send (`echo_lag_*`: burst absorption). Closes are seen
+/// by this loop, after the kernel delivered them, so lateness is if anything overstated.
+pub fn reap(
+    addr: SocketAddr,
+    conns: usize,
+    timeout: Duration,
+    samples: Option<&Path>,
+    echo: bool,
+) -> io::Result<String> {
     let mut poll = Poll::new()?;
     let mut streams = Vec::with_capacity(conns);
     let mut sent = Vec::with_capacity(conns);
+    // The kernel stamps received packets only while some socket asks for it, and switches that
+    // on asynchronously: ask first, and give it a moment, so that the first echo has its stamp.
+    let _stamping = match echo {
+        true => {
+            let socket = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+            setsockopt(&socket, sockopt::ReceiveTimestampns, &true)?;
+            std::thread::sleep(Duration::from_millis(50));
+            Some(socket)
+        }
+        false => None,
+    };
     let started = Instant::now();
     for i in 0..conns {
         let mut stream = connect(addr).map_err(context(format!("connect {i}")))?;
+        if echo {
+            setsockopt(&stream, sockopt::ReceiveTimestampns, &true)?;
+        }
         // The byte goes out as soon as the connection exists, so that it is the last activity
         // whatever the time the other connects take. The time is taken before the write: the
         // relay may read the byte before `write` returns here.
@@ -61,6 +93,7 @@ pub fn reap(addr: SocketAddr, conns: usize, timeout: Duration, samples: Option<&
     }
     let connect_ms = started.elapsed().as_secs_f64() * 1e3;
     let mut closed: Vec<Option<Instant>> = vec![None; conns];
+    let mut echoed: Vec<Option<Instant>> = vec![None; conns];
     let mut open = conns;
     let give_up = Instant::now() + timeout * 2 + Duration::from_secs(10);
     let mut events = Events::with_capacity(1024);
@@ -72,6 +105,9 @@ pub fn reap(addr: SocketAddr, conns: usize, timeout: Duration, samples: Option<&
             let i = event.token().0;
             if closed[i].is_some() {
                 continue;
+            }
+            if echo && echoed[i].is_none() {
+                echoed[i] = received_at(&streams[i], &mut buf)?;
             }
             loop {
                 match streams[i].read(&mut buf) {
@@ -95,25 +131,73 @@ pub fn reap(addr: SocketAddr, conns: usize, timeout: Duration, samples: Option<&
             }
         }
     }
-    let lateness: Vec<f64> = closed
-        .iter()
-        .zip(&sent)
-        .filter_map(|(c, s)| c.map(|c| signed_ms(c, *s) - timeout.as_secs_f64() * 1e3))
-        .collect();
-    let early = lateness.iter().filter(|&&l| l < 0.0).count();
+    let timeout_ms = timeout.as_secs_f64() * 1e3;
+    let lateness_from = |from: &[Option<Instant>]| -> Vec<f64> {
+        let pairs = closed.iter().zip(from);
+        pairs.filter_map(|(c, f)| Some(signed_ms((*c)?, (*f)?) - timeout_ms)).collect()
+    };
+    let sent: Vec<Option<Instant>> = sent.into_iter().map(Some).collect();
+    let from_sent = lateness_from(&sent);
+    let (headline, mut extra) = match echo {
+        false => (from_sent, String::new()),
+        true => {
+            let lag =
+                sorted(echoed.iter().zip(&sent).filter_map(|(e, s)| Some(signed_ms((*e)?, (*s)?))).collect());
+            let l = sorted(from_sent);
+            let extra = format!(
+                " echoed={} echo_lag_p50_ms={:.3} echo_lag_max_ms={:.3} sent_early={} sent_p50_ms={:.3} sent_p99_ms={:.3} sent_max_ms={:.3}",
+                lag.len(),
+                percentile(&lag, 50.0),
+                lag.last().copied().unwrap_or(0.0),
+                l.iter().filter(|&&x| x < 0.0).count(),
+                percentile(&l, 50.0),
+                percentile(&l, 99.0),
+                l.last().copied().unwrap_or(0.0),
+            );
+            (lateness_from(&echoed), extra)
+        }
+    };
+    let early = headline.iter().filter(|&&l| l < 0.0).count();
     if let Some(path) = samples {
-        let text: String = lateness.iter().map(|l| format!("{:.3}\n", l * 1e3)).collect();
+        let text: String = headline.iter().map(|l| format!("{:.3}\n", l * 1e3)).collect();
         std::fs::write(path, text)?;
     }
-    let l = sorted(lateness);
+    let l = sorted(headline);
+    if echo && l.len() < conns - open {
+        extra.push_str(&format!(" no_echo={}", conns - open - l.len()));
+    }
     Ok(format!(
-        "scenario=reap conns={conns} connect_ms={connect_ms:.0} closed={} early={early} min_ms={:.3} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
+        "scenario=reap conns={conns} connect_ms={connect_ms:.0} closed={} early={early} min_ms={:.3} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}{extra}",
         conns - open,
         l.first().copied().unwrap_or(0.0),
         percentile(&l, 50.0),
         percentile(&l, 99.0),
         l.last().copied().unwrap_or(0.0),
     ))
+}
+
+/// Reads the first bytes waiting on `stream` and returns when the kernel received them, as an
+/// `Instant` (the timestamp is on the real-time clock); `None` if nothing was there yet.
+fn received_at(stream: &mio::net::TcpStream, buf: &mut [u8]) -> io::Result<Option<Instant>> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!(TimeSpec);
+    let msg = match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()) {
+        Ok(msg) => msg,
+        Err(Errno::EAGAIN | Errno::EINTR) => return Ok(None),
+        Err(_) => return Ok(None), // reset: the close loop sees it
+    };
+    if msg.bytes == 0 {
+        return Ok(None);
+    }
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmTimestampns(ts) = cmsg {
+            let at = UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32);
+            let age = wall.duration_since(at).unwrap_or_default();
+            return Ok(Some(now.checked_sub(age).unwrap_or(now)));
+        }
+    }
+    Err(io::Error::other("no SO_TIMESTAMPNS control message on the echo"))
 }
 
 fn signed_ms(later: Instant, earlier: Instant) -> f64 {

@@ -46,6 +46,10 @@ enum Command {
         /// Write every lateness sample (µs) to this file, one per line.
         #[arg(long)]
         samples: Option<std::path::PathBuf>,
+        /// The upstream echoes: count lateness from the kernel's receive time of the echo (the
+        /// relay's last activity) rather than from the send, and report the echo's delay.
+        #[arg(long)]
+        echo: bool,
     },
     /// Open N connections through an echo upstream, prove each relays a byte, hold them idle, and
     /// measure the relay's resident memory per connection and its CPU time while idle.
@@ -85,8 +89,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Echo { listen } => upstream::serve(listen, upstream::Mode::Echo),
         Command::Discard { listen } => upstream::serve(listen, upstream::Mode::Discard),
-        Command::Reap { connect, conns, timeout, samples } => {
-            clients::reap(connect, conns, timeout, samples.as_deref())
+        Command::Reap { connect, conns, timeout, samples, echo } => {
+            clients::reap(connect, conns, timeout, samples.as_deref(), echo)
         }
         Command::Hold { connect, conns, pid, hold } => clients::hold(connect, conns, pid, hold),
         Command::Pingpong { connect, count, size } => clients::pingpong(connect, count, size),
