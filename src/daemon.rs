@@ -1,6 +1,7 @@
 //! Becoming a daemon: the pidfile, fork/setsid/fork with a readiness pipe back to the command
-//! that started us, and the privilege drop. This is the one module with `unsafe` (fork, `_exit`,
-//! `flock`), each with its `SAFETY:` note.
+//! that started us, the privilege drop, and growing the descriptor table ahead of the workers.
+//! This is the one module with `unsafe` (fork, `_exit`, `flock`, owning a descriptor `fcntl`
+//! made), each with its `SAFETY:` note.
 //!
 //! The order matters and is driven by `app`: lock the pidfile (so a second instance is refused
 //! with the running pid, before it tries to bind), bind, daemonize, write our pid, drop
