@@ -1,12 +1,14 @@
-//! One level of the timing wheel: 64 slots, each the head of an intrusive list
-//! of entries (linked through the wheel's slab), and a `u64` bitmap of the
-//! slots that are occupied. Also the slot arithmetic, as small free functions.
+//! One level of the timing wheel: the `u64` bitmap of its 64 slots that hold
+//! entries, and the slot arithmetic as small free functions. Also [`List`],
+//! the array of entries (slab indices) of one slot, or of the pending list;
+//! the wheel owns the lists of all levels, one array of them.
 //!
-//! A level knows nothing of entries: it stores list heads (`u32` slab indices,
-//! [`NIL`] for an empty slot) and keeps the bitmap in step with them. Level `l`
+//! Neither knows what an entry is: a list stores `u32` slab indices, with
+//! [`TOMBSTONE`]s where entries were cancelled or moved away, and counts the
+//! tombstones; the wheel keeps the bitmaps in step with the lists. Level `l`
 //! has slots `64^l` ticks wide and covers `64^(l+1)` ticks.
 
-use super::{NIL, NUM_LEVELS};
+use super::NUM_LEVELS;
 
 /// log2 of the number of slots per level.
 pub(super) const LEVEL_BITS: u32 = 6;
@@ -18,6 +20,151 @@ pub(super) const LEVEL_MULT: usize = 1 << LEVEL_BITS;
 /// Mask of the slot number within a level (`LEVEL_MULT - 1`).
 pub(super) const SLOT_MASK: u64 = LEVEL_MULT as u64 - 1;
 
+/// A list is compacted before a push once its dead elements outnumber its
+/// live ones and are at least this many (below it, compacting costs more
+/// than the few bytes it would save).
+const COMPACT_MIN_DEAD: u32 = 32;
+
+/// From this capacity on a list grows by half, not by doubling.
+const GROW_BY_HALF: usize = 64;
+
+/// A list that becomes empty gives its buffer back if it holds more than this
+/// many elements (16 KiB), so that a burst does not pin memory in a slot
+/// forever; smaller buffers are kept for the slot's next turn.
+const KEEP_CAPACITY: usize = 4096;
+
+/// The element of a timer that was cancelled or moved away. Slab indices stay
+/// below it.
+pub(super) const TOMBSTONE: u32 = u32::MAX;
+
+/// The entries filed in one slot (or pending): slab indices in push order.
+/// When an entry is cancelled or moved to another list, its element becomes a
+/// [`TOMBSTONE`] (the entry knows its position), so an element is live iff it
+/// is not one, and `dead` counts them. Tombstones go when the list is popped
+/// down to them, compacted or emptied.
+///
+/// A list is never left holding tombstones only: it is then emptied at once.
+/// So a non-empty list always has a live element.
+#[derive(Default)]
+pub(super) struct List {
+    items: Vec<u32>,
+    dead: u32,
+}
+
+impl List {
+    /// Elements, live and dead.
+    pub(super) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(super) fn dead(&self) -> usize {
+        self.dead as usize
+    }
+
+    /// Allocated elements (for memory accounting in tests).
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.items.capacity()
+    }
+
+    pub(super) fn items(&self) -> &[u32] {
+        &self.items
+    }
+
+    /// Whether the next push should compact first: more dead than live, and
+    /// enough of them to be worth it. Compacting then costs a look at each
+    /// element (sequential) and a store for each live one that moves: at most
+    /// two looks and one store per element that died since the last
+    /// compaction, O(1) amortised. Only a push grows the buffer, so checking
+    /// here bounds it to about twice the live elements (plus growth slack).
+    pub(super) fn wants_compaction(&self) -> bool {
+        self.dead >= COMPACT_MIN_DEAD && self.dead as usize * 2 > self.items.len()
+    }
+
+    /// Appends `idx`; returns its position.
+    pub(super) fn push(&mut self, idx: u32) -> u32 {
+        let pos = self.items.len();
+        if pos == self.items.capacity() {
+            self.grow();
+        }
+        self.items.push(idx);
+        pos as u32
+    }
+
+    /// Makes room for one more element: doubling while small, then by half,
+    /// which still costs O(1) amortised per push but leaves less slack in the
+    /// slots that hold a large share of the timers.
+    #[cold]
+    fn grow(&mut self) {
+        let capacity = self.items.capacity();
+        self.items.reserve_exact(if capacity < GROW_BY_HALF { capacity.max(4) } else { capacity / 2 });
+    }
+
+    /// The last element ([`TOMBSTONE`] if dead), without taking it.
+    pub(super) fn last(&self) -> Option<u32> {
+        self.items.last().copied()
+    }
+
+    /// Takes the last element. Empties the list if only dead elements are left.
+    pub(super) fn pop(&mut self) {
+        if self.items.pop() == Some(TOMBSTONE) {
+            self.dead -= 1;
+        }
+        self.settle();
+    }
+
+    /// The element at `pos` dies (its entry was cancelled or moved away).
+    /// Empties the list if it was the last live one.
+    pub(super) fn kill(&mut self, pos: u32) {
+        debug_assert_ne!(self.items[pos as usize], TOMBSTONE, "element {pos} killed twice");
+        self.items[pos as usize] = TOMBSTONE;
+        self.dead += 1;
+        self.settle();
+    }
+
+    /// Drops the tombstones, keeping the live elements in order, and tells
+    /// `moved(idx, new_pos)` for each that moved.
+    pub(super) fn compact(&mut self, mut moved: impl FnMut(u32, u32)) {
+        let Some(first) = self.items.iter().position(|&idx| idx == TOMBSTONE) else { return };
+        // Without a branch on liveness, which is as good as random here.
+        let mut kept = first;
+        for pos in first..self.items.len() {
+            let idx = self.items[pos];
+            self.items[kept] = idx;
+            kept += usize::from(idx != TOMBSTONE);
+        }
+        debug_assert_eq!(self.items.len() - kept, self.dead as usize, "dead count off");
+        self.items.truncate(kept);
+        self.dead = 0;
+        for (pos, &idx) in self.items.iter().enumerate().skip(first) {
+            moved(idx, pos as u32);
+        }
+        // The buffer grew to hold the dead elements too: give back what the
+        // live ones and half as many again do not need (the pushes to come
+        // take it back, O(1) amortised).
+        if self.items.capacity() > KEEP_CAPACITY && self.items.capacity() > 2 * kept {
+            self.items.shrink_to(kept + kept / 2);
+        }
+    }
+
+    /// Empties the list if nothing live is left, and gives back a large buffer.
+    fn settle(&mut self) {
+        if self.dead as usize == self.items.len() {
+            self.dead = 0;
+            if self.items.capacity() > KEEP_CAPACITY {
+                self.items = Vec::new();
+            } else {
+                self.items.clear();
+            }
+        }
+    }
+}
+
 /// When the slot `slot` of level `level` must be processed next: the first
 /// tick of that slot after `elapsed`, or `elapsed` itself for the slot being
 /// processed right now.
@@ -28,35 +175,28 @@ pub(super) struct Expiration {
     pub(super) deadline: u64,
 }
 
-/// One level of the wheel.
+/// One level of the wheel: which of its 64 slots hold entries. The slots'
+/// lists are the wheel's (`Wheel::lists`); the wheel keeps the bits in step.
 pub(super) struct Level {
     level: usize,
-    /// Bit `s` is set iff `heads[s] != NIL`.
+    /// Bit `s` is set iff slot `s`'s list is not empty.
     occupied: u64,
-    /// Head of each slot's list, as a slab index.
-    heads: [u32; LEVEL_MULT],
 }
 
 impl Level {
     pub(super) fn new(level: usize) -> Level {
         debug_assert!(level < NUM_LEVELS, "level={level}");
-        Level { level, occupied: 0, heads: [NIL; LEVEL_MULT] }
+        Level { level, occupied: 0 }
     }
 
-    /// The first entry of `slot`, or [`NIL`].
-    pub(super) fn head(&self, slot: usize) -> u32 {
-        self.heads[slot]
+    /// Slot `slot` holds entries now.
+    pub(super) fn mark(&mut self, slot: usize) {
+        self.occupied |= occupied_bit(slot);
     }
 
-    /// Makes `head` the first entry of `slot` ([`NIL`] empties the slot) and
-    /// keeps the bitmap in step.
-    pub(super) fn set_head(&mut self, slot: usize, head: u32) {
-        self.heads[slot] = head;
-        if head == NIL {
-            self.occupied &= !occupied_bit(slot);
-        } else {
-            self.occupied |= occupied_bit(slot);
-        }
+    /// Slot `slot` is empty now.
+    pub(super) fn unmark(&mut self, slot: usize) {
+        self.occupied &= !occupied_bit(slot);
     }
 
     pub(super) fn occupied(&self) -> u64 {
@@ -191,45 +331,97 @@ mod tests {
     }
 
     #[test]
-    fn bitmap_follows_heads() {
+    fn list_counts_its_dead() {
+        let mut list = List::default();
+        assert_eq!(list.push(7), 0);
+        assert_eq!(list.push(8), 1);
+        // The first element dies; the last is live and popped: only a dead
+        // one is left, so the list empties.
+        list.kill(0);
+        assert_eq!((list.len(), list.dead(), list.items()), (2, 1, &[TOMBSTONE, 8][..]));
+        assert_eq!(list.last(), Some(8));
+        list.pop();
+        assert!(list.is_empty());
+        // The last live element dies: empty at once.
+        list.push(9);
+        list.kill(0);
+        assert!(list.is_empty());
+        assert_eq!(list.last(), None);
+    }
+
+    #[test]
+    fn bitmap() {
         let mut level = Level::new(2);
-        assert_eq!(level.occupied(), 0);
-        level.set_head(5, 7);
-        level.set_head(63, 9);
+        level.mark(5);
+        level.mark(63);
         assert_eq!(level.occupied(), (1 << 5) | (1 << 63));
-        level.set_head(5, NIL);
+        level.unmark(5);
         assert_eq!(level.occupied(), 1 << 63);
-        assert_eq!(level.head(63), 9);
-        assert_eq!(level.head(5), NIL);
+    }
+
+    #[test]
+    fn compaction_keeps_order_and_positions() {
+        let mut list = List::default();
+        for idx in 0..100 {
+            list.push(idx);
+        }
+        // Elements at odd positions die, and 0 stays at 0.
+        for pos in (1..100).step_by(2) {
+            list.kill(pos);
+        }
+        assert!(list.wants_compaction() || list.dead() * 2 == list.len());
+        let mut moved = Vec::new();
+        list.compact(|idx, new_pos| moved.push((idx, new_pos)));
+        assert_eq!((list.len(), list.dead()), (50, 0));
+        assert_eq!(list.items(), (0..100).step_by(2).collect::<Vec<u32>>());
+        // Only those that moved are reported: all but element 0.
+        assert_eq!(moved, (1..50).map(|i| (2 * i, i)).collect::<Vec<_>>());
+        assert!(!list.wants_compaction());
+    }
+
+    #[test]
+    fn emptied_list_gives_back_a_large_buffer() {
+        let mut list = List::default();
+        for idx in 0..10_000 {
+            list.push(idx);
+        }
+        while list.last().is_some() {
+            list.pop();
+        }
+        assert_eq!(list.capacity(), 0);
+        let mut small = List::default();
+        small.push(1);
+        small.pop();
+        assert!(small.capacity() > 0, "a small buffer is kept");
     }
 
     #[test]
     fn next_expiration_rotates() {
         let mut level = Level::new(1);
-        level.set_head(12, 0);
-        level.set_head(40, 1);
+        level.mark(12);
+        level.mark(40);
         let exp = level.next_expiration(64 * 10 + 3).unwrap();
         assert_eq!((exp.level, exp.slot, exp.deadline), (1, 12, 64 * 12));
         // The slot elapsed is in, at its first tick, is the one being processed.
         let exp = level.next_expiration(64 * 12).unwrap();
         assert_eq!((exp.slot, exp.deadline), (12, 64 * 12));
-        level.set_head(12, NIL);
+        level.unmark(12);
         let exp = level.next_expiration(64 * 12).unwrap();
         assert_eq!((exp.slot, exp.deadline), (40, 64 * 40));
 
         let mut top = Level::new(NUM_LEVELS - 1);
-        top.set_head(0, 3);
+        top.mark(0);
         // Elapsed in top slot 5: slot 0 is next rotation.
         let exp = top.next_expiration(5 << 30).unwrap();
         assert_eq!(exp.deadline, 1 << 36);
         // The current top slot, past its start, holds the next rotation: it
         // comes after every other slot.
-        top.set_head(5, 4);
-        top.set_head(7, 4);
+        top.mark(5);
+        top.mark(7);
         let exp = top.next_expiration((5 << 30) + 1).unwrap();
         assert_eq!((exp.slot, exp.deadline), (7, 7 << 30));
-        top.set_head(7, NIL);
-        top.set_head(0, NIL);
+        top.unmark(7);
+        top.unmark(0);
         let exp = top.next_expiration((5 << 30) + 1).unwrap();
         assert_eq!((exp.slot, exp.deadline), (5, (1 << 36) + (5 << 30)));
         // At its first tick it is the slot being processed: first.

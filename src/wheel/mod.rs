@@ -23,9 +23,32 @@
 //! slots, so finding the next slot is a rotate and a `trailing_zeros`, and a
 //! jump over an empty stretch of time costs nothing per tick.
 //!
-//! Entries live in a [`Slab`], addressed by `u32` indices, linked into one
-//! doubly-linked list per slot, plus one "pending" list for timers that are
-//! due at the next poll (deadline at or before `elapsed`).
+//! Entries (deadline, value, and which list they are filed in) live in the
+//! wheel's own slab (`slab.rs`), addressed by `u32` indices, 20 bytes a slot for
+//! `T = u32`. Each slot's list is an array of those indices (`Vec<u32>`, 4
+//! bytes per timer), plus one "pending" list for timers that are due at the
+//! next poll (deadline at or before `elapsed`). The slab keeps each entry's
+//! position in its list beside it.
+//!
+//! # Why arrays, not linked lists
+//! With a million timers the entries are far bigger than the cache, so what
+//! an operation costs is the entries it touches at random:
+//! - cancel touches only its own entry: the entry leaves the slab, and its
+//!   element in the list becomes a tombstone (a store, no load; the list's
+//!   count of tombstones lives with the list). An element is live iff it is
+//!   not a tombstone: exact, however indices are reused.
+//! - a slot coming up is walked as an array, from its end. The entries of
+//!   the next 16 elements are looked up in a tight loop before they are acted
+//!   on, so their cache misses overlap instead of being taken one after the
+//!   other as a list's `next` pointers would force.
+//! - a list is compacted in place (tombstones dropped, order kept) before a
+//!   push once it holds more tombstones than live elements, at least 32. That
+//!   reads the array sequentially and stores the new positions of the entries
+//!   that move without reading them: O(1) amortised per cancel, and a list
+//!   holds at most about twice its live elements, so memory stays bounded
+//!   under any churn (with growth slack, about 5 bytes per timer in lists
+//!   after plain inserts, 9 after heavy churn). A large list that empties
+//!   gives its buffer back.
 //!
 //! # Lazy postpone
 //! [`Wheel::postpone`] is the activity path: it only stores the new deadline.
@@ -43,6 +66,12 @@
 //! ticks past such a slot, toward a still later deadline, files it again
 //! `2^(k-36)` times), which only matters for timers set centuries ahead.
 //!
+//! # Budget
+//! [`Wheel::poll`] examines at most `budget` list elements, tombstones
+//! included, so a slot full of cancelled timers is walked a budget at a time
+//! too. A slot is taken from its end; stopping on the budget leaves the rest
+//! of it in place, positions unchanged, and the next poll resumes there.
+//!
 //! # Guarantees
 //! - a value is handed out only by a `poll(now)` with `now >= deadline`;
 //! - `poll(now, usize::MAX, ..)` hands out every timer with `deadline <= now`;
@@ -52,14 +81,17 @@
 mod level;
 #[cfg(test)]
 mod model_tests;
+mod slab;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
+use std::num::NonZeroU16;
 
-use slab::Slab;
-
-use self::level::{slot_for, slot_time, Expiration, Level, LEVEL_BITS, SLOT_MASK};
+use self::level::{
+    slot_for, slot_time, Expiration, Level, List, LEVEL_BITS, LEVEL_MULT, SLOT_MASK, TOMBSTONE,
+};
+use self::slab::Slab;
 
 /// Number of levels: 6 levels of 64 slots span 64^6 = 2^36 ticks, about 795
 /// days at 1 ms, beyond any idle, connect or lifetime timeout.
@@ -69,8 +101,15 @@ const NUM_LEVELS: usize = 6;
 /// deadlines are filed at `elapsed + MAX_DURATION` and filed again from there.
 pub const MAX_DURATION: u64 = (1 << (LEVEL_BITS as usize * NUM_LEVELS)) - 1;
 
-/// The end of a list, and the absent slab index. Slab indices stay below it.
-const NIL: u32 = u32::MAX;
+/// The lists: one per slot of every level, `level * 64 + slot`, then the
+/// pending list.
+const PENDING_LIST: usize = NUM_LEVELS * LEVEL_MULT;
+const NUM_LISTS: usize = PENDING_LIST + 1;
+
+/// How many elements of a list `poll` looks at before acting on them: their
+/// entries are read in a tight loop first, so that the cache misses (random
+/// slab entries) overlap instead of being taken one after the other.
+const WALK_CHUNK: usize = 16;
 
 /// Handle of a live timer. Plain index; using it after the timer fired or was
 /// cancelled is a caller bug (it panics when the slot is vacant, and silently
@@ -78,25 +117,64 @@ const NIL: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerKey(u32);
 
-/// Which list an entry is linked into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Place {
+/// Which list an entry is filed in: its number in `Wheel::lists`, plus one
+/// (the zero niche keeps the slab's entries at the entry's size).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Place(NonZeroU16);
+
+impl Place {
     /// Due at the next poll.
-    Pending,
-    Slot {
-        level: u8,
-        slot: u8,
-    },
+    const PENDING: Place = Place(NonZeroU16::MIN.saturating_add(PENDING_LIST as u16));
+
+    fn slot(level: usize, slot: usize) -> Place {
+        debug_assert!(level < NUM_LEVELS && slot < LEVEL_MULT, "level={level}; slot={slot}");
+        Place(NonZeroU16::MIN.saturating_add((level * LEVEL_MULT + slot) as u16))
+    }
+
+    /// The list's number in `Wheel::lists`.
+    fn list(self) -> usize {
+        usize::from(self.0.get() - 1)
+    }
+
+    /// `(level, slot)`, or `None` for the pending list.
+    fn level_slot(self) -> Option<(usize, usize)> {
+        let list = self.list();
+        (list < PENDING_LIST).then_some((list / LEVEL_MULT, list % LEVEL_MULT))
+    }
 }
 
-/// One timer. 24 bytes for `T = u32`, in the slab too (see the `entry_size` test).
+impl fmt::Debug for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.level_slot() {
+            Some((level, slot)) => write!(f, "Slot({level}, {slot})"),
+            None => f.write_str("Pending"),
+        }
+    }
+}
+
+/// One timer: 16 bytes for `T = u32`, and the slab keeps its position in its
+/// list beside it (`lists[place].items()[pos] == idx`): 20 bytes a slot (see
+/// the `entry_size` test).
 struct Entry<T> {
     /// The true deadline; the entry may be filed earlier (lazy postpone, clamping).
-    deadline: u64,
-    prev: u32,
-    next: u32,
-    place: Place,
+    deadline: Tick,
     value: T,
+    place: Place,
+}
+
+/// A tick as two `u32` halves: 4-aligned, so that an entry with a 4-byte
+/// value is 20 bytes rather than 24.
+#[derive(Clone, Copy)]
+struct Tick([u32; 2]);
+
+impl Tick {
+    fn new(tick: u64) -> Tick {
+        Tick([tick as u32, (tick >> 32) as u32])
+    }
+
+    fn get(self) -> u64 {
+        u64::from(self.0[0]) | u64::from(self.0[1]) << 32
+    }
 }
 
 /// A hierarchical hashed timing wheel of values `T`. See the module docs.
@@ -104,9 +182,11 @@ pub struct Wheel<T> {
     /// The tick the wheel has been advanced to. Every filed entry's slot comes
     /// up at or after it.
     elapsed: u64,
+    /// The occupancy bitmaps.
     levels: [Level; NUM_LEVELS],
-    /// Head of the list of entries due at the next poll.
-    pending: u32,
+    /// The slots' lists, and last the pending list (the entries due at the
+    /// next poll). See [`Place`].
+    lists: [List; NUM_LISTS],
     entries: Slab<Entry<T>>,
 }
 
@@ -119,7 +199,7 @@ impl<T> Wheel<T> {
         Wheel {
             elapsed: 0,
             levels: std::array::from_fn(Level::new),
-            pending: NIL,
+            lists: std::array::from_fn(|_| List::default()),
             entries: Slab::with_capacity(n),
         }
     }
@@ -141,27 +221,30 @@ impl<T> Wheel<T> {
     /// Arms a timer for `deadline` (absolute tick). A deadline `<= elapsed`
     /// fires at the next poll. A deadline beyond `elapsed + MAX_DURATION` is
     /// filed there and fires at its true deadline (module docs, "clamping").
+    /// O(1) amortised.
     pub fn insert(&mut self, deadline: u64, value: T) -> TimerKey {
-        let idx = self.entries.insert(Entry { deadline, prev: NIL, next: NIL, place: Place::Pending, value });
-        let idx = match u32::try_from(idx) {
-            Ok(idx) if idx != NIL => idx,
-            _ => panic!("timing wheel full: slab index {idx} does not fit a TimerKey"),
-        };
+        let idx = self.entries.insert(Entry { deadline: Tick::new(deadline), value, place: Place::PENDING });
         self.file(idx);
         TimerKey(idx)
     }
 
-    /// Disarms a timer and returns its value. O(1).
+    /// Disarms a timer and returns its value. O(1): the entry leaves the slab
+    /// and its element in its list becomes a tombstone.
     pub fn cancel(&mut self, key: TimerKey) -> T {
-        self.unlink(key.0);
-        self.entries.remove(key.0 as usize).value
+        let Some((entry, pos)) = self.entries.try_remove(key.0) else {
+            panic!("TimerKey({}) is not a live timer", key.0)
+        };
+        self.kill(entry.place, pos);
+        entry.value
     }
 
-    /// Moves a timer to a new deadline, earlier or later, at once (unlink and
-    /// file again). O(1).
+    /// Moves a timer to a new deadline, earlier or later, at once (its old
+    /// element becomes a tombstone, a new one is pushed). O(1) amortised.
     pub fn reset(&mut self, key: TimerKey, deadline: u64) {
-        self.unlink(key.0);
-        self.entry_mut(key.0).deadline = deadline;
+        let entry = self.entry_mut(key.0);
+        entry.deadline = Tick::new(deadline);
+        let place = entry.place;
+        self.kill(place, self.entries.pos(key.0));
         self.file(key.0);
     }
 
@@ -173,8 +256,8 @@ impl<T> Wheel<T> {
         let elapsed = self.elapsed;
         let entry = self.entry_mut(key.0);
         // Invariant: an entry's slot comes up no later than its deadline.
-        if deadline >= entry.deadline || deadline >= comes_up_at(elapsed, entry.place) {
-            entry.deadline = deadline;
+        if deadline >= entry.deadline.get() || deadline >= comes_up_at(elapsed, entry.place) {
+            entry.deadline = Tick::new(deadline);
         } else {
             self.reset(key, deadline);
         }
@@ -182,7 +265,7 @@ impl<T> Wheel<T> {
 
     /// The true deadline of a live timer.
     pub fn deadline(&self, key: TimerKey) -> u64 {
-        self.entry(key.0).deadline
+        self.entry(key.0).deadline.get()
     }
 
     pub fn get(&self, key: TimerKey) -> &T {
@@ -203,7 +286,7 @@ impl<T> Wheel<T> {
     /// files entries again and may return nothing. Cost: a rotate and a
     /// `trailing_zeros` per level.
     pub fn next_deadline(&self) -> Option<u64> {
-        if self.pending != NIL {
+        if !self.lists[PENDING_LIST].is_empty() {
             return Some(self.elapsed);
         }
         self.next_expiration().map(|exp| exp.deadline)
@@ -211,20 +294,17 @@ impl<T> Wheel<T> {
 
     /// Advances to `now` (a `now` before `elapsed` counts as `elapsed`) and
     /// moves the values of the timers whose true deadline is `<= now` into
-    /// `out`, examining at most `budget` entries (expired, and filed again,
-    /// both count). Returns `true` if it stopped on the budget with more work
-    /// due at `now` (poll again soon), `false` when everything due at `now` is
-    /// handled. Any operation may come between a `true` and the next poll, and
-    /// the next poll may have a larger `now`. Empty slots cost nothing.
+    /// `out`, examining at most `budget` list elements (expired, filed again,
+    /// and cancelled ones met on the way all count). Returns `true` if it
+    /// stopped on the budget with more work due at `now` (poll again soon),
+    /// `false` when everything due at `now` is handled. Any operation may come
+    /// between a `true` and the next poll, and the next poll may have a larger
+    /// `now`. Empty slots cost nothing.
     pub fn poll(&mut self, now: u64, mut budget: usize, out: &mut Vec<T>) -> bool {
         let now = now.max(self.elapsed);
         loop {
-            while self.pending != NIL {
-                if budget == 0 {
-                    return true;
-                }
-                budget -= 1;
-                self.process(self.pending, now, out);
+            if self.walk(Place::PENDING, now, &mut budget, out) {
+                return true;
             }
             let Some(exp) = self.next_expiration().filter(|exp| exp.deadline <= now) else {
                 self.elapsed = now;
@@ -236,19 +316,52 @@ impl<T> Wheel<T> {
                 self.elapsed
             );
             // Stopping on the budget leaves the rest of the slot in place; the
-            // slot then comes up at `elapsed`, first in line, and no entry is
-            // ever filed into the slot being processed (it files past `now`).
+            // slot then comes up at `elapsed`, first in line. No entry is ever
+            // filed into the slot being processed (it files past `now`).
             self.elapsed = exp.deadline;
-            loop {
-                let idx = self.levels[exp.level].head(exp.slot);
-                if idx == NIL {
-                    break;
+            if self.walk(Place::slot(exp.level, exp.slot), now, &mut budget, out) {
+                return true;
+            }
+        }
+    }
+
+    /// Empties the list at `place` from its end, handing out or filing again
+    /// each live entry. Returns `true` if it stopped on the budget first. Taken
+    /// from the end, the elements left keep their positions; nothing is pushed
+    /// to the list meanwhile (entries are filed past `now`).
+    fn walk(&mut self, place: Place, now: u64, budget: &mut usize, out: &mut Vec<T>) -> bool {
+        let list = place.list();
+        loop {
+            let len = self.lists[list].len();
+            if len == 0 {
+                return false;
+            }
+            if *budget == 0 {
+                return true;
+            }
+            // First whether the last few are due, all at once: a tight loop
+            // of independent loads, so that their cache misses overlap.
+            // Tombstones are not looked up (`get` of one is `None`).
+            let chunk = len.min(WALK_CHUNK).min(*budget);
+            let mut due = [false; WALK_CHUNK];
+            let items = &self.lists[list].items()[len - chunk..];
+            for (due, &idx) in due.iter_mut().zip(items.iter().rev()) {
+                *due = self.entries.get(idx).is_some_and(|e| e.deadline.get() <= now);
+            }
+            // Then act on them, entries now in cache. Acting on one changes
+            // only that entry, and other lists: what was found above holds.
+            for &due in &due[..chunk] {
+                let Some(idx) = self.lists[list].last() else {
+                    break; // only tombstones were left: emptied
+                };
+                *budget -= 1;
+                self.pop(place);
+                if idx == TOMBSTONE {
+                } else if due {
+                    out.push(self.entries.remove(idx).value);
+                } else {
+                    self.file(idx);
                 }
-                if budget == 0 {
-                    return true;
-                }
-                budget -= 1;
-                self.process(idx, now, out);
             }
         }
     }
@@ -268,24 +381,12 @@ impl<T> Wheel<T> {
         best
     }
 
-    /// Takes entry `idx` off its list, and hands out its value if it is due at
-    /// `now` or files it again.
-    fn process(&mut self, idx: u32, now: u64, out: &mut Vec<T>) {
-        self.unlink(idx);
-        if self.entries[idx as usize].deadline <= now {
-            out.push(self.entries.remove(idx as usize).value);
-        } else {
-            self.file(idx);
-        }
-    }
-
-    /// Links an unlinked entry into the list its deadline calls for, seen from
-    /// `elapsed`.
+    /// Files entry `idx` (not in any list, or a tombstone in its old one) in
+    /// the list its deadline calls for, seen from `elapsed`.
     fn file(&mut self, idx: u32) {
-        let deadline = self.entries[idx as usize].deadline;
+        let deadline = self.entries[idx].deadline.get();
         if deadline <= self.elapsed {
-            self.push_front(idx, Place::Pending);
-            return;
+            return self.push(idx, Place::PENDING);
         }
         let when = deadline.min(self.elapsed.saturating_add(MAX_DURATION));
         let level = level_for(self.elapsed, when);
@@ -296,58 +397,54 @@ impl<T> Wheel<T> {
              elapsed={}; deadline={deadline}; when={when}; level={level}; slot={slot}",
             self.elapsed
         );
-        self.push_front(idx, Place::Slot { level: level as u8, slot: slot as u8 });
+        self.levels[level].mark(slot);
+        self.push(idx, Place::slot(level, slot));
     }
 
-    fn head(&self, place: Place) -> u32 {
-        match place {
-            Place::Pending => self.pending,
-            Place::Slot { level, slot } => self.levels[level as usize].head(slot as usize),
+    /// Appends entry `idx` to the list at `place` (its bit is the caller's),
+    /// compacting that list first if it holds more tombstones than live
+    /// elements. The positions of the entries that move are stored without
+    /// reading the entries: no cache miss per entry.
+    fn push(&mut self, idx: u32, place: Place) {
+        let list = &mut self.lists[place.list()];
+        if list.wants_compaction() {
+            let entries = &mut self.entries;
+            list.compact(|moved, pos| entries.set_pos(moved, pos));
         }
+        let pos = list.push(idx);
+        self.entries.set_pos(idx, pos);
+        self.entries[idx].place = place;
     }
 
-    fn set_head(&mut self, place: Place, idx: u32) {
-        match place {
-            Place::Pending => self.pending = idx,
-            Place::Slot { level, slot } => self.levels[level as usize].set_head(slot as usize, idx),
-        }
+    /// Takes the last element off the list at `place`, keeping the bitmap in step.
+    fn pop(&mut self, place: Place) {
+        self.lists[place.list()].pop();
+        self.unmark_if_empty(place);
     }
 
-    fn push_front(&mut self, idx: u32, place: Place) {
-        let old = self.head(place);
-        let entry = &mut self.entries[idx as usize];
-        entry.prev = NIL;
-        entry.next = old;
-        entry.place = place;
-        if old != NIL {
-            self.entries[old as usize].prev = idx;
-        }
-        self.set_head(place, idx);
+    /// The element at `pos` of the list at `place` becomes a tombstone.
+    fn kill(&mut self, place: Place, pos: u32) {
+        self.lists[place.list()].kill(pos);
+        self.unmark_if_empty(place);
     }
 
-    /// Takes a live entry off its list (the entry's own links are left stale).
-    fn unlink(&mut self, idx: u32) {
-        let Entry { prev, next, place, .. } = *self.entry(idx);
-        if prev == NIL {
-            debug_assert_eq!(self.head(place), idx, "entry {idx} without prev is not the head of {place:?}");
-            self.set_head(place, next);
-        } else {
-            self.entries[prev as usize].next = next;
-        }
-        if next != NIL {
-            self.entries[next as usize].prev = prev;
+    fn unmark_if_empty(&mut self, place: Place) {
+        if self.lists[place.list()].is_empty() {
+            if let Some((level, slot)) = place.level_slot() {
+                self.levels[level].unmark(slot);
+            }
         }
     }
 
     fn entry(&self, idx: u32) -> &Entry<T> {
-        match self.entries.get(idx as usize) {
+        match self.entries.get(idx) {
             Some(entry) => entry,
             None => panic!("TimerKey({idx}) is not a live timer"),
         }
     }
 
     fn entry_mut(&mut self, idx: u32) -> &mut Entry<T> {
-        match self.entries.get_mut(idx as usize) {
+        match self.entries.get_mut(idx) {
             Some(entry) => entry,
             None => panic!("TimerKey({idx}) is not a live timer"),
         }
@@ -366,7 +463,7 @@ impl<T> fmt::Debug for Wheel<T> {
         f.debug_struct("Wheel")
             .field("elapsed", &self.elapsed)
             .field("len", &self.len())
-            .field("pending", &(self.pending != NIL))
+            .field("pending", &self.lists[PENDING_LIST].len())
             .field("occupied", &occupied)
             .finish()
     }
@@ -386,48 +483,65 @@ fn level_for(elapsed: u64, when: u64) -> usize {
 /// When an entry filed at `place` is processed next, seen from `elapsed`:
 /// its slot's time, or at once (any tick) for the pending list.
 fn comes_up_at(elapsed: u64, place: Place) -> u64 {
-    match place {
-        Place::Pending => 0,
-        Place::Slot { level, slot } => slot_time(elapsed, level as usize, slot as usize),
+    match place.level_slot() {
+        None => 0,
+        Some((level, slot)) => slot_time(elapsed, level, slot),
     }
 }
 
 #[cfg(test)]
 impl<T> Wheel<T> {
-    /// Walks every list and checks links, places, the bitmaps and the timing
-    /// invariants. For tests only: O(len).
+    /// Every list with its place.
+    fn all_lists(&self) -> impl Iterator<Item = (Place, &List)> {
+        self.lists.iter().enumerate().map(|(i, list)| (Place(NonZeroU16::MIN.saturating_add(i as u16)), list))
+    }
+
+    /// The list of `slot` of `level`.
+    fn slot_list(&self, level: usize, slot: usize) -> &List {
+        &self.lists[Place::slot(level, slot).list()]
+    }
+
+    /// Elements held in lists, live and dead, and allocated for them.
+    fn list_elements(&self) -> (usize, usize) {
+        self.all_lists().fold((0, 0), |(len, cap), (_, list)| (len + list.len(), cap + list.capacity()))
+    }
+
+    /// Walks every list and checks positions, places, dead counts, the bitmaps
+    /// and the timing invariants. For tests only: O(len + dead elements).
     fn check_invariants(&self) {
-        let mut lists = vec![Place::Pending];
-        for level in 0..NUM_LEVELS as u8 {
-            for slot in 0..64 {
-                lists.push(Place::Slot { level, slot });
-            }
-        }
         let (mut seen, mut current) = (0, 0);
-        for place in lists {
-            let (mut prev, mut idx) = (NIL, self.head(place));
-            if let (Place::Slot { level, slot }, true) = (place, idx != NIL) {
-                let t = slot_time(self.elapsed, level as usize, slot as usize);
+        for (place, list) in self.all_lists() {
+            if let (Some((level, slot)), false) = (place.level_slot(), list.is_empty()) {
+                let t = slot_time(self.elapsed, level, slot);
                 assert!(t >= self.elapsed, "{place:?} at {t} before elapsed {}", self.elapsed);
                 current += usize::from(t == self.elapsed);
             }
-            while idx != NIL {
-                let entry = &self.entries[idx as usize];
-                assert_eq!((entry.prev, entry.place), (prev, place), "entry {idx}");
+            let mut live = 0;
+            for (pos, &idx) in list.items().iter().enumerate() {
+                if idx == TOMBSTONE {
+                    continue;
+                }
+                live += 1;
+                let entry =
+                    self.entries.get(idx).unwrap_or_else(|| panic!("{place:?}[{pos}]: {idx} is vacant"));
+                assert_eq!((entry.place, self.entries.pos(idx)), (place, pos as u32), "entry {idx}");
                 let t = comes_up_at(self.elapsed, place);
                 assert!(
-                    t <= entry.deadline,
+                    t <= entry.deadline.get(),
                     "entry {idx} in {place:?} at {t} after its deadline {}",
-                    entry.deadline
+                    entry.deadline.get()
                 );
-                (prev, idx, seen) = (idx, entry.next, seen + 1);
             }
+            assert_eq!(list.len() - live, list.dead(), "dead count of {place:?}");
+            assert!(list.is_empty() || live > 0, "{place:?} holds dead elements only");
+            seen += live;
         }
         for (l, level) in self.levels.iter().enumerate() {
-            let heads = (0..64).filter(|&s| level.head(s) != NIL).fold(0u64, |m, s| m | 1 << s);
-            assert_eq!(heads, level.occupied(), "level {l}");
+            let filled = (0..64).filter(|&s| !self.slot_list(l, s).is_empty()).fold(0u64, |m, s| m | 1 << s);
+            assert_eq!(filled, level.occupied(), "level {l}");
         }
         assert!(current <= 1, "{current} slots come up at elapsed {}", self.elapsed);
+        // Every entry is in exactly one element: its own `(place, pos)`.
         assert_eq!(seen, self.entries.len());
     }
 }
@@ -459,17 +573,12 @@ mod arithmetic_tests {
 
     #[test]
     fn entry_size() {
-        /// Same definition as `slab`'s private entry enum.
-        #[allow(dead_code)]
-        enum SlabEntry<T> {
-            Vacant(usize),
-            Occupied(T),
-        }
-        // x86_64: Entry<u32> is 24 bytes (deadline 8, prev/next 8, value 4,
-        // place 3, 1 padding) and so is the slab's entry: `Vacant` fits beside
-        // the niche of `Place`'s tag. 32 for a `usize` value.
-        assert_eq!(std::mem::size_of::<Entry<u32>>(), 24);
-        assert_eq!(std::mem::size_of::<SlabEntry<Entry<u32>>>(), 24);
-        assert_eq!(std::mem::size_of::<SlabEntry<Entry<usize>>>(), 32);
+        // Entry<u32> is 16 bytes (deadline 8 as two halves, value 4, place 2,
+        // 2 padding); the slab's slot adds the position, 4, and `Vacant` fits
+        // beside the zero niche of `Place`. For a `usize` value, 8-aligned: 24
+        // and 32.
+        assert_eq!(std::mem::size_of::<Entry<u32>>(), 16);
+        assert_eq!(slab::slot_size::<Entry<u32>>(), 20);
+        assert_eq!(slab::slot_size::<Entry<usize>>(), 32);
     }
 }

@@ -171,9 +171,9 @@ fn reset_earlier_and_later() {
 fn postpone_is_a_store_and_fires_at_the_new_deadline() {
     let mut wheel = Wheel::new();
     let key = wheel.insert(100, 7u32);
-    let place = wheel.entries[key.0 as usize].place;
+    let place = wheel.entries[key.0].place;
     wheel.postpone(key, 5000);
-    assert_eq!(wheel.entries[key.0 as usize].place, place, "postpone later moved the entry");
+    assert_eq!(wheel.entries[key.0].place, place, "postpone later moved the entry");
     assert_eq!(wheel.deadline(key), 5000);
     assert!(wheel.next_deadline().unwrap() <= 100);
     wheel.check_invariants();
@@ -200,17 +200,17 @@ fn postpone_earlier_falls_back_to_reset() {
     let mut wheel = Wheel::new();
     let key = wheel.insert(5000, 1);
     wheel.postpone(key, 10);
-    assert_eq!(wheel.entries[key.0 as usize].place, Place::Slot { level: 0, slot: 10 });
+    assert_eq!(wheel.entries[key.0].place, Place::slot(0, 10));
     assert_eq!(run_by_next_deadline(&mut wheel, u64::MAX), [(10, 1)]);
     // Earlier, but not before the entry's slot comes up (level 2, slot 2,
     // at 8192): it stays put and fires at the new deadline.
     let key = wheel.insert(4100 + 4096, 2);
-    let place = wheel.entries[key.0 as usize].place;
-    assert_eq!(place, Place::Slot { level: 2, slot: 2 });
+    let place = wheel.entries[key.0].place;
+    assert_eq!(place, Place::slot(2, 2));
     wheel.postpone(key, 8192 + 1);
-    assert_eq!(wheel.entries[key.0 as usize].place, place);
+    assert_eq!(wheel.entries[key.0].place, place);
     wheel.postpone(key, 8191);
-    assert_ne!(wheel.entries[key.0 as usize].place, place);
+    assert_ne!(wheel.entries[key.0].place, place);
     assert_eq!(run_by_next_deadline(&mut wheel, u64::MAX), [(8191, 2)]);
 }
 
@@ -224,10 +224,10 @@ fn cancel_from_every_level_and_pending() {
         keys.push(wheel.insert(3 + (1u64 << (6 * level)) + 2, level));
     }
     wheel.insert(u64::MAX, 99);
-    let places: Vec<Place> = keys.iter().map(|k| wheel.entries[k.0 as usize].place).collect();
-    assert_eq!(places[0], Place::Pending);
-    for level in 0..NUM_LEVELS as u8 {
-        assert!(places.iter().any(|p| matches!(p, Place::Slot { level: l, .. } if *l == level)));
+    let places: Vec<Place> = keys.iter().map(|k| wheel.entries[k.0].place).collect();
+    assert_eq!(places[0], Place::PENDING);
+    for level in 0..NUM_LEVELS {
+        assert!(places.iter().any(|p| p.level_slot().is_some_and(|(l, _)| l == level)));
     }
     // Cancel heads and tails of lists alike.
     for (i, key) in keys.into_iter().enumerate().rev() {
@@ -294,7 +294,7 @@ fn operations_during_a_paused_poll() {
     assert!(wheel.poll(4096, 3, &mut out));
     assert_eq!(wheel.elapsed(), 4096);
     assert_eq!(wheel.next_deadline(), Some(4096));
-    let left: Vec<TimerKey> = keys.into_iter().filter(|k| wheel.entries.contains(k.0 as usize)).collect();
+    let left: Vec<TimerKey> = keys.into_iter().filter(|k| wheel.entries.contains(k.0)).collect();
     assert_eq!(left.len(), 7);
     // Cancel one in the slot being processed, postpone and reset others.
     wheel.cancel(left[0]);
@@ -304,11 +304,11 @@ fn operations_during_a_paused_poll() {
     let pending = wheel.insert(3, 100);
     let later = wheel.insert(4200, 101);
     wheel.check_invariants();
-    assert_eq!(wheel.entries[pending.0 as usize].place, Place::Pending);
+    assert_eq!(wheel.entries[pending.0].place, Place::PENDING);
     while wheel.poll(5000, 2, &mut out) {
         wheel.check_invariants();
     }
-    assert!(!wheel.entries.contains(later.0 as usize));
+    assert!(!wheel.entries.contains(later.0));
     assert_eq!(wheel.deadline(left[1]), 9000);
     assert_eq!(out.len(), 3 + 5 + 2);
     assert!(!out.contains(&(left[0].0)) && wheel.len() == 1);
@@ -340,4 +340,172 @@ fn stale_key_panics() {
     let key = wheel.insert(5, ());
     wheel.cancel(key);
     wheel.cancel(key);
+}
+
+/// Timers in one slot far ahead (level 3) with connections that come and go:
+/// cancelled elements are compacted away, so the lists hold about twice the
+/// live timers at most, however many came and went.
+#[test]
+fn churn_keeps_lists_bounded() {
+    // 15 connections per tick, each with a 600_000-tick idle timer, closed
+    // (timer cancelled) 2000 ticks later: 30_000 live, 900_000 over the run.
+    let mut wheel = Wheel::new();
+    let mut out = Vec::new();
+    let mut live: std::collections::VecDeque<TimerKey> = std::collections::VecDeque::new();
+    let mut worst: f64 = 0.0;
+    for now in 0..60_000u64 {
+        for i in 0..15 {
+            live.push_back(wheel.insert(now + 600_000, i));
+        }
+        while live.len() > 30_000 {
+            wheel.cancel(live.pop_front().unwrap());
+        }
+        assert!(!wheel.poll(now, usize::MAX, &mut out));
+        assert!(out.is_empty());
+        if now % 1000 == 999 {
+            let (elements, capacity) = wheel.list_elements();
+            let occupied: u32 = wheel.levels.iter().map(|l| l.occupied().count_ones()).sum();
+            assert!(
+                elements <= 2 * wheel.len() + 32 * occupied as usize,
+                "{elements} elements for {} timers in {occupied} slots",
+                wheel.len()
+            );
+            assert!(capacity <= 4 * wheel.len() + 4096, "capacity {capacity} for {} timers", wheel.len());
+            worst = worst.max(elements as f64 / wheel.len() as f64);
+        }
+    }
+    wheel.check_invariants();
+    assert_eq!(wheel.len(), 30_000);
+    assert!(worst <= 2.1, "worst {worst:.2} elements per live timer");
+    // They all still fire, once.
+    assert!(!wheel.poll(u64::MAX, usize::MAX, &mut out));
+    assert_eq!(out.len(), 30_000);
+    assert_eq!(wheel.list_elements().0, 0);
+}
+
+#[test]
+fn reused_index_in_the_same_slot_fires_once() {
+    let mut wheel = Wheel::new();
+    wheel.insert(5001, "other"); // keeps the slot non-empty
+    let old = wheel.insert(5000, "old");
+    let place = wheel.entries[old.0].place;
+    assert_eq!(wheel.cancel(old), "old");
+    let new = wheel.insert(5000, "new");
+    assert_eq!(new, old, "the slab reuses the index");
+    assert_eq!(wheel.entries[new.0].place, place, "filed in the same slot");
+    assert_eq!(wheel.slot_list(2, 1).len(), 3);
+    assert_eq!(wheel.slot_list(2, 1).dead(), 1);
+    wheel.check_invariants();
+    // Reset into the same slot: the old element dies, a new one is pushed.
+    wheel.reset(new, 5002);
+    assert_eq!(wheel.entries[new.0].place, place);
+    assert_eq!(wheel.slot_list(2, 1).dead(), 2);
+    wheel.check_invariants();
+    let fired = run_by_next_deadline(&mut wheel, u64::MAX);
+    assert_eq!(fired, [(5001, "other"), (5002, "new")]);
+    assert_eq!(wheel.list_elements().0, 0);
+}
+
+/// A reset into the same slot that triggers the compaction of that slot (the
+/// entry's old element, a tombstone by then, goes with the others), and an
+/// index reused while its tombstone is still in the slot.
+#[test]
+fn reset_into_a_slot_being_compacted() {
+    let mut wheel = Wheel::new();
+    let keys: Vec<TimerKey> = (0..100u32).map(|i| wheel.insert(5000 + u64::from(i % 50), i)).collect();
+    for &key in &keys[..60] {
+        wheel.cancel(key);
+    }
+    assert!(wheel.slot_list(2, 1).wants_compaction());
+    wheel.reset(keys[99], 5001);
+    wheel.check_invariants();
+    assert_eq!((wheel.slot_list(2, 1).len(), wheel.slot_list(2, 1).dead()), (40, 0));
+    // Again, with a reused index: a new timer reuses the index of a cancelled
+    // one whose dead element is still in the slot.
+    for &key in &keys[60..95] {
+        wheel.cancel(key);
+    }
+    let reused = wheel.insert(5010, 1000);
+    assert_eq!(reused, keys[94]);
+    wheel.check_invariants();
+    let mut fired = run_by_next_deadline(&mut wheel, u64::MAX);
+    fired.sort_unstable();
+    let mut expected: Vec<(u64, u32)> = (95..99).map(|i| (5000 + u64::from(i % 50), i)).collect();
+    expected.extend([(5001, 99), (5010, 1000)]);
+    expected.sort_unstable();
+    assert_eq!(fired, expected);
+}
+
+/// A poll stops on its budget in the middle of a slot; timers of that slot
+/// are cancelled, reset and replaced between polls, their indices reused.
+#[test]
+fn budget_stop_mid_slot_with_cancels() {
+    let mut wheel = Wheel::new();
+    let mut live: Vec<(TimerKey, u32)> =
+        (0..200u32).map(|i| (wheel.insert(4096 + u64::from(i % 3), i), i)).collect();
+    let mut out = Vec::new();
+    let mut next = 1000u32;
+    let mut rng = 12345u64;
+    let mut rand = |n: usize| {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (rng >> 33) as usize % n
+    };
+    let mut cancelled = Vec::new();
+    while wheel.poll(5000, 7, &mut out) {
+        wheel.check_invariants();
+        live.retain(|&(key, v)| wheel.entries.get(key.0).is_some_and(|e| e.value == v));
+        for _ in 0..3 {
+            if live.is_empty() {
+                break;
+            }
+            let (key, v) = live.swap_remove(rand(live.len()));
+            match rand(3) {
+                0 => {
+                    assert_eq!(wheel.cancel(key), v);
+                    cancelled.push(v);
+                }
+                1 => {
+                    wheel.reset(key, 4096 + rand(900) as u64);
+                    live.push((key, v));
+                }
+                _ => {
+                    assert_eq!(wheel.cancel(key), v);
+                    cancelled.push(v);
+                    // Most likely the same index, filed in the pending list or a slot.
+                    let new = wheel.insert(4000 + rand(200) as u64, next);
+                    live.push((new, next));
+                    next += 1;
+                }
+            }
+        }
+        wheel.check_invariants();
+    }
+    assert!(wheel.is_empty());
+    let total = 200 + (next - 1000) as usize;
+    assert_eq!(out.len() + cancelled.len(), total);
+    out.extend(&cancelled);
+    out.sort_unstable();
+    out.dedup();
+    assert_eq!(out.len(), total, "a timer fired twice or fired after its cancel");
+}
+
+/// Cancelled elements count against the budget: a slot of cancelled timers
+/// is walked a budget at a time, not in one go.
+#[test]
+fn budget_counts_cancelled_elements() {
+    let mut wheel = Wheel::new();
+    let keys: Vec<TimerKey> = (0..1000u32).map(|i| wheel.insert(100, i)).collect();
+    // All but the first die: the slot keeps 999 dead elements (no push
+    // since, so no compaction) and one live one at its start.
+    for &key in &keys[1..] {
+        wheel.cancel(key);
+    }
+    assert_eq!(wheel.list_elements().0, 1000);
+    let mut out = Vec::new();
+    assert!(wheel.poll(100, 10, &mut out));
+    assert!(out.is_empty());
+    assert_eq!(wheel.list_elements().0, 990);
+    assert!(!wheel.poll(100, usize::MAX, &mut out));
+    assert_eq!(out, [0]);
+    assert_eq!(wheel.list_elements().0, 0);
 }
