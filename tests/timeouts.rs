@@ -245,3 +245,53 @@ fn many_staggered_silent_connections_each_close_in_their_window() {
         daemon.wait_close_of(addr, Duration::from_secs(5)).assert_reason("idle");
     }
 }
+
+#[test]
+fn a_burst_of_relays_expiring_together_closes_every_client_and_every_upstream() {
+    // Hundreds of deadlines within a few milliseconds: clients are closed first, their
+    // upstreams between ticks; every one of both must still end, with EOF.
+    const CONNECTIONS: usize = 300;
+    let (upstream, ended) = discarding_upstream();
+    let listen = free_addr();
+    let daemon = Daemon::start(&relay_listener("burst", listen, upstream.addr, IDLE_CONFIG));
+    let clients: Vec<(TcpStream, Instant)> = (0..CONNECTIONS)
+        .map(|_| {
+            let mut c = connect(listen);
+            let sent = Instant::now();
+            c.write_all(b"b").expect("send a byte");
+            (c, sent)
+        })
+        .collect();
+    let last_send = clients.last().map(|(_, sent)| *sent).unwrap();
+    let waiters: Vec<_> = clients
+        .into_iter()
+        .map(|(mut c, sent)| {
+            thread::spawn(move || {
+                // The byte's arrival is the last activity: no earlier than the send; the upper
+                // bound allows for the daemon taking the whole burst before reading it.
+                let closed_at = wait_closed(&mut c, close_wait() + Duration::from_secs(2));
+                let after = closed_at.saturating_duration_since(sent);
+                assert!(after >= IDLE, "closed {after:?} after its byte, before idle_timeout ({IDLE:?})");
+                c.local_addr().unwrap()
+            })
+        })
+        .collect();
+    for w in waiters {
+        let addr = w.join().expect("every client closed, none early");
+        daemon.wait_close_of(addr, Duration::from_secs(5)).assert_reason("idle");
+    }
+    let mut bytes = 0;
+    for i in 0..CONNECTIONS {
+        let (n, end, at) = ended
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("only {i} of {CONNECTIONS} upstream connections ended"));
+        end.unwrap_or_else(|e| panic!("upstream connection {i} ended with {e}, not EOF"));
+        let after = at.saturating_duration_since(last_send);
+        assert!(
+            after < IDLE + SLACK + Duration::from_secs(2),
+            "an upstream was closed {after:?} after the burst"
+        );
+        bytes += n;
+    }
+    assert_eq!(bytes, CONNECTIONS as u64, "every client's byte reached the upstream");
+}
