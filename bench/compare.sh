@@ -252,7 +252,7 @@ track $!
 
 # ---------------------------------------------------------------------------------------------
 # Ports: relay i listens on BASE+1 (echo), +2 (reap), +3 (bulk), in front of its own upstreams
-# on BASE+51 (echo), +52 (discard), +53 (iperf3 server, one per test). "direct" is the client
+# on BASE+51 (echo), +52 (echo, for reap), +53 (iperf3 server, one per test). "direct" is the client
 # talking to an upstream with no relay: the ceiling.
 relay_base() {
     case "$1" in
@@ -277,7 +277,7 @@ for p in $(for r in $RELAYS direct; do echo "$(p_echo "$r") $(p_reap "$r") $(p_b
     fi
 done
 
-# start_upstreams RELAY: the echo and discard servers behind RELAY (run for the whole run).
+# start_upstreams RELAY: the two echo servers behind RELAY (one for reap) (run for the whole run).
 declare -A ECHO_PID=()
 start_upstreams() {
     local r=$1
