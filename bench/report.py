@@ -115,7 +115,6 @@ class Results:
             "early": sum(int(v) for v in vals("early") if v is not None),
             "sent_p50": median(vals("sent_p50_ms")),
             "sent_p99": median(vals("sent_p99_ms")),
-            "sent_early": sum(int(v) for v in vals("sent_early") if v is not None),
             "lag_p50": median(vals("echo_lag_p50_ms")),
             "closed": sum(int(v) for v in vals("closed") if v is not None),
             "conns": sum(int(v) for v in vals("conns") if v is not None),

@@ -191,7 +191,8 @@ fn setup(
 ) -> Result<Ready, Error> {
     let started = started_line(config);
     let warning = config_writable_warning(config); // while we may still be root
-                                                   // Two descriptors per connection, and some for listeners, pipes and the like per worker.
+
+    // Two descriptors per connection, and some for listeners, pipes and the like per worker.
     let connections: usize = config.listeners.iter().map(|l| l.max_connections).sum();
     daemon::reserve_descriptors(connections.saturating_mul(2).saturating_add(listeners.len() * 256));
     let built = credentials.as_ref().map_or(Ok(()), Credentials::drop_privileges).and_then(|()| {

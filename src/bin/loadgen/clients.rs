@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::{Events, Interest, Poll, Token};
-use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 use nix::sys::time::TimeSpec;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::stats::{percentile, sorted};
+use crate::stats::Summary;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -132,47 +131,40 @@ pub fn reap(
         }
     }
     let timeout_ms = timeout.as_secs_f64() * 1e3;
-    let lateness_from = |from: &[Option<Instant>]| -> Vec<f64> {
+    let lateness_from = |from: &mut dyn Iterator<Item = Option<Instant>>| -> Vec<f64> {
         let pairs = closed.iter().zip(from);
-        pairs.filter_map(|(c, f)| Some(signed_ms((*c)?, (*f)?) - timeout_ms)).collect()
+        pairs.filter_map(|(c, f)| Some(signed_ms((*c)?, f?) - timeout_ms)).collect()
     };
-    let sent: Vec<Option<Instant>> = sent.into_iter().map(Some).collect();
-    let from_sent = lateness_from(&sent);
+    let from_sent = lateness_from(&mut sent.iter().copied().map(Some));
     let (headline, mut extra) = match echo {
         false => (from_sent, String::new()),
         true => {
-            let lag =
-                sorted(echoed.iter().zip(&sent).filter_map(|(e, s)| Some(signed_ms((*e)?, (*s)?))).collect());
-            let l = sorted(from_sent);
+            let pairs = echoed.iter().zip(&sent);
+            let lag = Summary::of(pairs.filter_map(|(e, s)| Some(signed_ms((*e)?, *s))).collect());
+            let sent = Summary::of(from_sent);
             let extra = format!(
                 " echoed={} echo_lag_p50_ms={:.3} echo_lag_max_ms={:.3} sent_early={} sent_p50_ms={:.3} sent_p99_ms={:.3} sent_max_ms={:.3}",
-                lag.len(),
-                percentile(&lag, 50.0),
-                lag.last().copied().unwrap_or(0.0),
-                l.iter().filter(|&&x| x < 0.0).count(),
-                percentile(&l, 50.0),
-                percentile(&l, 99.0),
-                l.last().copied().unwrap_or(0.0),
+                lag.count, lag.p50, lag.max, sent.below_zero, sent.p50, sent.p99, sent.max,
             );
-            (lateness_from(&echoed), extra)
+            (lateness_from(&mut echoed.iter().copied()), extra)
         }
     };
-    let early = headline.iter().filter(|&&l| l < 0.0).count();
     if let Some(path) = samples {
         let text: String = headline.iter().map(|l| format!("{:.3}\n", l * 1e3)).collect();
         std::fs::write(path, text)?;
     }
-    let l = sorted(headline);
-    if echo && l.len() < conns - open {
-        extra.push_str(&format!(" no_echo={}", conns - open - l.len()));
+    let l = Summary::of(headline);
+    if echo && l.count < conns - open {
+        extra.push_str(&format!(" no_echo={}", conns - open - l.count));
     }
     Ok(format!(
-        "scenario=reap conns={conns} connect_ms={connect_ms:.0} closed={} early={early} min_ms={:.3} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}{extra}",
+        "scenario=reap conns={conns} connect_ms={connect_ms:.0} closed={} early={} min_ms={:.3} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}{extra}",
         conns - open,
-        l.first().copied().unwrap_or(0.0),
-        percentile(&l, 50.0),
-        percentile(&l, 99.0),
-        l.last().copied().unwrap_or(0.0),
+        l.below_zero,
+        l.min,
+        l.p50,
+        l.p99,
+        l.max,
     ))
 }
 
@@ -181,10 +173,9 @@ pub fn reap(
 fn received_at(stream: &mio::net::TcpStream, buf: &mut [u8]) -> io::Result<Option<Instant>> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!(TimeSpec);
-    let msg = match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()) {
-        Ok(msg) => msg,
-        Err(Errno::EAGAIN | Errno::EINTR) => return Ok(None),
-        Err(_) => return Ok(None), // reset: the close loop sees it
+    // Nothing yet (EAGAIN, EINTR), or a reset, which the close loop sees.
+    let Ok(msg) = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()) else {
+        return Ok(None);
     };
     if msg.bytes == 0 {
         return Ok(None);
@@ -275,12 +266,10 @@ pub fn pingpong(addr: SocketAddr, count: usize, size: usize) -> io::Result<Strin
             rtts.push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
-    let r = sorted(rtts);
+    let r = Summary::of(rtts);
     Ok(format!(
         "scenario=pingpong count={count} size={size} p50_us={:.1} p99_us={:.1} max_us={:.1}",
-        percentile(&r, 50.0),
-        percentile(&r, 99.0),
-        r.last().copied().unwrap_or(0.0)
+        r.p50, r.p99, r.max
     ))
 }
 
