@@ -74,21 +74,17 @@ fn insert<T: Timers>(g: &mut Group, n: usize, layout: Layout) {
         |fx, iters| {
             let (mut todo, mut made) = (Vec::with_capacity(CHUNK), Vec::with_capacity(CHUNK));
             chunked(iters, |want| {
-                todo.clear();
                 made.clear();
-                for _ in 0..want {
-                    let i = fx.pick();
-                    if let Some(key) = fx.keys[i].take() {
-                        fx.timers.cancel(key);
-                        todo.push((i, fx.new_deadline()));
-                    }
+                fx.take_picked(want, &mut todo, Fixture::new_deadline);
+                for &(_, key, _) in &todo {
+                    fx.timers.cancel(key); // keeps the size; untimed
                 }
                 let start = Instant::now();
-                for &(i, deadline) in &todo {
+                for &(i, _, deadline) in &todo {
                     made.push(fx.timers.insert(deadline, i as u32));
                 }
                 let time = start.elapsed();
-                for (&(i, deadline), &key) in todo.iter().zip(&made) {
+                for (&(i, _, deadline), &key) in todo.iter().zip(&made) {
                     (fx.keys[i], fx.deadlines[i]) = (Some(key), deadline);
                 }
                 (todo.len(), time)
@@ -105,19 +101,13 @@ fn cancel<T: Timers>(g: &mut Group, n: usize, layout: Layout) {
         |fx, iters| {
             let mut todo = Vec::with_capacity(CHUNK);
             chunked(iters, |want| {
-                todo.clear();
-                for _ in 0..want {
-                    let i = fx.pick();
-                    if let Some(key) = fx.keys[i].take() {
-                        todo.push((i, key));
-                    }
-                }
+                fx.take_picked(want, &mut todo, |_| ());
                 let start = Instant::now();
-                for &(_, key) in &todo {
+                for &(_, key, ()) in &todo {
                     black_box(fx.timers.cancel(key));
                 }
                 let time = start.elapsed();
-                for &(i, key) in todo.iter().rev() {
+                for &(i, key, ()) in todo.iter().rev() {
                     fx.keys[i] = Some(fx.timers.restore(key, fx.deadlines[i], i as u32));
                 }
                 (todo.len(), time)
@@ -137,13 +127,7 @@ fn insert_cancel<T: Timers>(g: &mut Group, n: usize) {
         |fx, iters| {
             let mut todo = Vec::with_capacity(CHUNK);
             chunked(iters, |want| {
-                todo.clear();
-                for _ in 0..want {
-                    let i = fx.pick();
-                    if let Some(key) = fx.keys[i].take() {
-                        todo.push((i, key, fx.new_deadline()));
-                    }
-                }
+                fx.take_picked(want, &mut todo, Fixture::new_deadline);
                 let start = Instant::now();
                 for (i, key, deadline) in &mut todo {
                     black_box(fx.timers.cancel(*key));
@@ -171,13 +155,7 @@ fn reset<T: Timers>(g: &mut Group, n: usize, layout: Layout) {
         |fx, iters| {
             let mut todo = Vec::with_capacity(CHUNK);
             chunked(iters, |want| {
-                todo.clear();
-                for _ in 0..want {
-                    let i = fx.pick();
-                    if let Some(key) = fx.keys[i].take() {
-                        todo.push((i, key, fx.activity_deadline()));
-                    }
-                }
+                fx.take_picked(want, &mut todo, Fixture::activity_deadline);
                 let start = Instant::now();
                 for (_, key, deadline) in &mut todo {
                     fx.timers.reset(key, *deadline);

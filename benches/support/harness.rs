@@ -69,6 +69,25 @@ impl<T: Timers> Fixture<T> {
         }
     }
 
+    /// Takes the keys of `want` picked timers out of the record, each with `extra(self)` (its
+    /// new deadline, say), into `todo`, for an operation to time; a timer picked twice is taken
+    /// once. The caller puts the keys back.
+    pub fn take_picked<X>(
+        &mut self,
+        want: usize,
+        todo: &mut Vec<(usize, T::Key, X)>,
+        mut extra: impl FnMut(&mut Self) -> X,
+    ) {
+        todo.clear();
+        for _ in 0..want {
+            let i = self.pick();
+            if let Some(key) = self.keys[i].take() {
+                let x = extra(self);
+                todo.push((i, key, x));
+            }
+        }
+    }
+
     pub fn pick(&mut self) -> usize {
         match self.layout {
             Layout::Random => self.rng.index(self.keys.len()),
