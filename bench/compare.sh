@@ -402,6 +402,18 @@ cpu_sum() {
 record() { echo "relay=$1 rep=$2 $3" >>"$RESULTS"; }
 field() { sed -n "s/.*[[:space:]]$2=\([^[:space:]]*\).*/\1/p" <<<" $1"; }
 
+# client_result TAG RC WHAT: the result line of a load-tool client that exited with status RC,
+# its output in logs/TAG.out and .err, into RESULT_LINE; if it failed or printed no result,
+# reports "WHAT failed" with the end of its error output, and returns 1.
+client_result() {
+    local tag=$1 rc=$2 what=$3
+    RESULT_LINE=$(grep -m1 '^scenario=' "$OUT/logs/$tag.out" || true)
+    if [ "$rc" -ne 0 ] || [ -z "$RESULT_LINE" ]; then
+        fail "$what failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
+        return 1
+    fi
+}
+
 # ---------------------------------------------------------------------------------------------
 # Scenarios. Each takes RELAY and REP, runs the client with a bounded time, records one line.
 
@@ -434,10 +446,8 @@ scenario_hold() {
     cpu1=$(cpu_sum $pids)
     wait "$lg" || rc=$?
     untrack "$lg"
-    line=$(grep -m1 '^scenario=hold' "$OUT/logs/$tag.out" || true)
-    if [ "$rc" -ne 0 ] || [ -z "$line" ]; then
-        fail "$r: hold $n failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
-    else
+    if client_result "$tag" "$rc" "$r: hold $n"; then
+        line=$RESULT_LINE
         record "$r" 1 "$line tree_rss_before_kib=$rss0 tree_rss_after_kib=$rss1 tree_bytes_per_conn=$(((rss1 - rss0) * 1024 / n)) tree_idle_cpu_s=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.3f", b - a}') processes=$(wc -w <<<"$pids")"
         [ "$(field "$line" alive_after)" = "$n" ] ||
             fail "$r: hold $n: only $(field "$line" alive_after) of $n connections still relayed after ${secs}s"
@@ -453,11 +463,8 @@ scenario_reap() {
     local r=$1 rep=$2 tag="reap-$1-$2" line rc=0
     timeout 120 "$LOADGEN" reap --connect "127.0.0.1:$(p_reap "$r")" --conns "$REAP_CONNS" \
         --timeout "$REAP_TIMEOUT" --echo --samples "$OUT/samples/$tag.txt" >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
-    line=$(grep -m1 '^scenario=reap' "$OUT/logs/$tag.out" || true)
-    if [ "$rc" -ne 0 ] || [ -z "$line" ]; then
-        fail "$r: reap rep $rep failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
-        return
-    fi
+    client_result "$tag" "$rc" "$r: reap rep $rep" || return 0
+    line=$RESULT_LINE
     record "$r" "$rep" "$line"
     [ "$(field "$line" closed)" = "$REAP_CONNS" ] ||
         fail "$r: reap rep $rep: only $(field "$line" closed) of $REAP_CONNS idle connections were closed"
@@ -503,11 +510,8 @@ scenario_pingpong() {
     [ "$r" = direct ] && port=$(u_echo "$r")
     timeout 300 "$LOADGEN" pingpong --connect "127.0.0.1:$port" --count "$PING_COUNT" --size 64 \
         >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
-    line=$(grep -m1 '^scenario=pingpong' "$OUT/logs/$tag.out" || true)
-    if [ "$rc" -ne 0 ] || [ -z "$line" ]; then
-        fail "$r: pingpong rep $rep failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
-        return
-    fi
+    client_result "$tag" "$rc" "$r: pingpong rep $rep" || return 0
+    line=$RESULT_LINE
     record "$r" "$rep" "$line"
 }
 
@@ -529,11 +533,8 @@ scenario_pingpong_pinned() {
     timeout 300 taskset -c 0 "$LOADGEN" pingpong --connect "127.0.0.1:$port" --count "$PING_COUNT" --size 64 \
         >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
     for p in $pids; do taskset -a -p -c "$all" "$p" >/dev/null 2>&1 || true; done
-    line=$(grep -m1 '^scenario=pingpong' "$OUT/logs/$tag.out" || true)
-    if [ "$rc" -ne 0 ] || [ -z "$line" ]; then
-        fail "$r: pingpong on one CPU rep $rep failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
-        return
-    fi
+    client_result "$tag" "$rc" "$r: pingpong on one CPU rep $rep" || return 0
+    line=$RESULT_LINE
     record "$r" "$rep" "${line/scenario=pingpong/scenario=pingpong_1cpu}"
 }
 
@@ -543,11 +544,8 @@ scenario_churn() {
     [ "$r" = direct ] && port=$(u_echo "$r")
     timeout $((CHURN_SECS + 60)) "$LOADGEN" churn --connect "127.0.0.1:$port" --threads "$CHURN_THREADS" \
         --duration "${CHURN_SECS}s" >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
-    line=$(grep -m1 '^scenario=churn' "$OUT/logs/$tag.out" || true)
-    if [ "$rc" -ne 0 ] || [ -z "$line" ]; then
-        fail "$r: churn rep $rep failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
-        return
-    fi
+    client_result "$tag" "$rc" "$r: churn rep $rep" || return 0
+    line=$RESULT_LINE
     record "$r" "$rep" "$line"
     [ "$(field "$line" conns)" -gt 0 ] || fail "$r: churn rep $rep: no connection completed"
 }
