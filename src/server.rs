@@ -379,10 +379,7 @@ impl Core {
                     listener.backlog_ready = false;
                     return;
                 }
-                Err(e) if is_out_of_descriptors(&e) && !self.closing_upstreams.is_empty() => {
-                    // Descriptors held only to be closed: close them, and try again.
-                    self.closing_upstreams.clear();
-                }
+                Err(e) if reclaim_descriptors(&mut self.closing_upstreams, &e) => {} // try again
                 Err(e) if is_out_of_descriptors(&e) => {
                     listener.backlog_ready = true;
                     // Free the reserve descriptor, take the waiting client off the backlog and
@@ -445,7 +442,12 @@ impl Core {
         tune_keepalive(&client, keepalive);
         let (conn, timeout) = match config.upstream {
             None => (Conn::sink(i, peer, client, now), config.idle_timeout),
-            Some(addr) => match TcpStream::connect(addr) {
+            Some(addr) => match TcpStream::connect(addr).or_else(|e| {
+                match reclaim_descriptors(&mut self.closing_upstreams, &e) {
+                    true => TcpStream::connect(addr),
+                    false => Err(e),
+                }
+            }) {
                 Ok(upstream) => {
                     tune_upstream(&upstream, keepalive);
                     let preamble = config.proxy_protocol.map(|version| {
@@ -775,6 +777,17 @@ fn tune_keepalive(stream: &TcpStream, keepalive: Option<Duration>) {
             debug!("tcp_keepalive: {e}");
         }
     }
+}
+
+/// On descriptor exhaustion, closes the upstream sockets of expired connections still waiting
+/// (see `Core::expire`: they are held only to be closed). True if it freed any, so that the call
+/// that failed is worth making again.
+fn reclaim_descriptors(closing_upstreams: &mut VecDeque<TcpStream>, error: &io::Error) -> bool {
+    if closing_upstreams.is_empty() || !is_out_of_descriptors(error) {
+        return false;
+    }
+    closing_upstreams.clear();
+    true
 }
 
 /// Opens the reserve descriptor; `None` if even that fails (we then only pause).
