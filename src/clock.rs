@@ -40,6 +40,11 @@ impl Clock {
         ns.div_ceil(self.tick_ns)
     }
 
+    /// How many ticks `d` spans, rounded up.
+    pub fn ticks_in(&self, d: Duration) -> u64 {
+        nanos(d).div_ceil(self.tick_ns)
+    }
+
     /// How long from `now` until tick `tick` begins (zero if it already has).
     pub fn until(&self, now: Instant, tick: u64) -> Duration {
         let at = Duration::from_nanos(tick.saturating_mul(self.tick_ns));

@@ -20,6 +20,7 @@ use mio::net::TcpStream;
 use crate::buffer::Pool;
 use crate::pipe::PipePool;
 use crate::relay::{pump, Half, Io, Socket};
+use crate::sys::{tcp_progress, TcpProgress};
 
 /// Which socket of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,11 @@ pub enum CloseReason {
     UpstreamRefused,
     /// The upstream did not answer within `connect_timeout`.
     ConnectTimeout,
-    /// An I/O error on either socket.
+    /// The client reset its connection (or made our writes to it fail): the upstream is reset.
+    ClientReset,
+    /// The upstream reset its connection (or made our writes to it fail): the client is reset.
+    UpstreamReset,
+    /// Another I/O error on either socket: both are reset.
     Error,
     /// The daemon stopped before the connection ended.
     Shutdown,
@@ -72,6 +77,8 @@ pub enum CloseReason {
     PerIpLimit,
     /// Refused at accept by `allow` / `deny`.
     Denied,
+    /// Refused at accept: the process was out of descriptors.
+    OutOfDescriptors,
 }
 
 impl CloseReason {
@@ -83,6 +90,8 @@ impl CloseReason {
             CloseReason::UpstreamClosed => "upstream_closed",
             CloseReason::UpstreamRefused => "upstream_refused",
             CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::ClientReset => "client_reset",
+            CloseReason::UpstreamReset => "upstream_reset",
             CloseReason::Error => "error",
             CloseReason::Shutdown => "shutdown",
             CloseReason::MaxLifetime => "max_lifetime",
@@ -90,6 +99,7 @@ impl CloseReason {
             CloseReason::Limit => "limit",
             CloseReason::PerIpLimit => "per_ip_limit",
             CloseReason::Denied => "denied",
+            CloseReason::OutOfDescriptors => "out_of_descriptors",
         }
     }
 
@@ -98,6 +108,29 @@ impl CloseReason {
             Side::Client => CloseReason::ClientClosed,
             Side::Upstream => CloseReason::UpstreamClosed,
         }
+    }
+
+    /// The reason for closing after `failure`: a reset (or a write refused because the peer is
+    /// gone) names its side; anything else is an error.
+    pub fn of_failure(failure: &IoFailure) -> CloseReason {
+        use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        match (failure.error.kind(), failure.side) {
+            (ConnectionReset | BrokenPipe | ConnectionAborted, Side::Client) => CloseReason::ClientReset,
+            (ConnectionReset | BrokenPipe | ConnectionAborted, Side::Upstream) => CloseReason::UpstreamReset,
+            _ => CloseReason::Error,
+        }
+    }
+
+    /// A close the daemon decides on (a timer, a stop): each peer is reset if bytes for it are
+    /// undelivered, and sent FIN otherwise.
+    pub fn is_forced(self) -> bool {
+        matches!(
+            self,
+            CloseReason::Idle
+                | CloseReason::MaxLifetime
+                | CloseReason::HalfCloseTimeout
+                | CloseReason::Shutdown
+        )
     }
 }
 
@@ -199,6 +232,8 @@ pub struct Conn {
     pub per_ip_counted: bool,
     /// Set by the event loop: events carrying another generation are not this connection's.
     pub gen: usize,
+    /// Both sockets' kernel byte counters at the last idle review (see `liveness`).
+    pub wire_seen: Option<u64>,
     client: Socket,
     upstream: Option<Socket>,
     state: State,
@@ -208,6 +243,22 @@ pub struct Conn {
     first_fin: Option<Side>,
     /// Bytes to send the upstream before the client's (a PROXY protocol header).
     preamble: Option<Box<[u8]>>,
+}
+
+/// Closing after an I/O failure, with the reason it implies.
+fn close_after(failure: IoFailure) -> Next {
+    Next::Close(CloseReason::of_failure(&failure), Some(failure))
+}
+
+/// `SO_ERROR` of a socket whose event reported an error, once: the error it holds, if any.
+fn take_error(socket: &mut Socket, side: Side) -> Option<IoFailure> {
+    if !std::mem::take(&mut socket.error) {
+        return None;
+    }
+    match socket.stream.take_error() {
+        Ok(None) => None,
+        Ok(Some(error)) | Err(error) => Some(IoFailure { side, op: "read", error }),
+    }
 }
 
 impl Conn {
@@ -247,6 +298,7 @@ impl Conn {
             deadlines: Deadlines { activity: u64::MAX, lifetime: None, half_close: None },
             per_ip_counted: false,
             gen: 0,
+            wire_seen: None,
             client: Socket::new(client),
             upstream: upstream.map(Socket::new),
             state,
@@ -302,6 +354,8 @@ impl Conn {
         socket.readable |= event.is_readable() || event.is_read_closed() || broken;
         socket.writable |= event.is_writable() || event.is_write_closed() || broken;
         socket.closing |= event.is_read_closed() || broken;
+        socket.error |= broken;
+        socket.urgent |= event.is_priority();
     }
 
     /// Moves whatever bytes can move now, and says what to do next.
@@ -309,7 +363,13 @@ impl Conn {
         match self.state {
             State::Sink => self.drive_sink(io),
             State::Connecting => match self.finish_connect() {
-                Ok(false) => Progress { active: false, half_closed: false, next: Next::Wait },
+                // A client that resets while the upstream connect is in progress ends it now.
+                Ok(false) => match take_error(&mut self.client, Side::Client) {
+                    Some(failure) => {
+                        Progress { active: false, half_closed: false, next: close_after(failure) }
+                    }
+                    None => Progress { active: false, half_closed: false, next: Next::Wait },
+                },
                 Ok(true) => {
                     self.state = State::Relaying;
                     if let Some(preamble) = self.preamble.take() {
@@ -341,6 +401,52 @@ impl Conn {
     /// Whether the connection holds bytes in flight (in a buffer or a pipe).
     pub fn holds_bytes(&self) -> bool {
         self.to_upstream.holds_bytes() || self.to_client.holds_bytes()
+    }
+
+    /// True while relaying (not connecting, not a sink): both sockets carry the client's stream.
+    pub fn is_relaying(&self) -> bool {
+        self.state == State::Relaying
+    }
+
+    /// Both peers have sent FIN (and the daemon has read it).
+    pub fn both_finished(&self) -> bool {
+        self.to_upstream.read_eof && self.to_client.read_eof
+    }
+
+    /// The side whose FIN the half-close timer waits for: the other one of the first FIN.
+    pub fn awaited_fin(&self) -> Option<Side> {
+        self.first_fin.filter(|_| !self.both_finished()).map(Side::other)
+    }
+
+    /// What the kernel did on both sockets of a relaying connection (`[client, upstream]`), for
+    /// deciding whether it is really idle; `None` for a sink or a connect in progress, or if the
+    /// kernel does not answer.
+    pub fn kernel_progress(&self) -> Option<[TcpProgress; 2]> {
+        let upstream = self.upstream.as_ref().filter(|_| self.state == State::Relaying)?;
+        Some([tcp_progress(&self.client.stream).ok()?, tcp_progress(&upstream.stream).ok()?])
+    }
+
+    /// Whether bytes for `side`'s peer are undelivered: held by the daemon, or (per `kernel`,
+    /// `[client, upstream]`) still unacknowledged in its socket.
+    pub fn undelivered_toward(&self, side: Side, kernel: Option<&[TcpProgress; 2]>) -> bool {
+        let (half, index) = match side {
+            Side::Client => (&self.to_client, 0),
+            Side::Upstream => (&self.to_upstream, 1),
+        };
+        half.holds_bytes() || kernel.is_some_and(|k| k[index].unacknowledged)
+    }
+
+    /// Makes the close of `side`'s socket a reset (`SO_LINGER` 0): its peer sees ECONNRESET
+    /// instead of a FIN, and unsent bytes are discarded.
+    pub fn abort(&self, side: Side) {
+        let stream = match side {
+            Side::Client => &self.client.stream,
+            Side::Upstream => match self.upstream.as_ref() {
+                Some(s) => &s.stream,
+                None => return,
+            },
+        };
+        let _ = socket2::SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
     }
 
     /// Checks a non-blocking connect: `Ok(true)` once connected, `Ok(false)` while in progress.
@@ -381,15 +487,14 @@ impl Conn {
                     active = true;
                     client.drained_by(n, io.scratch.len());
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => client.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    client.readable = false;
+                    client.urgent = false; // a sink reads past urgent marks and drops their bytes
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     let failure = IoFailure { side: Side::Client, op: "read", error };
-                    return Progress {
-                        active,
-                        half_closed: false,
-                        next: Next::Close(CloseReason::Error, Some(failure)),
-                    };
+                    return Progress { active, half_closed: false, next: close_after(failure) };
                 }
             }
         }
@@ -409,18 +514,14 @@ impl Conn {
             }
         }
         let half_closed = !had_fin && self.first_fin.is_some();
-        if let Some(failure) = up.failure.or(down.failure) {
-            // A peer that already sent FIN and then resets our writes has simply gone away.
-            let peer_finished = match failure.side {
-                Side::Client => self.to_upstream.read_eof,
-                Side::Upstream => self.to_client.read_eof,
-            };
-            let reason = if peer_finished && failure.op == "write" {
-                CloseReason::closed_by(failure.side)
-            } else {
-                CloseReason::Error
-            };
-            return Progress { active, half_closed, next: Next::Close(reason, Some(failure)) };
+        // A reset is acted on when it happens, even on a socket that backpressure keeps us from
+        // reading (its error event is the only sign of it).
+        let failure =
+            up.failure.or(down.failure).or_else(|| take_error(&mut self.client, Side::Client)).or_else(
+                || take_error(self.upstream.as_mut().expect("a relay has an upstream"), Side::Upstream),
+            );
+        if let Some(failure) = failure {
+            return Progress { active, half_closed, next: close_after(failure) };
         }
         if self.to_upstream.done() && self.to_client.done() {
             let side = self.first_fin.unwrap_or(Side::Client);

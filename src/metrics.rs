@@ -30,9 +30,11 @@ pub mod http;
 
 /// Every close reason, in the order the metrics show them: the ends of accepted connections,
 /// then the refusals at accept. [`reason_slot`] is the position in this list.
-const REASONS: [CloseReason; 12] = [
+const REASONS: [CloseReason; 15] = [
     CloseReason::ClientClosed,
     CloseReason::UpstreamClosed,
+    CloseReason::ClientReset,
+    CloseReason::UpstreamReset,
     CloseReason::Idle,
     CloseReason::MaxLifetime,
     CloseReason::HalfCloseTimeout,
@@ -43,9 +45,10 @@ const REASONS: [CloseReason; 12] = [
     CloseReason::Limit,
     CloseReason::PerIpLimit,
     CloseReason::Denied,
+    CloseReason::OutOfDescriptors,
 ];
 /// `REASONS[..CLOSES]` end accepted connections; the rest are refusals.
-const CLOSES: usize = 9;
+const CLOSES: usize = 11;
 
 /// The index of `reason` in [`REASONS`]. A `match`, so that a new reason does not compile
 /// until it has a place here.
@@ -53,16 +56,19 @@ fn reason_slot(reason: CloseReason) -> usize {
     match reason {
         CloseReason::ClientClosed => 0,
         CloseReason::UpstreamClosed => 1,
-        CloseReason::Idle => 2,
-        CloseReason::MaxLifetime => 3,
-        CloseReason::HalfCloseTimeout => 4,
-        CloseReason::ConnectTimeout => 5,
-        CloseReason::UpstreamRefused => 6,
-        CloseReason::Error => 7,
-        CloseReason::Shutdown => 8,
-        CloseReason::Limit => 9,
-        CloseReason::PerIpLimit => 10,
-        CloseReason::Denied => 11,
+        CloseReason::ClientReset => 2,
+        CloseReason::UpstreamReset => 3,
+        CloseReason::Idle => 4,
+        CloseReason::MaxLifetime => 5,
+        CloseReason::HalfCloseTimeout => 6,
+        CloseReason::ConnectTimeout => 7,
+        CloseReason::UpstreamRefused => 8,
+        CloseReason::Error => 9,
+        CloseReason::Shutdown => 10,
+        CloseReason::Limit => 11,
+        CloseReason::PerIpLimit => 12,
+        CloseReason::Denied => 13,
+        CloseReason::OutOfDescriptors => 14,
     }
 }
 
@@ -140,7 +146,7 @@ impl ListenerMetrics {
     }
 
     /// A client was closed at accept (`idlereaper_connections_refused_total`): `Limit`,
-    /// `PerIpLimit` or `Denied`.
+    /// `PerIpLimit`, `Denied` or `OutOfDescriptors`.
     pub fn refused(&self, reason: CloseReason) {
         self.refused[reason_slot(reason)].fetch_add(1, Relaxed);
     }
@@ -270,7 +276,7 @@ impl Metrics {
         out.per_listener(ls, "idlereaper_connections_closed_total", "counter", help, |o, l| {
             l.reasons(o, &l.closed, 0..CLOSES)
         });
-        let help = "Clients closed at accept, by reason (limit, per_ip_limit, denied).";
+        let help = "Clients closed at accept, by reason (limit, per_ip_limit, denied, out_of_descriptors).";
         out.per_listener(ls, "idlereaper_connections_refused_total", "counter", help, |o, l| {
             l.reasons(o, &l.refused, CLOSES..REASONS.len())
         });

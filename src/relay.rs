@@ -11,16 +11,26 @@
 //!
 //! Once `src` has sent FIN and every byte is delivered, `dst`'s write side is shut down
 //! (half-close propagation).
+//!
+//! Urgent data (`MSG_OOB`): the kernel stops every read at the urgent mark, and `splice` cannot
+//! read past it at all. A socket that reported urgent data (`EPOLLPRI`) is read with `recv`
+//! only; at the mark its urgent byte is taken with `MSG_OOB` and sent on with `MSG_OOB` after
+//! every byte before it, so the receiver sees it where the sender put it, out of band; then the
+//! inline read goes on past the mark.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 
 use mio::net::TcpStream;
+use nix::errno::Errno;
 use nix::fcntl::{splice, SpliceFFlags};
+use nix::sys::socket::{recv, send, MsgFlags};
 
 use crate::buffer::{Buf, Pool};
 use crate::conn::{IoFailure, Side};
 use crate::pipe::{Pipe, PipePool};
+use crate::sys;
 
 /// A splice burst that moved less than this was not bulk after all: back to copying.
 const BULK_MIN: usize = 64 * 1024;
@@ -44,20 +54,26 @@ pub struct Socket {
     pub writable: bool,
     /// An event reported the peer's FIN or an error: read on until the end or the error shows.
     pub closing: bool,
+    /// An event reported an error (`EPOLLERR`): `SO_ERROR` is checked after the next drive even
+    /// if backpressure keeps the socket from being read.
+    pub error: bool,
+    /// An event reported urgent data (`EPOLLPRI`) whose mark has not been read past yet.
+    pub urgent: bool,
 }
 
 impl Socket {
     pub fn new(stream: TcpStream) -> Socket {
-        Socket { stream, readable: false, writable: false, closing: false }
+        Socket { stream, readable: false, writable: false, closing: false, error: false, urgent: false }
     }
 
     /// After a read of `n` bytes into a buffer of `capacity`: a short read of a TCP socket means
     /// its receive queue is empty now, and any byte that arrives later raises a new edge, so the
     /// read that would only return `WouldBlock` is skipped (as nginx does) — two system calls
     /// fewer per request and response. Not when an event has reported FIN or an error: that
-    /// edge may already be spent, so the loop reads on until it sees the end.
+    /// edge may already be spent, so the loop reads on until it sees the end; nor at an urgent
+    /// mark, where a read stops short with bytes still queued behind it.
     pub fn drained_by(&mut self, n: usize, capacity: usize) {
-        if n < capacity && !self.closing {
+        if n < capacity && !self.closing && !self.urgent {
             self.readable = false;
         }
     }
@@ -72,6 +88,9 @@ pub struct Half {
     pipe: Option<Pipe>,
     /// Reads fill the scratch buffer: use splice when a pipe is free.
     bulk: bool,
+    /// An urgent byte read at `src`'s mark, to be sent to `dst` with `MSG_OOB` once every byte
+    /// before it is delivered, and before any byte after it.
+    urgent: Option<u8>,
     /// `src` sent FIN.
     pub read_eof: bool,
     /// We shut down `dst`'s write side after delivering everything.
@@ -88,7 +107,7 @@ impl Half {
 
     /// Whether bytes are in flight (held in a buffer or a pipe).
     pub fn holds_bytes(&self) -> bool {
-        self.pending.is_some() || self.pipe.as_ref().is_some_and(|p| p.len > 0)
+        self.pending.is_some() || self.pipe.as_ref().is_some_and(|p| p.len > 0) || self.urgent.is_some()
     }
 
     /// Queues `bytes` to be written to `dst` before anything read from `src` (a PROXY protocol
@@ -165,6 +184,16 @@ fn pump_until_blocked(
                 return spliced;
             }
         }
+        if let Some(byte) = half.urgent {
+            match send_urgent(dst, byte) {
+                Ok(true) => half.urgent = None,
+                Ok(false) => return spliced, // dst is full: the byte waits, and so does src
+                Err(error) => {
+                    out.failure = fail(dst_side, "send urgent", error);
+                    return spliced;
+                }
+            }
+        }
         if half.read_eof {
             if !half.write_shut {
                 half.write_shut = true;
@@ -186,20 +215,56 @@ fn pump_until_blocked(
             return spliced;
         }
         reads += 1;
-        if half.bulk && half.pipe.is_none() {
+        // Until its mark is passed, a socket with urgent data is read with `recv`, which can
+        // read past the mark; `splice` cannot.
+        let inline_only = src.urgent;
+        if src.urgent {
+            match urgent_mark(src) {
+                Ok(Mark::Byte(byte)) => {
+                    half.urgent = Some(byte);
+                    half.bytes += 1;
+                    out.moved = true;
+                    continue; // send it on before reading past the mark
+                }
+                Ok(Mark::NotYet) => {
+                    src.readable = false;
+                    return spliced;
+                }
+                Ok(Mark::Ahead) => {}
+                Ok(Mark::Passed) => src.urgent = false,
+                Err(error) => {
+                    out.failure = fail(src_side, "read urgent", error);
+                    return spliced;
+                }
+            }
+        }
+        if half.bulk && half.pipe.is_none() && !inline_only {
             half.pipe = io.pipes.take();
         }
-        let read = match half.pipe.as_mut() {
+        let read = match half.pipe.as_mut().filter(|_| !inline_only) {
             Some(pipe) => splice_in(src, pipe).inspect(|&n| spliced += n).map_err(Fault::Read),
             None => copy(half, src, dst, io),
         };
         match read {
+            // `splice` returns 0 at an urgent mark once the peer has sent FIN: not the end.
+            Ok(0)
+                if half.pipe.is_some()
+                    && !inline_only
+                    && sys::at_urgent_mark(&src.stream).unwrap_or(false) =>
+            {
+                src.urgent = true;
+            }
             Ok(0) => half.read_eof = true,
             Ok(n) => {
                 half.bytes += n as u64;
                 out.moved = true;
             }
-            Err(Fault::Read(e)) if e.kind() == io::ErrorKind::WouldBlock => src.readable = false,
+            Err(Fault::Read(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                src.readable = false;
+                if src.urgent && !urgent_pending(src) {
+                    src.urgent = false; // the event's urgent data was already read past
+                }
+            }
             Err(Fault::Read(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(Fault::Read(error)) => {
                 out.failure = fail(src_side, "read", error);
@@ -211,6 +276,55 @@ fn pump_until_blocked(
             }
         }
     }
+}
+
+/// Where a socket that reported urgent data stands, before a read.
+enum Mark {
+    /// The mark is further on: an inline read stops short at it.
+    Ahead,
+    /// At the mark: its urgent byte, taken out of band.
+    Byte(u8),
+    /// At the mark, but the urgent byte has not arrived yet.
+    NotYet,
+    /// At the mark with its byte already taken: the next inline read goes past it.
+    Passed,
+}
+
+fn urgent_mark(src: &Socket) -> io::Result<Mark> {
+    if !sys::at_urgent_mark(&src.stream)? {
+        return Ok(Mark::Ahead);
+    }
+    let mut byte = [0u8];
+    loop {
+        return match recv(src.stream.as_raw_fd(), &mut byte, MsgFlags::MSG_OOB) {
+            Ok(1) => Ok(Mark::Byte(byte[0])),
+            Ok(_) | Err(Errno::EINVAL) => Ok(Mark::Passed),
+            Err(Errno::EAGAIN) => Ok(Mark::NotYet),
+            Err(Errno::EINTR) => continue,
+            Err(e) => Err(e.into()),
+        };
+    }
+}
+
+/// Whether urgent data is still pending on a socket whose inline queue is empty (a peek).
+fn urgent_pending(src: &Socket) -> bool {
+    let mut byte = [0u8];
+    let flags = MsgFlags::MSG_OOB | MsgFlags::MSG_PEEK;
+    !matches!(recv(src.stream.as_raw_fd(), &mut byte, flags), Err(Errno::EINVAL))
+}
+
+/// Sends one urgent byte; `Ok(false)` when `dst` is full.
+fn send_urgent(dst: &mut Socket, byte: u8) -> io::Result<bool> {
+    while dst.writable {
+        match send(dst.stream.as_raw_fd(), &[byte], MsgFlags::MSG_OOB | MsgFlags::MSG_NOSIGNAL) {
+            Ok(1) => return Ok(true),
+            Ok(_) => return Err(io::ErrorKind::WriteZero.into()),
+            Err(Errno::EAGAIN) => dst.writable = false,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(false)
 }
 
 /// Which end of a copy failed.

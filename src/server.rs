@@ -27,10 +27,12 @@ use crate::clock::Clock;
 use crate::config::{Config, ListenerConfig};
 use crate::conn::{CloseReason, Conn, Deadlines, IoFailure, Next, Side};
 use crate::listener::{is_out_of_descriptors, Listener, ACCEPT_PAUSE};
+use crate::liveness::{self, Due, Verdict};
 use crate::metrics::Metrics;
 use crate::pipe::PipePool;
 use crate::proxy_protocol;
 use crate::relay::Io;
+use crate::sys::{TcpProgress, JIFFY_SLACK_MS};
 use crate::wheel::Wheel;
 
 /// Relay buffer size: one read, and the most a direction holds while its reader is stalled.
@@ -49,6 +51,9 @@ const EXPIRIES_PER_ITERATION: usize = 1024;
 /// (see `Core::expire`); beyond it, the oldest are closed at once.
 const MAX_CLOSING_UPSTREAMS: usize = 4096;
 const EVENTS_CAPACITY: usize = 1024;
+/// What a connection's sockets are registered for: urgent data (`EPOLLPRI`) too, because the
+/// kernel stops reads at its mark and only this event says why (see `relay`).
+const CONN_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE).add(Interest::PRIORITY);
 
 /// Poll tokens: the low two bits say what the rest indexes. A connection's token also carries the
 /// generation of the connection (bits above [`KEY_BITS`]), so that an event meant for a closed
@@ -155,9 +160,33 @@ struct Core {
     closing_upstreams: VecDeque<TcpStream>,
     /// The last expiry pass stopped at its budget with timers still due.
     expiry_backlog: bool,
+    /// Accepting ran out of descriptors, and no accept has succeeded since.
+    starved: Option<Starved>,
     /// The generation of the last connection admitted (see [`Target`]).
     generation: usize,
     stats: Stats,
+}
+
+/// An episode of descriptor exhaustion: one warning when it begins, and an info line with its
+/// length and the count of clients refused when an accept succeeds again.
+struct Starved {
+    since: Instant,
+    refused: u64,
+}
+
+impl Starved {
+    fn began(listener: &str, error: &io::Error) -> Starved {
+        warn!(
+            "out of descriptors: listener={listener} accept failed: {error}; refusing new clients \
+             until a descriptor is freed"
+        );
+        Starved { since: Instant::now(), refused: 0 }
+    }
+
+    fn ended(self) {
+        let millis = self.since.elapsed().as_millis();
+        info!("descriptors available again: starved_ms={millis} refused={}", self.refused);
+    }
 }
 
 /// What the supervisor asks of a worker.
@@ -246,6 +275,7 @@ impl Server {
                 expired: Vec::new(),
                 closing_upstreams: VecDeque::new(),
                 expiry_backlog: false,
+                starved: None,
                 generation: 0,
                 stats: Stats::default(),
             },
@@ -374,28 +404,46 @@ impl Core {
                 return;
             }
             match socket.accept() {
-                Ok((stream, peer)) => self.admit(i, stream, peer),
+                Ok((stream, peer)) => {
+                    if let Some(starved) = self.starved.take() {
+                        starved.ended();
+                        self.spare_fd = self.spare_fd.take().or_else(open_spare);
+                    }
+                    self.admit(i, stream, peer)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     listener.backlog_ready = false;
                     return;
                 }
                 Err(e) if reclaim_descriptors(&mut self.closing_upstreams, &e) => {} // try again
                 Err(e) if is_out_of_descriptors(&e) => {
-                    listener.backlog_ready = true;
+                    let starved =
+                        self.starved.get_or_insert_with(|| Starved::began(&listener.config.name, &e));
                     // Free the reserve descriptor, take the waiting client off the backlog and
-                    // close it, so the flood does not spin us on a readiness we cannot clear;
-                    // then stop accepting for a moment.
-                    warn!(
-                        "listener={} accept failed: {e}; pausing accepts for {ACCEPT_PAUSE:?}",
-                        listener.config.name
-                    );
+                    // close it (it learns at once, and the backlog does not stay readable), and
+                    // take the reserve back. `accept` fails with EMFILE even when nobody waits:
+                    // then it says WouldBlock here, and nothing is retried until a new client's
+                    // event (no periodic wake-up).
                     if self.spare_fd.take().is_some() {
-                        if let Ok((stream, _)) = socket.accept() {
-                            drop(stream);
-                            self.stats.refused += 1;
-                        }
+                        let refused = socket.accept().map(drop);
                         self.spare_fd = open_spare();
+                        match refused {
+                            Ok(()) => {
+                                starved.refused += 1;
+                                self.stats.refused += 1;
+                                listener.metrics.refused(CloseReason::OutOfDescriptors);
+                                continue;
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                listener.backlog_ready = false;
+                                return;
+                            }
+                            Err(_) => {}
+                        }
                     }
+                    // No reserve to refuse with: retry when a connection of this worker closes,
+                    // or after a pause (another worker may free one).
+                    listener.backlog_ready = true;
                     listener.paused_until = Some(Instant::now() + ACCEPT_PAUSE);
                     return;
                 }
@@ -490,17 +538,11 @@ impl Core {
         conn.gen = gen;
         let registered = self
             .registry
-            .register(
-                conn.client_mut(),
-                Target::Conn(key, Side::Client, gen).token(),
-                Interest::READABLE | Interest::WRITABLE,
-            )
+            .register(conn.client_mut(), Target::Conn(key, Side::Client, gen).token(), CONN_INTEREST)
             .and_then(|()| match conn.upstream_mut() {
-                Some(up) => self.registry.register(
-                    up,
-                    Target::Conn(key, Side::Upstream, gen).token(),
-                    Interest::READABLE | Interest::WRITABLE,
-                ),
+                Some(up) => {
+                    self.registry.register(up, Target::Conn(key, Side::Upstream, gen).token(), CONN_INTEREST)
+                }
                 None => Ok(()),
             });
         conn.deadlines = deadlines;
@@ -537,8 +579,15 @@ impl Core {
             if progress.active {
                 deadlines.activity = self.clock.deadline(now, config.idle_timeout);
             }
-            if progress.half_closed {
+            // While one peer has sent FIN, half_close_timeout is the inactivity timer that
+            // bounds the wait for the other's: it starts at the FIN and moves with the bytes.
+            if progress.half_closed || (progress.active && conn.awaited_fin().is_some()) {
                 deadlines.half_close = config.half_close_timeout.map(|d| self.clock.deadline(now, d));
+            }
+            if conn.both_finished() {
+                // Both FINs are in: the half-close wait is over; only delivery is left, which
+                // the idle rule governs.
+                deadlines.half_close = None;
             }
             // The activity path is this store into the connection, which is in cache anyway: a
             // later deadline leaves the wheel alone, and when the timer fires early `expire`
@@ -562,19 +611,36 @@ impl Core {
 
     /// Closes both sockets of a connection, logs it once, and frees its slot and timer.
     fn close(&mut self, key: usize, reason: CloseReason, failure: Option<IoFailure>) {
-        drop(self.close_client(key, reason, failure));
+        drop(self.close_client(key, reason, failure, None));
     }
 
     /// [`close`](Self::close), except that the upstream socket is handed back still open, for
     /// the caller to drop: the client's socket is closed at once. Nothing of the connection is
     /// left behind: its key may be reused as soon as this returns.
+    ///
+    /// The close is a reset where the relay contract requires one (see [`abort_sides`]); `kernel`
+    /// is what the kernel said of the sockets just before, if the caller asked.
     fn close_client(
         &mut self,
         key: usize,
         reason: CloseReason,
         failure: Option<IoFailure>,
+        kernel: Option<[TcpProgress; 2]>,
     ) -> Option<TcpStream> {
         let mut conn = self.conns.remove(key);
+        if self.starved.is_some() {
+            // A descriptor is about to be freed: listeners paused for want of one may try again.
+            for listener in &mut self.listeners {
+                listener.paused_until = None;
+            }
+        }
+        for (side, abort) in
+            [Side::Client, Side::Upstream].into_iter().zip(abort_sides(&conn, reason, kernel))
+        {
+            if abort {
+                conn.abort(side);
+            }
+        }
         if let Some(timer) = conn.timer.take() {
             self.wheel.cancel(timer);
         }
@@ -628,8 +694,42 @@ impl Core {
                 conn.timer = Some(self.wheel.insert(due, key as u32));
                 continue;
             }
-            let reason = conn.deadlines.reason(conn.is_connecting());
-            if let Some(upstream) = self.close_client(key, reason, None) {
+            let mut reason = conn.deadlines.reason(conn.is_connecting());
+            // Idle or waiting for a FIN as far as the daemon's own calls go: ask the kernel.
+            let kernel = match reason {
+                CloseReason::Idle | CloseReason::HalfCloseTimeout => conn.kernel_progress(),
+                _ => None,
+            };
+            if let Some(kernel) = kernel {
+                let config = &self.listeners[conn.listener].config;
+                let clock = &self.clock;
+                let review = Due {
+                    deadlines: conn.deadlines,
+                    reason,
+                    tick,
+                    kernel,
+                    awaited_fin: conn.awaited_fin(),
+                    holds_bytes: conn.holds_bytes(),
+                    wire_seen: conn.wire_seen,
+                    idle_ticks: clock.ticks_in(config.idle_timeout),
+                    half_close_ticks: config.half_close_timeout.map_or(0, |d| clock.ticks_in(d)),
+                    slack_ticks: clock.ticks_in(Duration::from_millis(JIFFY_SLACK_MS.into())),
+                };
+                let moved_at = |ms_ago: u32| {
+                    let ago = Duration::from_millis(ms_ago.into());
+                    clock.deadline(now.checked_sub(ago).unwrap_or(now), Duration::ZERO)
+                };
+                match liveness::review(review, moved_at) {
+                    Verdict::Postpone { deadlines, wire } => {
+                        conn.deadlines = deadlines;
+                        conn.wire_seen = wire;
+                        conn.timer = Some(self.wheel.insert(deadlines.earliest(), key as u32));
+                        continue;
+                    }
+                    Verdict::Close(why) => reason = why,
+                }
+            }
+            if let Some(upstream) = self.close_client(key, reason, None, kernel) {
                 if self.closing_upstreams.len() >= MAX_CLOSING_UPSTREAMS {
                     self.closing_upstreams.pop_front();
                 }
@@ -741,6 +841,23 @@ impl Core {
             self.wheel.len(),
             self.pool.outstanding()
         );
+    }
+}
+
+/// Which of a closing connection's sockets (`[client, upstream]`) are reset rather than closed
+/// with FIN: a reset is passed on as a reset; an error resets both; a close the daemon decides
+/// on resets a peer whose bytes are undelivered (held by the daemon or unacknowledged in its
+/// socket; `kernel` says which, or is asked now). An orderly end closes both with FIN.
+fn abort_sides(conn: &Conn, reason: CloseReason, kernel: Option<[TcpProgress; 2]>) -> [bool; 2] {
+    match reason {
+        CloseReason::ClientReset => [false, true],
+        CloseReason::UpstreamReset => [true, false],
+        CloseReason::Error => [true, true],
+        r if r.is_forced() => {
+            let kernel = kernel.or_else(|| conn.kernel_progress());
+            [Side::Client, Side::Upstream].map(|side| conn.undelivered_toward(side, kernel.as_ref()))
+        }
+        _ => [false, false],
     }
 }
 

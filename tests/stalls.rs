@@ -37,15 +37,6 @@ fn assert_rss_bounded(what: &str, baseline: u64, peak: u64) {
     );
 }
 
-/// Holds an upstream handler (which runs on its own thread) until `go` is set, for at most
-/// `limit`.
-fn hold_until(go: &AtomicBool, limit: Duration) {
-    let start = Instant::now();
-    while !go.load(Ordering::SeqCst) && start.elapsed() < limit {
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Injects: an upstream that reads nothing for 2 s while the client sends 64 MiB as fast as it
 /// can. Must survive: daemon RSS stays bounded during the stall; once the upstream reads, all
 /// 64 MiB arrive intact and the pair closes normally.

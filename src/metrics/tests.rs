@@ -17,9 +17,10 @@ fn reason_slots_match_the_list() {
     for (slot, reason) in REASONS.iter().enumerate() {
         assert_eq!(reason_slot(*reason), slot, "{reason}");
     }
-    assert!(REASONS[CLOSES..]
-        .iter()
-        .all(|r| matches!(r, CloseReason::Limit | CloseReason::PerIpLimit | CloseReason::Denied)));
+    assert!(REASONS[CLOSES..].iter().all(|r| matches!(
+        r,
+        CloseReason::Limit | CloseReason::PerIpLimit | CloseReason::Denied | CloseReason::OutOfDescriptors
+    )));
 }
 
 #[test]
@@ -68,6 +69,8 @@ idlereaper_connections_active{{listener="relay"}} 1
 # TYPE idlereaper_connections_closed_total counter
 idlereaper_connections_closed_total{{listener="relay",reason="client_closed"}} 2
 idlereaper_connections_closed_total{{listener="relay",reason="upstream_closed"}} 0
+idlereaper_connections_closed_total{{listener="relay",reason="client_reset"}} 0
+idlereaper_connections_closed_total{{listener="relay",reason="upstream_reset"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="idle"}} 1
 idlereaper_connections_closed_total{{listener="relay",reason="max_lifetime"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="half_close_timeout"}} 0
@@ -75,11 +78,12 @@ idlereaper_connections_closed_total{{listener="relay",reason="connect_timeout"}}
 idlereaper_connections_closed_total{{listener="relay",reason="upstream_refused"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="error"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="shutdown"}} 0
-# HELP idlereaper_connections_refused_total Clients closed at accept, by reason (limit, per_ip_limit, denied).
+# HELP idlereaper_connections_refused_total Clients closed at accept, by reason (limit, per_ip_limit, denied, out_of_descriptors).
 # TYPE idlereaper_connections_refused_total counter
 idlereaper_connections_refused_total{{listener="relay",reason="limit"}} 0
 idlereaper_connections_refused_total{{listener="relay",reason="per_ip_limit"}} 1
 idlereaper_connections_refused_total{{listener="relay",reason="denied"}} 0
+idlereaper_connections_refused_total{{listener="relay",reason="out_of_descriptors"}} 0
 # HELP idlereaper_upstream_connect_errors_total Upstream connections that failed or timed out.
 # TYPE idlereaper_upstream_connect_errors_total counter
 idlereaper_upstream_connect_errors_total{{listener="relay"}} 1

@@ -59,10 +59,12 @@ impl CloseLine {
 }
 
 /// The close reasons the log format documents.
-pub const REASONS: [&str; 10] = [
+pub const REASONS: [&str; 12] = [
     "idle",
     "client_closed",
     "upstream_closed",
+    "client_reset",
+    "upstream_reset",
     "upstream_refused",
     "connect_timeout",
     "error",

@@ -20,6 +20,7 @@ mod net;
 #[allow(unused_imports)]
 pub use {bytes::*, cli::*, daemon::*, load::*, log::*, net::*};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -47,4 +48,12 @@ pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> O
         thread::sleep(POLL);
     }
     check()
+}
+
+/// Holds a thread (an upstream handler, say) until `go` is set, for at most `limit`.
+pub fn hold_until(go: &AtomicBool, limit: Duration) {
+    let start = Instant::now();
+    while !go.load(Ordering::SeqCst) && start.elapsed() < limit {
+        thread::sleep(Duration::from_millis(5));
+    }
 }

@@ -260,3 +260,74 @@ pub fn counting_echo_upstream() -> (Upstream, Arc<AtomicU32>) {
 pub fn ipv6_loopback_available() -> bool {
     TcpListener::bind("[::1]:0").is_ok()
 }
+
+/// How a peer's reading of a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A clean EOF (the other side's FIN).
+    Eof,
+    /// A reset (ECONNRESET or ECONNABORTED).
+    Reset,
+}
+
+/// Reads until EOF or a reset, returning the bytes and how it ended; panics on any other error
+/// (a timeout: the relay left the stream hanging).
+pub fn read_to_ending(s: &mut TcpStream) -> (Vec<u8>, Ending) {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, Ending::Eof),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_reset(&e) => return (got, Ending::Reset),
+            Err(e) => panic!("reading after {} bytes: {e}", got.len()),
+        }
+    }
+}
+
+/// Sends one byte as TCP urgent data (`MSG_OOB`).
+pub fn send_urgent(s: &TcpStream, byte: u8) {
+    socket2::SockRef::from(s).send_out_of_band(&[byte]).expect("send MSG_OOB");
+}
+
+/// Whether the next inline read of `s` starts at its urgent mark (`sockatmark(3)`).
+pub fn at_urgent_mark(s: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut at_mark: libc::c_int = 0;
+    // SAFETY: SIOCATMARK (0x8905 on Linux) writes one int through a pointer to a live c_int.
+    let rc = unsafe { libc::ioctl(s.as_raw_fd(), 0x8905, &mut at_mark as *mut libc::c_int) };
+    assert_eq!(rc, 0, "SIOCATMARK: {}", io::Error::last_os_error());
+    at_mark != 0
+}
+
+/// Takes the urgent byte out of band (`recv(MSG_OOB)`), if one is waiting.
+pub fn recv_urgent(s: &TcpStream) -> io::Result<u8> {
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8];
+    nix::sys::socket::recv(s.as_raw_fd(), &mut byte, nix::sys::socket::MsgFlags::MSG_OOB)?;
+    Ok(byte[0])
+}
+
+/// Reads `s` inline until EOF or a reset, taking urgent bytes out of band where their mark is:
+/// returns the inline bytes, each urgent byte with the inline offset of its mark, and the end.
+pub fn read_with_urgent(s: &mut TcpStream) -> (Vec<u8>, Vec<(usize, u8)>, Ending) {
+    let mut got = Vec::new();
+    let mut urgent = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..1_000_000 {
+        if at_urgent_mark(s) {
+            if let Ok(byte) = recv_urgent(s) {
+                urgent.push((got.len(), byte));
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return (got, urgent, Ending::Eof),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_reset(&e) => return (got, urgent, Ending::Reset),
+            Err(e) => panic!("reading after {} bytes: {e}", got.len()),
+        }
+    }
+    panic!("a million reads without an end");
+}

@@ -1,0 +1,157 @@
+//! Linux socket queries that neither std, mio, socket2 nor nix wrap: `TCP_INFO` (what the kernel
+//! moved on a socket's behalf while the relay made no call) and `SIOCATMARK` (whether the next
+//! read starts at TCP urgent data). Both are read-only queries of a socket we own; this module
+//! is, with `daemon.rs`, one of the two places that use `unsafe`.
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd};
+
+/// `SIOCATMARK` from `<asm-generic/sockios.h>` (the same on every Linux architecture we build).
+const SIOCATMARK: libc::c_ulong = 0x8905;
+
+/// TCP states (`<netinet/tcp.h>`) in which the peer's FIN has arrived.
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_LAST_ACK: u8 = 9;
+const TCP_CLOSING: u8 = 11;
+
+/// What the kernel did on one TCP socket, from `TCP_INFO`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpProgress {
+    /// Bytes the peer acknowledged plus bytes received from it: grows whenever a byte moves on
+    /// the wire in either direction, whether or not the relay made a call.
+    pub moved: u64,
+    /// Milliseconds since the kernel last received data from the peer (jiffies-based: see
+    /// [`JIFFY_SLACK_MS`]).
+    pub since_data_ms: u32,
+    /// Milliseconds since the kernel last received an acknowledgement (of data, or of a
+    /// keepalive or window probe).
+    pub since_ack_ms: u32,
+    /// Bytes written to the socket and not yet acknowledged by the peer (in flight or unsent).
+    pub unacknowledged: bool,
+    /// The peer's FIN has arrived (or the connection is gone), whether or not it was read.
+    pub peer_finished: bool,
+    /// The kernel is backing off: retransmission or zero-window probes go unanswered by
+    /// progress, so recent acknowledgements are probe answers, not movement.
+    pub backing_off: bool,
+}
+
+impl TcpProgress {
+    /// Milliseconds since a byte last moved on this socket, as far as the kernel can tell: the
+    /// last data received, or the last acknowledgement while bytes sent are outstanding and
+    /// the kernel is not probing a closed window (then acknowledgements answer the probes and
+    /// say nothing of movement). An acknowledgement with nothing outstanding (a keepalive
+    /// answer, or the end of a drain) does not count.
+    pub fn since_movement_ms(&self) -> u32 {
+        match self.unacknowledged && !self.backing_off {
+            true => self.since_data_ms.min(self.since_ack_ms),
+            false => self.since_data_ms,
+        }
+    }
+}
+
+/// The kernel's `tcpi_last_*` fields are differences of jiffies converted to milliseconds, so an
+/// event may be up to one jiffy more recent than they say: 10 ms covers `HZ` = 100 and above.
+pub const JIFFY_SLACK_MS: u32 = 10;
+
+/// Reads `TCP_INFO` of a TCP socket.
+pub fn tcp_progress(socket: &impl AsFd) -> io::Result<TcpProgress> {
+    let mut info = MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a writable, zero-initialised `tcp_info` of `len` bytes that outlives the
+    // call; the kernel writes at most `len` bytes into it and stores the length it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: zero-initialised, then (partly) filled by the kernel: every bit pattern is a valid
+    // `tcp_info` (integers only). Fields past `len` stay zero (an older kernel), which reads as
+    // "nothing moved": the relay then falls back to its own view of activity.
+    let info = unsafe { info.assume_init() };
+    Ok(TcpProgress {
+        moved: info.tcpi_bytes_acked.wrapping_add(info.tcpi_bytes_received),
+        since_data_ms: info.tcpi_last_data_recv,
+        since_ack_ms: info.tcpi_last_ack_recv,
+        unacknowledged: info.tcpi_unacked > 0 || info.tcpi_notsent_bytes > 0,
+        peer_finished: matches!(
+            info.tcpi_state,
+            TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_TIME_WAIT | TCP_CLOSE
+        ),
+        backing_off: info.tcpi_backoff > 0 || info.tcpi_probes > 0,
+    })
+}
+
+/// Whether the next byte to read from a TCP socket is at its urgent mark (`sockatmark(3)`).
+pub fn at_urgent_mark(socket: &impl AsFd) -> io::Result<bool> {
+    let mut at_mark: libc::c_int = 0;
+    // SAFETY: SIOCATMARK writes one `int` through the pointer, which points at a live `c_int`.
+    let rc =
+        unsafe { libc::ioctl(socket.as_fd().as_raw_fd(), SIOCATMARK as _, &mut at_mark as *mut libc::c_int) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(at_mark != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{recv, MsgFlags};
+    use socket2::SockRef;
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (b, _) = listener.accept().unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn tcp_progress_counts_bytes_both_ways_and_sees_the_peers_fin() {
+        let (mut a, mut b) = pair();
+        let before = tcp_progress(&b).unwrap();
+        a.write_all(&[7; 1000]).unwrap();
+        let mut buf = [0; 1000];
+        b.read_exact(&mut buf).unwrap();
+        b.write_all(&[8; 500]).unwrap();
+        a.read_exact(&mut buf[..500]).unwrap();
+        let after = tcp_progress(&b).unwrap();
+        assert_eq!(after.moved - before.moved, 1500, "{before:?} → {after:?}");
+        assert!(!after.peer_finished);
+        a.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(b.read(&mut buf).unwrap(), 0);
+        assert!(tcp_progress(&b).unwrap().peer_finished);
+    }
+
+    #[test]
+    fn the_urgent_mark_is_seen_where_the_urgent_byte_is() {
+        let (a, mut b) = pair();
+        (&a).write_all(b"before").unwrap();
+        SockRef::from(&a).send_out_of_band(b"!").unwrap();
+        (&a).write_all(b"after").unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut buf = [0; 64];
+        assert!(!at_urgent_mark(&b).unwrap());
+        let n = b.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"before", "a read stops at the mark");
+        assert!(at_urgent_mark(&b).unwrap());
+        let mut oob = [0u8];
+        assert_eq!(recv(b.as_raw_fd(), &mut oob, MsgFlags::MSG_OOB).unwrap(), 1);
+        assert_eq!(oob[0], b'!');
+        let n = b.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"after");
+        assert!(!at_urgent_mark(&b).unwrap());
+    }
+}
