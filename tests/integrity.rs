@@ -35,9 +35,7 @@ fn send_with_urgent(s: &TcpStream) {
 /// exception set would), then reads exactly `n` inline bytes, taking urgent bytes out of band
 /// at their mark.
 fn read_inline(s: &mut TcpStream, n: usize) -> (Vec<u8>, Vec<(usize, u8)>) {
-    let flags = nix::sys::socket::MsgFlags::MSG_OOB | nix::sys::socket::MsgFlags::MSG_PEEK;
-    let peek = || nix::sys::socket::recv(std::os::fd::AsRawFd::as_raw_fd(s), &mut [0u8], flags).ok();
-    assert!(wait_for(Duration::from_secs(10), peek).is_some(), "no urgent byte arrived");
+    assert!(wait_urgent(s, Duration::from_secs(10)), "no urgent byte arrived");
     let mut got = Vec::new();
     let mut urgent = Vec::new();
     let mut buf = [0u8; 64];
@@ -94,7 +92,13 @@ fn urgent_bytes_in_small_writes_are_forwarded_out_of_band_both_ways() {
 fn an_urgent_byte_in_a_bulk_transfer_loses_nothing_after_it() {
     let (tx, received) = mpsc::channel();
     let upstream = Upstream::start(move |mut s| {
-        let _ = tx.send(read_with_urgent(&mut s));
+        // The first MiB; then, like a program woken by SIGURG, wait for the urgent byte (a
+        // plain read that reaches the mark before the byte arrives would read past it).
+        let first = read_n(&mut s, MIB as usize);
+        assert!(wait_urgent(&s, Duration::from_secs(10)), "no urgent byte arrived");
+        let (rest, mut urgent, ending) = read_with_urgent(&mut s);
+        urgent.iter_mut().for_each(|(at, _)| *at += first.len());
+        let _ = tx.send(([first, rest].concat(), urgent, ending));
     });
     let listen = free_addr();
     let daemon = Daemon::start(&relay_listener("urgent-bulk", listen, upstream.addr, "30s"));

@@ -309,6 +309,14 @@ pub fn recv_urgent(s: &TcpStream) -> io::Result<u8> {
     Ok(byte[0])
 }
 
+/// Waits (up to `timeout`) until an urgent byte has arrived on `s`, without taking it.
+pub fn wait_urgent(s: &TcpStream, timeout: Duration) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let peek = || recv(s.as_raw_fd(), &mut [0u8], MsgFlags::MSG_OOB | MsgFlags::MSG_PEEK).ok();
+    super::wait_for(timeout, peek).is_some()
+}
+
 /// Reads `s` inline until EOF or a reset, taking urgent bytes out of band where their mark is:
 /// returns the inline bytes, each urgent byte with the inline offset of its mark, and the end.
 pub fn read_with_urgent(s: &mut TcpStream) -> (Vec<u8>, Vec<(usize, u8)>, Ending) {
