@@ -1,7 +1,7 @@
 //! The harness shared by the integration tests: the real `idlereaper` binary started in a temp
 //! directory and stopped with real signals, its log parsed, in-process upstream servers, loopback
-//! addresses that parallel tests do not share, and a reproducible byte stream to check relayed
-//! data against.
+//! addresses that parallel tests do not share, a reproducible byte stream to check relayed data
+//! against, and scripted peers that record what they observed.
 //!
 //! Rules every test follows: no fixed sleep for readiness (wait for a condition, with a deadline);
 //! every loop bounded in count and time; every socket with read and write timeouts, so that a bug
@@ -16,9 +16,10 @@ mod daemon;
 mod load;
 mod log;
 mod net;
+mod peer;
 
 #[allow(unused_imports)]
-pub use {bytes::*, cli::*, daemon::*, load::*, log::*, net::*};
+pub use {bytes::*, cli::*, daemon::*, load::*, log::*, net::*, peer::*};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
