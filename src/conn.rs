@@ -113,11 +113,10 @@ impl CloseReason {
     /// The reason for closing after `failure`: a reset (or a write refused because the peer is
     /// gone) names its side; anything else is an error.
     pub fn of_failure(failure: &IoFailure) -> CloseReason {
-        use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
-        match (failure.error.kind(), failure.side) {
-            (ConnectionReset | BrokenPipe | ConnectionAborted, Side::Client) => CloseReason::ClientReset,
-            (ConnectionReset | BrokenPipe | ConnectionAborted, Side::Upstream) => CloseReason::UpstreamReset,
-            _ => CloseReason::Error,
+        match (is_reset(&failure.error), failure.side) {
+            (true, Side::Client) => CloseReason::ClientReset,
+            (true, Side::Upstream) => CloseReason::UpstreamReset,
+            (false, _) => CloseReason::Error,
         }
     }
 
@@ -243,6 +242,12 @@ pub struct Conn {
     first_fin: Option<Side>,
     /// Bytes to send the upstream before the client's (a PROXY protocol header).
     preamble: Option<Box<[u8]>>,
+}
+
+/// Whether an I/O error means the peer reset the connection (or is gone, refusing our writes).
+fn is_reset(error: &io::Error) -> bool {
+    use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(error.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)
 }
 
 /// Closing after an I/O failure, with the reason it implies.
@@ -461,8 +466,14 @@ impl Conn {
             return Ok(false);
         }
         if upstream.closing {
-            if let Some(error) = upstream.stream.take_error()? {
-                return Err(error);
+            match upstream.stream.take_error()? {
+                // Connected, and reset at once (perhaps after sending): relay what it sent,
+                // then pass the reset on.
+                Some(e) if is_reset(&e) => {
+                    upstream.reset = true;
+                }
+                Some(error) => return Err(error),
+                None => {}
             }
         }
         Ok(true)

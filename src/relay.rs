@@ -59,11 +59,22 @@ pub struct Socket {
     pub error: bool,
     /// An event reported urgent data (`EPOLLPRI`) whose mark has not been read past yet.
     pub urgent: bool,
+    /// The peer reset the connection and `SO_ERROR` has already said so (the upstream connect
+    /// completed and was reset at once): the end of its bytes is that reset, not an EOF.
+    pub reset: bool,
 }
 
 impl Socket {
     pub fn new(stream: TcpStream) -> Socket {
-        Socket { stream, readable: false, writable: false, closing: false, error: false, urgent: false }
+        Socket {
+            stream,
+            readable: false,
+            writable: false,
+            closing: false,
+            error: false,
+            urgent: false,
+            reset: false,
+        }
     }
 
     /// After a read of `n` bytes into a buffer of `capacity`: a short read of a TCP socket means
@@ -253,6 +264,10 @@ fn pump_until_blocked(
                     && sys::at_urgent_mark(&src.stream).unwrap_or(false) =>
             {
                 src.urgent = true;
+            }
+            Ok(0) if src.reset => {
+                out.failure = fail(src_side, "read", io::ErrorKind::ConnectionReset.into());
+                return spliced;
             }
             Ok(0) => half.read_eof = true,
             Ok(n) => {

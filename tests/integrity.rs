@@ -112,7 +112,7 @@ fn an_urgent_byte_in_a_bulk_transfer_loses_nothing_after_it() {
     w.write_all(&expected[MIB as usize..]).unwrap();
     client.shutdown(Shutdown::Write).unwrap();
     let (inline, urgent, ending) = received.recv_timeout(Duration::from_secs(20)).expect("upstream reads");
-    assert_eq!(ending, Ending::Eof);
+    assert_eq!(ending, StreamEnd::Eof);
     assert_eq!(inline.len(), expected.len(), "inline bytes through the relay");
     assert!(inline == expected, "the 2 MiB arrived, but not intact");
     assert_eq!(urgent, vec![(MIB as usize, b'U')], "the urgent byte, at its mark");
@@ -219,14 +219,14 @@ fn a_reset_is_passed_on_as_a_reset_both_ways() {
     thread::sleep(Duration::from_millis(100));
     close_with_reset(client);
     let (got, ending) = seen.recv_timeout(Duration::from_secs(10)).expect("upstream reads");
-    assert_eq!((got.len(), ending), (1000, Ending::Reset), "what the upstream saw");
+    assert_eq!((got.len(), ending), (1000, StreamEnd::Reset), "what the upstream saw");
     daemon.wait_close_of(me, Duration::from_secs(5)).assert_reason("client_reset");
 
     let mut client = connect(listen);
     let me = client.local_addr().unwrap();
     client.write_all(b"u").unwrap();
     let (got, ending) = read_to_ending(&mut client);
-    assert_eq!((got.len(), ending), (1000, Ending::Reset), "what the client saw");
+    assert_eq!((got.len(), ending), (1000, StreamEnd::Reset), "what the client saw");
     daemon.wait_close_of(me, Duration::from_secs(5)).assert_reason("upstream_reset");
 }
 
@@ -269,7 +269,7 @@ fn a_reset_is_seen_while_its_direction_is_backed_up() {
     eprintln!("closed {:?} after the client's reset", reset_at.elapsed());
     release.store(true, Ordering::SeqCst);
     let (got, ending) = seen.recv_timeout(Duration::from_secs(20)).expect("upstream reads");
-    assert_eq!(ending, Ending::Reset, "the upstream read {got} of {sent} bytes and then a clean EOF");
+    assert_eq!(ending, StreamEnd::Reset, "the upstream read {got} of {sent} bytes and then a clean EOF");
 }
 
 /// Injects: a client that connects while the upstream connect hangs (a full backlog), then
@@ -315,5 +315,5 @@ fn an_idle_close_with_bytes_undelivered_resets_that_peer() {
     assert!(sending.join().unwrap().is_err(), "256 MiB went to an upstream that reads nothing");
     release.store(true, Ordering::SeqCst);
     let (got, ending) = seen.recv_timeout(Duration::from_secs(20)).expect("upstream reads");
-    assert_eq!(ending, Ending::Reset, "the upstream read {got} bytes of an interrupted stream, then EOF");
+    assert_eq!(ending, StreamEnd::Reset, "the upstream read {got} bytes of an interrupted stream, then EOF");
 }

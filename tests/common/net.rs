@@ -263,7 +263,7 @@ pub fn ipv6_loopback_available() -> bool {
 
 /// How a peer's reading of a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
+pub enum StreamEnd {
     /// A clean EOF (the other side's FIN).
     Eof,
     /// A reset (ECONNRESET or ECONNABORTED).
@@ -272,15 +272,15 @@ pub enum Ending {
 
 /// Reads until EOF or a reset, returning the bytes and how it ended; panics on any other error
 /// (a timeout: the relay left the stream hanging).
-pub fn read_to_ending(s: &mut TcpStream) -> (Vec<u8>, Ending) {
+pub fn read_to_ending(s: &mut TcpStream) -> (Vec<u8>, StreamEnd) {
     let mut got = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match s.read(&mut buf) {
-            Ok(0) => return (got, Ending::Eof),
+            Ok(0) => return (got, StreamEnd::Eof),
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_reset(&e) => return (got, Ending::Reset),
+            Err(e) if is_reset(&e) => return (got, StreamEnd::Reset),
             Err(e) => panic!("reading after {} bytes: {e}", got.len()),
         }
     }
@@ -319,7 +319,7 @@ pub fn wait_urgent(s: &TcpStream, timeout: Duration) -> bool {
 
 /// Reads `s` inline until EOF or a reset, taking urgent bytes out of band where their mark is:
 /// returns the inline bytes, each urgent byte with the inline offset of its mark, and the end.
-pub fn read_with_urgent(s: &mut TcpStream) -> (Vec<u8>, Vec<(usize, u8)>, Ending) {
+pub fn read_with_urgent(s: &mut TcpStream) -> (Vec<u8>, Vec<(usize, u8)>, StreamEnd) {
     let mut got = Vec::new();
     let mut urgent = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -330,10 +330,10 @@ pub fn read_with_urgent(s: &mut TcpStream) -> (Vec<u8>, Vec<(usize, u8)>, Ending
             }
         }
         match s.read(&mut buf) {
-            Ok(0) => return (got, urgent, Ending::Eof),
+            Ok(0) => return (got, urgent, StreamEnd::Eof),
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_reset(&e) => return (got, urgent, Ending::Reset),
+            Err(e) if is_reset(&e) => return (got, urgent, StreamEnd::Reset),
             Err(e) => panic!("reading after {} bytes: {e}", got.len()),
         }
     }
