@@ -290,10 +290,12 @@ fn an_upstream_reset_closes_the_pair_without_leaks() {
 }
 
 /// Injects: an upstream that accepts and closes at once, before the client's request arrives.
-/// Must survive: the client gets EOF, and the pair is closed with `reason=upstream_closed` when
-/// the client, told so, sends its request and closes; no descriptor left behind.
+/// Must survive: the client gets EOF, and the pair is closed when the client, told so, sends
+/// its request and closes: `reason=upstream_closed`, or `upstream_reset` when the upstream's
+/// kernel answered the request it can no longer take with a reset before the pair was done
+/// (as it would answer the client on a direct connection); no descriptor left behind.
 #[test]
-fn an_upstream_that_closes_before_reading_closes_the_pair_as_upstream_closed() {
+fn an_upstream_that_closes_before_reading_closes_the_pair() {
     let (tx, closed) = mpsc::channel();
     let seen = AtomicU32::new(0);
     let upstream = Upstream::start(move |mut s| {
@@ -320,7 +322,7 @@ fn an_upstream_that_closes_before_reading_closes_the_pair_as_upstream_closed() {
         let _ = client.write_all(b"GET / HTTP/1.0\r\n\r\n");
         drop(client);
         let line = daemon.wait_close_of(me, Duration::from_secs(5));
-        line.assert_reason("upstream_closed");
+        assert!(["upstream_closed", "upstream_reset"].contains(&line.reason()), "{}", line.raw);
         assert_eq!(line.num("bytes_from_upstream"), 0, "{}", line.raw);
     }
     assert_no_fd_leak(&daemon, baseline);

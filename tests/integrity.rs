@@ -230,12 +230,9 @@ fn a_reset_is_passed_on_as_a_reset_both_ways() {
     daemon.wait_close_of(me, Duration::from_secs(5)).assert_reason("upstream_reset");
 }
 
-/// Injects: an upstream that reads nothing while the client sends until every buffer is full;
-/// then the client resets. Must survive: the reset is seen at once although the daemon is not
-/// reading the client (backpressure): the pair closes within a few seconds, not at the 30 s
-/// idle timeout, with `reason=client_reset`, and the upstream, when it reads, sees a reset.
-#[test]
-fn a_reset_is_seen_while_its_direction_is_backed_up() {
+/// An upstream that reads nothing until `release` is set, then reads to the end and reports how
+/// many bytes it got and how the stream ended.
+fn held_upstream() -> (Upstream, Arc<AtomicBool>, mpsc::Receiver<(usize, StreamEnd)>) {
     let release = Arc::new(AtomicBool::new(false));
     let (tx, seen) = mpsc::channel();
     let held = release.clone();
@@ -244,6 +241,16 @@ fn a_reset_is_seen_while_its_direction_is_backed_up() {
         let (got, ending) = read_to_ending(&mut s);
         let _ = tx.send((got.len(), ending));
     });
+    (upstream, release, seen)
+}
+
+/// Injects: an upstream that reads nothing while the client sends until every buffer is full;
+/// then the client resets. Must survive: the reset is seen at once although the daemon is not
+/// reading the client (backpressure): the pair closes within a few seconds, not at the 30 s
+/// idle timeout, with `reason=client_reset`, and the upstream, when it reads, sees a reset.
+#[test]
+fn a_reset_is_seen_while_its_direction_is_backed_up() {
+    let (upstream, release, seen) = held_upstream();
     let listen = free_addr();
     let daemon = Daemon::start(&relay_listener("reset-backed-up", listen, upstream.addr, "30s"));
     let client = connect(listen);
@@ -296,14 +303,7 @@ fn a_client_reset_during_the_upstream_connect_ends_it_at_once() {
 /// reset, never a clean EOF.
 #[test]
 fn an_idle_close_with_bytes_undelivered_resets_that_peer() {
-    let release = Arc::new(AtomicBool::new(false));
-    let (tx, seen) = mpsc::channel();
-    let held = release.clone();
-    let upstream = Upstream::start(move |mut s| {
-        hold_until(&held, Duration::from_secs(20));
-        let (got, ending) = read_to_ending(&mut s);
-        let _ = tx.send((got.len(), ending));
-    });
+    let (upstream, release, seen) = held_upstream();
     let listen = free_addr();
     let daemon = Daemon::start(&relay_listener("idle-undelivered", listen, upstream.addr, "1s"));
     let client = connect(listen);
