@@ -14,8 +14,8 @@ use crate::listener::{self, Listener};
 use crate::logging::{self, Destination};
 use crate::metrics::http::Endpoint;
 use crate::metrics::Metrics;
-use crate::server::Server;
 use crate::supervisor::Supervisor;
+use crate::worker::Worker;
 
 /// Why the program failed.
 #[derive(Debug)]
@@ -199,7 +199,7 @@ fn setup(
         let workers = listeners
             .into_iter()
             .enumerate()
-            .map(|(i, set)| Server::new(config, i, set, metrics.clone()))
+            .map(|(i, set)| Worker::new(config, i, set, metrics.clone()))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::io("event loop", e))?;
         Supervisor::new(config.clone(), pidfile_overridden, workers, metrics, endpoint)

@@ -1,5 +1,6 @@
 //! One client connection and, for a relay, its upstream: a small state machine that the event
-//! loop drives on readiness. It knows nothing of the wheel or the clock; each call to
+//! loop drives on readiness. It knows nothing of the wheel, the clock, the listener or the
+//! deadlines (the worker keeps those in its slot for the connection); each call to
 //! [`Conn::drive`] reports whether bytes moved (so the loop can push the idle deadline forward)
 //! and what should happen next, including why the connection must close.
 //!
@@ -10,10 +11,7 @@
 //! ones meant for a connection that previously used the same slab key) are harmless: the calls
 //! they lead to return `WouldBlock`.
 
-use std::fmt;
 use std::io::{self, Read};
-use std::net::SocketAddr;
-use std::time::Instant;
 
 use mio::net::TcpStream;
 
@@ -21,137 +19,7 @@ use crate::buffer::Pool;
 use crate::pipe::PipePool;
 use crate::relay::{pump, Half, Io, Socket};
 use crate::sys::{tcp_progress, TcpProgress};
-
-/// Which socket of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Client,
-    Upstream,
-}
-
-impl Side {
-    /// The other socket of the pair.
-    pub fn other(self) -> Side {
-        match self {
-            Side::Client => Side::Upstream,
-            Side::Upstream => Side::Client,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Side::Client => "client",
-            Side::Upstream => "upstream",
-        }
-    }
-}
-
-/// Why a connection was closed. The names are part of the log format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// No byte moved in either direction for `idle_timeout`.
-    Idle,
-    /// The client finished (FIN), and everything it sent was delivered.
-    ClientClosed,
-    /// The upstream finished (FIN) first, and everything it sent was delivered.
-    UpstreamClosed,
-    /// The upstream connection failed.
-    UpstreamRefused,
-    /// The upstream did not answer within `connect_timeout`.
-    ConnectTimeout,
-    /// The client reset its connection (or made our writes to it fail): the upstream is reset.
-    ClientReset,
-    /// The upstream reset its connection (or made our writes to it fail): the client is reset.
-    UpstreamReset,
-    /// Another I/O error on either socket: both are reset.
-    Error,
-    /// The daemon stopped before the connection ended.
-    Shutdown,
-    /// `max_lifetime` after accept, whatever the traffic.
-    MaxLifetime,
-    /// One side sent FIN and the other did not finish within `half_close_timeout`.
-    HalfCloseTimeout,
-    /// Refused at accept: the listener was at `max_connections`.
-    Limit,
-    /// Refused at accept: the client's address was at `max_connections_per_ip`.
-    PerIpLimit,
-    /// Refused at accept by `allow` / `deny`.
-    Denied,
-    /// Refused at accept: the process was out of descriptors.
-    OutOfDescriptors,
-}
-
-impl CloseReason {
-    /// The name used in log lines.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Idle => "idle",
-            CloseReason::ClientClosed => "client_closed",
-            CloseReason::UpstreamClosed => "upstream_closed",
-            CloseReason::UpstreamRefused => "upstream_refused",
-            CloseReason::ConnectTimeout => "connect_timeout",
-            CloseReason::ClientReset => "client_reset",
-            CloseReason::UpstreamReset => "upstream_reset",
-            CloseReason::Error => "error",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::MaxLifetime => "max_lifetime",
-            CloseReason::HalfCloseTimeout => "half_close_timeout",
-            CloseReason::Limit => "limit",
-            CloseReason::PerIpLimit => "per_ip_limit",
-            CloseReason::Denied => "denied",
-            CloseReason::OutOfDescriptors => "out_of_descriptors",
-        }
-    }
-
-    fn closed_by(side: Side) -> CloseReason {
-        match side {
-            Side::Client => CloseReason::ClientClosed,
-            Side::Upstream => CloseReason::UpstreamClosed,
-        }
-    }
-
-    /// The reason for closing after `failure`: a reset (or a write refused because the peer is
-    /// gone) names its side; anything else is an error.
-    pub fn of_failure(failure: &IoFailure) -> CloseReason {
-        match (is_reset(&failure.error), failure.side) {
-            (true, Side::Client) => CloseReason::ClientReset,
-            (true, Side::Upstream) => CloseReason::UpstreamReset,
-            (false, _) => CloseReason::Error,
-        }
-    }
-
-    /// A close the daemon decides on (a timer, a stop): each peer is reset if bytes for it are
-    /// undelivered, and sent FIN otherwise.
-    pub fn is_forced(self) -> bool {
-        matches!(
-            self,
-            CloseReason::Idle
-                | CloseReason::MaxLifetime
-                | CloseReason::HalfCloseTimeout
-                | CloseReason::Shutdown
-        )
-    }
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An I/O failure, with the socket and operation it happened on, for the close log line.
-#[derive(Debug)]
-pub struct IoFailure {
-    pub side: Side,
-    pub op: &'static str,
-    pub error: io::Error,
-}
-
-impl fmt::Display for IoFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.side.name(), self.op, self.error)
-    }
-}
+use crate::vocab::{is_reset, CloseReason, IoFailure, Side};
 
 /// What the event loop should do after [`Conn::drive`].
 #[derive(Debug)]
@@ -174,37 +42,6 @@ pub struct Progress {
     pub next: Next,
 }
 
-/// The deadlines a connection is subject to, in wheel ticks. Its one timer is armed for the
-/// earliest; the wheel entry is moved only when that one moves earlier (see `Wheel::postpone`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadlines {
-    /// `connect_timeout` while the upstream connect is in progress, then the idle deadline.
-    pub activity: u64,
-    /// `max_lifetime` after accept, if limited.
-    pub lifetime: Option<u64>,
-    /// `half_close_timeout` after the first FIN, if any.
-    pub half_close: Option<u64>,
-}
-
-impl Deadlines {
-    /// The deadline the connection's timer is armed for.
-    pub fn earliest(&self) -> u64 {
-        [Some(self.activity), self.lifetime, self.half_close].into_iter().flatten().min().unwrap_or(u64::MAX)
-    }
-
-    /// Why a connection whose timer fired is closed: the deadline that passed first.
-    pub fn reason(&self, connecting: bool) -> CloseReason {
-        let activity = if connecting { CloseReason::ConnectTimeout } else { CloseReason::Idle };
-        let candidates = [
-            (Some(self.activity), activity),
-            (self.lifetime, CloseReason::MaxLifetime),
-            (self.half_close, CloseReason::HalfCloseTimeout),
-        ];
-        let due = candidates.iter().filter_map(|(d, r)| d.map(|d| (d, *r)));
-        due.min_by_key(|(d, _)| *d).map_or(activity, |(_, r)| r)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Relay: waiting for the upstream connect to complete. The client is not read meanwhile.
@@ -218,21 +55,6 @@ enum State {
 /// A client connection and, for a relay listener, its upstream.
 #[derive(Debug)]
 pub struct Conn {
-    /// Index of the listener that accepted it.
-    pub listener: usize,
-    /// The client's address.
-    pub peer: SocketAddr,
-    pub accepted: Instant,
-    /// The connection's one entry in the timing wheel, if armed.
-    pub timer: Option<crate::wheel::TimerKey>,
-    /// What the timer is armed for.
-    pub deadlines: Deadlines,
-    /// Counted in the listener's per-address table (to be uncounted at close).
-    pub per_ip_counted: bool,
-    /// Set by the event loop: events carrying another generation are not this connection's.
-    pub gen: usize,
-    /// Both sockets' kernel byte counters at the last idle review (see `liveness`).
-    pub wire_seen: Option<u64>,
     client: Socket,
     upstream: Option<Socket>,
     state: State,
@@ -242,12 +64,6 @@ pub struct Conn {
     first_fin: Option<Side>,
     /// Bytes to send the upstream before the client's (a PROXY protocol header).
     preamble: Option<Box<[u8]>>,
-}
-
-/// Whether an I/O error means the peer reset the connection (or is gone, refusing our writes).
-fn is_reset(error: &io::Error) -> bool {
-    use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
-    matches!(error.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)
 }
 
 /// Closing after an I/O failure, with the reason it implies.
@@ -268,42 +84,20 @@ fn take_error(socket: &mut Socket, side: Side) -> Option<IoFailure> {
 
 impl Conn {
     /// A sink connection: the client's bytes are read and discarded.
-    pub fn sink(listener: usize, peer: SocketAddr, client: TcpStream, now: Instant) -> Conn {
-        Conn::new(listener, peer, client, None, State::Sink, now)
+    pub fn sink(client: TcpStream) -> Conn {
+        Conn::new(client, None, State::Sink)
     }
 
     /// A relay connection whose upstream connect (non-blocking) is in progress; `preamble` is
     /// sent to the upstream once connected, before any byte from the client.
-    pub fn relay(
-        listener: usize,
-        peer: SocketAddr,
-        client: TcpStream,
-        upstream: TcpStream,
-        preamble: Option<Box<[u8]>>,
-        now: Instant,
-    ) -> Conn {
-        let mut conn = Conn::new(listener, peer, client, Some(upstream), State::Connecting, now);
+    pub fn relay(client: TcpStream, upstream: TcpStream, preamble: Option<Box<[u8]>>) -> Conn {
+        let mut conn = Conn::new(client, Some(upstream), State::Connecting);
         conn.preamble = preamble;
         conn
     }
 
-    fn new(
-        listener: usize,
-        peer: SocketAddr,
-        client: TcpStream,
-        upstream: Option<TcpStream>,
-        state: State,
-        now: Instant,
-    ) -> Conn {
+    fn new(client: TcpStream, upstream: Option<TcpStream>, state: State) -> Conn {
         Conn {
-            listener,
-            peer,
-            accepted: now,
-            timer: None,
-            deadlines: Deadlines { activity: u64::MAX, lifetime: None, half_close: None },
-            per_ip_counted: false,
-            gen: 0,
-            wire_seen: None,
             client: Socket::new(client),
             upstream: upstream.map(Socket::new),
             state,

@@ -1,6 +1,6 @@
 //! idlereaper: a TCP relay daemon that closes connections once they have been idle too long.
 //!
-//! Data flows one way: config file → validated [`config::Config`] → [`server`] event loop →
+//! Data flows one way: config file → validated [`config::Config`] → [`worker`] event loop →
 //! connections ([`conn`]) → timing [`wheel`] → close. `main.rs` only maps [`app::run`]'s result to
 //! an exit status; everything else lives here so that tests can drive it without a process.
 
@@ -13,15 +13,15 @@ pub mod config;
 pub mod conn;
 pub mod daemon;
 pub mod listener;
-pub mod liveness;
 pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pipe;
 pub mod proxy_protocol;
 pub mod relay;
-pub mod server;
 pub mod signals;
 pub mod supervisor;
 pub mod sys;
+pub mod vocab;
 pub mod wheel;
+pub mod worker;

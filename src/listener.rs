@@ -4,7 +4,6 @@
 //! for the listener as a whole.
 
 use std::collections::HashMap;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,8 +13,8 @@ use mio::net::TcpListener;
 
 use crate::app::Error;
 use crate::config::{Config, ListenerConfig};
-use crate::conn::CloseReason;
 use crate::metrics::{ListenerMetrics, Metrics};
+use crate::vocab::CloseReason;
 
 /// One worker's socket for a configured listener.
 pub struct Listener {
@@ -141,19 +140,6 @@ pub fn bind_one(
             })
         })
         .collect()
-}
-
-/// How long accepting stops after an accept error that retrying at once cannot clear (the
-/// listeners' and the metrics endpoint's).
-pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-
-/// Whether an accept error means the process or system is out of descriptors or memory: then
-/// accepting must pause instead of retrying at once.
-pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
-    )
 }
 
 /// Lets a kind of log line through at most once per interval, counting the ones held back.

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::conn::CloseReason;
+use crate::vocab::CloseReason;
 
 pub mod http;
 
@@ -178,6 +178,8 @@ struct Inner {
     listeners: Mutex<Vec<Arc<ListenerMetrics>>>,
     /// Live timers per worker.
     timers: Box<[AtomicU64]>,
+    /// Relay buffers in use per worker (for the statistics line).
+    buffers: Box<[AtomicU64]>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     /// Since the Unix epoch.
@@ -214,6 +216,7 @@ impl Metrics {
             inner: Arc::new(Inner {
                 listeners: Mutex::new(Vec::new()),
                 timers: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+                buffers: (0..workers).map(|_| AtomicU64::new(0)).collect(),
                 reloads_ok: AtomicU64::new(0),
                 reloads_failed: AtomicU64::new(0),
                 started,
@@ -238,12 +241,35 @@ impl Metrics {
         }
     }
 
-    /// Worker `worker`'s number of live timers (`idlereaper_timers`, summed over workers).
-    pub fn set_timers(&self, worker: usize, timers: usize) {
-        match self.inner.timers.get(worker) {
-            Some(slot) => slot.store(timers as u64, Relaxed),
-            None => debug_assert!(false, "set_timers: worker {worker} of {}", self.inner.timers.len()),
+    /// Worker `worker`'s number of live timers (`idlereaper_timers`, summed over workers) and
+    /// of relay buffers in use.
+    pub fn set_worker(&self, worker: usize, timers: usize, buffers: usize) {
+        match (self.inner.timers.get(worker), self.inner.buffers.get(worker)) {
+            (Some(t), Some(b)) => {
+                t.store(timers as u64, Relaxed);
+                b.store(buffers as u64, Relaxed);
+            }
+            _ => debug_assert!(false, "set_worker: worker {worker} of {}", self.inner.timers.len()),
         }
+    }
+
+    /// The statistics line logged on USR1 (after `stats `), read from the same counters as
+    /// `/metrics`, summed over the listeners configured now and over the workers.
+    pub fn stats_line(&self) -> String {
+        let (mut active, mut accepted, mut closed, mut refused) = (0i64, 0, 0, 0);
+        for l in self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            active += l.active.load(Relaxed);
+            accepted += l.accepted.load(Relaxed);
+            closed += l.closed.iter().map(|c| c.load(Relaxed)).sum::<u64>();
+            refused += l.refused.iter().map(|c| c.load(Relaxed)).sum::<u64>();
+        }
+        let sum = |v: &[AtomicU64]| v.iter().map(|a| a.load(Relaxed)).sum::<u64>();
+        format!(
+            "connections={active} accepted={accepted} closed={closed} refused={refused} timers={} \
+             buffers_in_use={}",
+            sum(&self.inner.timers),
+            sum(&self.inner.buffers)
+        )
     }
 
     /// A reload was applied (`ok`) or rejected (`idlereaper_reloads_total{result}`).

@@ -1,12 +1,15 @@
 //! Socket set-up that std and mio do not offer: listening sockets with a real backlog (mio's
 //! `bind` uses 128, too small for a burst of clients; the kernel caps ours at `somaxconn`) and
-//! `SO_REUSEPORT` for workers.
+//! `SO_REUSEPORT` for workers; the tuning of accepted and upstream sockets; and what to do when
+//! descriptors run out.
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use mio::net::TcpListener;
-use socket2::{Domain, Protocol, Socket, Type};
+use log::{debug, error};
+use mio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 /// Listen backlog requested; Linux silently caps it at `net.core.somaxconn` (4096 by default).
 pub const BACKLOG: i32 = 4096;
@@ -30,6 +33,43 @@ pub fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+/// How long accepting stops after an accept error that retrying at once cannot clear (the
+/// listeners' and the metrics endpoint's).
+pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether an accept error means the process or system is out of descriptors or memory: then
+/// accepting must pause instead of retrying at once.
+pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+/// Opens the reserve descriptor that lets a worker out of descriptors still take a waiting
+/// client off the backlog to close it; `None` if even that fails (accepting then only pauses).
+pub(crate) fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").map_err(|e| error!("cannot open reserve descriptor: {e}")).ok()
+}
+
+/// No Nagle delay on an upstream socket (the relay forwards what it has at once; client sockets
+/// inherit `TCP_NODELAY` from their listener, see [`listen`]), then [`tune_keepalive`].
+pub(crate) fn tune_upstream(stream: &TcpStream, keepalive: Option<Duration>) {
+    let _ = stream.set_nodelay(true);
+    tune_keepalive(stream, keepalive);
+}
+
+/// Keepalive probes after `keepalive` idle, every quarter of it, four times, if set.
+pub(crate) fn tune_keepalive(stream: &TcpStream, keepalive: Option<Duration>) {
+    if let Some(idle) = keepalive {
+        let interval = (idle / 4).max(Duration::from_secs(1));
+        let params = TcpKeepalive::new().with_time(idle).with_interval(interval).with_retries(4);
+        if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&params) {
+            debug!("tcp_keepalive: {e}");
+        }
+    }
 }
 
 #[cfg(test)]

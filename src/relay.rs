@@ -28,9 +28,9 @@ use nix::fcntl::{splice, SpliceFFlags};
 use nix::sys::socket::{recv, send, MsgFlags};
 
 use crate::buffer::{Buf, Pool};
-use crate::conn::{IoFailure, Side};
 use crate::pipe::{Pipe, PipePool};
 use crate::sys;
+use crate::vocab::{IoFailure, Side};
 
 /// A splice burst that moved less than this was not bulk after all: back to copying.
 const BULK_MIN: usize = 64 * 1024;

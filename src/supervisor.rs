@@ -18,8 +18,8 @@ use crate::listener;
 use crate::logging::LogHandle;
 use crate::metrics::http::Endpoint;
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::server::{Command, ListenerChange, Reload, Remote, Server};
 use crate::signals::{Signal, Signals};
+use crate::worker::{Command, ListenerChange, Reload, Remote, Worker};
 
 const SIGNALS: Token = Token(0);
 const WORKER_DONE: Token = Token(1);
@@ -31,7 +31,7 @@ pub struct Supervisor {
     poll: Poll,
     signals: Signals,
     done: Arc<Waker>,
-    workers: Vec<(Server, Remote)>,
+    workers: Vec<(Worker, Remote)>,
     config: Config,
     /// `--pidfile` was given: the file's `daemon.pidfile` does not count.
     pidfile_overridden: bool,
@@ -51,7 +51,7 @@ impl Supervisor {
     pub fn new(
         config: Config,
         pidfile_overridden: bool,
-        workers: Vec<(Server, Remote)>,
+        workers: Vec<(Worker, Remote)>,
         metrics: Metrics,
         mut endpoint: Option<Endpoint>,
     ) -> io::Result<Supervisor> {
@@ -133,7 +133,7 @@ impl Supervisor {
                     Signal::Reload => self.reload(&remotes, &log),
                     Signal::Stats => {
                         log.reopen();
-                        broadcast(&remotes, || Command::Stats);
+                        info!("stats {}", self.metrics.stats_line());
                     }
                 }
             }

@@ -27,7 +27,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
 use super::Metrics;
-use crate::listener::ACCEPT_PAUSE;
+use crate::net::ACCEPT_PAUSE;
 
 /// Longest request head (request line and headers, with the blank line that ends them).
 pub const MAX_HEAD: usize = 8 * 1024;

@@ -51,8 +51,8 @@ fn render_one_listener_exactly() {
     relay.upstream_connect_error();
     relay.bytes(100, 2000);
     relay.bytes(0, 48);
-    metrics.set_timers(0, 4);
-    metrics.set_timers(1, 3);
+    metrics.set_worker(0, 4, 1);
+    metrics.set_worker(1, 3, 0);
     metrics.reload(true);
     metrics.reload(false);
     metrics.reload(false);

@@ -23,10 +23,11 @@
 //! The connection keeps one timer throughout: a postponement is one re-insertion, and a truly
 //! idle connection costs exactly one review (two `getsockopt` calls) when it is closed.
 
-use crate::conn::{CloseReason, Deadlines, Side};
+use super::deadlines::Deadlines;
 use crate::sys::TcpProgress;
 #[cfg(doc)]
 use crate::sys::JIFFY_SLACK_MS;
+use crate::vocab::{CloseReason, Side};
 
 /// What to do with a relay whose timer is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,148 @@
+//! Closing connections, and the ledger.
+//!
+//! A close frees the slot, the timer, the buffers and the listener's admission counts, resets
+//! the peers the relay contract says to reset ([`abort_sides`]), logs the one close line, and
+//! records the close in the ledger. The ledger is [`Core::record`]: every accept, refusal and
+//! close goes through it, and it is the only writer of the listeners' connection counters —
+//! `/metrics` and the USR1 statistics line are both read from those counters.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use log::info;
+use mio::net::TcpStream;
+
+use super::Core;
+use crate::conn::Conn;
+use crate::sys::TcpProgress;
+use crate::vocab::{CloseReason, IoFailure, Side};
+
+/// What the ledger records.
+pub(super) enum Entry {
+    /// A client admitted: a connection now open.
+    Accepted,
+    /// A client closed at accept.
+    Refused(CloseReason),
+    /// An admitted connection ended after `lifetime`.
+    Closed { reason: CloseReason, lifetime: Duration },
+}
+
+impl Core {
+    /// The ledger: records an accept, a refusal or a close of listener `i` in its counters.
+    pub(super) fn record(&self, i: usize, entry: Entry) {
+        let metrics = &self.listeners[i].metrics;
+        match entry {
+            Entry::Accepted => {
+                metrics.accepted();
+                metrics.active_add(1);
+            }
+            Entry::Refused(reason) => metrics.refused(reason),
+            Entry::Closed { reason, lifetime } => {
+                metrics.active_add(-1);
+                metrics.closed(reason, lifetime);
+                if matches!(reason, CloseReason::UpstreamRefused | CloseReason::ConnectTimeout) {
+                    metrics.upstream_connect_error();
+                }
+            }
+        }
+    }
+
+    /// Closes both sockets of a connection, logs it once, and frees its slot and timer.
+    pub(super) fn close(&mut self, key: usize, reason: CloseReason, failure: Option<IoFailure>) {
+        drop(self.close_client(key, reason, failure, None));
+    }
+
+    /// [`close`](Self::close), except that the upstream socket is handed back still open, for
+    /// the caller to drop: the client's socket is closed at once. Nothing of the connection is
+    /// left behind: its key may be reused as soon as this returns.
+    ///
+    /// The close is a reset where the relay contract requires one (see [`abort_sides`]); `kernel`
+    /// is what the kernel said of the sockets just before, if the caller asked.
+    pub(super) fn close_client(
+        &mut self,
+        key: usize,
+        reason: CloseReason,
+        failure: Option<IoFailure>,
+        kernel: Option<[TcpProgress; 2]>,
+    ) -> Option<TcpStream> {
+        let mut slot = self.slots.remove(key);
+        if self.starved.is_some() {
+            // A descriptor is about to be freed: listeners paused for want of one may try again.
+            for listener in &mut self.listeners {
+                listener.paused_until = None;
+            }
+        }
+        let conn = &mut slot.conn;
+        for (side, abort) in [Side::Client, Side::Upstream].into_iter().zip(abort_sides(conn, reason, kernel))
+        {
+            if abort {
+                conn.abort(side);
+            }
+        }
+        if let Some(timer) = slot.timer.take() {
+            self.wheel.cancel(timer);
+        }
+        conn.release(&mut self.pool, &mut self.pipes);
+        let listener = &self.listeners[slot.listener];
+        listener.release(slot.peer.ip().to_canonical(), slot.per_ip_counted);
+        let lifetime = slot.accepted.elapsed();
+        self.record(slot.listener, Entry::Closed { reason, lifetime });
+        let bytes = (conn.bytes_from_client(), conn.bytes_from_upstream());
+        log_close(&listener.config.name, slot.peer, lifetime, bytes, reason, failure.as_ref());
+        // Dropping the connection closes the client's descriptor, and dropping the upstream
+        // closes the other; closing also removes them from the epoll set (they are never
+        // duplicated), so no `deregister` calls: two system calls fewer per close. An event
+        // already collected for them carries the old generation and is ignored.
+        conn.take_upstream()
+    }
+
+    /// A client admitted whose connection failed before it got a slot (its upstream connect
+    /// failed at once): accepted and closed in the ledger, and logged.
+    pub(super) fn closed_at_once(&self, i: usize, peer: SocketAddr, reason: CloseReason, failure: IoFailure) {
+        self.record(i, Entry::Accepted);
+        self.record(i, Entry::Closed { reason, lifetime: Duration::ZERO });
+        log_close(&self.listeners[i].config.name, peer, Duration::ZERO, (0, 0), reason, Some(&failure));
+    }
+
+    /// Closes every connection (a stop whose drain time is over, or a second stop).
+    pub(super) fn close_all(&mut self, reason: CloseReason) {
+        let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(key, reason, None);
+        }
+    }
+}
+
+/// Which of a closing connection's sockets (`[client, upstream]`) are reset rather than closed
+/// with FIN: a reset is passed on as a reset; an error resets both; a close the daemon decides
+/// on resets a peer whose bytes are undelivered (held by the daemon or unacknowledged in its
+/// socket; `kernel` says which, or is asked now). An orderly end closes both with FIN.
+fn abort_sides(conn: &Conn, reason: CloseReason, kernel: Option<[TcpProgress; 2]>) -> [bool; 2] {
+    match reason {
+        CloseReason::ClientReset => [false, true],
+        CloseReason::UpstreamReset => [true, false],
+        CloseReason::Error => [true, true],
+        r if r.is_forced() => {
+            let kernel = kernel.or_else(|| conn.kernel_progress());
+            [Side::Client, Side::Upstream].map(|side| conn.undelivered_toward(side, kernel.as_ref()))
+        }
+        _ => [false, false],
+    }
+}
+
+/// The one log line per closed connection (`key=value` fields; the format is documented).
+fn log_close(
+    listener: &str,
+    peer: SocketAddr,
+    lifetime: Duration,
+    (from_client, from_upstream): (u64, u64),
+    reason: CloseReason,
+    failure: Option<&IoFailure>,
+) {
+    let lifetime = lifetime.as_millis();
+    let error = failure.map(|f| format!(" error=\"{f}\"")).unwrap_or_default();
+    info!(
+        "conn closed listener={listener} client={peer} reason={reason} lifetime_ms={lifetime} \
+         bytes_from_client={from_client} bytes_from_upstream={from_upstream}{error}"
+    );
+}

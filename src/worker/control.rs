@@ -1,0 +1,135 @@
+//! The supervisor's commands to a worker (stop, reload), the handle that sends them, and the
+//! worker's side of each.
+
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{error, info};
+use mio::{Interest, Waker};
+
+use super::token::Target;
+use super::{Core, Phase};
+use crate::config::ListenerConfig;
+use crate::listener::Listener;
+use crate::vocab::CloseReason;
+
+/// What the supervisor asks of a worker.
+pub enum Command {
+    /// Stop accepting and drain; a second `Stop` closes everything at once.
+    Stop,
+    /// Apply a new configuration (SIGHUP).
+    Reload(Reload),
+}
+
+/// A worker's part of a reload: the listeners of the new configuration, in order, and the
+/// settings that apply at once. Listener indices only grow, so every worker assigns the same
+/// index to the same listener, and open connections keep pointing at theirs.
+pub struct Reload {
+    pub listeners: Vec<ListenerChange>,
+    pub shutdown_timeout: Duration,
+}
+
+/// One listener of a new configuration.
+pub enum ListenerChange {
+    /// The socket at `index` stays (same address): no client is refused during the reload. Its
+    /// new settings apply to new connections, and to open ones from their next activity on.
+    Keep { index: usize, config: ListenerConfig },
+    /// A socket bound for the reload; it takes the next index.
+    Add(Listener),
+}
+
+/// The supervisor's handle on a worker's loop.
+#[derive(Clone)]
+pub struct Remote {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl Remote {
+    pub(super) fn new(commands: Sender<Command>, waker: Arc<Waker>) -> Remote {
+        Remote { commands, waker }
+    }
+
+    /// Sends a command and wakes the loop. A worker that has already stopped ignores it.
+    pub fn send(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+impl Core {
+    pub(super) fn handle_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Stop => self.stop(),
+                Command::Reload(reload) => self.reload(reload),
+            }
+        }
+    }
+
+    /// Switches to the listeners of a reloaded configuration: kept ones get their new settings,
+    /// added ones are registered, the others are closed (their connections run on).
+    fn reload(&mut self, reload: Reload) {
+        if self.phase != Phase::Running {
+            return; // stopping: the listeners are closed already
+        }
+        let mut wanted = vec![false; self.listeners.len()];
+        for change in reload.listeners {
+            match change {
+                ListenerChange::Keep { index, config } => {
+                    wanted[index] = true;
+                    self.listeners[index].config = config;
+                }
+                ListenerChange::Add(mut listener) => {
+                    let index = self.listeners.len();
+                    if let Some(socket) = listener.socket.as_mut() {
+                        let token = Target::Listener(index).token();
+                        if let Err(e) = self.registry.register(socket, token, Interest::READABLE) {
+                            error!("reload: listener={} cannot be registered: {e}", listener.config.name);
+                            listener.socket = None;
+                        }
+                    }
+                    self.listeners.push(listener);
+                    wanted.push(true);
+                }
+            }
+        }
+        for (listener, wanted) in self.listeners.iter_mut().zip(wanted) {
+            if !wanted {
+                if let Some(mut socket) = listener.socket.take() {
+                    let _ = self.registry.deregister(&mut socket);
+                }
+            }
+        }
+        self.shutdown_timeout = reload.shutdown_timeout;
+    }
+
+    /// First stop: close the listeners and drain; second: close everything now.
+    fn stop(&mut self) {
+        match self.phase {
+            Phase::Running => {
+                let until = Instant::now() + self.shutdown_timeout;
+                info!(
+                    "stopping worker={}: listeners closed, draining connections={} for up to {:?}",
+                    self.worker,
+                    self.slots.len(),
+                    self.shutdown_timeout
+                );
+                for listener in &mut self.listeners {
+                    if let Some(mut socket) = listener.socket.take() {
+                        let _ = self.registry.deregister(&mut socket);
+                    }
+                }
+                self.phase = Phase::Draining { until };
+            }
+            Phase::Draining { .. } => {
+                info!("second stop: worker={} closing connections={} now", self.worker, self.slots.len());
+                self.close_all(CloseReason::Shutdown);
+                self.phase = Phase::Stopped;
+            }
+            Phase::Stopped => {}
+        }
+    }
+}
