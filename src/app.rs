@@ -76,14 +76,16 @@ pub fn report(err: &Error) {
 
 /// Runs the command.
 pub fn run(cli: Cli) -> Result<(), Error> {
-    let mut config = Config::load(&cli.config)?;
+    let pidfile = match &cli.pidfile {
+        None => None,
+        Some(p) => {
+            Some(std::path::absolute(p).map_err(|e| Error::io(format!("--pidfile {}", p.display()), e))?)
+        }
+    };
+    let mut config = Config::load(&cli.config, pidfile.as_deref())?;
     // A reload re-reads the file after the daemon has changed to `/`.
     config.path = std::path::absolute(&config.path).unwrap_or(config.path);
-    let pidfile_overridden = cli.pidfile.is_some();
-    if let Some(pidfile) = cli.pidfile {
-        config.daemon.pidfile = std::path::absolute(&pidfile)
-            .map_err(|e| Error::io(format!("--pidfile {}", pidfile.display()), e))?;
-    }
+    let pidfile_overridden = pidfile.is_some();
     if cli.check {
         for line in config.summary() {
             println!("{line}");
@@ -98,10 +100,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
 /// terminal and leaves nothing behind on failure.
 fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<(), Error> {
     let credentials = Credentials::resolve(config.daemon.user.as_deref(), config.daemon.group.as_deref())?;
-    let own_dir = match &credentials {
-        Some(creds) => creds.make_pidfile_dir(&config.daemon.pidfile)?,
-        None => false,
-    };
+    let own_dir = daemon::make_pidfile_dir(&config.daemon.pidfile)?;
     let pidfile = Pidfile::lock(&config.daemon.pidfile)?;
     let metrics = Metrics::new(config.daemon.workers);
     let bound = listener::bind(config, &metrics).and_then(|listeners| {

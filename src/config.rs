@@ -20,7 +20,12 @@
 //!    (unique names, unique `listen` addresses, no relay loops), then `[metrics]` against the
 //!    listeners. `[daemon]` and `[metrics]` are checked here, the listeners in the `listener`
 //!    submodule. The first error found is returned.
-//! 3. **Errors** (the `locate` submodule). toml's own errors carry a byte span, and so do the
+//! 3. **`Config` against this machine** (the `host` submodule; [`Config::load`] only, so at start,
+//!    for `--check` and for a reload). What the daemon would otherwise refuse only at start, and
+//!    that needs no socket: the users and groups named exist, the pidfile's directory exists or
+//!    can be created, a log file's directory exists. Errors point at the key, as in step 2.
+//!    [`Config::parse`] skips this step, so that tests of the text run anywhere.
+//! 4. **Errors** (the `locate` submodule). toml's own errors carry a byte span, and so do the
 //!    `Spanned` values that validation rejects; either becomes a 1-based line and column. The key
 //!    is written as a user would write it: `daemon.tick`, `listener[1].idle_timeout`, where `[1]`
 //!    is the 0-based position of the `[[listener]]` table in the file (the index, not the name,
@@ -59,6 +64,7 @@ use toml::{Spanned, Value};
 
 use locate::Source;
 
+mod host;
 mod listener;
 mod locate;
 
@@ -198,19 +204,24 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Read and validate the file. Every error names the file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    /// Read and validate the file, then check it against this machine (pipeline step 3). Every
+    /// error names the file. `pidfile` is the `--pidfile` option: it replaces `daemon.pidfile`,
+    /// and its directory is checked instead.
+    pub fn load(path: &Path, pidfile: Option<&Path>) -> Result<Config, ConfigError> {
         let src = Source { path, text: "" };
         let text =
             std::fs::read_to_string(path).map_err(|e| src.error(None, "", format!("cannot read: {e}")))?;
-        Config::parse(&text, path)
+        let src = Source { path, text: &text };
+        let file: FileConfig = toml::from_str(&text).map_err(|e| src.toml_error(&e))?;
+        validate(&src, file, Checks::Host { pidfile })
     }
 
-    /// Validate `text` as if it had been read from `path` (for tests and for reload).
+    /// Validate `text` as if it had been read from `path`: the text alone, without the checks
+    /// against this machine that [`Config::load`] adds.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let src = Source { path, text };
         let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
-        validate(&src, file)
+        validate(&src, file, Checks::TextOnly)
     }
 
     /// One line for the daemon, then one per listener, then one for the metrics endpoint if there
@@ -275,10 +286,23 @@ struct FileMetrics {
 
 type Res<T> = Result<T, ConfigError>;
 
-fn validate(src: &Source, file: FileConfig) -> Res<Config> {
-    let daemon = validate_daemon(src, file.daemon.unwrap_or_default())?;
+/// Whether validation ends with the checks against this machine (step 3).
+enum Checks<'a> {
+    TextOnly,
+    /// With the `--pidfile` option, if given.
+    Host {
+        pidfile: Option<&'a Path>,
+    },
+}
+
+fn validate(src: &Source, file: FileConfig, checks: Checks) -> Res<Config> {
+    let file_daemon = file.daemon.unwrap_or_default();
+    let mut daemon = validate_daemon(src, &file_daemon)?;
     let listeners = listener::validate(src, file.listener.unwrap_or_default(), daemon.tick)?;
     let metrics = file.metrics.map(|m| validate_metrics(src, m, &listeners)).transpose()?;
+    if let Checks::Host { pidfile } = checks {
+        host::check(src, &file_daemon, &mut daemon, pidfile)?;
+    }
     Ok(Config { path: src.path.to_owned(), daemon, listeners, metrics })
 }
 
@@ -315,7 +339,7 @@ fn validate_metrics(src: &Source, table: Spanned<FileMetrics>, ls: &[ListenerCon
     Ok(MetricsConfig { listen: addr })
 }
 
-fn validate_daemon(src: &Source, d: FileDaemon) -> Res<DaemonConfig> {
+fn validate_daemon(src: &Source, d: &FileDaemon) -> Res<DaemonConfig> {
     // A path the kernel cannot take would pass `--check` and fail only at start.
     for (key, value) in [("daemon.pidfile", &d.pidfile), ("daemon.log", &d.log)] {
         if let Some(v) = value.as_ref().filter(|v| v.get_ref().contains('\0')) {
@@ -359,6 +383,11 @@ fn validate_daemon(src: &Source, d: FileDaemon) -> Res<DaemonConfig> {
     let shutdown_timeout = duration(src, "daemon.shutdown_timeout", &d.shutdown_timeout, limits, "")?;
     let user = account(src, "daemon.user", &d.user)?;
     let group = account(src, "daemon.group", &d.group)?;
+    if let (None, Some(g)) = (&user, &d.group) {
+        let msg = "is set without daemon.user: the daemon switches to a group only together with a \
+                   user; set daemon.user too, or remove daemon.group";
+        return Err(src.error(g.span(), "daemon.group", msg));
+    }
     let workers = match integer(src, "daemon.workers", &d.workers, DEFAULT_WORKERS, WORKERS_RANGE)? {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(WORKERS_RANGE.1 as usize)),
         n => n,

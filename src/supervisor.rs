@@ -157,7 +157,8 @@ impl Supervisor {
     /// Re-reads and validates the configuration file and applies it; on any error the running
     /// configuration stays, untouched.
     fn reload(&mut self, remotes: &[Remote], log: &LogHandle) {
-        let mut new = match Config::load(&self.config.path) {
+        let pidfile = self.pidfile_overridden.then_some(self.config.daemon.pidfile.as_path());
+        let mut new = match Config::load(&self.config.path, pidfile) {
             Ok(config) => config,
             Err(e) => {
                 error!("reload failed, keeping the running configuration: {e}");

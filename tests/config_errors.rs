@@ -146,6 +146,47 @@ fn a_missing_idle_timeout_is_rejected() {
     assert_rejected(&run_with(&[], Some(&text)), &["idle_timeout"], Some(listen));
 }
 
+/// Asserts that stderr points at `line` of the config file (`<file>:<line>:<col>: <key>: `).
+fn assert_at(outcome: &Outcome, line: usize, key: &str) {
+    let at = format!("{}:{line}:", outcome.config.display());
+    let shown = outcome.stderr.lines().find(|l| l.contains(&at));
+    let rest = shown.and_then(|l| l.split_once(&at)).map(|(_, rest)| rest);
+    let column = rest.and_then(|r| r.split_once(':')).map(|(col, rest)| (col.parse::<usize>(), rest));
+    assert!(
+        matches!(column, Some((Ok(_), rest)) if rest.starts_with(&format!(" {key}: "))),
+        "stderr points at {at}<col>: {key}: {:?}",
+        outcome.stderr
+    );
+}
+
+/// What the daemon would refuse at start, `--check` refuses too, and so does the start itself:
+/// exit 2 and the position of the key, before anything is bound.
+#[test]
+fn users_groups_and_directories_that_do_not_exist_are_config_errors() {
+    let listen = free_addr();
+    let sink = sink_listener("a", listen, "5s");
+    // The key in question is on line `at`; the log goes to stderr unless the case sets it.
+    let cases = [
+        ("group = \"root\"", 3, "daemon.group", "without daemon.user"),
+        ("user = \"no-such-user-idlereaper\"", 3, "daemon.user", "no such user"),
+        ("user = \"root\"\ngroup = \"no-such-group-idlereaper\"", 4, "daemon.group", "no such group"),
+        ("log = \"@DIR@/no/such/dir/x.log\"", 3, "daemon.log", "does not exist"),
+    ];
+    for (lines, at, key, fragment) in cases {
+        let log = if key == "daemon.log" { "" } else { "log = \"stderr\"\n" };
+        let text = format!("[daemon]\npidfile = \"@DIR@/idlereaper.pid\"\n{lines}\n{log}\n{sink}");
+        for args in [&["--check"][..], &["--foreground"][..], &[][..]] {
+            let outcome = run_with(args, Some(&text));
+            assert_rejected(&outcome, &[key, fragment], Some(listen));
+            assert_at(&outcome, at, key);
+        }
+    }
+    let text = config_with(&sink).replace("@DIR@/idlereaper.pid", "@DIR@/a/b/idlereaper.pid");
+    let outcome = run_with(&["--check"], Some(&text));
+    assert_rejected(&outcome, &["daemon.pidfile", "does not exist"], Some(listen));
+    assert_at(&outcome, 2, "daemon.pidfile");
+}
+
 #[test]
 fn an_unknown_option_is_a_usage_error() {
     let outcome = run_with(&["--no-such-option"], None);

@@ -178,6 +178,7 @@ fn daemon_errors() {
     bad("log_level = \"off\"", "daemon.log_level", "got \"off\"");
     bad("user = \"\"", "daemon.user", "must be a non-empty name");
     bad("group = \"a b\"", "daemon.group", "without spaces, got \"a b\"");
+    bad("group = \"nogroup\"", "daemon.group", "is set without daemon.user");
     rejected("daemon = 5\n", "daemon", 1, "invalid type");
 }
 
@@ -185,7 +186,7 @@ fn daemon_errors() {
 fn missing_file_error_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("absent.toml");
-    let e = Config::load(&path).unwrap_err();
+    let e = Config::load(&path, None).unwrap_err();
     assert_eq!((e.line, e.column, e.key.as_deref()), (None, None, None));
     let enoent = "cannot read: No such file or directory (os error 2)";
     assert_eq!(e.to_string(), format!("{}: {enoent}", path.display()));
@@ -196,9 +197,9 @@ fn load_reads_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idlereaper.toml");
     std::fs::write(&path, SAMPLE).unwrap();
-    assert_eq!(Config::load(&path).unwrap().path, path);
+    assert_eq!(Config::load(&path, None).unwrap().path, path);
     std::fs::write(&path, daemon("tick = \"0s\"")).unwrap();
-    let shown = Config::load(&path).unwrap_err().to_string();
+    let shown = Config::load(&path, None).unwrap_err().to_string();
     assert!(shown.starts_with(&format!("{}:2:8: daemon.tick: ", path.display())), "{shown}");
 }
 
