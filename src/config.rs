@@ -139,6 +139,8 @@ pub struct ListenerConfig {
     pub name: String,
     /// Unique across listeners; port is not 0.
     pub listen: SocketAddr,
+    /// Where `listen` is in the file, for errors found later (a reload that cannot bind it).
+    pub listen_at: Position,
     /// `None` for a sink listener. Not a wildcard address; never leads back to this listener.
     pub upstream: Option<SocketAddr>,
     /// `daemon.tick`..=30 days.
@@ -167,6 +169,15 @@ pub struct ListenerConfig {
     pub tcp_keepalive: Option<Duration>,
     /// PROXY protocol header sent to the upstream first; `None` ("off", the default). Relay only.
     pub proxy_protocol: Option<crate::proxy_protocol::Version>,
+}
+
+/// Where a value is in the configuration file, as a [`ConfigError`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
 }
 
 /// A configuration error, for a person to read.
@@ -222,6 +233,18 @@ impl Config {
         let src = Source { path, text };
         let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
         validate(&src, file, Checks::TextOnly)
+    }
+
+    /// An error about `key` found after validation (binding a listener on a reload, say), shown
+    /// like the others: `<file>:<line>:<col>: <key>: <message>`.
+    pub fn error_at(&self, key: &str, at: Option<Position>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: self.path.clone(),
+            line: at.map(|p| p.line),
+            column: at.map(|p| p.column),
+            key: Some(key.to_owned()),
+            message: message.into(),
+        }
     }
 
     /// One line for the daemon, then one per listener, then one for the metrics endpoint if there

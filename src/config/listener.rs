@@ -173,6 +173,7 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
         config: ListenerConfig {
             name: n.clone(),
             listen: listen_addr,
+            listen_at: src.position(&listen.span()),
             upstream,
             idle_timeout,
             connect_timeout,

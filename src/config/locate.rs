@@ -11,7 +11,7 @@ use std::path::Path;
 
 use toml::de::{DeTable, DeValue};
 
-use super::ConfigError;
+use super::{ConfigError, Position};
 
 pub(super) type Span = Range<usize>;
 
@@ -60,6 +60,12 @@ impl Source<'_> {
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
         (before.matches('\n').count() + 1, column)
+    }
+
+    /// Where `span` starts.
+    pub(super) fn position(&self, span: &Span) -> Position {
+        let (line, column) = self.line_col(span.start);
+        Position { line, column }
     }
 
     pub(super) fn line_of(&self, span: &Span) -> usize {

@@ -49,6 +49,11 @@ pub(super) fn named(name: &str, listen: &str, more: &str) -> String {
     format!("[[listener]]\nname = \"{name}\"\nlisten = \"{listen}\"\nidle_timeout = \"1s\"\n{more}")
 }
 
+/// The 1-based number of the line of `text` that is `line`.
+fn line_of(text: &str, line: &str) -> usize {
+    text.lines().position(|l| l == line).unwrap_or_else(|| panic!("no line {line:?}")) + 1
+}
+
 pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -59,6 +64,7 @@ fn sample_parses_to_what_it_says() {
     let listener = |name: &str, listen: &str, upstream: Option<&str>, idle| ListenerConfig {
         name: name.into(),
         listen: listen.parse().unwrap(),
+        listen_at: Position { line: line_of(SAMPLE, &format!("listen = \"{listen}\"")), column: 10 },
         upstream: upstream.map(|u| u.parse().unwrap()),
         idle_timeout: Duration::from_secs(idle),
         connect_timeout: Duration::from_secs(5),
@@ -131,6 +137,15 @@ fn sample_metrics_block_parses_when_uncommented() {
     assert_eq!((SAMPLE.matches(table).count(), SAMPLE.matches(listen).count()), (1, 1));
     let on = SAMPLE.replace(table, &table.replace('#', "")).replace(listen, &listen.replace('#', ""));
     assert_eq!(ok(&on).metrics, Some(MetricsConfig { listen: "127.0.0.1:9109".parse().unwrap() }));
+}
+
+#[test]
+fn listen_positions_are_kept_for_later_errors() {
+    let config = ok(&(named("a", "127.0.0.1:7000", "") + &named("b", "[::1]:7000", "")));
+    let at: Vec<_> = config.listeners.iter().map(|l| l.listen_at).collect();
+    assert_eq!(at, [Position { line: 3, column: 10 }, Position { line: 7, column: 10 }]);
+    let e = config.error_at("listener[1].listen", Some(at[1]), "cannot listen");
+    assert_eq!(e.to_string(), format!("{PATH}:7:10: listener[1].listen: cannot listen"));
 }
 
 #[test]
