@@ -90,6 +90,12 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         for line in config.summary() {
             println!("{line}");
         }
+        // Not an error: the file is fine with --foreground (as under systemd).
+        let detached = logging::detached_problem_with(&config.daemon.log, syslog_socket(), false);
+        if let (false, Some(msg)) = (cli.foreground, detached) {
+            let e = log_error(&config, msg);
+            eprintln!("idlereaper: warning: without --foreground, idlereaper would refuse to start: {e}");
+        }
         println!("{}: configuration ok", config.path.display());
         return Ok(());
     }
@@ -99,6 +105,11 @@ pub fn run(cli: Cli) -> Result<(), Error> {
 /// Everything that can fail before the event loop runs, in the order that keeps errors on the
 /// terminal and leaves nothing behind on failure.
 fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<(), Error> {
+    if !foreground {
+        if let Some(msg) = logging::detached_problem(&config.daemon.log) {
+            return Err(log_error(config, msg).into());
+        }
+    }
     let credentials = Credentials::resolve(config.daemon.user.as_deref(), config.daemon.group.as_deref())?;
     let own_dir = daemon::make_pidfile_dir(&config.daemon.pidfile)?;
     let pidfile = Pidfile::lock(&config.daemon.pidfile)?;
@@ -204,16 +215,25 @@ fn setup(
         Supervisor::new(config.clone(), pidfile_overridden, workers, metrics, endpoint)
             .map_err(|e| Error::io("signal handlers", e))
     });
-    match built {
-        Ok(supervisor) => {
-            let log = logging::install(log, config.daemon.log_level);
-            Ok(Ready { supervisor, log, pidfile, started, warning })
-        }
+    let installed =
+        built.and_then(|supervisor| Ok((supervisor, logging::install(log, config.daemon.log_level)?)));
+    match installed {
+        Ok((supervisor, log)) => Ok(Ready { supervisor, log, pidfile, started, warning }),
         Err(e) => {
             pidfile.remove();
             Err(e)
         }
     }
+}
+
+/// An error about `daemon.log`, at the key, or saying it is the default.
+fn log_error(config: &Config, msg: String) -> ConfigError {
+    let at = config.daemon.log_at;
+    config.error_at("daemon.log", at, if at.is_some() { msg } else { format!("not set, so {msg}") })
+}
+
+fn syslog_socket() -> bool {
+    std::path::Path::new(logging::SYSLOG_SOCKET).exists()
 }
 
 fn started_line(config: &Config) -> String {

@@ -108,6 +108,9 @@ pub struct DaemonConfig {
     pub pidfile: PathBuf,
     /// Default [`LogTarget::Syslog`].
     pub log: LogTarget,
+    /// Where `log` is in the file (`None`: not there, the default), for the errors found at
+    /// start (no syslog socket for a daemon).
+    pub log_at: Option<Position>,
     /// Default `Info`; never `Off`.
     pub log_level: log::LevelFilter,
     /// Timing-wheel resolution, 1ms..=1s. Default 1ms.
@@ -415,7 +418,8 @@ fn validate_daemon(src: &Source, d: &FileDaemon) -> Res<DaemonConfig> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(WORKERS_RANGE.1 as usize)),
         n => n,
     };
-    Ok(DaemonConfig { pidfile, log, log_level, tick, shutdown_timeout, user, group, workers })
+    let log_at = d.log.as_ref().map(|v| src.position(&v.span()));
+    Ok(DaemonConfig { pidfile, log, log_at, log_level, tick, shutdown_timeout, user, group, workers })
 }
 
 /// An integer key within `(min, max)`, or `default` when absent.

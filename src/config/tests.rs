@@ -82,6 +82,7 @@ fn sample_parses_to_what_it_says() {
         daemon: DaemonConfig {
             pidfile: PathBuf::from("/run/idlereaper/idlereaper.pid"),
             log: LogTarget::Syslog,
+            log_at: Some(Position { line: line_of(SAMPLE, "log = \"syslog\""), column: 7 }),
             log_level: log::LevelFilter::Info,
             tick: ms(1),
             shutdown_timeout: Duration::from_secs(10),
