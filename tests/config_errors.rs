@@ -35,10 +35,31 @@ impl Outcome {
 /// bad config was wrongly accepted, the daemon it started is killed here so that the failing test
 /// leaves nothing behind either.
 fn run_with(args: &[&str], config_text: Option<&str>) -> Outcome {
+    run_on(args, config_text.map(str::as_bytes))
+}
+
+/// [`run_with`] on a file of any bytes.
+fn run_on(args: &[&str], config_bytes: Option<&[u8]>) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("idlereaper.toml");
-    if let Some(text) = config_text {
-        fs::write(&config, text.replace("@DIR@", &dir.path().display().to_string())).unwrap();
+    if let Some(bytes) = config_bytes {
+        // Replaced byte by byte: the file need not be UTF-8.
+        let (from, to) = (b"@DIR@", dir.path().as_os_str().as_encoded_bytes());
+        let mut text = Vec::with_capacity(bytes.len());
+        let mut rest = bytes;
+        while let Some((&first, after)) = rest.split_first() {
+            match rest.strip_prefix(from) {
+                Some(after_dir) => {
+                    text.extend_from_slice(to);
+                    rest = after_dir;
+                }
+                None => {
+                    text.push(first);
+                    rest = after;
+                }
+            }
+        }
+        fs::write(&config, text).unwrap();
     }
     let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
     argv.push("-c".as_ref());
@@ -185,6 +206,37 @@ fn users_groups_and_directories_that_do_not_exist_are_config_errors() {
     let outcome = run_with(&["--check"], Some(&text));
     assert_rejected(&outcome, &["daemon.pidfile", "does not exist"], Some(listen));
     assert_at(&outcome, 2, "daemon.pidfile");
+}
+
+/// Errors in the text itself point into it too: an empty file, one that is not UTF-8, a TOML
+/// syntax error (with the key being read), and a bad duration (saying what is accepted).
+#[test]
+fn every_error_in_the_text_has_a_position_and_a_key() {
+    let outcome = run_on(&["--check"], Some(b""));
+    assert_rejected(&outcome, &["the file is empty"], None);
+    assert_at(&outcome, 1, "listener");
+
+    let listen = free_addr();
+    let mut latin1 = config_with("[[listener]]\nname = \"caf").into_bytes();
+    latin1.push(0xe9);
+    latin1.extend_from_slice(format!("\"\nlisten = \"{listen}\"\nidle_timeout = \"5s\"\n").as_bytes());
+    let outcome = run_on(&["--check"], Some(&latin1));
+    assert_rejected(&outcome, &["byte 0xE9 is not valid UTF-8"], Some(listen));
+    assert_at(&outcome, 7, "listener[0].name");
+
+    let unquoted =
+        config_with(&format!("[[listener]]\nname = \"a\"\nlisten = \"{listen}\"\nidle_timeout = 5s\n"));
+    let outcome = run_with(&["--check"], Some(&unquoted));
+    assert_rejected(&outcome, &["must be quoted"], Some(listen));
+    assert_at(&outcome, 9, "listener[0].idle_timeout");
+
+    let outcome = run_with(&[], Some(&config_with(&sink_listener("a", listen, "5 weeks"))));
+    assert_rejected(
+        &outcome,
+        &["\"weeks\" is not a unit", "units: ms, s, m, h, d", "allowed: 1ms to 30days"],
+        Some(listen),
+    );
+    assert_at(&outcome, 9, "listener[0].idle_timeout");
 }
 
 #[test]

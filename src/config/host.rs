@@ -19,8 +19,9 @@ use std::path::Path;
 
 use nix::unistd::{Group, User};
 
+use super::daemon::FileDaemon;
 use super::locate::Source;
-use super::{DaemonConfig, FileDaemon, LogTarget, Res};
+use super::{DaemonConfig, LogTarget, Res};
 
 /// Checks `daemon` (validated from `file`, whose spans the errors point at) against this
 /// machine. `pidfile`, the `--pidfile` option, replaces `daemon.pidfile` first.
