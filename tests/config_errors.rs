@@ -1,6 +1,6 @@
 //! Bad configurations and command lines: exit status 2, a message on stderr that names the file
 //! and the offending key, and nothing left behind (no process, no pidfile, nothing bound).
-//! Also `--check` on a good config, and `--version`.
+//! Also `--check` on a good config. (`--help` and `--version`: `cli.rs`.)
 //!
 //! The exact wording of config errors is the config module's to choose: these tests look for the
 //! key and the path in the message, not for sentences.
@@ -271,15 +271,4 @@ fn check_rejects_a_bad_config_with_status_2() {
     let text = config_with(&sink_listener("a", free_addr(), "5x"));
     let outcome = run_with(&["--check"], Some(&text));
     assert_rejected(&outcome, &["idle_timeout"], None);
-}
-
-#[test]
-fn version_prints_the_version() {
-    let dir = tempfile::tempdir().unwrap();
-    for flag in ["--version", "-V"] {
-        let CliRun { status, stdout, stderr } =
-            run_cli(dir.path(), &[flag.as_ref()], Duration::from_secs(10));
-        assert_eq!(status.code(), Some(0), "{flag}: {stderr}");
-        assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{flag} prints the version: {stdout:?}");
-    }
 }
