@@ -101,7 +101,7 @@ fn daemonizes_writes_a_pidfile_refuses_a_second_instance_and_stops_on_term() {
 #[test]
 fn without_a_syslog_socket_daemonizing_with_syslog_is_refused() {
     if Path::new("/dev/log").exists() {
-        eprintln!("skipped: this machine has a syslog socket, /dev/log");
+        skip("this machine has a syslog socket, /dev/log");
         return;
     }
     become_child_subreaper();
