@@ -273,8 +273,27 @@ sys.exit(0 if got == msg else 1)
 ' "$1"
 }
 
+# The daemonized instance runs on the packaged config. Without a syslog socket (a
+# container) it refuses to daemonize with log = "syslog" (a daemon must not write to the
+# terminal); check that, then run it on a copy that logs to a file.
+start_args=()
+if [ ! -S /dev/log ]; then
+    no_syslog_refused() {
+        local s
+        timeout 30 "$BIN" </dev/null >"$work/nosyslog.log" 2>&1
+        s=$?
+        sed 's/^/      /' "$work/nosyslog.log"
+        note "exit status $s"
+        [ "$s" -eq 2 ] && grep -q 'daemon.log' "$work/nosyslog.log" && ! daemon_pid >/dev/null
+    }
+    step "no /dev/log: daemonizing with log = \"syslog\" is refused (exit 2, names daemon.log)" no_syslog_refused
+    sed "s|^log = \"syslog\"|log = \"$work/daemon.log\"|" "$CONF" >"$work/idlereaper.toml"
+    start_args=(-c "$work/idlereaper.toml")
+    note "the daemon below runs on $CONF with log = \"$work/daemon.log\""
+fi
+
 start_ok() {
-    timeout 30 "$BIN" </dev/null >"$work/start.log" 2>&1
+    timeout 30 "$BIN" "${start_args[@]}" </dev/null >"$work/start.log" 2>&1
     local s=$?
     sed 's/^/      /' "$work/start.log"
     [ "$s" -eq 0 ] || { note "exit status $s"; return 1; }
@@ -306,7 +325,7 @@ step "$RUNDIR belongs to $USER_NAME" rundir_owned
 
 second_refused() {
     local s
-    timeout 30 "$BIN" </dev/null >"$work/second.log" 2>&1
+    timeout 30 "$BIN" "${start_args[@]}" </dev/null >"$work/second.log" 2>&1
     s=$?
     sed 's/^/      /' "$work/second.log"
     note "exit status $s"

@@ -76,17 +76,25 @@ pub fn report(err: &Error) {
 
 /// Runs the command.
 pub fn run(cli: Cli) -> Result<(), Error> {
-    let mut config = Config::load(&cli.config)?;
+    let pidfile = match &cli.pidfile {
+        None => None,
+        Some(p) => {
+            Some(std::path::absolute(p).map_err(|e| Error::io(format!("--pidfile {}", p.display()), e))?)
+        }
+    };
+    let mut config = Config::load(&cli.config, pidfile.as_deref())?;
     // A reload re-reads the file after the daemon has changed to `/`.
     config.path = std::path::absolute(&config.path).unwrap_or(config.path);
-    let pidfile_overridden = cli.pidfile.is_some();
-    if let Some(pidfile) = cli.pidfile {
-        config.daemon.pidfile = std::path::absolute(&pidfile)
-            .map_err(|e| Error::io(format!("--pidfile {}", pidfile.display()), e))?;
-    }
+    let pidfile_overridden = pidfile.is_some();
     if cli.check {
         for line in config.summary() {
             println!("{line}");
+        }
+        // Not an error: the file is fine with --foreground (as under systemd).
+        let detached = logging::detached_problem_with(&config.daemon.log, syslog_socket(), false);
+        if let (false, Some(msg)) = (cli.foreground, detached) {
+            let e = log_error(&config, msg);
+            eprintln!("idlereaper: warning: without --foreground, idlereaper would refuse to start: {e}");
         }
         println!("{}: configuration ok", config.path.display());
         return Ok(());
@@ -97,11 +105,13 @@ pub fn run(cli: Cli) -> Result<(), Error> {
 /// Everything that can fail before the event loop runs, in the order that keeps errors on the
 /// terminal and leaves nothing behind on failure.
 fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<(), Error> {
+    if !foreground {
+        if let Some(msg) = logging::detached_problem(&config.daemon.log) {
+            return Err(log_error(config, msg).into());
+        }
+    }
     let credentials = Credentials::resolve(config.daemon.user.as_deref(), config.daemon.group.as_deref())?;
-    let own_dir = match &credentials {
-        Some(creds) => creds.make_pidfile_dir(&config.daemon.pidfile)?,
-        None => false,
-    };
+    let own_dir = daemon::make_pidfile_dir(&config.daemon.pidfile)?;
     let pidfile = Pidfile::lock(&config.daemon.pidfile)?;
     let metrics = Metrics::new(config.daemon.workers);
     let bound = listener::bind(config, &metrics).and_then(|listeners| {
@@ -205,16 +215,25 @@ fn setup(
         Supervisor::new(config.clone(), pidfile_overridden, workers, metrics, endpoint)
             .map_err(|e| Error::io("signal handlers", e))
     });
-    match built {
-        Ok(supervisor) => {
-            let log = logging::install(log, config.daemon.log_level);
-            Ok(Ready { supervisor, log, pidfile, started, warning })
-        }
+    let installed =
+        built.and_then(|supervisor| Ok((supervisor, logging::install(log, config.daemon.log_level)?)));
+    match installed {
+        Ok((supervisor, log)) => Ok(Ready { supervisor, log, pidfile, started, warning }),
         Err(e) => {
             pidfile.remove();
             Err(e)
         }
     }
+}
+
+/// An error about `daemon.log`, at the key, or saying it is the default.
+fn log_error(config: &Config, msg: String) -> ConfigError {
+    let at = config.daemon.log_at;
+    config.error_at("daemon.log", at, if at.is_some() { msg } else { format!("not set, so {msg}") })
+}
+
+fn syslog_socket() -> bool {
+    std::path::Path::new(logging::SYSLOG_SOCKET).exists()
 }
 
 fn started_line(config: &Config) -> String {

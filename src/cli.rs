@@ -1,34 +1,94 @@
 //! The command line: `idlereaper [-c|--config PATH] [-f|--foreground] [-p|--pidfile PATH]
-//! [-t|--check] [-V|--version]`. clap exits with status 2 on a usage error, as the contract wants.
+//! [-t|--check] [-v|-V|--version]`. clap exits with status 2 on a usage error, as the contract
+//! wants. `--help` ends with what the man pages say at more length (daemonizing, signals, exit
+//! status) and points to them; `--version` adds the build's features to the version, as
+//! `haproxy -vv` does, and `-v` (nginx's and HAProxy's version flag) is `-V`.
 
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
-use clap::Parser;
+use clap::{ArgAction, Parser};
+
+/// After the options in `--help`.
+const AFTER_HELP: &str = "\
+Without --foreground, idlereaper daemonizes: the command returns once the daemon has locked its
+pidfile and bound every listener (exit status 0), or prints the error and leaves nothing running.
+Once it has returned, the daemon writes nothing to the terminal.
+
+Signals: TERM or INT stop gracefully (open connections get up to daemon.shutdown_timeout; a
+second one stops at once), HUP reloads the configuration, USR1 reopens the log file and logs
+statistics.
+
+Exit status: 0 success, 2 usage or configuration error, 1 any other failure.
+
+See idlereaper(8) and idlereaper.toml(5).";
+
+/// `--version`: the version, then what this build is and does.
+static LONG_VERSION: LazyLock<String> = LazyLock::new(|| {
+    let build = if cfg!(debug_assertions) { "debug build" } else { "release build" };
+    format!(
+        "{}\n\
+         target: {}-{}, {build}\n\
+         features: epoll event loop, timerfd alarms, splice relay, SO_REUSEPORT workers, \
+         PROXY protocol v1 and v2 toward upstreams, syslog ({}), Prometheus metrics endpoint\n\
+         default config: {}\n\
+         manuals: idlereaper(8), idlereaper.toml(5)",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+        crate::logging::SYSLOG_SOCKET,
+        crate::config::DEFAULT_PATH,
+    )
+});
 
 /// TCP relay daemon that closes idle connections.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "idlereaper", version, about, long_about = None)]
+#[command(
+    name = "idlereaper",
+    version,
+    long_version = LONG_VERSION.as_str(),
+    about,
+    long_about = None,
+    after_help = AFTER_HELP,
+    disable_version_flag = true
+)]
 pub struct Cli {
     /// Configuration file.
     #[arg(short, long, value_name = "PATH", default_value = crate::config::DEFAULT_PATH)]
     pub config: PathBuf,
 
-    /// Stay in the foreground and log to stderr (unless `daemon.log` is a file).
+    /// Do not daemonize; log to stderr (unless daemon.log is a file).
     #[arg(short, long)]
     pub foreground: bool,
 
-    /// Pidfile; overrides `daemon.pidfile`.
+    /// Pidfile; overrides daemon.pidfile.
     #[arg(short, long, value_name = "PATH")]
     pub pidfile: Option<PathBuf>,
 
-    /// Parse and validate the configuration, print what it holds, and exit. Binds nothing.
+    /// Check the configuration as a start would, print what it holds, and exit. Binds nothing.
     #[arg(short = 't', long)]
     pub check: bool,
+
+    /// Print the version (--version: with the build's features) and exit.
+    #[arg(short = 'V', long, visible_short_alias = 'v', action = ArgAction::Version)]
+    version: Option<bool>,
 }
 
 impl Cli {
     /// Parses `std::env::args`, exiting with status 2 (and a usage message) on bad arguments.
     pub fn parse_args() -> Cli {
         Cli::parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

@@ -14,13 +14,18 @@
 //!    that a validation error can point at its line and column. Fields are `Option`s: a missing
 //!    required key is reported by step 2, with the key's full name. Durations and counts are
 //!    read as `toml::Value`, so that step 2 can say in words what it expected and what it found.
-//!    The `[[listener]]` table's struct lives with its validation, in the `listener` submodule.
+//!    Each table's struct lives with its validation: the `daemon` and `listener` submodules.
 //! 2. **`FileConfig` → `Config`.** Defaults are filled in, each value is checked on its own
 //!    (ranges, absolute paths, addresses, networks), then the listeners are checked together
 //!    (unique names, unique `listen` addresses, no relay loops), then `[metrics]` against the
-//!    listeners. `[daemon]` and `[metrics]` are checked here, the listeners in the `listener`
-//!    submodule. The first error found is returned.
-//! 3. **Errors** (the `locate` submodule). toml's own errors carry a byte span, and so do the
+//!    listeners. `[daemon]` and `[metrics]` are checked in the `daemon` submodule, the listeners
+//!    in the `listener` submodule, durations in `duration`. The first error found is returned.
+//! 3. **`Config` against this machine** (the `host` submodule; [`Config::load`] only, so at start,
+//!    for `--check` and for a reload). What the daemon would otherwise refuse only at start, and
+//!    that needs no socket: the users and groups named exist, the pidfile's directory exists or
+//!    can be created, a log file's directory exists. Errors point at the key, as in step 2.
+//!    [`Config::parse`] skips this step, so that tests of the text run anywhere.
+//! 4. **Errors** (the `locate` submodule). toml's own errors carry a byte span, and so do the
 //!    `Spanned` values that validation rejects; either becomes a 1-based line and column. The key
 //!    is written as a user would write it: `daemon.tick`, `listener[1].idle_timeout`, where `[1]`
 //!    is the 0-based position of the `[[listener]]` table in the file (the index, not the name,
@@ -30,11 +35,11 @@
 //!
 //! # Values
 //!
-//! * Durations are strings with a unit, parsed by `humantime`: `"250ms"`, `"30s"`, `"5m"`,
-//!   `"1h 30m"`, `"1.5s"`. A bare number (`5` or `"5"`), a negative value or an unknown unit is an
-//!   error. Durations must be whole milliseconds (`"1500us"` is rejected rather than rounded):
-//!   the timing wheel counts whole ticks of at least 1 ms, so finer precision would be a promise
-//!   the daemon cannot keep. The timers that can be switched off (`max_lifetime`,
+//! * Durations are strings with a unit (the `duration` submodule): `"250ms"`, `"30s"`, `"5m"`,
+//!   `"1h 30m"`, `"1.5s"`, `"2d"`; units ms, s, m, h, d, or spelled out. A bare number (`5` or
+//!   `"5"`), a negative value or an unknown unit is an error. Durations must be whole
+//!   milliseconds (`"1.5ms"` is rejected rather than rounded): the timing wheel counts whole
+//!   ticks of at least 1 ms, so finer precision would be a promise the daemon cannot keep. The timers that can be switched off (`max_lifetime`,
 //!   `half_close_timeout`, `tcp_keepalive`) take `"0s"` for off; `tcp_keepalive` must be whole
 //!   seconds, because that is what the kernel's `TCP_KEEPIDLE` counts.
 //! * Addresses are `"IP:port"` or `"[IPv6]:port"`; host names are not resolved; port 0 is
@@ -59,22 +64,17 @@ use toml::{Spanned, Value};
 
 use locate::Source;
 
+mod daemon;
+mod duration;
+mod host;
 mod listener;
 mod locate;
 
 /// Where the daemon looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/idlereaper.toml";
 
-const DEFAULT_PIDFILE: &str = "/run/idlereaper/idlereaper.pid";
 const MS: Duration = Duration::from_millis(1);
 const HOUR: Duration = Duration::from_secs(60 * 60);
-const DEFAULT_TICK: Duration = MS;
-const TICK_RANGE: (Duration, Duration) = (MS, Duration::from_secs(1));
-const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-const SHUTDOWN_TIMEOUT_RANGE: (Duration, Duration) = (Duration::ZERO, HOUR);
-const DEFAULT_WORKERS: usize = 1;
-/// 0 means one per core.
-const WORKERS_RANGE: (i64, i64) = (0, 64);
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +102,9 @@ pub struct DaemonConfig {
     pub pidfile: PathBuf,
     /// Default [`LogTarget::Syslog`].
     pub log: LogTarget,
+    /// Where `log` is in the file (`None`: not there, the default), for the errors found at
+    /// start (no syslog socket for a daemon).
+    pub log_at: Option<Position>,
     /// Default `Info`; never `Off`.
     pub log_level: log::LevelFilter,
     /// Timing-wheel resolution, 1ms..=1s. Default 1ms.
@@ -133,6 +136,8 @@ pub struct ListenerConfig {
     pub name: String,
     /// Unique across listeners; port is not 0.
     pub listen: SocketAddr,
+    /// Where `listen` is in the file, for errors found later (a reload that cannot bind it).
+    pub listen_at: Position,
     /// `None` for a sink listener. Not a wildcard address; never leads back to this listener.
     pub upstream: Option<SocketAddr>,
     /// `daemon.tick`..=30 days.
@@ -161,6 +166,15 @@ pub struct ListenerConfig {
     pub tcp_keepalive: Option<Duration>,
     /// PROXY protocol header sent to the upstream first; `None` ("off", the default). Relay only.
     pub proxy_protocol: Option<crate::proxy_protocol::Version>,
+}
+
+/// Where a value is in the configuration file, as a [`ConfigError`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
 }
 
 /// A configuration error, for a person to read.
@@ -198,19 +212,34 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Read and validate the file. Every error names the file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let src = Source { path, text: "" };
-        let text =
-            std::fs::read_to_string(path).map_err(|e| src.error(None, "", format!("cannot read: {e}")))?;
-        Config::parse(&text, path)
+    /// Read and validate the file, then check it against this machine (pipeline step 3). Every
+    /// error names the file. `pidfile` is the `--pidfile` option: it replaces `daemon.pidfile`,
+    /// and its directory is checked instead.
+    pub fn load(path: &Path, pidfile: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = locate::read(path)?;
+        let src = Source { path, text: &text };
+        let file: FileConfig = toml::from_str(&text).map_err(|e| src.toml_error(&e))?;
+        validate(&src, file, Checks::Host { pidfile })
     }
 
-    /// Validate `text` as if it had been read from `path` (for tests and for reload).
+    /// Validate `text` as if it had been read from `path`: the text alone, without the checks
+    /// against this machine that [`Config::load`] adds.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let src = Source { path, text };
         let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
-        validate(&src, file)
+        validate(&src, file, Checks::TextOnly)
+    }
+
+    /// An error about `key` found after validation (binding a listener on a reload, say), shown
+    /// like the others: `<file>:<line>:<col>: <key>: <message>`.
+    pub fn error_at(&self, key: &str, at: Option<Position>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: self.path.clone(),
+            line: at.map(|p| p.line),
+            column: at.map(|p| p.column),
+            key: Some(key.to_owned()),
+            message: message.into(),
+        }
     }
 
     /// One line for the daemon, then one per listener, then one for the metrics endpoint if there
@@ -247,123 +276,33 @@ impl Config {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    daemon: Option<FileDaemon>,
+    daemon: Option<daemon::FileDaemon>,
     listener: Option<Vec<Spanned<listener::FileListener>>>,
-    metrics: Option<Spanned<FileMetrics>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileDaemon {
-    pidfile: Option<Spanned<String>>,
-    log: Option<Spanned<String>>,
-    log_level: Option<Spanned<String>>,
-    tick: Option<Spanned<Value>>,
-    shutdown_timeout: Option<Spanned<Value>>,
-    user: Option<Spanned<String>>,
-    group: Option<Spanned<String>>,
-    workers: Option<Spanned<Value>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileMetrics {
-    listen: Option<Spanned<String>>,
+    metrics: Option<Spanned<daemon::FileMetrics>>,
 }
 
 // ---- Step 2: validation ---------------------------------------------------------------------------
 
 type Res<T> = Result<T, ConfigError>;
 
-fn validate(src: &Source, file: FileConfig) -> Res<Config> {
-    let daemon = validate_daemon(src, file.daemon.unwrap_or_default())?;
+/// Whether validation ends with the checks against this machine (step 3).
+enum Checks<'a> {
+    TextOnly,
+    /// With the `--pidfile` option, if given.
+    Host {
+        pidfile: Option<&'a Path>,
+    },
+}
+
+fn validate(src: &Source, file: FileConfig, checks: Checks) -> Res<Config> {
+    let file_daemon = file.daemon.unwrap_or_default();
+    let mut daemon = daemon::validate(src, &file_daemon)?;
     let listeners = listener::validate(src, file.listener.unwrap_or_default(), daemon.tick)?;
-    let metrics = file.metrics.map(|m| validate_metrics(src, m, &listeners)).transpose()?;
+    let metrics = file.metrics.map(|m| daemon::validate_metrics(src, m, &listeners)).transpose()?;
+    if let Checks::Host { pidfile } = checks {
+        host::check(src, &file_daemon, &mut daemon, pidfile)?;
+    }
     Ok(Config { path: src.path.to_owned(), daemon, listeners, metrics })
-}
-
-/// `[metrics]`: a `listen` address, as a listener's, that no listener's address overlaps.
-fn validate_metrics(src: &Source, table: Spanned<FileMetrics>, ls: &[ListenerConfig]) -> Res<MetricsConfig> {
-    const KEY: &str = "metrics.listen";
-    let header = table.span();
-    let Some(listen) = table.into_inner().listen else {
-        let msg = "required: the address to serve GET /metrics on, such as \"127.0.0.1:9109\"";
-        return Err(src.error(header, KEY, msg));
-    };
-    let text = listen.get_ref();
-    let error = |msg: String| Err(src.error(listen.span(), KEY, msg));
-    let addr = match text.parse::<SocketAddr>() {
-        Ok(addr) if addr.port() == 0 => return error(format!("{text:?}: port 0 is not allowed")),
-        Ok(addr) => addr,
-        Err(_) => {
-            return error(format!("expected \"IP:port\" or \"[IPv6]:port\" (no host names), got {text:?}"))
-        }
-    };
-    // One port of one family, and the same address or a wildcard: they cannot both be bound.
-    let overlaps = |other: SocketAddr| {
-        let wildcard = addr.ip().is_unspecified() || other.ip().is_unspecified();
-        let same_port = other.port() == addr.port() && other.is_ipv4() == addr.is_ipv4();
-        same_port && (other.ip() == addr.ip() || wildcard)
-    };
-    if let Some((i, l)) = ls.iter().enumerate().find(|(_, l)| overlaps(l.listen)) {
-        let (name, other) = (&l.name, l.listen);
-        return error(match other == addr {
-            true => format!("duplicate address {addr}: already used by listener[{i}] ({name:?})"),
-            false => format!("{addr} overlaps {other} of listener[{i}] ({name:?}): both cannot be bound"),
-        });
-    }
-    Ok(MetricsConfig { listen: addr })
-}
-
-fn validate_daemon(src: &Source, d: FileDaemon) -> Res<DaemonConfig> {
-    // A path the kernel cannot take would pass `--check` and fail only at start.
-    for (key, value) in [("daemon.pidfile", &d.pidfile), ("daemon.log", &d.log)] {
-        if let Some(v) = value.as_ref().filter(|v| v.get_ref().contains('\0')) {
-            return Err(src.error(
-                v.span(),
-                key,
-                format!("a path cannot contain a NUL byte, got {:?}", v.get_ref()),
-            ));
-        }
-    }
-    let pidfile = match &d.pidfile {
-        None => PathBuf::from(DEFAULT_PIDFILE),
-        Some(p) if Path::new(p.get_ref()).is_absolute() => PathBuf::from(p.get_ref()),
-        Some(p) => {
-            let msg = format!("must be an absolute path, got {:?}", p.get_ref());
-            return Err(src.error(p.span(), "daemon.pidfile", msg));
-        }
-    };
-    let log = match d.log.as_ref().map(|v| (v.get_ref().as_str(), v)) {
-        None | Some(("syslog", _)) => LogTarget::Syslog,
-        Some(("stderr", _)) => LogTarget::Stderr,
-        Some((s, _)) if Path::new(s).is_absolute() => LogTarget::File(PathBuf::from(s)),
-        Some((s, v)) => {
-            let msg = format!("expected \"syslog\", \"stderr\" or an absolute path, got {s:?}");
-            return Err(src.error(v.span(), "daemon.log", msg));
-        }
-    };
-    let log_level = match &d.log_level {
-        None => log::LevelFilter::Info,
-        // `LevelFilter::from_str` also takes "off" and any case; the file takes exactly these.
-        Some(v) => match v.get_ref().as_str() {
-            s @ ("error" | "warn" | "info" | "debug" | "trace") => s.parse().expect("a level"),
-            s => {
-                let msg = format!("expected error, warn, info, debug or trace, got {s:?}");
-                return Err(src.error(v.span(), "daemon.log_level", msg));
-            }
-        },
-    };
-    let tick = duration(src, "daemon.tick", &d.tick, (DEFAULT_TICK, TICK_RANGE), "")?;
-    let limits = (DEFAULT_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT_RANGE);
-    let shutdown_timeout = duration(src, "daemon.shutdown_timeout", &d.shutdown_timeout, limits, "")?;
-    let user = account(src, "daemon.user", &d.user)?;
-    let group = account(src, "daemon.group", &d.group)?;
-    let workers = match integer(src, "daemon.workers", &d.workers, DEFAULT_WORKERS, WORKERS_RANGE)? {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(WORKERS_RANGE.1 as usize)),
-        n => n,
-    };
-    Ok(DaemonConfig { pidfile, log, log_level, tick, shutdown_timeout, user, group, workers })
 }
 
 /// An integer key within `(min, max)`, or `default` when absent.
@@ -386,62 +325,7 @@ fn integer(
     }
 }
 
-/// A user or group name: non-empty, no spaces.
-fn account(src: &Source, key: &str, value: &Option<Spanned<String>>) -> Res<Option<String>> {
-    let Some(v) = value else { return Ok(None) };
-    let name = v.get_ref();
-    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        let msg = format!("must be a non-empty name without spaces, got {name:?}");
-        return Err(src.error(v.span(), key, msg));
-    }
-    Ok(Some(name.clone()))
-}
-
 const TICK_NOTE: &str = " (the minimum is daemon.tick)";
-
-/// The duration in `value`, or `default` when absent; `min..=max` is checked, with `note`
-/// explaining the bounds.
-fn duration(
-    src: &Source,
-    key: &str,
-    value: &Option<Spanned<Value>>,
-    (default, (min, max)): (Duration, (Duration, Duration)),
-    note: &str,
-) -> Res<Duration> {
-    let Some(v) = value else { return Ok(default) };
-    let d = duration_value(src, key, v)?;
-    if d < min || d > max {
-        let fmt = humantime::format_duration;
-        let msg = format!("{} is out of range: allowed {} to {}{note}", shown(v), fmt(min), fmt(max));
-        return Err(src.error(v.span(), key, msg));
-    }
-    Ok(d)
-}
-
-/// The duration string in `v`: its type and syntax are checked, its range is not.
-fn duration_value(src: &Source, key: &str, v: &Spanned<Value>) -> Res<Duration> {
-    let Value::String(text) = v.get_ref() else {
-        let expected = "a duration string with a unit, such as \"30s\" or \"250ms\"";
-        return Err(wrong_type(src, key, v, expected));
-    };
-    parse_duration(text).map_err(|msg| src.error(v.span(), key, msg))
-}
-
-/// `"250ms"`, `"5m"`, `"1h 30m"` → a whole number of milliseconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return Err(format!("{text:?} has no unit: write \"{t}s\" or \"{t}ms\""));
-    }
-    if t.starts_with('-') {
-        return Err(format!("{text:?} is negative: a duration is 0s or more"));
-    }
-    let d = humantime::parse_duration(t).map_err(|e| format!("{text:?} is not a duration: {e}"))?;
-    if d.subsec_nanos() % 1_000_000 != 0 {
-        return Err(format!("{text:?} is not a whole number of milliseconds"));
-    }
-    Ok(d)
-}
 
 fn wrong_type(src: &Source, key: &str, value: &Spanned<Value>, expected: &str) -> ConfigError {
     src.error(value.span(), key, format!("expected {expected}, got {}", found(value.get_ref())))

@@ -155,24 +155,6 @@ impl Credentials {
         Ok(())
     }
 
-    /// Started as root: makes sure the pidfile's directory exists. Returns whether it is
-    /// idlereaper's own — created now, or named `idlereaper` (e.g. `/run/idlereaper`) — and so
-    /// to be handed over to the user by [`Credentials::hand_over`].
-    pub fn make_pidfile_dir(&self, pidfile: &Path) -> Result<bool, Error> {
-        let Some(dir) = pidfile.parent() else { return Ok(false) };
-        if !Uid::effective().is_root() {
-            return Ok(false);
-        }
-        let context = || format!("pidfile directory {}", dir.display());
-        let created = match std::fs::create_dir(dir) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-            Err(e) => return Err(Error::io(context(), e)),
-        };
-        let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io(context(), e))?;
-        Ok(meta.is_dir() && (created || dir.file_name().is_some_and(|n| n == "idlereaper")))
-    }
-
     /// Started as root, once the pidfile is locked and the log file open: gives them (and the
     /// pidfile's directory, if it is ours) to the user, so that after the drop the daemon can
     /// still remove its pidfile at stop and reopen its log on SIGUSR1.
@@ -194,6 +176,26 @@ impl Credentials {
         }
         Ok(())
     }
+}
+
+/// Started as root: makes sure the pidfile's directory exists, creating it (one level, mode
+/// 0755) if it is missing, as `Config::load` expects. Returns whether it is idlereaper's own —
+/// created now, or named `idlereaper` (e.g. `/run/idlereaper`) — and so to be handed over to
+/// `daemon.user` by [`Credentials::hand_over`]. Not root: does nothing (a missing directory
+/// then fails the pidfile's `open`, naming it).
+pub fn make_pidfile_dir(pidfile: &Path) -> Result<bool, Error> {
+    let Some(dir) = pidfile.parent() else { return Ok(false) };
+    if !Uid::effective().is_root() {
+        return Ok(false);
+    }
+    let context = || format!("pidfile directory {}", dir.display());
+    let created = match std::fs::create_dir(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(Error::io(context(), e)),
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io(context(), e))?;
+    Ok(meta.is_dir() && (created || dir.file_name().is_some_and(|n| n == "idlereaper")))
 }
 
 /// The daemon's end of the readiness pipe.

@@ -1,7 +1,13 @@
 //! The `log` backend, chosen in one place: stderr, an append-only file, or syslog (`/dev/log`,
 //! RFC 3164). In the foreground, "syslog" and "stderr" both mean stderr (a supervisor such as
-//! systemd captures it); a file stays a file. Daemonized without a syslog socket, we fall back to
-//! stderr and say so. A log file is reopened on request (SIGUSR1), for `logrotate`.
+//! systemd captures it); a file stays a file. A log file is reopened on request (SIGUSR1), for
+//! `logrotate`.
+//!
+//! A daemon writes nothing to the terminal it was started from once the start command has
+//! returned. So daemonizing is refused, before anything is done, when its log lines could only
+//! go there: "syslog" without a syslog socket (a container, say), or "stderr" when stderr is a
+//! terminal ([`detached_problem`]); and a syslog socket that refuses the connection fails the
+//! start rather than falling back to stderr.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -17,7 +23,41 @@ use crate::config::LogTarget;
 
 type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
 
-const SYSLOG_SOCKET: &str = "/dev/log";
+/// Where syslog listens (a constant: the C library's `syslog(3)` knows no other place either).
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// Why a daemon that detaches from its terminal cannot log to `target` on this machine, if it
+/// cannot (see [`detached_problem_with`]).
+pub fn detached_problem(target: &LogTarget) -> Option<String> {
+    use std::io::IsTerminal;
+    detached_problem_with(target, Path::new(SYSLOG_SOCKET).exists(), io::stderr().is_terminal())
+}
+
+/// Why a daemon that detaches from its terminal cannot log to `target`, if it cannot: "syslog"
+/// needs the syslog socket (`syslog_socket`: whether it exists), and "stderr" must not be the
+/// terminal (`stderr_terminal`), which nothing may write to after the start command returned.
+/// (Daemonized, "stderr" that is a file or a pipe stays in use: the caller redirected it.)
+pub fn detached_problem_with(
+    target: &LogTarget,
+    syslog_socket: bool,
+    stderr_terminal: bool,
+) -> Option<String> {
+    match target {
+        LogTarget::Syslog if !syslog_socket => Some(format!(
+            "\"syslog\" needs the syslog socket {SYSLOG_SOCKET}, which does not exist on this machine, \
+             and a daemon must not log to the terminal it was started from: set daemon.log to a file \
+             path, such as \"/var/log/idlereaper/idlereaper.log\", or run idlereaper with \
+             --foreground and daemon.log = \"stderr\""
+        )),
+        LogTarget::Stderr if stderr_terminal => Some(
+            "\"stderr\" is the terminal idlereaper was started from, which a daemon must not write to \
+             once the start command has returned: run idlereaper with --foreground, or set \
+             daemon.log to \"syslog\" or a file path"
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}
 
 /// Where log lines go, decided (and any file opened) before privileges are dropped.
 pub enum Destination {
@@ -83,8 +123,8 @@ pub struct LogHandle {
 }
 
 impl LogHandle {
-    /// Whether lines go to stderr (asked for, or syslog was unavailable): a daemon must then
-    /// keep its stderr instead of pointing it at /dev/null.
+    /// Whether lines go to stderr: a daemon must then keep its stderr (a file or a pipe, see
+    /// [`detached_problem`]) instead of pointing it at /dev/null.
     pub fn on_stderr(&self) -> bool {
         self.on_stderr
     }
@@ -113,9 +153,9 @@ impl LogHandle {
     }
 }
 
-/// Installs the global logger. Call once, in the process that will log (after daemonizing).
-pub fn install(destination: Destination, level: LevelFilter) -> LogHandle {
-    let mut fallback = None;
+/// Installs the global logger. Call once, in the process that will log (after daemonizing). Fails
+/// only when syslog cannot be reached: a daemon has no terminal to fall back to.
+pub fn install(destination: Destination, level: LevelFilter) -> Result<LogHandle, crate::app::Error> {
     let output = match destination {
         Destination::Stderr => Output::Stderr,
         Destination::File { path, file } => Output::File { path, file },
@@ -126,18 +166,12 @@ pub fn install(destination: Destination, level: LevelFilter) -> LogHandle {
                 process: "idlereaper".into(),
                 pid: std::process::id(),
             };
-            if !Path::new(SYSLOG_SOCKET).exists() {
-                fallback = Some(format!("no syslog socket at {SYSLOG_SOCKET}"));
-                Output::Stderr
-            } else {
-                match syslog::unix(formatter) {
-                    Ok(logger) => Output::Syslog(logger),
-                    Err(e) => {
-                        fallback = Some(format!("cannot connect to syslog at {SYSLOG_SOCKET}: {e}"));
-                        Output::Stderr
-                    }
-                }
-            }
+            let logger = syslog::unix(formatter).map_err(|e| {
+                crate::app::Error::Message(format!(
+                    "daemon.log: cannot connect to syslog at {SYSLOG_SOCKET}: {e}"
+                ))
+            })?;
+            Output::Syslog(logger)
         }
     };
     // The logger lives as long as the process; leaking it gives the `&'static` that both the
@@ -149,10 +183,7 @@ pub fn install(destination: Destination, level: LevelFilter) -> LogHandle {
         log::set_max_level(level);
     }
     let on_stderr = matches!(logger.output.lock().as_deref(), Ok(Output::Stderr));
-    if let Some(e) = &fallback {
-        log::warn!("{e}; logging to stderr instead");
-    }
-    LogHandle { logger: installed.then_some(logger), on_stderr }
+    Ok(LogHandle { logger: installed.then_some(logger), on_stderr })
 }
 
 impl Log for Logger {
@@ -208,4 +239,26 @@ fn now() -> humantime::Rfc3339Timestamp {
 /// Opens (creating, mode 0640) a log file for appending.
 fn open_log_file(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).mode(0o640).custom_flags(libc::O_CLOEXEC).open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_never_logs_to_its_terminal() {
+        let file = LogTarget::File("/var/log/idlereaper/idlereaper.log".into());
+        for (syslog_socket, terminal) in [(true, true), (true, false), (false, true), (false, false)] {
+            let problem = |target: &LogTarget| detached_problem_with(target, syslog_socket, terminal);
+            assert_eq!(problem(&file), None, "a file is always fine");
+            assert_eq!(problem(&LogTarget::Syslog).is_some(), !syslog_socket, "syslog needs its socket");
+            assert_eq!(problem(&LogTarget::Stderr).is_some(), terminal, "stderr must not be a terminal");
+        }
+        let msg = detached_problem_with(&LogTarget::Syslog, false, false).unwrap();
+        for words in ["/dev/log", "a file path", "--foreground", "daemon.log = \"stderr\""] {
+            assert!(msg.contains(words), "{words:?} in {msg}");
+        }
+        let msg = detached_problem_with(&LogTarget::Stderr, true, true).unwrap();
+        assert!(msg.contains("--foreground") && msg.contains("\"syslog\" or a file path"), "{msg}");
+    }
 }

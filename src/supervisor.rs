@@ -13,6 +13,7 @@ use std::time::Instant;
 use log::{error, info, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::app;
 use crate::config::Config;
 use crate::listener;
 use crate::logging::LogHandle;
@@ -157,7 +158,8 @@ impl Supervisor {
     /// Re-reads and validates the configuration file and applies it; on any error the running
     /// configuration stays, untouched.
     fn reload(&mut self, remotes: &[Remote], log: &LogHandle) {
-        let mut new = match Config::load(&self.config.path) {
+        let pidfile = self.pidfile_overridden.then_some(self.config.daemon.pidfile.as_path());
+        let mut new = match Config::load(&self.config.path, pidfile) {
             Ok(config) => config,
             Err(e) => {
                 error!("reload failed, keeping the running configuration: {e}");
@@ -165,20 +167,15 @@ impl Supervisor {
                 return;
             }
         };
+        // Said only once the reload has succeeded: a failed one changes nothing.
         let restart = self.keep_restart_only_settings(&mut new);
-        if !restart.is_empty() {
-            warn!(
-                "reload: {} changed; restart idlereaper to apply (the running values stay)",
-                restart.join(", ")
-            );
-        }
         // Every listener of the new configuration: kept by address, or bound now. A bind
         // failure abandons the reload (dropping `parts` closes what was bound for it).
         let mut parts: Vec<Vec<ListenerChange>> = remotes.iter().map(|_| Vec::new()).collect();
         let (mut slots, mut next_index, mut kept) = (Vec::new(), self.next_index, 0);
         // A kept listener keeps its counters (under its first name, should it be renamed).
         let mut counters = Vec::new();
-        for lc in &new.listeners {
+        for (i, lc) in new.listeners.iter().enumerate() {
             match self.config.listeners.iter().position(|old| old.listen == lc.listen) {
                 Some(j) => {
                     counters.push(self.metrics.listener(&self.config.listeners[j].name));
@@ -197,6 +194,14 @@ impl Supervisor {
                         next_index += 1;
                     }
                     Err(e) => {
+                        // The file, line and key of the address, as for the errors of the file.
+                        let message = match e {
+                            app::Error::Io { source, .. } => {
+                                format!("cannot listen on {} (listener {:?}): {source}", lc.listen, lc.name)
+                            }
+                            e => e.to_string(),
+                        };
+                        let e = new.error_at(&format!("listener[{i}].listen"), Some(lc.listen_at), message);
                         error!("reload failed, keeping the running configuration: {e}");
                         self.metrics.reload(false);
                         return;
@@ -207,6 +212,12 @@ impl Supervisor {
         for (remote, listeners) in remotes.iter().zip(parts) {
             let shutdown_timeout = new.daemon.shutdown_timeout;
             remote.send(Command::Reload(Reload { listeners, shutdown_timeout }));
+        }
+        if !restart.is_empty() {
+            warn!(
+                "reload: {} changed; restart idlereaper to apply (the running values stay)",
+                restart.join(", ")
+            );
         }
         log.set_level(new.daemon.log_level);
         self.metrics.set_listeners(counters);

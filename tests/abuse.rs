@@ -209,7 +209,7 @@ fn free_v6_addr() -> SocketAddr {
 #[test]
 fn ipv6_listener_relays_to_an_ipv6_upstream_and_applies_ipv6_acls() {
     if !ipv6_loopback_available() {
-        eprintln!("skipped: ::1 is not available on this machine");
+        skip("::1 is not available on this machine");
         return;
     }
     let (upstream, accepted) = {

@@ -1,6 +1,6 @@
 //! Bad configurations and command lines: exit status 2, a message on stderr that names the file
 //! and the offending key, and nothing left behind (no process, no pidfile, nothing bound).
-//! Also `--check` on a good config, and `--version`.
+//! Also `--check` on a good config. (`--help` and `--version`: `cli.rs`.)
 //!
 //! The exact wording of config errors is the config module's to choose: these tests look for the
 //! key and the path in the message, not for sentences.
@@ -35,10 +35,31 @@ impl Outcome {
 /// bad config was wrongly accepted, the daemon it started is killed here so that the failing test
 /// leaves nothing behind either.
 fn run_with(args: &[&str], config_text: Option<&str>) -> Outcome {
+    run_on(args, config_text.map(str::as_bytes))
+}
+
+/// [`run_with`] on a file of any bytes.
+fn run_on(args: &[&str], config_bytes: Option<&[u8]>) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("idlereaper.toml");
-    if let Some(text) = config_text {
-        fs::write(&config, text.replace("@DIR@", &dir.path().display().to_string())).unwrap();
+    if let Some(bytes) = config_bytes {
+        // Replaced byte by byte: the file need not be UTF-8.
+        let (from, to) = (b"@DIR@", dir.path().as_os_str().as_encoded_bytes());
+        let mut text = Vec::with_capacity(bytes.len());
+        let mut rest = bytes;
+        while let Some((&first, after)) = rest.split_first() {
+            match rest.strip_prefix(from) {
+                Some(after_dir) => {
+                    text.extend_from_slice(to);
+                    rest = after_dir;
+                }
+                None => {
+                    text.push(first);
+                    rest = after;
+                }
+            }
+        }
+        fs::write(&config, text).unwrap();
     }
     let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
     argv.push("-c".as_ref());
@@ -146,6 +167,78 @@ fn a_missing_idle_timeout_is_rejected() {
     assert_rejected(&run_with(&[], Some(&text)), &["idle_timeout"], Some(listen));
 }
 
+/// Asserts that stderr points at `line` of the config file (`<file>:<line>:<col>: <key>: `).
+fn assert_at(outcome: &Outcome, line: usize, key: &str) {
+    let at = format!("{}:{line}:", outcome.config.display());
+    let shown = outcome.stderr.lines().find(|l| l.contains(&at));
+    let rest = shown.and_then(|l| l.split_once(&at)).map(|(_, rest)| rest);
+    let column = rest.and_then(|r| r.split_once(':')).map(|(col, rest)| (col.parse::<usize>(), rest));
+    assert!(
+        matches!(column, Some((Ok(_), rest)) if rest.starts_with(&format!(" {key}: "))),
+        "stderr points at {at}<col>: {key}: {:?}",
+        outcome.stderr
+    );
+}
+
+/// What the daemon would refuse at start, `--check` refuses too, and so does the start itself:
+/// exit 2 and the position of the key, before anything is bound.
+#[test]
+fn users_groups_and_directories_that_do_not_exist_are_config_errors() {
+    let listen = free_addr();
+    let sink = sink_listener("a", listen, "5s");
+    // The key in question is on line `at`; the log goes to stderr unless the case sets it.
+    let cases = [
+        ("group = \"root\"", 3, "daemon.group", "without daemon.user"),
+        ("user = \"no-such-user-idlereaper\"", 3, "daemon.user", "no such user"),
+        ("user = \"root\"\ngroup = \"no-such-group-idlereaper\"", 4, "daemon.group", "no such group"),
+        ("log = \"@DIR@/no/such/dir/x.log\"", 3, "daemon.log", "does not exist"),
+    ];
+    for (lines, at, key, fragment) in cases {
+        let log = if key == "daemon.log" { "" } else { "log = \"stderr\"\n" };
+        let text = format!("[daemon]\npidfile = \"@DIR@/idlereaper.pid\"\n{lines}\n{log}\n{sink}");
+        for args in [&["--check"][..], &["--foreground"][..], &[][..]] {
+            let outcome = run_with(args, Some(&text));
+            assert_rejected(&outcome, &[key, fragment], Some(listen));
+            assert_at(&outcome, at, key);
+        }
+    }
+    let text = config_with(&sink).replace("@DIR@/idlereaper.pid", "@DIR@/a/b/idlereaper.pid");
+    let outcome = run_with(&["--check"], Some(&text));
+    assert_rejected(&outcome, &["daemon.pidfile", "does not exist"], Some(listen));
+    assert_at(&outcome, 2, "daemon.pidfile");
+}
+
+/// Errors in the text itself point into it too: an empty file, one that is not UTF-8, a TOML
+/// syntax error (with the key being read), and a bad duration (saying what is accepted).
+#[test]
+fn every_error_in_the_text_has_a_position_and_a_key() {
+    let outcome = run_on(&["--check"], Some(b""));
+    assert_rejected(&outcome, &["the file is empty"], None);
+    assert_at(&outcome, 1, "listener");
+
+    let listen = free_addr();
+    let mut latin1 = config_with("[[listener]]\nname = \"caf").into_bytes();
+    latin1.push(0xe9);
+    latin1.extend_from_slice(format!("\"\nlisten = \"{listen}\"\nidle_timeout = \"5s\"\n").as_bytes());
+    let outcome = run_on(&["--check"], Some(&latin1));
+    assert_rejected(&outcome, &["byte 0xE9 is not valid UTF-8"], Some(listen));
+    assert_at(&outcome, 7, "listener[0].name");
+
+    let unquoted =
+        config_with(&format!("[[listener]]\nname = \"a\"\nlisten = \"{listen}\"\nidle_timeout = 5s\n"));
+    let outcome = run_with(&["--check"], Some(&unquoted));
+    assert_rejected(&outcome, &["must be quoted"], Some(listen));
+    assert_at(&outcome, 9, "listener[0].idle_timeout");
+
+    let outcome = run_with(&[], Some(&config_with(&sink_listener("a", listen, "5 weeks"))));
+    assert_rejected(
+        &outcome,
+        &["\"weeks\" is not a unit", "units: ms, s, m, h, d", "allowed: 1ms to 30days"],
+        Some(listen),
+    );
+    assert_at(&outcome, 9, "listener[0].idle_timeout");
+}
+
 #[test]
 fn an_unknown_option_is_a_usage_error() {
     let outcome = run_with(&["--no-such-option"], None);
@@ -178,15 +271,4 @@ fn check_rejects_a_bad_config_with_status_2() {
     let text = config_with(&sink_listener("a", free_addr(), "5x"));
     let outcome = run_with(&["--check"], Some(&text));
     assert_rejected(&outcome, &["idle_timeout"], None);
-}
-
-#[test]
-fn version_prints_the_version() {
-    let dir = tempfile::tempdir().unwrap();
-    for flag in ["--version", "-V"] {
-        let CliRun { status, stdout, stderr } =
-            run_cli(dir.path(), &[flag.as_ref()], Duration::from_secs(10));
-        assert_eq!(status.code(), Some(0), "{flag}: {stderr}");
-        assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{flag} prints the version: {stdout:?}");
-    }
 }

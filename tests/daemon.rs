@@ -95,6 +95,43 @@ fn daemonizes_writes_a_pidfile_refuses_a_second_instance_and_stops_on_term() {
     );
 }
 
+/// Nothing is written to the terminal of the start command once it has returned: without a
+/// syslog socket, a daemon logging to "syslog" (the default) would have had to, so the start is
+/// refused (exit 2, naming `daemon.log`, before anything is bound or written). `--check` warns.
+#[test]
+fn without_a_syslog_socket_daemonizing_with_syslog_is_refused() {
+    if Path::new("/dev/log").exists() {
+        skip("this machine has a syslog socket, /dev/log");
+        return;
+    }
+    become_child_subreaper();
+    let listen = free_addr();
+    for (log, position) in
+        [("", ": daemon.log: not set, so \"syslog\" needs "), ("log = \"syslog\"\n", ":3:7: daemon.log: ")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, pidfile) = (dir.path().join("idlereaper.toml"), dir.path().join("idlereaper.pid"));
+        let text = format!(
+            "[daemon]\npidfile = \"{}\"\n{log}\n{}",
+            pidfile.display(),
+            sink_listener("a", listen, "5s")
+        );
+        fs::write(&config, text).unwrap();
+        let out = run(dir.path(), &["-c", config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+        let at = format!("{}{position}", config.display());
+        assert!(out.stderr.contains(&at), "names the file and key ({at}): {}", out.stderr);
+        for words in ["/dev/log", "a file path", "--foreground"] {
+            assert!(out.stderr.contains(words), "{words:?} in {}", out.stderr);
+        }
+        assert!(!pidfile.exists() && is_bindable(listen), "nothing written, nothing bound");
+        assert_eq!(processes_with_arg(config.to_str().unwrap()), Vec::<u32>::new(), "no process left");
+        let check = run(dir.path(), &["--check", "-c", config.to_str().unwrap()]);
+        assert_eq!(check.status.code(), Some(0), "{}", check.stderr);
+        assert!(check.stderr.contains("warning: without --foreground"), "{}", check.stderr);
+    }
+}
+
 #[test]
 fn a_stale_pidfile_left_by_a_killed_daemon_is_taken_over() {
     become_child_subreaper();

@@ -127,3 +127,27 @@ fn settings_that_need_a_restart_are_reported_and_kept() {
     daemon.wait_log(" INFO reloaded ", Duration::from_secs(5));
     let _client = connect(listen);
 }
+
+#[test]
+fn an_address_that_cannot_be_bound_is_reported_at_its_key_and_warns_of_nothing_else() {
+    let listen = free_addr();
+    let mut daemon = Daemon::start(&sink_listener("sink", listen, "30s"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    // A setting that needs a restart, and a new listener whose address is taken.
+    let text = daemon_section(daemon.dir.path(), "2s").replace("tick = \"1ms\"", "tick = \"5ms\"")
+        + &sink_listener("sink", listen, "30s")
+        + &sink_listener("busy", busy, "30s");
+    let line = text.lines().position(|l| l == format!("listen = \"{busy}\"")).unwrap() + 1;
+    fs::write(&daemon.config_path, text).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log(" ERROR reload failed", Duration::from_secs(5));
+    let log = daemon.log();
+    let failed = log.lines().find(|l| l.contains("reload failed")).unwrap();
+    let at =
+        format!("{}:{line}:10: listener[1].listen: cannot listen on {busy}", daemon.config_path.display());
+    assert!(failed.contains(&at), "names the file, line, column and key ({at}): {failed}");
+    assert!(!log.contains("restart idlereaper to apply"), "no restart warning for a failed reload:\n{log}");
+    let _client = connect(listen);
+    assert!(daemon.poll_exit().is_none(), "still running");
+}

@@ -40,7 +40,7 @@ fn thread_credentials(pid: u32) -> Vec<(String, String)> {
 #[test]
 fn started_as_root_with_a_user_no_thread_keeps_root() {
     if !is_root() {
-        eprintln!("skipped: needs root (privilege drop)");
+        skip("needs root (privilege drop)");
         return;
     }
     let upstream = Upstream::echo();
@@ -107,7 +107,7 @@ fn a_pidfile_that_is_a_symlink_is_refused() {
 #[test]
 fn a_config_writable_by_others_is_warned_about_when_started_as_root() {
     if !is_root() {
-        eprintln!("skipped: needs root (the warning is about running as root)");
+        skip("needs root (the warning is about running as root)");
         return;
     }
     const WARNING: &str = "writable by a user other than root";

@@ -20,7 +20,8 @@ use toml::{Spanned, Value};
 use super::locate::{Source, Span};
 use crate::proxy_protocol::Version as ProxyVersion;
 
-use super::{duration, duration_value, found, integer, shown, wrong_type};
+use super::duration::{duration, duration_or_off};
+use super::{found, integer, shown, wrong_type};
 use super::{ListenerConfig, Res, HOUR, TICK_NOTE};
 
 /// Longest `idle_timeout`, `max_lifetime` and `half_close_timeout` (30 days); the shortest is
@@ -69,8 +70,17 @@ pub(super) fn validate(
     tick: Duration,
 ) -> Res<Vec<ListenerConfig>> {
     if listeners.is_empty() {
-        let msg = "no listener defined: add at least one [[listener]] table";
-        return Err(src.error(None, "listener", msg));
+        let blank = src.text.lines().map(str::trim).all(|l| l.is_empty() || l.starts_with('#'));
+        let (at, msg) = match blank {
+            true => (
+                0,
+                "the file is empty (blank lines and comments at most): it needs at least one \
+                         [[listener]] table, with name, listen and idle_timeout",
+            ),
+            // Where one would be added.
+            false => (src.text.len(), "no listener defined: add at least one [[listener]] table"),
+        };
+        return Err(src.error(at..at, "listener", msg));
     }
     let checked = listeners.into_iter().enumerate().map(|(i, l)| validate_one(src, i, l, tick));
     let checked = checked.collect::<Res<Vec<_>>>()?;
@@ -173,6 +183,7 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
         config: ListenerConfig {
             name: n.clone(),
             listen: listen_addr,
+            listen_at: src.position(&listen.span()),
             upstream,
             idle_timeout,
             connect_timeout,
@@ -189,29 +200,6 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
         listen_span: listen.span(),
         upstream_span: l.upstream.as_ref().map(Spanned::span),
     })
-}
-
-/// A duration that `"0s"` switches off (`None`), `default` when absent; any other value must be
-/// within `min..=max`. The range error says what off means (`off_means`), and `note` explains
-/// the bounds.
-fn duration_or_off(
-    src: &Source,
-    key: &str,
-    value: &Option<Spanned<Value>>,
-    (default, (min, max), off_means, note): (Option<Duration>, (Duration, Duration), &str, &str),
-) -> Res<Option<Duration>> {
-    let Some(v) = value else { return Ok(default) };
-    let d = duration_value(src, key, v)?;
-    if d.is_zero() {
-        return Ok(None);
-    }
-    if d < min || d > max {
-        let fmt = humantime::format_duration;
-        let allowed = format!("0s ({off_means}) or {} to {}{note}", fmt(min), fmt(max));
-        let msg = format!("{} is out of range: allowed {allowed}", shown(v));
-        return Err(src.error(v.span(), key, msg));
-    }
-    Ok(Some(d))
 }
 
 /// `allow` or `deny`: an array of network strings (see [`network`]); empty when absent. An error

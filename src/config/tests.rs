@@ -1,6 +1,6 @@
-//! Tests of the config pipeline: the sample file, defaults, every error, and properties. The
-//! listener keys that guard against abuse are tested in `listener/tests.rs`, with the helpers
-//! from here.
+//! Tests of the config pipeline: the sample file, defaults, the errors of validation, and
+//! properties. The listener keys that guard against abuse are tested in `listener/tests.rs`, and
+//! positions, syntax errors and reading the file in `locate.rs`, with the helpers from here.
 
 use std::net::IpAddr;
 
@@ -12,7 +12,8 @@ const SAMPLE: &str = include_str!("../../etc/idlereaper.toml");
 pub(super) const PATH: &str = "/etc/idlereaper-test.toml";
 
 /// One valid listener, on lines 1 to 4.
-const LISTENER: &str = "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:7000\"\nidle_timeout = \"1s\"\n";
+pub(super) const LISTENER: &str =
+    "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:7000\"\nidle_timeout = \"1s\"\n";
 
 pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new(PATH))
@@ -35,7 +36,7 @@ pub(super) fn rejected(text: &str, key: &str, line: usize, fragment: &str) -> Co
 }
 
 /// `[daemon]` on line 1, `line` on line 2, then a valid listener.
-fn daemon(line: &str) -> String {
+pub(super) fn daemon(line: &str) -> String {
     format!("[daemon]\n{line}\n{LISTENER}")
 }
 
@@ -49,6 +50,11 @@ pub(super) fn named(name: &str, listen: &str, more: &str) -> String {
     format!("[[listener]]\nname = \"{name}\"\nlisten = \"{listen}\"\nidle_timeout = \"1s\"\n{more}")
 }
 
+/// The 1-based number of the line of `text` that is `line`.
+fn line_of(text: &str, line: &str) -> usize {
+    text.lines().position(|l| l == line).unwrap_or_else(|| panic!("no line {line:?}")) + 1
+}
+
 pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -59,6 +65,7 @@ fn sample_parses_to_what_it_says() {
     let listener = |name: &str, listen: &str, upstream: Option<&str>, idle| ListenerConfig {
         name: name.into(),
         listen: listen.parse().unwrap(),
+        listen_at: Position { line: line_of(SAMPLE, &format!("listen = \"{listen}\"")), column: 10 },
         upstream: upstream.map(|u| u.parse().unwrap()),
         idle_timeout: Duration::from_secs(idle),
         connect_timeout: Duration::from_secs(5),
@@ -76,6 +83,7 @@ fn sample_parses_to_what_it_says() {
         daemon: DaemonConfig {
             pidfile: PathBuf::from("/run/idlereaper/idlereaper.pid"),
             log: LogTarget::Syslog,
+            log_at: Some(Position { line: line_of(SAMPLE, "log = \"syslog\""), column: 7 }),
             log_level: log::LevelFilter::Info,
             tick: ms(1),
             shutdown_timeout: Duration::from_secs(10),
@@ -134,6 +142,15 @@ fn sample_metrics_block_parses_when_uncommented() {
 }
 
 #[test]
+fn listen_positions_are_kept_for_later_errors() {
+    let config = ok(&(named("a", "127.0.0.1:7000", "") + &named("b", "[::1]:7000", "")));
+    let at: Vec<_> = config.listeners.iter().map(|l| l.listen_at).collect();
+    assert_eq!(at, [Position { line: 3, column: 10 }, Position { line: 7, column: 10 }]);
+    let e = config.error_at("listener[1].listen", Some(at[1]), "cannot listen");
+    assert_eq!(e.to_string(), format!("{PATH}:7:10: listener[1].listen: cannot listen"));
+}
+
+#[test]
 fn defaults() {
     let config = ok(LISTENER);
     let d = &config.daemon;
@@ -178,17 +195,8 @@ fn daemon_errors() {
     bad("log_level = \"off\"", "daemon.log_level", "got \"off\"");
     bad("user = \"\"", "daemon.user", "must be a non-empty name");
     bad("group = \"a b\"", "daemon.group", "without spaces, got \"a b\"");
+    bad("group = \"nogroup\"", "daemon.group", "is set without daemon.user");
     rejected("daemon = 5\n", "daemon", 1, "invalid type");
-}
-
-#[test]
-fn missing_file_error_names_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("absent.toml");
-    let e = Config::load(&path).unwrap_err();
-    assert_eq!((e.line, e.column, e.key.as_deref()), (None, None, None));
-    let enoent = "cannot read: No such file or directory (os error 2)";
-    assert_eq!(e.to_string(), format!("{}: {enoent}", path.display()));
 }
 
 #[test]
@@ -196,26 +204,10 @@ fn load_reads_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idlereaper.toml");
     std::fs::write(&path, SAMPLE).unwrap();
-    assert_eq!(Config::load(&path).unwrap().path, path);
+    assert_eq!(Config::load(&path, None).unwrap().path, path);
     std::fs::write(&path, daemon("tick = \"0s\"")).unwrap();
-    let shown = Config::load(&path).unwrap_err().to_string();
+    let shown = Config::load(&path, None).unwrap_err().to_string();
     assert!(shown.starts_with(&format!("{}:2:8: daemon.tick: ", path.display())), "{shown}");
-}
-
-#[test]
-fn unknown_keys_are_errors_with_their_position() {
-    let top = format!("colour = 1\n{LISTENER}");
-    assert_eq!(rejected(&top, "colour", 1, "unknown field `colour`").column, Some(1));
-    let msg = "unknown field `tik`, expected one of `pidfile`, `log`, `log_level`, `tick`";
-    rejected(&daemon("tik = \"1ms\""), "daemon.tik", 2, msg);
-    rejected(&daemon("[daemon.sub]\nq = 1"), "daemon.sub", 2, "unknown field `sub`");
-    let second = format!("{LISTENER}[[listener]]\nname = \"b\"\n  idle = \"1s\"\n");
-    let e = rejected(&second, "listener[1].idle", 7, "unknown field `idle`");
-    assert_eq!(e.column, Some(3));
-    // Columns count characters, not bytes.
-    let inline = "listener = [{ name = \"é\", zzz = 1 }]\n";
-    let e = rejected(inline, "listener[0].zzz", 1, "unknown field `zzz`");
-    assert_eq!(e.column, Some(27));
 }
 
 #[test]
@@ -309,11 +301,15 @@ fn required_listener_keys() {
 
 #[test]
 fn at_least_one_listener() {
-    for text in ["", "[daemon]\n", "listener = []\n"] {
-        let e = parse(text).unwrap_err();
-        assert_eq!((e.key.as_deref(), e.line), (Some("listener"), None));
-        assert_eq!(e.to_string(), format!("{PATH}: listener: {}", e.message));
-        assert!(e.message.contains("at least one [[listener]]"), "{e}");
+    // An empty file: at its start.
+    for text in ["", "\n  \n", "# only\n  # comments\n"] {
+        let e = rejected(text, "listener", 1, "the file is empty (blank lines and comments at most)");
+        assert_eq!(e.column, Some(1));
+        assert!(e.message.ends_with("at least one [[listener]] table, with name, listen and idle_timeout"));
+    }
+    // Otherwise at its end, where one would be added.
+    for (text, line) in [("[daemon]\n", 2), ("listener = []\n", 2), ("[daemon]\ntick = \"1ms\"", 2)] {
+        rejected(text, "listener", line, "no listener defined: add at least one [[listener]] table");
     }
     let single = "[listener]\nname = \"a\"\n";
     rejected(single, "listener", 1, "expected a sequence; write each listener as a [[listener]] table");
@@ -409,7 +405,7 @@ fn duration_syntax() {
     assert_eq!(get("\"250ms\""), ms(250));
     assert_eq!(get("\"1h 30m\""), Duration::from_secs(5400));
     assert_eq!(get("\"1.5s\""), ms(1500));
-    assert_eq!(get("\"2000us\""), ms(2));
+    assert_eq!(get("\"2000ms\""), ms(2000));
     assert_eq!(get("\"30days\""), MAX_TIMEOUT);
     let bad = |v: &str, fragment: &str| rejected(&idle(v), "listener[0].idle_timeout", 4, fragment);
     bad("5", "expected a duration string with a unit, such as \"30s\" or \"250ms\", got integer 5");
@@ -420,9 +416,14 @@ fn duration_syntax() {
     bad("\"5\"", "\"5\" has no unit: write \"5s\" or \"5ms\"");
     bad("\"0\"", "\"0\" has no unit");
     bad("\"-5s\"", "\"-5s\" is negative");
-    bad("\"5x\"", "\"5x\" is not a duration: unknown time unit \"x\"");
+    let msg = "\"5x\" is not a duration: \"x\" is not a unit; write a number and a unit, such as \
+               \"250ms\", \"30s\", \"5m\", \"1h\" or \"2d\" (\"1h 30m\" combines them; units: ms, s, m, h, \
+               d, or sec, second, min, minute, hour, day, also with a final s); allowed: 1ms to 30days \
+               (the minimum is daemon.tick)";
+    assert_eq!(bad("\"5x\"", "\"5x\" is not a duration").message, msg);
+    bad("\"2000us\"", "\"us\" is not a unit");
     bad("\"\"", "\"\" is not a duration");
-    bad("\"1500us\"", "\"1500us\" is not a whole number of milliseconds");
+    bad("\"1500.5ms\"", "\"1500.5ms\" is not a whole number of milliseconds");
     bad("\"0.5ms\"", "\"0.5ms\" is not a whole number of milliseconds");
     bad("\"99999999999999999999y\"", "is not a duration");
 }
@@ -456,32 +457,6 @@ fn duration_ranges() {
     rejected(&relay("2h"), key, 6, "allowed 1ms to 1h");
     let sink = named("a", "127.0.0.1:7000", "connect_timeout = \"5s\"\n");
     rejected(&sink, key, 5, "only applies to a relay listener (one with an `upstream`)");
-}
-
-#[test]
-fn syntax_errors_have_a_position_and_no_key() {
-    let e = parse("[daemon\n").unwrap_err();
-    assert_eq!((e.line, e.key.as_deref()), (Some(1), None));
-    assert!(e.to_string().starts_with(&format!("{PATH}:1:8: ")), "{e}");
-    let e = parse(&format!("{LISTENER}name = \"b\"\n")).unwrap_err();
-    assert_eq!(e.line, Some(5), "{e}");
-}
-
-#[test]
-fn deep_nesting_is_an_error_not_a_crash() {
-    let n = 100_000;
-    let e = parse(&format!("{LISTENER}x = {}1{}\n", "[".repeat(n), "]".repeat(n))).unwrap_err();
-    assert_eq!(e.line, Some(5), "{e}");
-}
-
-#[test]
-fn line_col_edges() {
-    let src = Source { path: Path::new(PATH), text: "ab\nçd\n" };
-    assert_eq!(src.line_col(0), (1, 1));
-    assert_eq!(src.line_col(3), (2, 1));
-    assert_eq!(src.line_col(5), (2, 2)); // after the two-byte 'ç'
-    assert_eq!(src.line_col(4), (2, 1)); // inside 'ç': rounded down
-    assert_eq!(src.line_col(99), (3, 1)); // past the end: clamped
 }
 
 // ---- Properties -----------------------------------------------------------------------------------

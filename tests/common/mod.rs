@@ -5,7 +5,8 @@
 //!
 //! Rules every test follows: no fixed sleep for readiness (wait for a condition, with a deadline);
 //! every loop bounded in count and time; every socket with read and write timeouts, so that a bug
-//! fails a test instead of hanging it; only loopback addresses.
+//! fails a test instead of hanging it; only loopback addresses; a test that cannot run here says
+//! so with [`skip`] or [`require_program`] (which fails it in CI), never by returning silently.
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
@@ -17,9 +18,10 @@ mod load;
 mod log;
 mod net;
 mod peer;
+mod skip;
 
 #[allow(unused_imports)]
-pub use {bytes::*, cli::*, daemon::*, load::*, log::*, net::*, peer::*};
+pub use {bytes::*, cli::*, daemon::*, load::*, log::*, net::*, peer::*, skip::*};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;

@@ -62,7 +62,8 @@ fn max_lifetime() {
     assert_eq!(bad("\"31days\"", range).message, range);
     bad("3600", "expected a duration string with a unit, such as \"30s\" or \"250ms\", got integer 3600");
     bad("\"-1s\"", "\"-1s\" is negative");
-    bad("\"1500us\"", "is not a whole number of milliseconds");
+    bad("\"1500.5ms\"", "is not a whole number of milliseconds");
+    bad("\"1w\"", "\"1w\" is not a duration: \"w\" is not a unit; write a number and a unit");
     let tick = with_tick("10ms", &sink("max_lifetime = \"5ms\""));
     rejected(&tick, key, 7, "allowed 0s (unlimited) or 10ms to 30days (the minimum is daemon.tick)");
     assert_eq!(first(&with_tick("10ms", &sink("max_lifetime = \"0s\""))).max_lifetime, None);

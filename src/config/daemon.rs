@@ -1,0 +1,152 @@
+//! Step 2 of the config pipeline for the `[daemon]` and `[metrics]` tables: each key checked into
+//! a [`DaemonConfig`], and the metrics address against the listeners' (they could not both be
+//! bound). The `File*` structs are the tables as serde sees them (step 1); the spans they keep
+//! are also what the checks against this machine (the `host` submodule) point at.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::{Spanned, Value};
+
+use super::duration::duration;
+use super::locate::Source;
+use super::{integer, DaemonConfig, ListenerConfig, LogTarget, MetricsConfig, Res, HOUR, MS};
+
+const DEFAULT_PIDFILE: &str = "/run/idlereaper/idlereaper.pid";
+const DEFAULT_TICK: Duration = MS;
+const TICK_RANGE: (Duration, Duration) = (MS, Duration::from_secs(1));
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+const SHUTDOWN_TIMEOUT_RANGE: (Duration, Duration) = (Duration::ZERO, HOUR);
+const DEFAULT_WORKERS: usize = 1;
+/// 0 means one per core.
+const WORKERS_RANGE: (i64, i64) = (0, 64);
+
+// ---- Step 1: the tables as serde sees them ---------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileDaemon {
+    pub(super) pidfile: Option<Spanned<String>>,
+    pub(super) log: Option<Spanned<String>>,
+    pub(super) log_level: Option<Spanned<String>>,
+    pub(super) tick: Option<Spanned<Value>>,
+    pub(super) shutdown_timeout: Option<Spanned<Value>>,
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) group: Option<Spanned<String>>,
+    pub(super) workers: Option<Spanned<Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileMetrics {
+    pub(super) listen: Option<Spanned<String>>,
+}
+
+// ---- Step 2: validation ---------------------------------------------------------------------------
+
+/// `[metrics]`: a `listen` address, as a listener's, that no listener's address overlaps.
+pub(super) fn validate_metrics(
+    src: &Source,
+    table: Spanned<FileMetrics>,
+    ls: &[ListenerConfig],
+) -> Res<MetricsConfig> {
+    const KEY: &str = "metrics.listen";
+    let header = table.span();
+    let Some(listen) = table.into_inner().listen else {
+        let msg = "required: the address to serve GET /metrics on, such as \"127.0.0.1:9109\"";
+        return Err(src.error(header, KEY, msg));
+    };
+    let text = listen.get_ref();
+    let error = |msg: String| Err(src.error(listen.span(), KEY, msg));
+    let addr = match text.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() == 0 => return error(format!("{text:?}: port 0 is not allowed")),
+        Ok(addr) => addr,
+        Err(_) => {
+            return error(format!("expected \"IP:port\" or \"[IPv6]:port\" (no host names), got {text:?}"))
+        }
+    };
+    // One port of one family, and the same address or a wildcard: they cannot both be bound.
+    let overlaps = |other: SocketAddr| {
+        let wildcard = addr.ip().is_unspecified() || other.ip().is_unspecified();
+        let same_port = other.port() == addr.port() && other.is_ipv4() == addr.is_ipv4();
+        same_port && (other.ip() == addr.ip() || wildcard)
+    };
+    if let Some((i, l)) = ls.iter().enumerate().find(|(_, l)| overlaps(l.listen)) {
+        let (name, other) = (&l.name, l.listen);
+        return error(match other == addr {
+            true => format!("duplicate address {addr}: already used by listener[{i}] ({name:?})"),
+            false => format!("{addr} overlaps {other} of listener[{i}] ({name:?}): both cannot be bound"),
+        });
+    }
+    Ok(MetricsConfig { listen: addr })
+}
+
+pub(super) fn validate(src: &Source, d: &FileDaemon) -> Res<DaemonConfig> {
+    // A path the kernel cannot take would pass `--check` and fail only at start.
+    for (key, value) in [("daemon.pidfile", &d.pidfile), ("daemon.log", &d.log)] {
+        if let Some(v) = value.as_ref().filter(|v| v.get_ref().contains('\0')) {
+            return Err(src.error(
+                v.span(),
+                key,
+                format!("a path cannot contain a NUL byte, got {:?}", v.get_ref()),
+            ));
+        }
+    }
+    let pidfile = match &d.pidfile {
+        None => PathBuf::from(DEFAULT_PIDFILE),
+        Some(p) if Path::new(p.get_ref()).is_absolute() => PathBuf::from(p.get_ref()),
+        Some(p) => {
+            let msg = format!("must be an absolute path, got {:?}", p.get_ref());
+            return Err(src.error(p.span(), "daemon.pidfile", msg));
+        }
+    };
+    let log = match d.log.as_ref().map(|v| (v.get_ref().as_str(), v)) {
+        None | Some(("syslog", _)) => LogTarget::Syslog,
+        Some(("stderr", _)) => LogTarget::Stderr,
+        Some((s, _)) if Path::new(s).is_absolute() => LogTarget::File(PathBuf::from(s)),
+        Some((s, v)) => {
+            let msg = format!("expected \"syslog\", \"stderr\" or an absolute path, got {s:?}");
+            return Err(src.error(v.span(), "daemon.log", msg));
+        }
+    };
+    let log_level = match &d.log_level {
+        None => log::LevelFilter::Info,
+        // `LevelFilter::from_str` also takes "off" and any case; the file takes exactly these.
+        Some(v) => match v.get_ref().as_str() {
+            s @ ("error" | "warn" | "info" | "debug" | "trace") => s.parse().expect("a level"),
+            s => {
+                let msg = format!("expected error, warn, info, debug or trace, got {s:?}");
+                return Err(src.error(v.span(), "daemon.log_level", msg));
+            }
+        },
+    };
+    let tick = duration(src, "daemon.tick", &d.tick, (DEFAULT_TICK, TICK_RANGE), "")?;
+    let limits = (DEFAULT_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT_RANGE);
+    let shutdown_timeout = duration(src, "daemon.shutdown_timeout", &d.shutdown_timeout, limits, "")?;
+    let user = account(src, "daemon.user", &d.user)?;
+    let group = account(src, "daemon.group", &d.group)?;
+    if let (None, Some(g)) = (&user, &d.group) {
+        let msg = "is set without daemon.user: the daemon switches to a group only together with a \
+                   user; set daemon.user too, or remove daemon.group";
+        return Err(src.error(g.span(), "daemon.group", msg));
+    }
+    let workers = match integer(src, "daemon.workers", &d.workers, DEFAULT_WORKERS, WORKERS_RANGE)? {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(WORKERS_RANGE.1 as usize)),
+        n => n,
+    };
+    let log_at = d.log.as_ref().map(|v| src.position(&v.span()));
+    Ok(DaemonConfig { pidfile, log, log_at, log_level, tick, shutdown_timeout, user, group, workers })
+}
+
+/// A user or group name: non-empty, no spaces.
+fn account(src: &Source, key: &str, value: &Option<Spanned<String>>) -> Res<Option<String>> {
+    let Some(v) = value else { return Ok(None) };
+    let name = v.get_ref();
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let msg = format!("must be a non-empty name without spaces, got {name:?}");
+        return Err(src.error(v.span(), key, msg));
+    }
+    Ok(Some(name.clone()))
+}
