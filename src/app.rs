@@ -2,77 +2,19 @@
 //! pidfile, bind, daemonize (or not), drop privileges, run the event loop, clean up. Every error
 //! is an [`Error`] whose [`Error::exit_status`] is the contract's: 2 for configuration, 1 else.
 
-use std::fmt;
-use std::io;
-
 use log::info;
 
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError};
 use crate::daemon::{self, Credentials, Forked, Pidfile};
+use crate::error::Error;
 use crate::listener::{self, Listener};
 use crate::logging::{self, Destination};
 use crate::metrics::http::Endpoint;
 use crate::metrics::Metrics;
 use crate::supervisor::Supervisor;
+use crate::upstream;
 use crate::worker::Worker;
-
-/// Why the program failed.
-#[derive(Debug)]
-pub enum Error {
-    /// The configuration is invalid or unreadable (exit status 2).
-    Config(ConfigError),
-    /// An operation failed; `context` says on what.
-    Io { context: String, source: io::Error },
-    /// Anything else, fully described.
-    Message(String),
-}
-
-impl Error {
-    /// An I/O error with what we were doing.
-    pub fn io(context: impl Into<String>, source: io::Error) -> Error {
-        Error::Io { context: context.into(), source }
-    }
-
-    /// The process exit status for this error.
-    pub fn exit_status(&self) -> u8 {
-        match self {
-            Error::Config(_) => 2,
-            Error::Io { .. } | Error::Message(_) => 1,
-        }
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Config(e) => write!(f, "{e}"),
-            Error::Io { context, source } => write!(f, "{context}: {source}"),
-            Error::Message(m) => f.write_str(m),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Config(e) => Some(e),
-            Error::Io { source, .. } => Some(source),
-            Error::Message(_) => None,
-        }
-    }
-}
-
-impl From<ConfigError> for Error {
-    fn from(e: ConfigError) -> Error {
-        Error::Config(e)
-    }
-}
-
-/// Prints an error for a person, on stderr (the terminal, before daemonizing).
-pub fn report(err: &Error) {
-    eprintln!("idlereaper: {err}");
-}
 
 /// Runs the command.
 pub fn run(cli: Cli) -> Result<(), Error> {
@@ -89,6 +31,16 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     if cli.check {
         for line in config.summary() {
             println!("{line}");
+        }
+        // Host names are resolved as a start would resolve them (exit status 1 if one fails).
+        for (i, lc) in config.listeners.iter().enumerate() {
+            if let Some(upstreams) = listener::resolve_upstreams(&config, i)?.filter(|u| u.has_names()) {
+                println!(
+                    "listener {}: upstream resolves to {}",
+                    lc.name,
+                    upstream::list(&upstreams.pick().0)
+                );
+            }
         }
         // Not an error: the file is fine with --foreground (as under systemd).
         let detached = logging::detached_problem_with(&config.daemon.log, syslog_socket(), false);
@@ -114,7 +66,8 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
     let own_dir = daemon::make_pidfile_dir(&config.daemon.pidfile)?;
     let pidfile = Pidfile::lock(&config.daemon.pidfile)?;
     let metrics = Metrics::new(config.daemon.workers);
-    let bound = listener::bind(config, &metrics).and_then(|listeners| {
+    let owner = credentials.as_ref().map(|c| (c.uid.as_raw(), c.gid.as_raw()));
+    let bound = listener::bind(config, &metrics, owner).and_then(|listeners| {
         let endpoint = match &config.metrics {
             None => None,
             Some(m) => Some(
@@ -181,8 +134,6 @@ struct Ready {
     warning: Option<String>,
 }
 
-/// In the process that will serve: drop privileges, build the event loops, install the signal
-/// handlers and logging.
 /// What start-up binds while it can still report errors on the terminal.
 struct Bound {
     /// One set per worker.
@@ -191,6 +142,8 @@ struct Bound {
     metrics: Metrics,
 }
 
+/// In the process that will serve: drop privileges, build the event loops, install the signal
+/// handlers and logging.
 fn setup(
     config: &Config,
     pidfile_overridden: bool,
@@ -206,13 +159,15 @@ fn setup(
     let connections: usize = config.listeners.iter().map(|l| l.max_connections).sum();
     daemon::reserve_descriptors(connections.saturating_mul(2).saturating_add(listeners.len() * 256));
     let built = credentials.as_ref().map_or(Ok(()), Credentials::drop_privileges).and_then(|()| {
+        let upstreams =
+            listeners.first().map_or(Vec::new(), |set| set.iter().map(|l| l.upstreams.clone()).collect());
         let workers = listeners
             .into_iter()
             .enumerate()
             .map(|(i, set)| Worker::new(config, i, set, metrics.clone()))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::io("event loop", e))?;
-        Supervisor::new(config.clone(), pidfile_overridden, workers, metrics, endpoint)
+        Supervisor::new(config.clone(), pidfile_overridden, workers, metrics, endpoint, upstreams)
             .map_err(|e| Error::io("signal handlers", e))
     });
     let installed =
@@ -240,9 +195,12 @@ fn started_line(config: &Config) -> String {
     let listeners: Vec<String> = config
         .listeners
         .iter()
-        .map(|l| match l.upstream {
-            Some(up) => format!("{}={}->{}", l.name, l.listen, up),
-            None => format!("{}={} sink", l.name, l.listen),
+        .map(|l| match l.upstream.is_empty() {
+            true => format!("{}={} sink", l.name, l.listen),
+            false => {
+                let ups: Vec<String> = l.upstream.iter().map(ToString::to_string).collect();
+                format!("{}={}->{}", l.name, l.listen, ups.join(","))
+            }
         })
         .collect();
     format!(

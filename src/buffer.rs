@@ -52,11 +52,6 @@ impl Pool {
         Pool { size, max_free, free: Vec::new(), outstanding: 0 }
     }
 
-    /// The size of every buffer.
-    pub fn buffer_size(&self) -> usize {
-        self.size
-    }
-
     /// Buffers handed out and not yet returned.
     pub fn outstanding(&self) -> usize {
         self.outstanding

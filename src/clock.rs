@@ -23,11 +23,6 @@ impl Clock {
         Clock { start, tick_ns }
     }
 
-    /// The tick length.
-    pub fn tick(&self) -> Duration {
-        Duration::from_nanos(self.tick_ns)
-    }
-
     /// The number of whole ticks elapsed at `t` (rounded down).
     pub fn ticks_at(&self, t: Instant) -> u64 {
         nanos(t.saturating_duration_since(self.start)) / self.tick_ns

@@ -64,6 +64,10 @@ use toml::{Spanned, Value};
 
 use locate::Source;
 
+pub use address::{Listen, Upstream};
+
+mod address;
+mod checks;
 mod daemon;
 mod duration;
 mod host;
@@ -118,6 +122,9 @@ pub struct DaemonConfig {
     /// Event-loop threads, each with its own `SO_REUSEPORT` listeners, wheel and connections.
     /// The file's 0 ("one per core") is resolved here, so this is 1..=64. Default 1.
     pub workers: usize,
+    /// How often upstream host names are resolved again; `None` ("0s"): only at start and on
+    /// reload. 1s..=1d, default 30s.
+    pub resolve_interval: Option<Duration>,
 }
 
 /// Where log lines go.
@@ -134,12 +141,20 @@ pub enum LogTarget {
 pub struct ListenerConfig {
     /// Unique; 1 to 64 of `A-Z a-z 0-9 _ . -`, so it is safe in log lines and metric labels.
     pub name: String,
-    /// Unique across listeners; port is not 0.
-    pub listen: SocketAddr,
+    /// Unique across listeners: `IP:port` (port not 0) or a Unix socket path.
+    pub listen: Listen,
+    /// The mode of a Unix listener's socket file (default `0o660`); unused for TCP.
+    pub socket_mode: u32,
     /// Where `listen` is in the file, for errors found later (a reload that cannot bind it).
     pub listen_at: Position,
-    /// `None` for a sink listener. Not a wildcard address; never leads back to this listener.
-    pub upstream: Option<SocketAddr>,
+    /// Where a relay connects, in the order written (each tried per `balance`); empty for a
+    /// sink listener. No duplicates; never leads back to this listener.
+    pub upstream: Vec<Upstream>,
+    /// Where each `upstream` entry is in the file, for errors found later (a name that does not
+    /// resolve).
+    pub upstream_at: Vec<Position>,
+    /// Where a new connection starts in `upstream`. Default [`Balance::First`].
+    pub balance: Balance,
     /// `daemon.tick`..=30 days.
     pub idle_timeout: Duration,
     /// `daemon.tick`..=1h, default 5s. Set in the file only for a relay listener.
@@ -166,6 +181,32 @@ pub struct ListenerConfig {
     pub tcp_keepalive: Option<Duration>,
     /// PROXY protocol header sent to the upstream first; `None` ("off", the default). Relay only.
     pub proxy_protocol: Option<crate::proxy_protocol::Version>,
+    /// `TCP_USER_TIMEOUT` on both TCP sockets; `None` ("0s", the default) leaves the kernel's.
+    /// Otherwise 1s..=1h.
+    pub tcp_user_timeout: Option<Duration>,
+    /// How a connection closed by `idle_timeout`, `max_lifetime` or `half_close_timeout` ends.
+    pub idle_close: IdleClose,
+    /// Bytes written to the client just before an idle close, if it can take them at once.
+    /// Never with [`IdleClose::Rst`] (a reset discards them).
+    pub idle_notice: Option<std::sync::Arc<[u8]>>,
+}
+
+/// Which upstream address a new connection tries first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Always the first; the next ones only when it fails.
+    First,
+    /// One further for each new connection (shared by the workers).
+    RoundRobin,
+}
+
+/// How a connection the daemon closes on a timer ends for both peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleClose {
+    /// A FIN (a reset only where bytes are undelivered).
+    Fin,
+    /// A reset (`SO_LINGER` 0): no TIME_WAIT on the daemon's side.
+    Rst,
 }
 
 /// Where a value is in the configuration file, as a [`ConfigError`] shows it.
@@ -223,7 +264,8 @@ impl Config {
     }
 
     /// Validate `text` as if it had been read from `path`: the text alone, without the checks
-    /// against this machine that [`Config::load`] adds.
+    /// against this machine that [`Config::load`] adds (for the tests of the text).
+    #[cfg(test)]
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let src = Source { path, text };
         let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
@@ -257,8 +299,10 @@ impl Config {
             (Some(u), None) => format!(", user {u}"),
             _ => String::new(),
         };
+        let resolve = dc.resolve_interval.map_or("off".to_owned(), d);
         let daemon = format!(
-            "daemon: pidfile {}, log {log} ({}), tick {}, shutdown_timeout {}, workers {}{user}",
+            "daemon: pidfile {}, log {log} ({}), tick {}, shutdown_timeout {}, workers {}, \
+             resolve_interval {resolve}{user}",
             dc.pidfile.display(),
             dc.log_level.as_str().to_lowercase(),
             d(dc.tick),
@@ -287,11 +331,11 @@ type Res<T> = Result<T, ConfigError>;
 
 /// Whether validation ends with the checks against this machine (step 3).
 enum Checks<'a> {
+    /// The text alone ([`Config::parse`], for the tests of the text).
+    #[cfg_attr(not(test), allow(dead_code))]
     TextOnly,
     /// With the `--pidfile` option, if given.
-    Host {
-        pidfile: Option<&'a Path>,
-    },
+    Host { pidfile: Option<&'a Path> },
 }
 
 fn validate(src: &Source, file: FileConfig, checks: Checks) -> Res<Config> {
@@ -348,4 +392,10 @@ fn shown(v: &Spanned<Value>) -> String {
 }
 
 #[cfg(test)]
+mod daemon_tests;
+#[cfg(test)]
+mod property_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upstream_tests;

@@ -13,7 +13,7 @@
 
 use std::io::{self, Read};
 
-use mio::net::TcpStream;
+use crate::stream::Stream;
 
 use crate::buffer::Pool;
 use crate::pipe::PipePool;
@@ -84,19 +84,19 @@ fn take_error(socket: &mut Socket, side: Side) -> Option<IoFailure> {
 
 impl Conn {
     /// A sink connection: the client's bytes are read and discarded.
-    pub fn sink(client: TcpStream) -> Conn {
+    pub fn sink(client: Stream) -> Conn {
         Conn::new(client, None, State::Sink)
     }
 
     /// A relay connection whose upstream connect (non-blocking) is in progress; `preamble` is
     /// sent to the upstream once connected, before any byte from the client.
-    pub fn relay(client: TcpStream, upstream: TcpStream, preamble: Option<Box<[u8]>>) -> Conn {
+    pub fn relay(client: Stream, upstream: Stream, preamble: Option<Box<[u8]>>) -> Conn {
         let mut conn = Conn::new(client, Some(upstream), State::Connecting);
         conn.preamble = preamble;
         conn
     }
 
-    fn new(client: TcpStream, upstream: Option<TcpStream>, state: State) -> Conn {
+    fn new(client: Stream, upstream: Option<Stream>, state: State) -> Conn {
         Conn {
             client: Socket::new(client),
             upstream: upstream.map(Socket::new),
@@ -124,18 +124,18 @@ impl Conn {
     }
 
     /// The client socket (to register it with the poll).
-    pub fn client_mut(&mut self) -> &mut TcpStream {
+    pub fn client_mut(&mut self) -> &mut Stream {
         &mut self.client.stream
     }
 
     /// The upstream socket, for a relay.
-    pub fn upstream_mut(&mut self) -> Option<&mut TcpStream> {
+    pub fn upstream_mut(&mut self) -> Option<&mut Stream> {
         self.upstream.as_mut().map(|s| &mut s.stream)
     }
 
     /// Takes the upstream socket out of a connection being closed, so that its `close` can come
     /// after the client's (see `Core::expire`).
-    pub fn take_upstream(&mut self) -> Option<TcpStream> {
+    pub fn take_upstream(&mut self) -> Option<Stream> {
         self.upstream.take().map(|s| s.stream)
     }
 
@@ -202,11 +202,6 @@ impl Conn {
         self.to_upstream.holds_bytes() || self.to_client.holds_bytes()
     }
 
-    /// True while relaying (not connecting, not a sink): both sockets carry the client's stream.
-    pub fn is_relaying(&self) -> bool {
-        self.state == State::Relaying
-    }
-
     /// Both peers have sent FIN (and the daemon has read it).
     pub fn both_finished(&self) -> bool {
         self.to_upstream.read_eof && self.to_client.read_eof
@@ -219,10 +214,29 @@ impl Conn {
 
     /// What the kernel did on both sockets of a relaying connection (`[client, upstream]`), for
     /// deciding whether it is really idle; `None` for a sink or a connect in progress, or if the
-    /// kernel does not answer.
+    /// kernel answers for neither. A Unix socket has no `TCP_INFO`: it counts as quiet (what
+    /// moves through it is what the daemon itself reads and writes).
     pub fn kernel_progress(&self) -> Option<[TcpProgress; 2]> {
         let upstream = self.upstream.as_ref().filter(|_| self.state == State::Relaying)?;
-        Some([tcp_progress(&self.client.stream).ok()?, tcp_progress(&upstream.stream).ok()?])
+        let (client, upstream) =
+            (tcp_progress(&self.client.stream).ok(), tcp_progress(&upstream.stream).ok());
+        if client.is_none() && upstream.is_none() {
+            return None;
+        }
+        Some([client.unwrap_or_else(TcpProgress::quiet), upstream.unwrap_or_else(TcpProgress::quiet)])
+    }
+
+    /// Writes `bytes` to the client if its socket takes them at once (an idle notice before the
+    /// close); never waits, and drops what does not fit.
+    pub fn notify_client(&mut self, bytes: &[u8]) {
+        let _ = std::io::Write::write(&mut self.client.stream, bytes);
+    }
+
+    /// Starts over with another upstream socket whose connect is in progress (the previous
+    /// address failed): the client's bytes and the preamble are still waiting.
+    pub fn retarget(&mut self, upstream: Stream) {
+        debug_assert_eq!(self.state, State::Connecting, "retarget after connecting");
+        self.upstream = Some(Socket::new(upstream));
     }
 
     /// Whether bytes for `side`'s peer are undelivered: held by the daemon, or (per `kernel`,

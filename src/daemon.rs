@@ -9,6 +9,8 @@
 //! "ready", or prints the error the daemon sent and exits 1, so failures reach the terminal and
 //! no process is left behind.
 
+#![allow(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{Gid, Group, Uid, User};
 
-use crate::app::Error;
+use crate::error::Error;
 
 /// A locked pidfile. The lock lives as long as any descriptor of it in any process, so the
 /// daemon keeps it across the forks; the file is removed on a clean stop.

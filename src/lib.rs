@@ -2,26 +2,41 @@
 //!
 //! Data flows one way: config file → validated [`config::Config`] → [`worker`] event loop →
 //! connections ([`conn`]) → timing [`wheel`] → close. `main.rs` only maps [`app::run`]'s result to
-//! an exit status; everything else lives here so that tests can drive it without a process.
+//! an exit status. The library is public only where a program outside it needs it: `app`, `cli`
+//! and `error` for `main.rs`, `wheel` for its benchmark, `net` for the load tool; everything else
+//! is the daemon's own (`pub(crate)`). The integration tests drive the real binary.
+//!
+//! `unsafe` is denied here and allowed in two modules only: `daemon` (fork, `_exit`, `flock`)
+//! and `sys` (`TCP_INFO`, `SIOCATMARK`), each block with a `// SAFETY:` comment.
 
-pub mod alarm;
+#![deny(unsafe_code)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "idlereaper runs on Linux only: it relies on epoll, splice(2), timerfd, TCP_INFO, SIOCATMARK and /proc"
+);
+
+pub(crate) mod alarm;
 pub mod app;
-pub mod buffer;
+pub(crate) mod buffer;
 pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod conn;
-pub mod daemon;
-pub mod listener;
-pub mod logging;
-pub mod metrics;
+pub(crate) mod clock;
+pub(crate) mod config;
+pub(crate) mod conn;
+pub(crate) mod daemon;
+pub mod error;
+pub(crate) mod listener;
+pub(crate) mod logging;
+pub(crate) mod metrics;
 pub mod net;
-pub mod pipe;
-pub mod proxy_protocol;
-pub mod relay;
-pub mod signals;
-pub mod supervisor;
-pub mod sys;
-pub mod vocab;
+pub(crate) mod pipe;
+pub(crate) mod proxy_protocol;
+pub(crate) mod relay;
+pub(crate) mod signals;
+pub(crate) mod stream;
+pub(crate) mod supervisor;
+pub(crate) mod sys;
+pub(crate) mod upstream;
+pub(crate) mod vocab;
 pub mod wheel;
-pub mod worker;
+pub(crate) mod worker;

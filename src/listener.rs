@@ -1,26 +1,35 @@
-//! Listening sockets. Each worker gets its own socket per configured listener: with more than one
-//! worker they are bound with `SO_REUSEPORT` and the kernel spreads new connections across them.
-//! The count of open connections is shared by a listener's sockets, so `max_connections` holds
-//! for the listener as a whole.
+//! Listening sockets. Each worker gets its own socket per configured TCP listener: with more than
+//! one worker they are bound with `SO_REUSEPORT` and the kernel spreads new connections across
+//! them. A Unix socket listener is bound once and shared (each worker polls its own handle). The
+//! count of open connections is shared by a listener's sockets, so `max_connections` holds for
+//! the listener as a whole; so are its upstream addresses.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpListener;
+use mio::Registry;
 
-use crate::app::Error;
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, Listen, ListenerConfig};
+use crate::error::Error;
 use crate::metrics::{ListenerMetrics, Metrics};
+use crate::net::UnixPath;
+use crate::stream::ListenSocket;
+use crate::upstream::Upstreams;
 use crate::vocab::CloseReason;
 
 /// One worker's socket for a configured listener.
 pub struct Listener {
     pub config: ListenerConfig,
-    /// `None` once closed for a stop.
-    pub(crate) socket: Option<TcpListener>,
+    /// `None` once closed for a stop, or by a reload that removed it.
+    pub(crate) socket: Option<ListenSocket>,
+    /// A Unix listener's socket file, removed once every worker has closed the listener.
+    unix_path: Option<UnixPath>,
+    /// A relay's upstream addresses, shared by the workers; `None` for a sink.
+    pub(crate) upstreams: Option<Arc<Upstreams>>,
     /// Connections of this listener open in all workers.
     active: Arc<AtomicUsize>,
     /// Connections per client address, in all workers (only with `max_connections_per_ip`).
@@ -36,19 +45,17 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.socket.as_ref().and_then(|s| s.local_addr().ok())
-    }
-
-    /// Admits a new client from `ip` and counts it, or says why it is refused: `allow` / `deny`,
-    /// then `max_connections`, then `max_connections_per_ip`. `Ok(true)` when it was counted per
+    /// Admits a new client from `ip` (`None`: a Unix client, which the address rules do not
+    /// concern) and counts it, or says why it is refused: `allow` / `deny`, then
+    /// `max_connections`, then `max_connections_per_ip`. `Ok(true)` when it was counted per
     /// address (pass that back to [`Listener::release`]: a reload may change the limit meanwhile).
-    pub(crate) fn try_admit(&self, ip: IpAddr) -> Result<bool, CloseReason> {
+    pub(crate) fn try_admit(&self, ip: Option<IpAddr>) -> Result<bool, CloseReason> {
         let config = &self.config;
-        let listed = |nets: &[ipnet::IpNet]| nets.iter().any(|n| n.contains(&ip));
-        if (!config.allow.is_empty() && !listed(&config.allow)) || listed(&config.deny) {
-            return Err(CloseReason::Denied);
+        if let Some(ip) = ip {
+            let listed = |nets: &[ipnet::IpNet]| nets.iter().any(|n| n.contains(&ip));
+            if (!config.allow.is_empty() && !listed(&config.allow)) || listed(&config.deny) {
+                return Err(CloseReason::Denied);
+            }
         }
         let max = config.max_connections;
         if self
@@ -58,7 +65,7 @@ impl Listener {
         {
             return Err(CloseReason::Limit);
         }
-        if config.max_connections_per_ip > 0 {
+        if let (Some(ip), true) = (ip, config.max_connections_per_ip > 0) {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let count = per_ip.entry(ip).or_insert(0);
             if *count >= config.max_connections_per_ip {
@@ -73,10 +80,10 @@ impl Listener {
     }
 
     /// Uncounts a closed connection from `ip`.
-    pub(crate) fn release(&self, ip: IpAddr, counted_ip: bool) {
+    pub(crate) fn release(&self, ip: Option<IpAddr>, counted_ip: bool) {
         let before = self.active.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "listener {}: more connections closed than admitted", self.config.name);
-        if counted_ip {
+        if let (Some(ip), true) = (ip, counted_ip) {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Some(count) = per_ip.get_mut(&ip) {
                 *count -= 1;
@@ -85,6 +92,14 @@ impl Listener {
                 }
             }
         }
+    }
+
+    /// Closes this worker's handle on the socket (a stop, or a reload that removed it).
+    pub(crate) fn close(&mut self, registry: &Registry) {
+        if let Some(mut socket) = self.socket.take() {
+            let _ = mio::event::Source::deregister(&mut socket, registry);
+        }
+        self.unix_path = None;
     }
 
     /// Whether a paused listener may accept again at `now`.
@@ -100,37 +115,82 @@ impl Listener {
 }
 
 /// Binds every listener of `config` once per worker, before daemonizing, so that errors reach the
-/// terminal, and gives each its counters in `metrics`. Returns one set of listeners per worker,
-/// in configuration order.
-pub fn bind(config: &Config, metrics: &Metrics) -> Result<Vec<Vec<Listener>>, Error> {
+/// terminal, and gives each its counters in `metrics` and its resolved upstreams. Unix socket
+/// files are given to `owner` (uid, gid), if set. Returns one set of listeners per worker, in
+/// configuration order.
+pub fn bind(
+    config: &Config,
+    metrics: &Metrics,
+    owner: Option<(u32, u32)>,
+) -> Result<Vec<Vec<Listener>>, Error> {
     let workers = config.daemon.workers.max(1);
     let counters: Vec<_> = config.listeners.iter().map(|lc| ListenerMetrics::new(&lc.name)).collect();
     metrics.set_listeners(counters.clone());
     let mut sets: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
-    for (lc, counters) in config.listeners.iter().zip(counters) {
-        for (set, listener) in sets.iter_mut().zip(bind_one(lc, workers, counters)?) {
+    for (i, (lc, counters)) in config.listeners.iter().zip(counters).enumerate() {
+        let upstreams = resolve_upstreams(config, i)?;
+        for (set, listener) in sets.iter_mut().zip(bind_one(lc, workers, counters, upstreams, owner)?) {
             set.push(listener);
         }
     }
     Ok(sets)
 }
 
-/// Binds one listener once per worker (with `SO_REUSEPORT` when there are several), sharing
-/// its connection counts. Used at start and for a listener a reload adds.
+/// Resolves the upstream entries of listener `i` of `config` now (blocking); `None` for a sink.
+/// A name that does not resolve is an error at the entry's position (exit status 1: the file
+/// may be right and the resolver wrong).
+pub fn resolve_upstreams(config: &Config, i: usize) -> Result<Option<Arc<Upstreams>>, Error> {
+    let lc = &config.listeners[i];
+    if lc.upstream.is_empty() {
+        return Ok(None);
+    }
+    Upstreams::resolve(&lc.upstream, lc.balance).map(|u| Some(Arc::new(u))).map_err(|(e, error)| {
+        let key = match lc.upstream.len() {
+            1 => format!("listener[{i}].upstream"),
+            _ => format!("listener[{i}].upstream[{e}]"),
+        };
+        let at = lc.upstream_at.get(e).copied();
+        let msg = format!("cannot resolve {}: {error}", lc.upstream[e]);
+        Error::Message(config.error_at(&key, at, msg).to_string())
+    })
+}
+
+/// Binds one listener for every worker (TCP: a socket each, with `SO_REUSEPORT` when there are
+/// several; Unix: one socket, a handle each), sharing its connection counts and upstreams. Used
+/// at start and for a listener a reload adds.
 pub fn bind_one(
     lc: &ListenerConfig,
     workers: usize,
     metrics: Arc<ListenerMetrics>,
+    upstreams: Option<Arc<Upstreams>>,
+    owner: Option<(u32, u32)>,
 ) -> Result<Vec<Listener>, Error> {
     let active = Arc::new(AtomicUsize::new(0));
     let per_ip = Arc::new(Mutex::new(HashMap::new()));
+    let failed = |e| Error::io(format!("listener {}: cannot listen on {}", lc.name, lc.listen), e);
+    let unix = match &lc.listen {
+        Listen::Tcp(_) => None,
+        Listen::Unix(path) => Some(crate::net::listen_unix(path, lc.socket_mode, owner).map_err(failed)?),
+    };
     (0..workers)
         .map(|_| {
-            let socket = crate::net::listen(lc.listen, workers > 1)
-                .map_err(|e| Error::io(format!("listener {}: cannot listen on {}", lc.name, lc.listen), e))?;
+            let (socket, unix_path) = match (&lc.listen, &unix) {
+                (Listen::Tcp(addr), _) => {
+                    (ListenSocket::Tcp(crate::net::listen(*addr, workers > 1).map_err(failed)?), None)
+                }
+                (Listen::Unix(_), Some((first, path))) => {
+                    let socket = ListenSocket::Unix(mio::net::UnixListener::from_std(
+                        first.as_fd().try_clone_to_owned().map_err(failed)?.into(),
+                    ));
+                    (socket, Some(path.clone()))
+                }
+                (Listen::Unix(_), None) => unreachable!("bound above"),
+            };
             Ok(Listener {
                 config: lc.clone(),
                 socket: Some(socket),
+                unix_path,
+                upstreams: upstreams.clone(),
                 active: Arc::clone(&active),
                 per_ip: Arc::clone(&per_ip),
                 refusals: Default::default(),

@@ -72,7 +72,7 @@ pub enum Destination {
 
 impl Destination {
     /// The destination for `target`, opening a log file now.
-    pub fn open(target: &LogTarget, foreground: bool) -> Result<Destination, crate::app::Error> {
+    pub fn open(target: &LogTarget, foreground: bool) -> Result<Destination, crate::error::Error> {
         Ok(match target {
             LogTarget::File(path) => {
                 let file = OpenOptions::new()
@@ -82,7 +82,7 @@ impl Destination {
                     .custom_flags(libc::O_CLOEXEC)
                     .open(path)
                     .map_err(|e| {
-                        crate::app::Error::io(format!("cannot open log file {}", path.display()), e)
+                        crate::error::Error::io(format!("cannot open log file {}", path.display()), e)
                     })?;
                 Destination::File { path: path.clone(), file }
             }
@@ -155,7 +155,7 @@ impl LogHandle {
 
 /// Installs the global logger. Call once, in the process that will log (after daemonizing). Fails
 /// only when syslog cannot be reached: a daemon has no terminal to fall back to.
-pub fn install(destination: Destination, level: LevelFilter) -> Result<LogHandle, crate::app::Error> {
+pub fn install(destination: Destination, level: LevelFilter) -> Result<LogHandle, crate::error::Error> {
     let output = match destination {
         Destination::Stderr => Output::Stderr,
         Destination::File { path, file } => Output::File { path, file },
@@ -167,7 +167,7 @@ pub fn install(destination: Destination, level: LevelFilter) -> Result<LogHandle
                 pid: std::process::id(),
             };
             let logger = syslog::unix(formatter).map_err(|e| {
-                crate::app::Error::Message(format!(
+                crate::error::Error::Message(format!(
                     "daemon.log: cannot connect to syslog at {SYSLOG_SOCKET}: {e}"
                 ))
             })?;

@@ -7,7 +7,7 @@ fn main() -> ExitCode {
     match idlereaper::app::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            idlereaper::app::report(&err);
+            idlereaper::error::report(&err);
             ExitCode::from(err.exit_status())
         }
     }

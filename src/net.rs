@@ -7,9 +7,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use log::{debug, error};
-use mio::net::{TcpListener, TcpStream};
-use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use mio::net::{TcpListener, TcpStream, UnixListener};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
 
 /// Listen backlog requested; Linux silently caps it at `net.core.somaxconn` (4096 by default).
 pub const BACKLOG: i32 = 4096;
@@ -35,6 +39,58 @@ pub fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
+/// A listening Unix stream socket at `path`, non-blocking and close-on-exec, with the real
+/// backlog, its file given `mode` and, when set, `owner` (uid, gid; the daemon's user and group,
+/// while it is still root). A stale socket file (one nobody listens on) is replaced; any other
+/// file at `path` is an error and is left alone. The file is removed when the returned guard's
+/// last handle goes (see [`UnixPath`]).
+pub fn listen_unix(
+    path: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<(UnixListener, UnixPath)> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(io::Error::new(io::ErrorKind::AddrInUse, "a process listens on this socket"))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)?,
+            Err(e) => return Err(e),
+        },
+        Ok(_) => {
+            let msg = "a file that is not a socket is there (not removed)";
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, msg));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    let guard = UnixPath(Arc::new(path.to_owned()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    socket.listen(BACKLOG)?;
+    Ok((UnixListener::from_std(socket.into()), guard))
+}
+
+/// The socket file of a Unix listener: removed when the last clone is dropped (the listener is
+/// closed on stop, or removed by a reload). A reload that keeps the listener keeps the file.
+#[derive(Debug, Clone)]
+pub struct UnixPath(Arc<PathBuf>);
+
+impl Drop for UnixPath {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.0) == 1 {
+            if let Err(e) = std::fs::remove_file(&*self.0) {
+                debug!("cannot remove {}: {e}", self.0.display());
+            }
+        }
+    }
+}
+
 /// How long accepting stops after an accept error that retrying at once cannot clear (the
 /// listeners' and the metrics endpoint's).
 pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -55,19 +111,25 @@ pub(crate) fn open_spare() -> Option<std::fs::File> {
 }
 
 /// No Nagle delay on an upstream socket (the relay forwards what it has at once; client sockets
-/// inherit `TCP_NODELAY` from their listener, see [`listen`]), then [`tune_keepalive`].
-pub(crate) fn tune_upstream(stream: &TcpStream, keepalive: Option<Duration>) {
+/// inherit `TCP_NODELAY` from their listener, see [`listen`]), then [`tune_tcp`].
+pub(crate) fn tune_upstream(stream: &TcpStream, keepalive: Option<Duration>, user_timeout: Option<Duration>) {
     let _ = stream.set_nodelay(true);
-    tune_keepalive(stream, keepalive);
+    tune_tcp(stream, keepalive, user_timeout);
 }
 
-/// Keepalive probes after `keepalive` idle, every quarter of it, four times, if set.
-pub(crate) fn tune_keepalive(stream: &TcpStream, keepalive: Option<Duration>) {
+/// Keepalive probes after `keepalive` idle, every quarter of it, four times, if set; and
+/// `TCP_USER_TIMEOUT`, if set: a peer that leaves bytes unacknowledged that long is dropped.
+pub(crate) fn tune_tcp(stream: &TcpStream, keepalive: Option<Duration>, user_timeout: Option<Duration>) {
     if let Some(idle) = keepalive {
         let interval = (idle / 4).max(Duration::from_secs(1));
         let params = TcpKeepalive::new().with_time(idle).with_interval(interval).with_retries(4);
         if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&params) {
             debug!("tcp_keepalive: {e}");
+        }
+    }
+    if let Some(timeout) = user_timeout {
+        if let Err(e) = SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+            debug!("tcp_user_timeout: {e}");
         }
     }
 }

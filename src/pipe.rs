@@ -61,6 +61,7 @@ impl PipePool {
     }
 
     /// Pipes currently open (free or in use).
+    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.open
     }

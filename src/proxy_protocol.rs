@@ -28,6 +28,20 @@ pub fn header(version: Version, source: SocketAddr, destination: SocketAddr) -> 
     }
 }
 
+/// The header for a connection whose addresses cannot be told (a client of a Unix socket
+/// listener): `PROXY UNKNOWN` (v1), or a LOCAL command with an unspecified family (v2). The
+/// upstream then uses the connection's own addresses.
+pub fn header_unknown(version: Version) -> Vec<u8> {
+    match version {
+        Version::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        Version::V2 => {
+            let mut out = V2_SIGNATURE.to_vec();
+            out.extend_from_slice(&[0x20, 0x00, 0, 0]); // version 2 LOCAL, AF_UNSPEC, length 0
+            out
+        }
+    }
+}
+
 /// Both addresses as one family: as they are if they agree, else both IPv6.
 fn same_family(source: SocketAddr, destination: SocketAddr) -> (IpAddr, IpAddr) {
     match (source.ip(), destination.ip()) {
@@ -78,6 +92,14 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn unknown_addresses_are_unknown_in_v1_and_local_in_v2() {
+        assert_eq!(header_unknown(Version::V1), b"PROXY UNKNOWN\r\n");
+        let v2 = header_unknown(Version::V2);
+        assert_eq!(&v2[..12], &V2_SIGNATURE);
+        assert_eq!(&v2[12..], &[0x20, 0x00, 0, 0], "LOCAL, UNSPEC, no addresses");
     }
 
     #[test]

@@ -18,19 +18,19 @@
 //! every byte before it, so the receiver sees it where the sender put it, out of band; then the
 //! inline read goes on past the mark.
 
+mod urgent;
+
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
 
-use mio::net::TcpStream;
-use nix::errno::Errno;
+use crate::stream::Stream;
 use nix::fcntl::{splice, SpliceFFlags};
-use nix::sys::socket::{recv, send, MsgFlags};
 
 use crate::buffer::{Buf, Pool};
 use crate::pipe::{Pipe, PipePool};
 use crate::sys;
 use crate::vocab::{IoFailure, Side};
+use urgent::{send_urgent, urgent_mark, urgent_pending, Mark};
 
 /// A splice burst that moved less than this was not bulk after all: back to copying.
 const BULK_MIN: usize = 64 * 1024;
@@ -49,7 +49,7 @@ pub struct Io<'a> {
 /// a short read, see [`Socket::drained_by`].
 #[derive(Debug)]
 pub struct Socket {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub readable: bool,
     pub writable: bool,
     /// An event reported the peer's FIN or an error: read on until the end or the error shows.
@@ -65,7 +65,7 @@ pub struct Socket {
 }
 
 impl Socket {
-    pub fn new(stream: TcpStream) -> Socket {
+    pub fn new(stream: Stream) -> Socket {
         Socket {
             stream,
             readable: false,
@@ -293,55 +293,6 @@ fn pump_until_blocked(
     }
 }
 
-/// Where a socket that reported urgent data stands, before a read.
-enum Mark {
-    /// The mark is further on: an inline read stops short at it.
-    Ahead,
-    /// At the mark: its urgent byte, taken out of band.
-    Byte(u8),
-    /// At the mark, but the urgent byte has not arrived yet.
-    NotYet,
-    /// At the mark with its byte already taken: the next inline read goes past it.
-    Passed,
-}
-
-fn urgent_mark(src: &Socket) -> io::Result<Mark> {
-    if !sys::at_urgent_mark(&src.stream)? {
-        return Ok(Mark::Ahead);
-    }
-    let mut byte = [0u8];
-    loop {
-        return match recv(src.stream.as_raw_fd(), &mut byte, MsgFlags::MSG_OOB) {
-            Ok(1) => Ok(Mark::Byte(byte[0])),
-            Ok(_) | Err(Errno::EINVAL) => Ok(Mark::Passed),
-            Err(Errno::EAGAIN) => Ok(Mark::NotYet),
-            Err(Errno::EINTR) => continue,
-            Err(e) => Err(e.into()),
-        };
-    }
-}
-
-/// Whether urgent data is still pending on a socket whose inline queue is empty (a peek).
-fn urgent_pending(src: &Socket) -> bool {
-    let mut byte = [0u8];
-    let flags = MsgFlags::MSG_OOB | MsgFlags::MSG_PEEK;
-    !matches!(recv(src.stream.as_raw_fd(), &mut byte, flags), Err(Errno::EINVAL))
-}
-
-/// Sends one urgent byte; `Ok(false)` when `dst` is full.
-fn send_urgent(dst: &mut Socket, byte: u8) -> io::Result<bool> {
-    while dst.writable {
-        match send(dst.stream.as_raw_fd(), &[byte], MsgFlags::MSG_OOB | MsgFlags::MSG_NOSIGNAL) {
-            Ok(1) => return Ok(true),
-            Ok(_) => return Err(io::ErrorKind::WriteZero.into()),
-            Err(Errno::EAGAIN) => dst.writable = false,
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(false)
-}
-
 /// Which end of a copy failed.
 enum Fault {
     Read(io::Error),
@@ -417,7 +368,7 @@ impl Outgoing for BorrowedBuf<'_> {
 }
 
 /// Writes until `buf` is empty or `dst` would block (then clears `writable`).
-fn write_out(dst: &mut TcpStream, writable: &mut bool, buf: &mut impl Outgoing) -> io::Result<()> {
+fn write_out(dst: &mut Stream, writable: &mut bool, buf: &mut impl Outgoing) -> io::Result<()> {
     while !buf.pending().is_empty() && *writable {
         match dst.write(buf.pending()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -13,13 +13,14 @@ use std::time::Instant;
 use log::{error, info, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::app;
 use crate::config::Config;
+use crate::error;
 use crate::listener;
 use crate::logging::LogHandle;
 use crate::metrics::http::Endpoint;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::signals::{Signal, Signals};
+use crate::upstream::{Upstreams, Watched};
 use crate::worker::{Command, ListenerChange, Reload, Remote, Worker};
 
 const SIGNALS: Token = Token(0);
@@ -44,6 +45,9 @@ pub struct Supervisor {
     metrics: Metrics,
     /// `GET /metrics`, if configured.
     endpoint: Option<Endpoint>,
+    /// Each listener's upstreams (`None` for a sink), and those the resolver thread refreshes.
+    upstreams: Vec<Option<Arc<Upstreams>>>,
+    watched: Watched,
 }
 
 impl Supervisor {
@@ -55,7 +59,13 @@ impl Supervisor {
         workers: Vec<(Worker, Remote)>,
         metrics: Metrics,
         mut endpoint: Option<Endpoint>,
+        upstreams: Vec<Option<Arc<Upstreams>>>,
     ) -> io::Result<Supervisor> {
+        let watched = Watched::default();
+        watched.set(watch_list(&config, &upstreams));
+        if let Some(interval) = config.daemon.resolve_interval {
+            watched.spawn(interval)?;
+        }
         let poll = Poll::new()?;
         if let Some(endpoint) = endpoint.as_mut() {
             endpoint.register(poll.registry(), METRICS)?;
@@ -77,6 +87,8 @@ impl Supervisor {
             stopping: false,
             metrics,
             endpoint,
+            upstreams,
+            watched,
         })
     }
 
@@ -175,16 +187,36 @@ impl Supervisor {
         let (mut slots, mut next_index, mut kept) = (Vec::new(), self.next_index, 0);
         // A kept listener keeps its counters (under its first name, should it be renamed).
         let mut counters = Vec::new();
+        let mut upstreams = Vec::new();
         for (i, lc) in new.listeners.iter().enumerate() {
+            let resolved = match listener::resolve_upstreams(&new, i) {
+                Ok(resolved) => resolved,
+                Err(e) => {
+                    error!("reload failed, keeping the running configuration: {e}");
+                    self.metrics.reload(false);
+                    return;
+                }
+            };
+            upstreams.push(resolved.clone());
             match self.config.listeners.iter().position(|old| old.listen == lc.listen) {
                 Some(j) => {
                     counters.push(self.metrics.listener(&self.config.listeners[j].name));
                     let index = self.slots[j];
-                    parts.iter_mut().for_each(|p| p.push(ListenerChange::Keep { index, config: lc.clone() }));
+                    parts.iter_mut().for_each(|p| {
+                        let (config, upstreams) = (lc.clone(), resolved.clone());
+                        p.push(ListenerChange::Keep { index, config, upstreams })
+                    });
                     slots.push(index);
                     kept += 1;
                 }
-                None => match listener::bind_one(lc, remotes.len(), ListenerMetrics::new(&lc.name)) {
+                // Bound after privileges were dropped: a Unix socket file is the daemon's own.
+                None => match listener::bind_one(
+                    lc,
+                    remotes.len(),
+                    ListenerMetrics::new(&lc.name),
+                    resolved,
+                    None,
+                ) {
                     Ok(sockets) => {
                         counters.push(Arc::clone(&sockets[0].metrics));
                         for (part, listener) in parts.iter_mut().zip(sockets) {
@@ -196,7 +228,7 @@ impl Supervisor {
                     Err(e) => {
                         // The file, line and key of the address, as for the errors of the file.
                         let message = match e {
-                            app::Error::Io { source, .. } => {
+                            error::Error::Io { source, .. } => {
                                 format!("cannot listen on {} (listener {:?}): {source}", lc.listen, lc.name)
                             }
                             e => e.to_string(),
@@ -228,6 +260,8 @@ impl Supervisor {
             new.path.display(),
             new.listeners.len()
         );
+        self.watched.set(watch_list(&new, &upstreams));
+        self.upstreams = upstreams;
         self.config = new;
         self.slots = slots;
         self.next_index = next_index;
@@ -256,11 +290,15 @@ impl Supervisor {
         if new.metrics != self.config.metrics {
             changed.push("metrics");
         }
+        if d.resolve_interval != old.resolve_interval {
+            changed.push("daemon.resolve_interval");
+        }
         d.pidfile.clone_from(&old.pidfile);
         d.user.clone_from(&old.user);
         d.group.clone_from(&old.group);
         d.workers = old.workers;
         d.tick = old.tick;
+        d.resolve_interval = old.resolve_interval;
         d.log.clone_from(&old.log);
         new.metrics.clone_from(&self.config.metrics);
         changed
@@ -275,4 +313,13 @@ fn broadcast(remotes: &[Remote], command: impl Fn() -> Command) {
 fn stop_now(remotes: &[Remote]) {
     broadcast(remotes, || Command::Stop);
     broadcast(remotes, || Command::Stop);
+}
+
+/// The listeners whose upstream names the resolver thread refreshes: name and upstreams.
+fn watch_list<'a>(
+    config: &Config,
+    upstreams: &'a [Option<Arc<Upstreams>>],
+) -> Vec<(String, &'a Arc<Upstreams>)> {
+    let named = config.listeners.iter().zip(upstreams);
+    named.filter_map(|(lc, u)| u.as_ref().map(|u| (lc.name.clone(), u))).collect()
 }

@@ -3,6 +3,8 @@
 //! read starts at TCP urgent data). Both are read-only queries of a socket we own; this module
 //! is, with `daemon.rs`, one of the two places that use `unsafe`.
 
+#![allow(unsafe_code)]
+
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd};
@@ -39,6 +41,11 @@ pub struct TcpProgress {
 }
 
 impl TcpProgress {
+    /// For a socket the kernel reports nothing of (not TCP): no movement ever.
+    pub fn quiet() -> TcpProgress {
+        TcpProgress { since_data_ms: u32::MAX, since_ack_ms: u32::MAX, ..TcpProgress::default() }
+    }
+
     /// Milliseconds since a byte last moved on this socket, as far as the kernel can tell: the
     /// last data received, or the last acknowledgement while bytes sent are outstanding and
     /// the kernel is not probing a closed window (then acknowledgements answer the probes and

@@ -79,7 +79,13 @@ fn a_scrape_shows_what_a_scripted_workload_did() {
     assert_eq!(sample(&body, refused), 1.0);
     assert_eq!(sample(&body, &reason("dead", "upstream_refused")), 1.0);
     assert_eq!(sample(&body, &l("idlereaper_upstream_connect_errors_total", "dead")), 1.0);
-    assert_eq!(sample(&body, "idlereaper_timers"), 0.0);
+    // The gauge is updated at the end of the loop iteration that closed the last connection,
+    // just after its close line: wait for it.
+    let timers = wait_for(Duration::from_secs(5), || {
+        let (_, body) = scrape(metrics, "/metrics");
+        (sample(&body, "idlereaper_timers") == 0.0).then_some(())
+    });
+    assert!(timers.is_some(), "timers left in the wheel after every connection closed");
     assert!(sample(&body, "idlereaper_open_fds") > 0.0);
     assert!(body.contains("idlereaper_build_info{version=\""), "{body}");
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use super::duration::duration;
+use super::duration::{duration, duration_or_off};
 use super::locate::Source;
 use super::{integer, DaemonConfig, ListenerConfig, LogTarget, MetricsConfig, Res, HOUR, MS};
 
@@ -22,6 +22,10 @@ const SHUTDOWN_TIMEOUT_RANGE: (Duration, Duration) = (Duration::ZERO, HOUR);
 const DEFAULT_WORKERS: usize = 1;
 /// 0 means one per core.
 const WORKERS_RANGE: (i64, i64) = (0, 64);
+
+/// How often upstream host names are resolved again, by default, and within what range.
+const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+const RESOLVE_INTERVAL_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(24 * 3600));
 
 // ---- Step 1: the tables as serde sees them ---------------------------------------------------------
 
@@ -36,6 +40,7 @@ pub(super) struct FileDaemon {
     pub(super) user: Option<Spanned<String>>,
     pub(super) group: Option<Spanned<String>>,
     pub(super) workers: Option<Spanned<Value>>,
+    pub(super) resolve_interval: Option<Spanned<Value>>,
 }
 
 #[derive(Deserialize)]
@@ -73,8 +78,9 @@ pub(super) fn validate_metrics(
         let same_port = other.port() == addr.port() && other.is_ipv4() == addr.is_ipv4();
         same_port && (other.ip() == addr.ip() || wildcard)
     };
-    if let Some((i, l)) = ls.iter().enumerate().find(|(_, l)| overlaps(l.listen)) {
-        let (name, other) = (&l.name, l.listen);
+    let tcp = |l: &ListenerConfig| l.listen.tcp().filter(|other| overlaps(*other));
+    if let Some((i, l, other)) = ls.iter().enumerate().find_map(|(i, l)| tcp(l).map(|o| (i, l, o))) {
+        let name = &l.name;
         return error(match other == addr {
             true => format!("duplicate address {addr}: already used by listener[{i}] ({name:?})"),
             false => format!("{addr} overlaps {other} of listener[{i}] ({name:?}): both cannot be bound"),
@@ -137,7 +143,20 @@ pub(super) fn validate(src: &Source, d: &FileDaemon) -> Res<DaemonConfig> {
         n => n,
     };
     let log_at = d.log.as_ref().map(|v| src.position(&v.span()));
-    Ok(DaemonConfig { pidfile, log, log_at, log_level, tick, shutdown_timeout, user, group, workers })
+    let resolve = (Some(DEFAULT_RESOLVE_INTERVAL), RESOLVE_INTERVAL_RANGE, "only at start and reload", "");
+    let resolve_interval = duration_or_off(src, "daemon.resolve_interval", &d.resolve_interval, resolve)?;
+    Ok(DaemonConfig {
+        pidfile,
+        log,
+        log_at,
+        log_level,
+        tick,
+        shutdown_timeout,
+        user,
+        group,
+        workers,
+        resolve_interval,
+    })
 }
 
 /// A user or group name: non-empty, no spaces.

@@ -10,7 +10,7 @@
 //! networks (`allow`, `deny`) are arrays of strings, each a CIDR network without host bits
 //! (`"10.0.0.0/8"`, `"2001:db8::/32"`) or a bare address, which is a network of one.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -20,9 +20,11 @@ use toml::{Spanned, Value};
 use super::locate::{Source, Span};
 use crate::proxy_protocol::Version as ProxyVersion;
 
+use super::address::{self, Listen, Upstream};
+use super::checks;
 use super::duration::{duration, duration_or_off};
 use super::{found, integer, shown, wrong_type};
-use super::{ListenerConfig, Res, HOUR, TICK_NOTE};
+use super::{Balance, IdleClose, ListenerConfig, Res, HOUR, TICK_NOTE};
 
 /// Longest `idle_timeout`, `max_lifetime` and `half_close_timeout` (30 days); the shortest is
 /// `daemon.tick`.
@@ -39,6 +41,12 @@ const MAX_CONNECTIONS_PER_IP_RANGE: (i64, i64) = (0, 1_000_000);
 /// default, so a longer setting would only weaken it.
 const TCP_KEEPALIVE_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(2 * 3600));
 const MAX_NAME_LEN: usize = 64;
+const DEFAULT_SOCKET_MODE: u32 = 0o660;
+/// `TCP_USER_TIMEOUT` in milliseconds: below a second it would drop healthy peers on a lossy
+/// path; above an hour the kernel's own retransmission limit (about 15 minutes) comes first.
+const TCP_USER_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_secs(1), HOUR);
+/// Longest `idle_notice`: it must fit a socket's send buffer at once.
+const MAX_IDLE_NOTICE: usize = 1024;
 
 // ---- Step 1: the table as serde sees it ----------------------------------------------------------
 
@@ -47,7 +55,9 @@ const MAX_NAME_LEN: usize = 64;
 pub(super) struct FileListener {
     name: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
-    upstream: Option<Spanned<String>>,
+    upstream: Option<Spanned<Value>>,
+    balance: Option<Spanned<Value>>,
+    socket_mode: Option<Spanned<Value>>,
     idle_timeout: Option<Spanned<Value>>,
     connect_timeout: Option<Spanned<Value>>,
     max_connections: Option<Spanned<Value>>,
@@ -57,8 +67,10 @@ pub(super) struct FileListener {
     allow: Option<Spanned<Value>>,
     deny: Option<Spanned<Value>>,
     tcp_keepalive: Option<Spanned<Value>>,
-    // Not supported yet:
     proxy_protocol: Option<Spanned<Value>>,
+    tcp_user_timeout: Option<Spanned<Value>>,
+    idle_close: Option<Spanned<Value>>,
+    idle_notice: Option<Spanned<Value>>,
 }
 
 // ---- Step 2: validation ---------------------------------------------------------------------------
@@ -84,17 +96,18 @@ pub(super) fn validate(
     }
     let checked = listeners.into_iter().enumerate().map(|(i, l)| validate_one(src, i, l, tick));
     let checked = checked.collect::<Res<Vec<_>>>()?;
-    check_unique(src, &checked)?;
-    check_loops(src, &checked)?;
+    checks::unique(src, &checked)?;
+    checks::no_loops(src, &checked)?;
     Ok(checked.into_iter().map(|c| c.config).collect())
 }
 
 /// A validated listener and where its values were, for the checks across listeners.
-struct Checked {
-    config: ListenerConfig,
-    name_span: Span,
-    listen_span: Span,
-    upstream_span: Option<Span>,
+pub(super) struct Checked {
+    pub(super) config: ListenerConfig,
+    pub(super) name_span: Span,
+    pub(super) listen_span: Span,
+    /// Of each `upstream` entry.
+    pub(super) upstream_spans: Vec<Span>,
 }
 
 fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tick: Duration) -> Res<Checked> {
@@ -113,11 +126,10 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
     }
 
     let listen = l.listen.ok_or_else(|| required("listen"))?;
-    let listen_addr = socket_addr(src, &key("listen"), &listen)?;
-    let upstream = match &l.upstream {
-        None => None,
-        Some(v) => Some(socket_addr(src, &key("upstream"), v)?),
-    };
+    let listen_addr = address::listen(listen.get_ref())
+        .map_err(|msg| src.error(listen.span(), &key("listen"), format!("{:?} {msg}", listen.get_ref())))?;
+    let (upstream, upstream_spans) = upstreams(src, &key("upstream"), &l.upstream)?;
+    let relay = !upstream.is_empty();
 
     let idle = Some(l.idle_timeout.ok_or_else(|| required("idle_timeout"))?);
     let timer = (tick, MAX_TIMEOUT);
@@ -127,8 +139,9 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
         ("connect_timeout", &l.connect_timeout),
         ("half_close_timeout", &l.half_close_timeout),
         ("proxy_protocol", &l.proxy_protocol),
+        ("balance", &l.balance),
     ] {
-        if let (Some(v), None) = (value, upstream) {
+        if let (Some(v), false) = (value, relay) {
             let msg = "only applies to a relay listener (one with an `upstream`)";
             return Err(src.error(v.span(), &key(relay_key), msg));
         }
@@ -166,6 +179,57 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
         integer(src, &key("max_connections_per_ip"), per_ip, 0, MAX_CONNECTIONS_PER_IP_RANGE)?;
     let allow = networks(src, &key("allow"), &l.allow)?;
     let deny = networks(src, &key("deny"), &l.deny)?;
+    let unix = matches!(listen_addr, Listen::Unix(_));
+    // A Unix client has no address: rules about addresses cannot apply.
+    for (ip_key, value) in
+        [("allow", &l.allow), ("deny", &l.deny), ("max_connections_per_ip", &l.max_connections_per_ip)]
+    {
+        if let (Some(v), true) = (value, unix) {
+            let msg = "does not apply to a Unix socket listener: its clients have no address";
+            return Err(src.error(v.span(), &key(ip_key), msg));
+        }
+    }
+    let socket_mode = match (&l.socket_mode, unix) {
+        (None, _) => DEFAULT_SOCKET_MODE,
+        (Some(v), false) => {
+            let msg = "only applies to a Unix socket listener (listen = \"unix:/path\")";
+            return Err(src.error(v.span(), &key("socket_mode"), msg));
+        }
+        (Some(v), true) => octal_mode(v).map_err(|msg| src.error(v.span(), &key("socket_mode"), msg))?,
+    };
+    let balance = match word(src, &key("balance"), &l.balance, &["first", "round_robin"])? {
+        Some("round_robin") => Balance::RoundRobin,
+        _ => Balance::First,
+    };
+    let user_timeout = (None, TCP_USER_TIMEOUT_RANGE, "the kernel's default", "");
+    let tcp_user_timeout = duration_or_off(src, &key("tcp_user_timeout"), &l.tcp_user_timeout, user_timeout)?;
+    let idle_close = match word(src, &key("idle_close"), &l.idle_close, &["fin", "rst"])? {
+        Some("rst") => IdleClose::Rst,
+        _ => IdleClose::Fin,
+    };
+    let idle_notice = match &l.idle_notice {
+        None => None,
+        Some(v) => match v.get_ref() {
+            Value::String(text) if text.is_empty() => None,
+            Value::String(_) if idle_close == IdleClose::Rst => {
+                let msg = "cannot be sent with idle_close = \"rst\": a reset discards it";
+                return Err(src.error(v.span(), &key("idle_notice"), msg));
+            }
+            Value::String(text) if text.len() > MAX_IDLE_NOTICE => {
+                let msg = format!("is {} bytes long: at most {MAX_IDLE_NOTICE}", text.len());
+                return Err(src.error(v.span(), &key("idle_notice"), msg));
+            }
+            Value::String(text) => Some(std::sync::Arc::from(text.as_bytes())),
+            _ => {
+                return Err(wrong_type(
+                    src,
+                    &key("idle_notice"),
+                    v,
+                    "a string, such as \"-ERR idle timeout\\r\\n\"",
+                ))
+            }
+        },
+    };
     let proxy_protocol = match &l.proxy_protocol {
         None => None,
         Some(v) => match v.get_ref() {
@@ -183,8 +247,11 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
         config: ListenerConfig {
             name: n.clone(),
             listen: listen_addr,
+            socket_mode,
             listen_at: src.position(&listen.span()),
+            upstream_at: upstream_spans.iter().map(|span| src.position(span)).collect(),
             upstream,
+            balance,
             idle_timeout,
             connect_timeout,
             max_connections,
@@ -195,10 +262,13 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
             deny,
             tcp_keepalive,
             proxy_protocol,
+            tcp_user_timeout,
+            idle_close,
+            idle_notice,
         },
         name_span: name.span(),
         listen_span: listen.span(),
-        upstream_span: l.upstream.as_ref().map(Spanned::span),
+        upstream_spans,
     })
 }
 
@@ -263,123 +333,77 @@ fn network(text: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
-/// `IP:port` or `[IPv6]:port`, port not 0; an upstream (`key` ending in `upstream`) must not be
-/// the wildcard address either.
-fn socket_addr(src: &Source, key: &str, value: &Spanned<String>) -> Res<SocketAddr> {
-    let text = value.get_ref();
-    let msg = match text.parse::<SocketAddr>() {
-        Ok(addr) if addr.port() == 0 => format!("{text:?}: port 0 is not allowed"),
-        Ok(addr) if addr.ip().is_unspecified() && key.ends_with("upstream") => {
-            format!("{text:?} is not an address to connect to")
+/// `upstream`: one address string or an array of them (see [`address::upstream`]); absent
+/// for a sink. Not empty, no duplicates. Returns the entries and their spans.
+fn upstreams(src: &Source, key: &str, value: &Option<Spanned<Value>>) -> Res<(Vec<Upstream>, Vec<Span>)> {
+    let Some(v) = value else { return Ok((Vec::new(), Vec::new())) };
+    let items: Vec<(String, &Value, Span)> = match v.get_ref() {
+        Value::String(_) => vec![(key.to_owned(), v.get_ref(), v.span())],
+        Value::Array(items) if items.is_empty() => {
+            let msg = "is an empty list: give at least one address, or remove the key for a sink";
+            return Err(src.error(v.span(), key, msg));
         }
-        Ok(addr) => return Ok(addr),
-        Err(_) => format!("expected \"IP:port\" or \"[IPv6]:port\" (no host names), got {text:?}"),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                (format!("{key}[{i}]"), item, src.element_span(&v.span(), i).unwrap_or_else(|| v.span()))
+            })
+            .collect(),
+        _ => return Err(wrong_type(src, key, v, "an address string or an array of them")),
     };
-    Err(src.error(value.span(), key, msg))
-}
-
-/// Names and `listen` addresses are unique; the error points at the second occurrence.
-fn check_unique(src: &Source, listeners: &[Checked]) -> Res<()> {
-    for (j, b) in listeners.iter().enumerate() {
-        let (earlier, name, listen) = (&listeners[..j], &b.config.name, b.config.listen);
-        if let Some(i) = earlier.iter().position(|a| a.config.name == *name) {
-            let line = src.line_of(&listeners[i].name_span);
-            let msg = format!("duplicate name {name:?}: already used by listener[{i}] at line {line}");
-            return Err(src.error(b.name_span.clone(), &format!("listener[{j}].name"), msg));
-        }
-        if let Some(i) = earlier.iter().position(|a| a.config.listen == listen) {
-            let a = &listeners[i];
-            let (line, first) = (src.line_of(&a.listen_span), &a.config.name);
-            let msg = format!(
-                "duplicate address {listen}: already used by listener[{i}] ({first:?}) at line {line}"
-            );
-            return Err(src.error(b.listen_span.clone(), &format!("listener[{j}].listen"), msg));
-        }
-    }
-    Ok(())
-}
-
-/// No relay may reach itself, directly or through other listeners of this file: its connections
-/// would multiply until `max_connections` ran out. An upstream reaches a listener at the same
-/// address, or at the wildcard address of its family when it is a loopback address with the same
-/// port.
-fn check_loops(src: &Source, listeners: &[Checked]) -> Res<()> {
-    let reaches = |up: SocketAddr, listen: SocketAddr| {
-        let wildcard = listen.ip().is_unspecified() && up.ip().is_loopback();
-        up.port() == listen.port() && up.is_ipv4() == listen.is_ipv4() && wildcard
-    };
-    let next = |i: usize| {
-        let up = listeners[i].config.upstream?;
-        let exact = listeners.iter().position(|l| l.config.listen == up);
-        exact.or_else(|| listeners.iter().position(|l| reaches(up, l.config.listen)))
-    };
-    for (start, l) in listeners.iter().enumerate() {
-        // Each listener has at most one upstream: a loop through `start` closes within `len`
-        // hops, and a longer walk is a loop elsewhere, found from its own start.
-        let (mut path, mut at) = (vec![l.config.name.as_str()], start);
-        for _ in 0..listeners.len() {
-            let Some(n) = next(at) else { break };
-            path.push(&listeners[n].config.name);
-            if n == start {
-                let (up, listen) = (l.config.upstream.expect("a relay"), l.config.listen);
-                let msg = match path.len() {
-                    2 if up == listen => format!("{up} is this listener's own address"),
-                    2 => format!("{up} reaches this listener's own address {listen}"),
-                    _ => format!("{up} leads back to this listener: {}", path.join(" -> ")),
-                };
-                let msg = format!("{msg}; connections would loop");
-                let key = format!("listener[{start}].upstream");
-                return Err(src.error(l.upstream_span.clone(), &key, msg));
-            }
-            at = n;
-        }
-    }
-    Ok(())
-}
-
-impl ListenerConfig {
-    /// One line for `idlereaper --check`: the addresses, the idle timer and the connection limit,
-    /// then `half_close_timeout` (on by default, so always shown for a relay), then the other
-    /// protections only when they are set.
-    pub fn summary(&self) -> String {
-        let d = |d: Duration| humantime::format_duration(d).to_string();
-        let (name, listen, idle, max) = (&self.name, self.listen, d(self.idle_timeout), self.max_connections);
-        let mut line = match self.upstream {
-            Some(up) => format!(
-                "listener {name}: {listen} -> {up} relay, idle_timeout {idle}, connect_timeout {}, \
-                 max_connections {max}",
-                d(self.connect_timeout)
-            ),
-            None => format!("listener {name}: {listen} sink, idle_timeout {idle}, max_connections {max}"),
+    let (mut entries, mut spans) = (Vec::new(), Vec::new());
+    for (key, item, span) in items {
+        let Value::String(text) = item else {
+            return Err(src.error(span, &key, format!("expected an address string, got {}", found(item))));
         };
-        let mut add = |part: String| {
-            line.push_str(", ");
-            line.push_str(&part);
-        };
-        if let Some(lifetime) = self.max_lifetime {
-            add(format!("max_lifetime {}", d(lifetime)));
+        let entry = address::upstream(text)
+            .map_err(|msg| src.error(span.clone(), &key, format!("{text:?} {msg}")))?;
+        if let Some(i) = entries.iter().position(|e| *e == entry) {
+            let msg = format!("{text:?} is already upstream[{i}]: each address once");
+            return Err(src.error(span, &key, msg));
         }
-        if self.upstream.is_some() {
-            add(format!("half_close_timeout {}", self.half_close_timeout.map_or("off".to_owned(), d)));
-        }
-        if self.max_connections_per_ip > 0 {
-            add(format!("max_connections_per_ip {}", self.max_connections_per_ip));
-        }
-        for (key, nets) in [("allow", &self.allow), ("deny", &self.deny)] {
-            match nets.len() {
-                0 => {}
-                1 => add(format!("{key} 1 network")),
-                n => add(format!("{key} {n} networks")),
-            }
-        }
-        if let Some(keepalive) = self.tcp_keepalive {
-            add(format!("tcp_keepalive {}", d(keepalive)));
-        }
-        if let Some(version) = self.proxy_protocol {
-            add(format!("proxy_protocol {}", if version == ProxyVersion::V1 { "v1" } else { "v2" }));
-        }
-        line
+        entries.push(entry);
+        spans.push(span);
     }
+    Ok((entries, spans))
+}
+
+/// A string value that must be one of `words`; `None` when absent.
+fn word<'w>(
+    src: &Source,
+    key: &str,
+    value: &Option<Spanned<Value>>,
+    words: &[&'w str],
+) -> Res<Option<&'w str>> {
+    let Some(v) = value else { return Ok(None) };
+    let listed = words.iter().map(|w| format!("{w:?}")).collect::<Vec<_>>().join(" or ");
+    match v.get_ref() {
+        Value::String(s) => match words.iter().find(|w| **w == s) {
+            Some(w) => Ok(Some(w)),
+            None => Err(src.error(v.span(), key, format!("expected {listed}, got {}", shown(v)))),
+        },
+        _ => Err(wrong_type(src, key, v, &listed)),
+    }
+}
+
+/// `socket_mode`: an octal string of three or four digits, such as `"0660"`.
+fn octal_mode(v: &Spanned<Value>) -> Result<u32, String> {
+    let bad = || {
+        format!(
+            "expected an octal mode of three or four digits as a string, such as \"0660\", got {}",
+            shown(v)
+        )
+    };
+    let Value::String(text) = v.get_ref() else { return Err(bad()) };
+    if !(3..=4).contains(&text.len()) || !text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(bad());
+    }
+    let mode = u32::from_str_radix(text, 8).map_err(|_| bad())?;
+    if mode > 0o777 {
+        return Err(format!("{}: only the permission bits (up to 0777) may be set", shown(v)));
+    }
+    Ok(mode)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use log::debug;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
+use super::request::{answer, status_response, Status};
 use super::Metrics;
 use crate::net::ACCEPT_PAUSE;
 
@@ -93,6 +94,7 @@ impl Endpoint {
     }
 
     /// The address bound (useful with port 0).
+    #[cfg(test)]
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -151,6 +153,7 @@ impl Endpoint {
     }
 
     /// Clients being served.
+    #[cfg(test)]
     pub fn clients(&self) -> usize {
         self.clients.iter().flatten().count()
     }
@@ -327,234 +330,6 @@ fn linger(stream: &mut impl Read, discarded: &mut usize) -> Step {
     }
 }
 
-/// What a request head asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Request {
-    /// `GET /metrics` or `HEAD /metrics` (`head_only`), with or without a query string.
-    Metrics { head_only: bool },
-    /// A status other than 200; `head_only` for a `HEAD` request.
-    Other(Status, bool),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    BadRequest,
-    NotFound,
-    MethodNotAllowed,
-    TooLarge,
-}
-
-impl Status {
-    fn line(self) -> &'static str {
-        match self {
-            Status::BadRequest => "400 Bad Request",
-            Status::NotFound => "404 Not Found",
-            Status::MethodNotAllowed => "405 Method Not Allowed",
-            Status::TooLarge => "431 Request Header Fields Too Large",
-        }
-    }
-}
-
-/// Reads a request head (`METHOD SP target SP HTTP/1.x CRLF`, then header lines, then a blank
-/// line). Only the request line matters; header lines need only look like `name: value`.
-fn parse(head: &[u8]) -> Request {
-    let bad = Request::Other(Status::BadRequest, false);
-    let text = head.strip_prefix(b"\r\n").unwrap_or(head); // one blank line before is allowed
-    let mut lines = text.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let Some(request_line) = lines.next() else { return bad };
-    let mut parts = request_line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return bad;
-    };
-    let is_token = |s: &[u8]| {
-        !s.is_empty() && s.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    };
-    let is_version = version.len() == 8 && version.starts_with(b"HTTP/1.") && version[7].is_ascii_digit();
-    let target_ok = !target.is_empty() && target.iter().all(|b| b.is_ascii_graphic());
-    if !is_token(method) || !is_version || !target_ok {
-        return bad;
-    }
-    for line in lines.filter(|l| !l.is_empty()) {
-        let name = line.split(|&b| b == b':').next().unwrap_or_default();
-        if name.len() == line.len()
-            || !is_token(name)
-            || line.iter().any(|&b| b.is_ascii_control() && b != b'\t')
-        {
-            return bad;
-        }
-    }
-    let head_only = match method {
-        b"GET" => false,
-        b"HEAD" => true,
-        _ => return Request::Other(Status::MethodNotAllowed, false),
-    };
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    match path {
-        b"/metrics" => Request::Metrics { head_only },
-        _ => Request::Other(Status::NotFound, head_only),
-    }
-}
-
-/// The whole answer to the request head `head`; `render` is called only for `/metrics`.
-fn answer(head: &[u8], render: impl FnOnce() -> String) -> Vec<u8> {
-    match parse(head) {
-        Request::Metrics { head_only } => {
-            let content_type = "text/plain; version=0.0.4; charset=utf-8";
-            response("200 OK", content_type, "", render().as_bytes(), head_only)
-        }
-        Request::Other(status, head_only) => status_response(status, head_only),
-    }
-}
-
-fn status_response(status: Status, head_only: bool) -> Vec<u8> {
-    let allow = if status == Status::MethodNotAllowed { "Allow: GET, HEAD\r\n" } else { "" };
-    let body = format!("{}\n", status.line());
-    response(status.line(), "text/plain; charset=utf-8", allow, body.as_bytes(), head_only)
-}
-
-/// A response with `Content-Length` (the body's length even when `head_only` leaves it out)
-/// and `Connection: close`; `extra` is more header lines, each ending in CRLF.
-fn response(status: &str, content_type: &str, extra: &str, body: &[u8], head_only: bool) -> Vec<u8> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}\
-         Connection: close\r\n\r\n",
-        body.len()
-    );
-    let mut out = head.into_bytes();
-    if !head_only {
-        out.extend_from_slice(body);
-    }
-    out
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status_of(head: &str) -> String {
-        let answer = String::from_utf8(answer(head.as_bytes(), || "x 1\n".to_owned())).unwrap();
-        answer.lines().next().unwrap().to_owned()
-    }
-
-    #[test]
-    fn requests_and_their_status() {
-        let cases = [
-            ("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 200 OK"),
-            ("GET /metrics HTTP/1.0\r\n\r\n", "HTTP/1.1 200 OK"),
-            ("GET /metrics?name[]=x HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK"),
-            ("\r\nGET /metrics HTTP/1.1\n\n", "HTTP/1.1 200 OK"),
-            ("HEAD /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK"),
-            ("GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"),
-            ("GET /metrics/ HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"),
-            ("GET http://a/metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"),
-            ("POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 405 Method Not Allowed"),
-            ("get /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 405 Method Not Allowed"),
-            ("GET /metrics\r\n\r\n", "HTTP/1.1 400 Bad Request"),
-            ("GET  /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 400 Bad Request"),
-            ("GET /metrics HTTP/2.0\r\n\r\n", "HTTP/1.1 400 Bad Request"),
-            ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/1.1 400 Bad Request"),
-            ("GET /metrics HTTP/1.1 x\r\n\r\n", "HTTP/1.1 400 Bad Request"),
-            ("GET /métrics HTTP/1.1\r\n\r\n", "HTTP/1.1 400 Bad Request"),
-            ("G(T /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 400 Bad Request"),
-            ("GET /metrics HTTP/1.1\r\nno colon\r\n\r\n", "HTTP/1.1 400 Bad Request"),
-            ("GET /metrics HTTP/1.1\r\n: empty name\r\n\r\n", "HTTP/1.1 400 Bad Request"),
-            ("GET /metrics HTTP/1.1\r\nA: \x01\r\n\r\n", "HTTP/1.1 400 Bad Request"),
-            ("\r\n\r\n", "HTTP/1.1 400 Bad Request"),
-            ("\u{0}\u{0}\n\n", "HTTP/1.1 400 Bad Request"),
-        ];
-        for (head, status) in cases {
-            assert_eq!(status_of(head), status, "{head:?}");
-        }
-    }
-
-    #[test]
-    fn responses_are_complete_and_close() {
-        let get = answer(b"GET /metrics HTTP/1.1\r\n\r\n", || "a 1\n".to_owned());
-        let expected = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
-                        Content-Length: 4\r\nConnection: close\r\n\r\na 1\n";
-        assert_eq!(String::from_utf8(get).unwrap(), expected);
-        let head = answer(b"HEAD /metrics HTTP/1.1\r\n\r\n", || "a 1\n".to_owned());
-        assert_eq!(String::from_utf8(head).unwrap(), expected.strip_suffix("a 1\n").unwrap());
-        let not_allowed =
-            String::from_utf8(answer(b"PUT /metrics HTTP/1.1\r\n\r\n", || unreachable!())).unwrap();
-        assert!(not_allowed.contains("\r\nAllow: GET, HEAD\r\n"), "{not_allowed}");
-        assert!(not_allowed.ends_with("\r\n\r\n405 Method Not Allowed\n"), "{not_allowed}");
-        let not_found = String::from_utf8(answer(b"HEAD /x HTTP/1.1\r\n\r\n", || unreachable!())).unwrap();
-        assert!(not_found.ends_with("Content-Length: 14\r\nConnection: close\r\n\r\n"), "{not_found}");
-        let too_large = String::from_utf8(status_response(Status::TooLarge, false)).unwrap();
-        assert!(too_large.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{too_large}");
-    }
-
-    #[test]
-    fn head_end_finds_the_blank_line() {
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nbody"), Some(18));
-        assert_eq!(head_end(b"GET / HTTP/1.1\n\n"), Some(16));
-        assert_eq!(head_end(b"\r\n\r\n"), Some(4));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
-        assert_eq!(head_end(b"a\r\r\n"), None);
-        assert_eq!(head_end(b""), None);
-    }
-
-    /// A reader that hands out its chunks one per call, then `WouldBlock` (or EOF).
-    struct Chunks(Vec<Vec<u8>>, bool);
-
-    impl Read for Chunks {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let Some(chunk) = self.0.first_mut() else {
-                return if self.1 { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
-            };
-            let n = chunk.len().min(buf.len());
-            buf[..n].copy_from_slice(&chunk[..n]);
-            chunk.drain(..n);
-            if chunk.is_empty() {
-                self.0.remove(0);
-            }
-            Ok(n)
-        }
-    }
-
-    #[test]
-    fn read_head_across_reads_and_its_limits() {
-        let mut head = Vec::new();
-        let split = vec![b"GET /metrics HTTP/1.1\r\n\r".to_vec()];
-        assert_eq!(read_head(&mut Chunks(split, false), &mut head), Head::Partial);
-        let rest = vec![b"\nextra".to_vec()];
-        assert_eq!(read_head(&mut Chunks(rest, false), &mut head), Head::Complete(25));
-        let mut head = Vec::new();
-        assert_eq!(read_head(&mut Chunks(vec![b"GET /".to_vec()], true), &mut head), Head::Closed);
-        let mut head = Vec::new();
-        let flood = vec![vec![b'a'; MAX_HEAD + 100]];
-        assert_eq!(read_head(&mut Chunks(flood, false), &mut head), Head::TooLarge);
-        assert_eq!(head.len(), MAX_HEAD);
-        // A head that ends exactly at the limit is complete.
-        let mut exact = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
-        exact.resize(MAX_HEAD - 4, b'x');
-        exact.extend_from_slice(b"\r\n\r\n");
-        let mut head = Vec::new();
-        assert_eq!(read_head(&mut Chunks(vec![exact], false), &mut head), Head::Complete(MAX_HEAD));
-    }
-
-    #[test]
-    fn lingering_reads_until_close_or_limit() {
-        let mut discarded = 0;
-        assert_eq!(linger(&mut Chunks(vec![vec![0; 10]], false), &mut discarded), Step::Wait);
-        assert_eq!(linger(&mut Chunks(vec![], true), &mut discarded), Step::Close);
-        let mut discarded = 0;
-        let flood = (0..40).map(|_| vec![0; 4096]).collect();
-        assert_eq!(linger(&mut Chunks(flood, false), &mut discarded), Step::Close);
-        assert!(discarded > MAX_LINGER && discarded <= MAX_LINGER + 4096);
-    }
-
-    #[test]
-    fn tokens() {
-        let base = Token(7);
-        assert_eq!(owned(base, Token(6)), None);
-        assert_eq!(owned(base, Token(7)), Some(Owned::Listener));
-        assert_eq!(owned(base, Token(8)), Some(Owned::Client(0)));
-        assert_eq!(owned(base, client_token(base, MAX_CLIENTS - 1)), Some(Owned::Client(MAX_CLIENTS - 1)));
-        assert_eq!(owned(base, Token(8 + MAX_CLIENTS)), None);
-        assert_eq!(owned(Token(usize::MAX), Token(0)), None);
-    }
-}
+#[path = "http_tests.rs"]
+mod tests;

@@ -78,7 +78,12 @@
 //! - polled at [`Wheel::next_deadline`] (or at every tick), a timer fires at
 //!   the first poll with `now >= deadline`.
 
+mod entry;
+#[cfg(test)]
+mod invariants;
 mod level;
+#[cfg(test)]
+mod list_tests;
 #[cfg(test)]
 mod model_tests;
 mod slab;
@@ -86,11 +91,9 @@ mod slab;
 mod tests;
 
 use std::fmt;
-use std::num::NonZeroU16;
 
-use self::level::{
-    slot_for, slot_time, Expiration, Level, List, LEVEL_BITS, LEVEL_MULT, SLOT_MASK, TOMBSTONE,
-};
+use self::entry::{comes_up_at, level_for, Entry, Place, Tick};
+use self::level::{slot_for, slot_time, Expiration, Level, List, LEVEL_BITS, LEVEL_MULT, TOMBSTONE};
 use self::slab::Slab;
 
 /// Number of levels: 6 levels of 64 slots span 64^6 = 2^36 ticks, about 795
@@ -116,66 +119,6 @@ const WALK_CHUNK: usize = 16;
 /// names another timer once the slot is reused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerKey(u32);
-
-/// Which list an entry is filed in: its number in `Wheel::lists`, plus one
-/// (the zero niche keeps the slab's entries at the entry's size).
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Place(NonZeroU16);
-
-impl Place {
-    /// Due at the next poll.
-    const PENDING: Place = Place(NonZeroU16::MIN.saturating_add(PENDING_LIST as u16));
-
-    fn slot(level: usize, slot: usize) -> Place {
-        debug_assert!(level < NUM_LEVELS && slot < LEVEL_MULT, "level={level}; slot={slot}");
-        Place(NonZeroU16::MIN.saturating_add((level * LEVEL_MULT + slot) as u16))
-    }
-
-    /// The list's number in `Wheel::lists`.
-    fn list(self) -> usize {
-        usize::from(self.0.get() - 1)
-    }
-
-    /// `(level, slot)`, or `None` for the pending list.
-    fn level_slot(self) -> Option<(usize, usize)> {
-        let list = self.list();
-        (list < PENDING_LIST).then_some((list / LEVEL_MULT, list % LEVEL_MULT))
-    }
-}
-
-impl fmt::Debug for Place {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.level_slot() {
-            Some((level, slot)) => write!(f, "Slot({level}, {slot})"),
-            None => f.write_str("Pending"),
-        }
-    }
-}
-
-/// One timer: 16 bytes for `T = u32`, and the slab keeps its position in its
-/// list beside it (`lists[place].items()[pos] == idx`): 20 bytes a slot (see
-/// the `entry_size` test).
-struct Entry<T> {
-    /// The true deadline; the entry may be filed earlier (lazy postpone, clamping).
-    deadline: Tick,
-    value: T,
-    place: Place,
-}
-
-/// A tick as two `u32` halves: 4-aligned, so that an entry with a 4-byte
-/// value is 20 bytes rather than 24.
-#[derive(Clone, Copy)]
-struct Tick([u32; 2]);
-
-impl Tick {
-    fn new(tick: u64) -> Tick {
-        Tick([tick as u32, (tick >> 32) as u32])
-    }
-
-    fn get(self) -> u64 {
-        u64::from(self.0[0]) | u64::from(self.0[1]) << 32
-    }
-}
 
 /// A hierarchical hashed timing wheel of values `T`. See the module docs.
 pub struct Wheel<T> {
@@ -466,119 +409,5 @@ impl<T> fmt::Debug for Wheel<T> {
             .field("pending", &self.lists[PENDING_LIST].len())
             .field("occupied", &occupied)
             .finish()
-    }
-}
-
-/// The level at which a deadline `when` is filed, seen from `elapsed`: that of
-/// the highest base-64 digit in which the two differ. The lowest digit always
-/// counts as differing (so the current 64 ticks are level 0), and anything
-/// above the top level's digits goes to the top level, whose slots then hold
-/// the next rotation (`when - elapsed` is at most `MAX_DURATION`).
-fn level_for(elapsed: u64, when: u64) -> usize {
-    let masked = (elapsed ^ when) | SLOT_MASK;
-    let significant = (63 - masked.leading_zeros() as usize).min(LEVEL_BITS as usize * NUM_LEVELS - 1);
-    significant / LEVEL_BITS as usize
-}
-
-/// When an entry filed at `place` is processed next, seen from `elapsed`:
-/// its slot's time, or at once (any tick) for the pending list.
-fn comes_up_at(elapsed: u64, place: Place) -> u64 {
-    match place.level_slot() {
-        None => 0,
-        Some((level, slot)) => slot_time(elapsed, level, slot),
-    }
-}
-
-#[cfg(test)]
-impl<T> Wheel<T> {
-    /// Every list with its place.
-    fn all_lists(&self) -> impl Iterator<Item = (Place, &List)> {
-        self.lists.iter().enumerate().map(|(i, list)| (Place(NonZeroU16::MIN.saturating_add(i as u16)), list))
-    }
-
-    /// The list of `slot` of `level`.
-    fn slot_list(&self, level: usize, slot: usize) -> &List {
-        &self.lists[Place::slot(level, slot).list()]
-    }
-
-    /// Elements held in lists, live and dead, and allocated for them.
-    fn list_elements(&self) -> (usize, usize) {
-        self.all_lists().fold((0, 0), |(len, cap), (_, list)| (len + list.len(), cap + list.capacity()))
-    }
-
-    /// Walks every list and checks positions, places, dead counts, the bitmaps
-    /// and the timing invariants. For tests only: O(len + dead elements).
-    fn check_invariants(&self) {
-        let (mut seen, mut current) = (0, 0);
-        for (place, list) in self.all_lists() {
-            if let (Some((level, slot)), false) = (place.level_slot(), list.is_empty()) {
-                let t = slot_time(self.elapsed, level, slot);
-                assert!(t >= self.elapsed, "{place:?} at {t} before elapsed {}", self.elapsed);
-                current += usize::from(t == self.elapsed);
-            }
-            let mut live = 0;
-            for (pos, &idx) in list.items().iter().enumerate() {
-                if idx == TOMBSTONE {
-                    continue;
-                }
-                live += 1;
-                let entry =
-                    self.entries.get(idx).unwrap_or_else(|| panic!("{place:?}[{pos}]: {idx} is vacant"));
-                assert_eq!((entry.place, self.entries.pos(idx)), (place, pos as u32), "entry {idx}");
-                let t = comes_up_at(self.elapsed, place);
-                assert!(
-                    t <= entry.deadline.get(),
-                    "entry {idx} in {place:?} at {t} after its deadline {}",
-                    entry.deadline.get()
-                );
-            }
-            assert_eq!(list.len() - live, list.dead(), "dead count of {place:?}");
-            assert!(list.is_empty() || live > 0, "{place:?} holds dead elements only");
-            seen += live;
-        }
-        for (l, level) in self.levels.iter().enumerate() {
-            let filled = (0..64).filter(|&s| !self.slot_list(l, s).is_empty()).fold(0u64, |m, s| m | 1 << s);
-            assert_eq!(filled, level.occupied(), "level {l}");
-        }
-        assert!(current <= 1, "{current} slots come up at elapsed {}", self.elapsed);
-        // Every entry is in exactly one element: its own `(place, pos)`.
-        assert_eq!(seen, self.entries.len());
-    }
-}
-
-#[cfg(test)]
-mod arithmetic_tests {
-    use super::*;
-
-    #[test]
-    fn level_for_digits() {
-        for when in 0..64 {
-            assert_eq!(level_for(0, when), 0, "when={when}");
-        }
-        for level in 1..NUM_LEVELS {
-            let p = 1u64 << (6 * level);
-            assert_eq!(level_for(0, p - 1), level - 1);
-            assert_eq!(level_for(0, p), level);
-            assert_eq!(level_for(0, p * 63 + p - 1), level);
-        }
-        // Elapsed non-zero: the current block of 64 is level 0 even near its end.
-        assert_eq!(level_for(100, 127), 0);
-        assert_eq!(level_for(100, 128), 1);
-        assert_eq!(level_for(4095, 4096), 2);
-        // Beyond the top level's digits: top level.
-        assert_eq!(level_for(0, 1 << 36), NUM_LEVELS - 1);
-        assert_eq!(level_for((1 << 36) - 1, 1 << 36), NUM_LEVELS - 1);
-        assert_eq!(level_for(0, u64::MAX), NUM_LEVELS - 1);
-    }
-
-    #[test]
-    fn entry_size() {
-        // Entry<u32> is 16 bytes (deadline 8 as two halves, value 4, place 2,
-        // 2 padding); the slab's slot adds the position, 4, and `Vacant` fits
-        // beside the zero niche of `Place`. For a `usize` value, 8-aligned: 24
-        // and 32.
-        assert_eq!(std::mem::size_of::<Entry<u32>>(), 16);
-        assert_eq!(slab::slot_size::<Entry<u32>>(), 20);
-        assert_eq!(slab::slot_size::<Entry<usize>>(), 32);
     }
 }

@@ -5,20 +5,20 @@
 //! nothing is retried while nobody waits.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use log::{debug, info, warn};
-use mio::net::TcpStream;
 use mio::Interest;
 
 use super::close::Entry;
+use super::connect::Attempts;
 use super::deadlines::Deadlines;
 use super::token::{Target, GEN_MASK, KEY_MASK};
 use super::{Core, Slot};
 use crate::conn::Conn;
-use crate::net::{is_out_of_descriptors, open_spare, tune_keepalive, tune_upstream, ACCEPT_PAUSE};
+use crate::net::{is_out_of_descriptors, open_spare, tune_tcp, ACCEPT_PAUSE};
 use crate::proxy_protocol;
+use crate::stream::{Peer, Stream};
 use crate::vocab::{CloseReason, IoFailure, Side};
 
 /// Accepts per listener per iteration (as HAProxy's `maxaccept`): a burst of new clients does
@@ -27,7 +27,7 @@ const ACCEPTS_PER_ITERATION: usize = 64;
 
 /// What a connection's sockets are registered for: urgent data (`EPOLLPRI`) too, because the
 /// kernel stops reads at its mark and only this event says why (see `relay`).
-const CONN_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE).add(Interest::PRIORITY);
+pub(super) const CONN_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE).add(Interest::PRIORITY);
 
 /// An episode of descriptor exhaustion: one warning when it begins, and an info line with its
 /// length and the count of clients refused when an accept succeeds again.
@@ -120,46 +120,43 @@ impl Core {
     }
 
     /// Sets up an accepted client: refuse it (ACL, per-address limit, listener limit), or
-    /// connect to the upstream and arm its timer.
-    fn admit(&mut self, i: usize, client: TcpStream, peer: SocketAddr) {
+    /// start the upstream connect and arm its timer.
+    fn admit(&mut self, i: usize, client: Stream, peer: Peer) {
         let now = Instant::now();
         // A key must fit its token: a limit only a descriptor limit above 2^25 could reach.
         let admitted = match self.slots.vacant_key() > KEY_MASK {
             true => Err(CloseReason::Limit),
-            false => self.listeners[i].try_admit(peer.ip().to_canonical()),
+            false => self.listeners[i].try_admit(peer.ip()),
         };
         let per_ip_counted = match admitted {
             Ok(counted) => counted,
             Err(reason) => return self.refuse(i, peer, reason, now),
         };
         let config = &self.listeners[i].config;
-        tune_keepalive(&client, config.tcp_keepalive);
-        let conn = match config.upstream {
-            None => Conn::sink(client),
-            Some(addr) => {
-                let connected = TcpStream::connect(addr).or_else(|e| match self.reclaim_descriptors(&e) {
-                    true => TcpStream::connect(addr),
-                    false => Err(e),
-                });
-                let config = &self.listeners[i].config;
-                match connected {
+        if let Stream::Tcp(s) = &client {
+            tune_tcp(s, config.tcp_keepalive, config.tcp_user_timeout);
+        }
+        let (conn, attempts) = match self.listeners[i].upstreams.as_ref().map(|u| u.pick()) {
+            None => (Conn::sink(client), None),
+            Some((targets, start)) => {
+                let mut attempts = Attempts::new(targets, start);
+                match self.connect_next(i, &mut attempts) {
                     Ok(upstream) => {
-                        tune_upstream(&upstream, config.tcp_keepalive);
+                        let config = &self.listeners[i].config;
                         let preamble = config.proxy_protocol.map(|version| {
-                            let destination = client.local_addr().unwrap_or(config.listen);
-                            proxy_protocol::header(version, peer, destination).into_boxed_slice()
+                            match (peer, client.local_addr().or(config.listen.tcp())) {
+                                (Peer::Ip(source), Some(destination)) => {
+                                    proxy_protocol::header(version, source, destination)
+                                }
+                                _ => proxy_protocol::header_unknown(version),
+                            }
+                            .into_boxed_slice()
                         });
-                        Conn::relay(client, upstream, preamble)
+                        (Conn::relay(client, upstream, preamble), Some(Box::new(attempts)))
                     }
-                    Err(error) => {
-                        // Out of descriptors is our problem, not the upstream's.
-                        let reason = match is_out_of_descriptors(&error) {
-                            true => CloseReason::Error,
-                            false => CloseReason::UpstreamRefused,
-                        };
-                        let failure = IoFailure { side: Side::Upstream, op: "connect", error };
-                        self.listeners[i].release(peer.ip().to_canonical(), per_ip_counted);
-                        return self.closed_at_once(i, peer, reason, failure);
+                    Err((reason, failure)) => {
+                        self.listeners[i].release(peer.ip(), per_ip_counted);
+                        return self.closed_at_once(i, peer, reason, failure, attempts.tried);
                     }
                 }
             }
@@ -183,6 +180,7 @@ impl Core {
             deadlines,
             wire_seen: None,
             per_ip_counted,
+            attempts,
         });
         let registered = self
             .registry
@@ -202,7 +200,7 @@ impl Core {
     /// A client refused at accept (closed at once: it learns immediately instead of waiting in
     /// a backlog, and the backlog keeps moving). A flood of refusals is logged at most once a
     /// second per listener and reason.
-    fn refuse(&mut self, i: usize, peer: SocketAddr, reason: CloseReason, now: Instant) {
+    fn refuse(&mut self, i: usize, peer: Peer, reason: CloseReason, now: Instant) {
         self.record(i, Entry::Refused(reason));
         let listener = &mut self.listeners[i];
         let kind = match reason {

@@ -6,14 +6,14 @@
 //! close goes through it, and it is the only writer of the listeners' connection counters —
 //! `/metrics` and the USR1 statistics line are both read from those counters.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use log::info;
-use mio::net::TcpStream;
 
 use super::Core;
+use crate::config::IdleClose;
 use crate::conn::Conn;
+use crate::stream::{Peer, Stream};
 use crate::sys::TcpProgress;
 use crate::vocab::{CloseReason, IoFailure, Side};
 
@@ -64,7 +64,7 @@ impl Core {
         reason: CloseReason,
         failure: Option<IoFailure>,
         kernel: Option<[TcpProgress; 2]>,
-    ) -> Option<TcpStream> {
+    ) -> Option<Stream> {
         let mut slot = self.slots.remove(key);
         if self.starved.is_some() {
             // A descriptor is about to be freed: listeners paused for want of one may try again.
@@ -73,7 +73,9 @@ impl Core {
             }
         }
         let conn = &mut slot.conn;
-        for (side, abort) in [Side::Client, Side::Upstream].into_iter().zip(abort_sides(conn, reason, kernel))
+        let rst = self.listeners[slot.listener].config.idle_close == IdleClose::Rst;
+        for (side, abort) in
+            [Side::Client, Side::Upstream].into_iter().zip(abort_sides(conn, reason, kernel, rst))
         {
             if abort {
                 conn.abort(side);
@@ -84,11 +86,13 @@ impl Core {
         }
         conn.release(&mut self.pool, &mut self.pipes);
         let listener = &self.listeners[slot.listener];
-        listener.release(slot.peer.ip().to_canonical(), slot.per_ip_counted);
+        listener.release(slot.peer.ip(), slot.per_ip_counted);
         let lifetime = slot.accepted.elapsed();
         self.record(slot.listener, Entry::Closed { reason, lifetime });
         let bytes = (conn.bytes_from_client(), conn.bytes_from_upstream());
-        log_close(&listener.config.name, slot.peer, lifetime, bytes, reason, failure.as_ref());
+        let tried = slot.attempts.as_ref().map_or(0, |a| a.tried);
+        let line = CloseLine { peer: slot.peer, lifetime, bytes, reason, failure: failure.as_ref(), tried };
+        line.log(&listener.config.name);
         // Dropping the connection closes the client's descriptor, and dropping the upstream
         // closes the other; closing also removes them from the epoll set (they are never
         // duplicated), so no `deregister` calls: two system calls fewer per close. An event
@@ -96,12 +100,27 @@ impl Core {
         conn.take_upstream()
     }
 
-    /// A client admitted whose connection failed before it got a slot (its upstream connect
-    /// failed at once): accepted and closed in the ledger, and logged.
-    pub(super) fn closed_at_once(&self, i: usize, peer: SocketAddr, reason: CloseReason, failure: IoFailure) {
+    /// A client admitted whose connection failed before it got a slot (every upstream address
+    /// failed at once; `tried` of them): accepted and closed in the ledger, and logged.
+    pub(super) fn closed_at_once(
+        &self,
+        i: usize,
+        peer: Peer,
+        reason: CloseReason,
+        failure: IoFailure,
+        tried: usize,
+    ) {
         self.record(i, Entry::Accepted);
         self.record(i, Entry::Closed { reason, lifetime: Duration::ZERO });
-        log_close(&self.listeners[i].config.name, peer, Duration::ZERO, (0, 0), reason, Some(&failure));
+        let line = CloseLine {
+            peer,
+            lifetime: Duration::ZERO,
+            bytes: (0, 0),
+            reason,
+            failure: Some(&failure),
+            tried,
+        };
+        line.log(&self.listeners[i].config.name);
     }
 
     /// Closes every connection (a stop whose drain time is over, or a second stop).
@@ -114,14 +133,16 @@ impl Core {
 }
 
 /// Which of a closing connection's sockets (`[client, upstream]`) are reset rather than closed
-/// with FIN: a reset is passed on as a reset; an error resets both; a close the daemon decides
-/// on resets a peer whose bytes are undelivered (held by the daemon or unacknowledged in its
-/// socket; `kernel` says which, or is asked now). An orderly end closes both with FIN.
-fn abort_sides(conn: &Conn, reason: CloseReason, kernel: Option<[TcpProgress; 2]>) -> [bool; 2] {
+/// with FIN: a reset is passed on as a reset; an error resets both; a close on a timer resets
+/// both with `idle_close = "rst"`; a close the daemon decides on resets a peer whose bytes are
+/// undelivered (held by the daemon or unacknowledged in its socket; `kernel` says which, or is
+/// asked now). An orderly end closes both with FIN.
+fn abort_sides(conn: &Conn, reason: CloseReason, kernel: Option<[TcpProgress; 2]>, rst: bool) -> [bool; 2] {
     match reason {
         CloseReason::ClientReset => [false, true],
         CloseReason::UpstreamReset => [true, false],
         CloseReason::Error => [true, true],
+        CloseReason::Idle | CloseReason::MaxLifetime | CloseReason::HalfCloseTimeout if rst => [true, true],
         r if r.is_forced() => {
             let kernel = kernel.or_else(|| conn.kernel_progress());
             [Side::Client, Side::Upstream].map(|side| conn.undelivered_toward(side, kernel.as_ref()))
@@ -131,18 +152,32 @@ fn abort_sides(conn: &Conn, reason: CloseReason, kernel: Option<[TcpProgress; 2]
 }
 
 /// The one log line per closed connection (`key=value` fields; the format is documented).
-fn log_close(
-    listener: &str,
-    peer: SocketAddr,
+struct CloseLine<'a> {
+    peer: Peer,
     lifetime: Duration,
-    (from_client, from_upstream): (u64, u64),
+    /// From the client, from the upstream.
+    bytes: (u64, u64),
     reason: CloseReason,
-    failure: Option<&IoFailure>,
-) {
-    let lifetime = lifetime.as_millis();
-    let error = failure.map(|f| format!(" error=\"{f}\"")).unwrap_or_default();
-    info!(
-        "conn closed listener={listener} client={peer} reason={reason} lifetime_ms={lifetime} \
-         bytes_from_client={from_client} bytes_from_upstream={from_upstream}{error}"
-    );
+    failure: Option<&'a IoFailure>,
+    /// Upstream addresses tried, shown when the connect failed.
+    tried: usize,
+}
+
+impl CloseLine<'_> {
+    fn log(&self, listener: &str) {
+        let CloseLine { peer, reason, .. } = self;
+        let lifetime = self.lifetime.as_millis();
+        let (from_client, from_upstream) = self.bytes;
+        let error = self.failure.map(|f| format!(" error=\"{f}\"")).unwrap_or_default();
+        let tried = match reason {
+            CloseReason::UpstreamRefused | CloseReason::ConnectTimeout => {
+                format!(" upstreams_tried={}", self.tried)
+            }
+            _ => String::new(),
+        };
+        info!(
+            "conn closed listener={listener} client={peer} reason={reason} lifetime_ms={lifetime} \
+             bytes_from_client={from_client} bytes_from_upstream={from_upstream}{tried}{error}"
+        );
+    }
 }

@@ -12,6 +12,7 @@ use super::token::Target;
 use super::{Core, Phase};
 use crate::config::ListenerConfig;
 use crate::listener::Listener;
+use crate::upstream::Upstreams;
 use crate::vocab::CloseReason;
 
 /// What the supervisor asks of a worker.
@@ -34,7 +35,7 @@ pub struct Reload {
 pub enum ListenerChange {
     /// The socket at `index` stays (same address): no client is refused during the reload. Its
     /// new settings apply to new connections, and to open ones from their next activity on.
-    Keep { index: usize, config: ListenerConfig },
+    Keep { index: usize, config: ListenerConfig, upstreams: Option<Arc<Upstreams>> },
     /// A socket bound for the reload; it takes the next index.
     Add(Listener),
 }
@@ -78,9 +79,10 @@ impl Core {
         let mut wanted = vec![false; self.listeners.len()];
         for change in reload.listeners {
             match change {
-                ListenerChange::Keep { index, config } => {
+                ListenerChange::Keep { index, config, upstreams } => {
                     wanted[index] = true;
                     self.listeners[index].config = config;
+                    self.listeners[index].upstreams = upstreams;
                 }
                 ListenerChange::Add(mut listener) => {
                     let index = self.listeners.len();
@@ -98,9 +100,7 @@ impl Core {
         }
         for (listener, wanted) in self.listeners.iter_mut().zip(wanted) {
             if !wanted {
-                if let Some(mut socket) = listener.socket.take() {
-                    let _ = self.registry.deregister(&mut socket);
-                }
+                listener.close(&self.registry);
             }
         }
         self.shutdown_timeout = reload.shutdown_timeout;
@@ -118,9 +118,7 @@ impl Core {
                     self.shutdown_timeout
                 );
                 for listener in &mut self.listeners {
-                    if let Some(mut socket) = listener.socket.take() {
-                        let _ = self.registry.deregister(&mut socket);
-                    }
+                    listener.close(&self.registry);
                 }
                 self.phase = Phase::Draining { until };
             }

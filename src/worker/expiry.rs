@@ -9,7 +9,7 @@ use super::liveness::{self, Due, Verdict};
 use super::Core;
 use crate::net::is_out_of_descriptors;
 use crate::sys::{TcpProgress, JIFFY_SLACK_MS};
-use crate::vocab::CloseReason;
+use crate::vocab::{CloseReason, IoFailure, Side};
 
 /// Timer expiries per iteration.
 const EXPIRIES_PER_ITERATION: usize = 1024;
@@ -48,14 +48,30 @@ impl Core {
                 CloseReason::Idle | CloseReason::HalfCloseTimeout => slot.conn.kernel_progress(),
                 _ => None,
             };
-            let reason = match kernel {
+            let mut reason = match kernel {
                 Some(kernel) => match self.review(key, reason, kernel, tick, now) {
                     Some(reason) => reason,
                     None => continue, // postponed
                 },
                 None => reason,
             };
-            if let Some(upstream) = self.close_client(key, reason, None, kernel) {
+            let mut failure = None;
+            if reason == CloseReason::ConnectTimeout {
+                // This address took too long: the next one, if any is left.
+                let error = io::Error::new(io::ErrorKind::TimedOut, "no answer within connect_timeout");
+                let timed_out = IoFailure { side: Side::Upstream, op: "connect", error };
+                match self.retry_connect(key, reason, Some(timed_out)) {
+                    None => continue,
+                    Some((why, last)) => (reason, failure) = (why, last),
+                }
+            }
+            let slot = &mut self.slots[key];
+            if let (CloseReason::Idle, Some(notice)) =
+                (reason, &self.listeners[slot.listener].config.idle_notice)
+            {
+                slot.conn.notify_client(notice);
+            }
+            if let Some(upstream) = self.close_client(key, reason, failure, kernel) {
                 if self.closing_upstreams.len() >= MAX_CLOSING_UPSTREAMS {
                     self.closing_upstreams.pop_front();
                 }

@@ -15,6 +15,7 @@
 
 mod accept;
 mod close;
+mod connect;
 mod control;
 mod deadlines;
 mod expiry;
@@ -23,13 +24,12 @@ mod token;
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::stream::{Peer, Stream};
 use log::warn;
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
@@ -84,8 +84,8 @@ struct Slot {
     conn: Conn,
     /// Index of the listener that accepted it.
     listener: usize,
-    /// The client's address.
-    peer: SocketAddr,
+    /// The client's address (or `unix`).
+    peer: Peer,
     accepted: Instant,
     /// Events carrying another generation are not this connection's (see [`token`]).
     gen: usize,
@@ -97,6 +97,8 @@ struct Slot {
     wire_seen: Option<u64>,
     /// Counted in the listener's per-address table (to be uncounted at close).
     per_ip_counted: bool,
+    /// A relay's upstream addresses and how many were tried, until one connects.
+    attempts: Option<Box<connect::Attempts>>,
 }
 
 /// Everything but the poll's event buffer, so that events can be iterated while handling them.
@@ -124,7 +126,7 @@ struct Core {
     expired: Vec<u32>,
     /// Upstream sockets of expired connections whose clients are closed, oldest first, to be
     /// closed when the loop has slack (see `expiry`).
-    closing_upstreams: VecDeque<TcpStream>,
+    closing_upstreams: VecDeque<Stream>,
     /// The last expiry pass stopped at its budget with timers still due.
     expiry_backlog: bool,
     /// Accepting ran out of descriptors, and no accept has succeeded since.
@@ -181,11 +183,6 @@ impl Worker {
             },
         };
         Ok((worker, Remote::new(sender, waker)))
-    }
-
-    /// The listeners, in configuration order.
-    pub fn listeners(&self) -> &[Listener] {
-        &self.core.listeners
     }
 
     /// Runs until a stop signal has been handled and the connections are drained or closed.
@@ -315,6 +312,9 @@ impl Core {
             listener.metrics.bytes(client, upstream);
         }
         let connected = was_connecting && !conn.is_connecting();
+        if connected {
+            slot.attempts = None;
+        }
         // The activity path is a store into the slot, which is in cache anyway: a later deadline
         // leaves the wheel alone, and when the timer fires early `expiry` re-arms it (lazy
         // re-arm). The entry moves only for a deadline that moves earlier, and once when the
@@ -327,6 +327,14 @@ impl Core {
         match progress.next {
             Next::Wait => {}
             Next::Again => self.again.push(key),
+            Next::Close(CloseReason::UpstreamRefused, failure) => {
+                // The connect failed: the next address, if any is left.
+                if let Some((reason, failure)) =
+                    self.retry_connect(key, CloseReason::UpstreamRefused, failure)
+                {
+                    self.close(key, reason, failure);
+                }
+            }
             Next::Close(reason, failure) => self.close(key, reason, failure),
         }
     }

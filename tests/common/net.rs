@@ -247,9 +247,14 @@ pub fn unanswering_upstream() -> (TcpListener, Vec<TcpStream>) {
 
 /// An echo upstream that also counts the connections it accepted.
 pub fn counting_echo_upstream() -> (Upstream, Arc<AtomicU32>) {
+    counting_echo_upstream_on(TcpListener::bind("127.0.0.1:0").expect("bind upstream"))
+}
+
+/// [`counting_echo_upstream`] on an already bound listener.
+pub fn counting_echo_upstream_on(listener: TcpListener) -> (Upstream, Arc<AtomicU32>) {
     let accepted = Arc::new(AtomicU32::new(0));
     let counter = accepted.clone();
-    let upstream = Upstream::start(move |mut s| {
+    let upstream = Upstream::start_on(listener, move |mut s| {
         counter.fetch_add(1, Ordering::SeqCst);
         let _ = echo_until_eof(&mut s);
     });

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::super::tests::{check_outcome, ms, named, network_text, ok, parse, rejected, table, PATH};
+use super::super::property_tests::{check_outcome, network_text, table};
+use super::super::tests::{ms, named, ok, parse, rejected, PATH};
 use super::*;
 
 /// A sink listener `a` with `lines` from line 5 on.
