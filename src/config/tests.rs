@@ -119,7 +119,8 @@ fn sample_parses_to_what_it_says() {
 fn sample_shows_the_defaults_of_its_commented_keys() {
     // Uncommenting these lines of the relay listener changes nothing: each shows its default.
     let keys =
-        "max_lifetime half_close_timeout max_connections_per_ip allow deny tcp_keepalive proxy_protocol";
+        "balance max_lifetime half_close_timeout max_connections_per_ip allow deny tcp_keepalive proxy_protocol \
+         tcp_user_timeout idle_close idle_notice";
     let mut uncommented = SAMPLE.to_owned();
     for key in keys.split_whitespace() {
         let line = format!("\n#{key} = ");
