@@ -225,13 +225,20 @@ fn each_address_has_its_own_connect_timeout_before_the_next_is_tried() {
     assert_eq!(&back, b"early bytes");
 }
 
-/// Runs the daemon in a mount namespace of its own where `hosts` is bind-mounted over
-/// `/etc/hosts`: the test then changes what a name resolves to without touching the machine's.
+/// Runs the command in a mount namespace of its own where `hosts` is bind-mounted over
+/// `/etc/hosts`, and a `nsswitch.conf` beside it that resolves names from that file only: the
+/// test then decides what a name resolves to without touching the machine's files, and no
+/// lookup leaves the machine.
 fn in_private_hosts(hosts: &std::path::Path, command: &mut std::process::Command) {
     use std::ffi::CString;
     use std::os::unix::process::CommandExt;
-    let source = CString::new(hosts.as_os_str().as_encoded_bytes()).unwrap();
-    let target = CString::new("/etc/hosts").unwrap();
+    let nsswitch = hosts.with_file_name("nsswitch.conf");
+    std::fs::write(&nsswitch, "hosts: files\n").expect("write nsswitch.conf");
+    let c = |p: &std::path::Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let mounts = [
+        (c(hosts), CString::new("/etc/hosts").unwrap()),
+        (c(&nsswitch), CString::new("/etc/nsswitch.conf").unwrap()),
+    ];
     let root = CString::new("/").unwrap();
     // SAFETY: between fork and exec the closure only makes system calls (unshare, mount) on
     // strings allocated before the fork; it allocates nothing and takes no lock.
@@ -246,15 +253,13 @@ fn in_private_hosts(hosts: &std::path::Path, command: &mut std::process::Command
             {
                 return fail();
             }
-            if libc::mount(
-                source.as_ptr(),
-                target.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            ) != 0
-            {
-                return fail();
+            for (source, target) in &mounts {
+                let bind = libc::MS_BIND;
+                if libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), bind, std::ptr::null())
+                    != 0
+                {
+                    return fail();
+                }
             }
             Ok(())
         });
@@ -285,7 +290,7 @@ fn a_name_whose_answer_changes_is_followed_without_a_reload() {
     let config = daemon_section(dir.path(), "1s")
         .replace("[daemon]\n", "[daemon]\nresolve_interval = \"1s\"\n")
         + &listener_to("svc", &listen.to_string(), &format!("\"svc.idlereaper.test:{port}\""), "30s");
-    let _daemon = Daemon::start_in_with(dir, &config, |_, command| in_private_hosts(&hosts, command));
+    let daemon = Daemon::start_in_with(dir, &config, |_, command| in_private_hosts(&hosts, command));
     let mut c = connect(listen);
     assert_echo(&mut c, b"to the first");
     assert_eq!((on_first.load(Ordering::SeqCst), on_second.load(Ordering::SeqCst)), (1, 0));
@@ -303,6 +308,54 @@ fn a_name_whose_answer_changes_is_followed_without_a_reload() {
     });
     assert!(moved.is_some(), "new connections still go to {first} 5 s after the name moved to {second}");
     assert_echo(&mut c, b"the open connection keeps its upstream");
+    // The name stops resolving: its last addresses stay, with one warning.
+    std::fs::write(&hosts, "").unwrap();
+    let warned =
+        wait_for(Duration::from_secs(5), || daemon.log().contains("cannot be resolved").then_some(()));
+    assert!(warned.is_some(), "no warning for a name that stopped resolving: {}", daemon.log());
+    let before = on_second.load(Ordering::SeqCst);
+    thread::sleep(Duration::from_millis(2500)); // two more resolver rounds
+    let mut c = connect(listen);
+    assert_echo(&mut c, b"still served by the last good address");
+    assert_eq!(on_second.load(Ordering::SeqCst), before + 1);
+    assert_eq!(
+        daemon.log().matches("cannot be resolved").count(),
+        1,
+        "one warning per name: {}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn a_name_that_does_not_resolve_fails_check_and_start_at_its_key() {
+    if !require(
+        "a mount namespace (unshare, as root)",
+        nix::unistd::geteuid().is_root(),
+        "run the tests as root",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+    let upstreams = "[\"127.0.0.1:7\", \"ghost.idlereaper.test:5432\"]";
+    let config =
+        daemon_section(dir.path(), "1s") + &listener_to("ghost", &free_addr().to_string(), upstreams, "30s");
+    let file = dir.path().join("idlereaper.toml");
+    std::fs::write(&file, &config).unwrap();
+    for args in [&["--check", "-c"][..], &["-f", "-c"][..]] {
+        let mut command = std::process::Command::new(BIN);
+        command.args(args).arg(&file).stdin(std::process::Stdio::null());
+        in_private_hosts(&hosts, &mut command);
+        let out = command.output().expect("run idlereaper");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let key = "listener[0].upstream[1]: cannot resolve ghost.idlereaper.test:5432";
+        assert!(
+            stderr.contains(&format!("{}:", file.display())) && stderr.contains(key),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 /// Moves the calling thread into a network namespace of its own with its loopback up, and
