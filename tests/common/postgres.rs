@@ -1,10 +1,10 @@
 //! The test's own PostgreSQL cluster ([`Postgres`]) and its client tools, `psql` and `pgbench`.
 //!
-//! PostgreSQL refuses to run as root, and the tests run as root: `initdb` and the server run as
-//! the `postgres` system user (its uid and gid set in the child: no wrapper process between the
-//! test and the server it stops), in a temp directory owned by that user. The clients run as
-//! the test's user and log in as `postgres`, which `initdb --auth=trust` lets in without a
-//! password over TCP and the Unix socket.
+//! PostgreSQL refuses to run as root, and CI runs the tests as root: there `initdb` and the server
+//! run as the `postgres` system user (its uid and gid set in the child: no wrapper process between
+//! the test and the server it stops), in a temp directory owned by that user; any other user runs
+//! them as itself. The clients run as the test's user and log in as `postgres`, which
+//! `initdb --auth=trust -U postgres` lets in without a password over TCP and the Unix socket.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -61,14 +61,22 @@ impl Postgres {
         if !programs.iter().all(|p| require_program(&bin.join(p).to_string_lossy(), SERVICES_INSTALL)) {
             return None;
         }
-        let user = User::from_name("postgres").ok().flatten();
-        if !require("the postgres system user", user.is_some(), SERVICES_INSTALL) {
-            return None;
-        }
-        let user = user?;
+        let user = if nix::unistd::geteuid().is_root() {
+            let user = User::from_name("postgres").ok().flatten();
+            if !require(
+                "the postgres system user (root runs PostgreSQL as it)",
+                user.is_some(),
+                SERVICES_INSTALL,
+            ) {
+                return None;
+            }
+            user
+        } else {
+            None
+        };
         let mut failures = Vec::new();
         for _ in 0..START_TRIES {
-            match Postgres::try_start(&bin, &user) {
+            match Postgres::try_start(&bin, user.as_ref()) {
                 Ok(pg) => return Some(pg),
                 Err(log) => failures.push(log),
             }
@@ -76,17 +84,20 @@ impl Postgres {
         panic!("postgres did not start in {START_TRIES} tries:\n{}", failures.join("\n"));
     }
 
-    fn try_start(bin: &Path, user: &User) -> Result<Postgres, String> {
+    /// Starts a cluster, run by `user` (root's stand-in) or else by the test's own user.
+    fn try_start(bin: &Path, user: Option<&User>) -> Result<Postgres, String> {
         let dir = tempfile::tempdir().expect("temp dir");
-        nix::unistd::chown(dir.path(), Some(user.uid), Some(user.gid)).expect("chown the cluster's temp dir");
+        if let Some(user) = user {
+            nix::unistd::chown(dir.path(), Some(user.uid), Some(user.gid))
+                .expect("chown the cluster's temp dir");
+        }
         let data = dir.path().join("data");
         let as_postgres = |program: &str| {
             let mut command = Command::new(bin.join(program));
-            command
-                .uid(user.uid.as_raw())
-                .gid(user.gid.as_raw())
-                .current_dir(dir.path())
-                .stdin(Stdio::null());
+            if let Some(user) = user {
+                command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+            }
+            command.current_dir(dir.path()).stdin(Stdio::null());
             command
         };
         let mut initdb = as_postgres("initdb");
