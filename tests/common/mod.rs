@@ -1,7 +1,8 @@
 //! The harness shared by the integration tests: the real `idlereaper` binary started in a temp
 //! directory and stopped with real signals, its log parsed, in-process upstream servers, loopback
 //! addresses that parallel tests do not share, a reproducible byte stream to check relayed data
-//! against, and scripted peers that record what they observed.
+//! against, scripted peers that record what they observed, and real services (Redis,
+//! PostgreSQL) started for a test and reached through the daemon in each address form.
 //!
 //! Rules every test follows: no fixed sleep for readiness (wait for a condition, with a deadline);
 //! every loop bounded in count and time; every socket with read and write timeouts, so that a bug
@@ -18,10 +19,17 @@ mod load;
 mod log;
 mod net;
 mod peer;
+mod postgres;
+mod redis;
+mod routes;
+mod services;
 mod skip;
 
 #[allow(unused_imports)]
-pub use {bytes::*, cli::*, daemon::*, load::*, log::*, net::*, peer::*, skip::*};
+pub use {
+    bytes::*, cli::*, daemon::*, load::*, log::*, net::*, peer::*, postgres::*, redis::*, routes::*,
+    services::*, skip::*,
+};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
