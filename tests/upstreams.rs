@@ -420,3 +420,46 @@ fn tcp_user_timeout_drops_a_peer_that_stops_acknowledging() {
     );
     line.assert_reason("error");
 }
+
+#[test]
+fn a_unix_socket_file_is_the_daemon_users_and_survives_a_reload_that_keeps_it() {
+    if !require(
+        "root (to create the socket file for another user)",
+        nix::unistd::geteuid().is_root(),
+        "run as root",
+    ) {
+        return;
+    }
+    let upstream = Upstream::echo();
+    let dir = tempfile::tempdir().unwrap();
+    // The daemon, as nobody, removes its socket file on stop: the directory lets it.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sock = dir.path().join("shared.sock");
+    let config = daemon_section(dir.path(), "1s")
+        .replace("[daemon]\n", "[daemon]\nuser = \"nobody\"\ngroup = \"nogroup\"\nworkers = 2\n")
+        + &listener_to("u", &format!("unix:{}", sock.display()), &format!("\"{}\"", upstream.addr), "30s");
+    let mut daemon = Daemon::start_in(dir, &config);
+    let meta = std::fs::metadata(&sock).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (65534, 65534, 0o660),
+        "owner and default mode"
+    );
+    let talk = |i: usize| {
+        let mut c = UnixStream::connect(&sock).unwrap();
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let msg = format!("through both workers {i}");
+        c.write_all(msg.as_bytes()).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg.as_bytes());
+    };
+    (0..6).for_each(talk);
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log(" INFO reloaded ", Duration::from_secs(5));
+    assert!(sock.exists(), "a reload that keeps the listener keeps its socket file");
+    (6..8).for_each(talk);
+    assert_eq!(daemon.stop().code(), Some(0), "{}", daemon.log());
+    assert!(!sock.exists(), "removed on stop");
+}
