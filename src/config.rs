@@ -164,9 +164,9 @@ pub struct ListenerConfig {
     /// Close a connection this long after it was accepted, whatever its traffic. `None` ("0s",
     /// the default) means unlimited; otherwise `daemon.tick`..=30 days.
     pub max_lifetime: Option<Duration>,
-    /// Once one side has sent FIN, the other has this long to finish. Default 30s; `None` ("0s")
-    /// means only the idle timeout applies; otherwise `daemon.tick`..=30 days. Set in the file
-    /// only for a relay listener (a sink closes at the client's FIN).
+    /// Once one side has sent FIN, the inactivity timeout until the other's FIN. Default 30s;
+    /// `None` ("0s") means only the idle timeout applies; otherwise `daemon.tick`..=30 days. Set
+    /// in the file only for a relay listener (a sink closes at the client's FIN).
     pub half_close_timeout: Option<Duration>,
     /// Connections one source address may hold at once, 0..=1_000_000; 0 (the default) means
     /// unlimited. It may exceed `max_connections`.

@@ -17,6 +17,11 @@ use std::time::Duration;
 
 use common::*;
 
+/// Whether the test runs as root, which `what` needs (a visible skip otherwise; CI runs as root).
+fn as_root(what: &str) -> bool {
+    require(&format!("root, for {what}"), nix::unistd::geteuid().is_root(), "run the tests as root")
+}
+
 /// A listener section with `upstream = <value>` written as is (a string or an array).
 fn listener_to(name: &str, listen: &str, upstream: &str, idle: &str) -> String {
     format!("[[listener]]\nname = \"{name}\"\nlisten = \"{listen}\"\nupstream = {upstream}\nidle_timeout = \"{idle}\"\n\n")
@@ -268,11 +273,7 @@ fn in_private_hosts(hosts: &std::path::Path, command: &mut std::process::Command
 
 #[test]
 fn a_name_whose_answer_changes_is_followed_without_a_reload() {
-    if !require(
-        "a mount namespace (unshare, as root)",
-        nix::unistd::geteuid().is_root(),
-        "run the tests as root",
-    ) {
+    if !as_root("a mount namespace (unshare)") {
         return;
     }
     // Two echo servers on the same port of two loopback addresses; the name points at one.
@@ -328,11 +329,7 @@ fn a_name_whose_answer_changes_is_followed_without_a_reload() {
 
 #[test]
 fn a_name_that_does_not_resolve_fails_check_and_start_at_its_key() {
-    if !require(
-        "a mount namespace (unshare, as root)",
-        nix::unistd::geteuid().is_root(),
-        "run the tests as root",
-    ) {
+    if !as_root("a mount namespace (unshare)") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -423,11 +420,7 @@ fn tcp_user_timeout_drops_a_peer_that_stops_acknowledging() {
 
 #[test]
 fn a_unix_socket_file_is_the_daemon_users_and_survives_a_reload_that_keeps_it() {
-    if !require(
-        "root (to create the socket file for another user)",
-        nix::unistd::geteuid().is_root(),
-        "run as root",
-    ) {
+    if !as_root("a socket file created for another user") {
         return;
     }
     let upstream = Upstream::echo();
