@@ -179,6 +179,8 @@ struct Inner {
     timers: Box<[AtomicU64]>,
     /// Relay buffers in use per worker (for the statistics line).
     buffers: Box<[AtomicU64]>,
+    /// Loop iterations per worker: the watchdog's proof that each loop still turns.
+    loops: Box<[AtomicU64]>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     /// Since the Unix epoch.
@@ -216,6 +218,7 @@ impl Metrics {
                 listeners: Mutex::new(Vec::new()),
                 timers: (0..workers).map(|_| AtomicU64::new(0)).collect(),
                 buffers: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+                loops: (0..workers).map(|_| AtomicU64::new(0)).collect(),
                 reloads_ok: AtomicU64::new(0),
                 reloads_failed: AtomicU64::new(0),
                 started,
@@ -241,15 +244,33 @@ impl Metrics {
     }
 
     /// Worker `worker`'s number of live timers (`idlereaper_timers`, summed over workers) and
-    /// of relay buffers in use.
+    /// of relay buffers in use, at the end of a loop iteration (which it counts).
     pub fn set_worker(&self, worker: usize, timers: usize, buffers: usize) {
-        match (self.inner.timers.get(worker), self.inner.buffers.get(worker)) {
-            (Some(t), Some(b)) => {
+        let i = &self.inner;
+        match (i.timers.get(worker), i.buffers.get(worker), i.loops.get(worker)) {
+            (Some(t), Some(b), Some(l)) => {
                 t.store(timers as u64, Relaxed);
                 b.store(buffers as u64, Relaxed);
+                l.fetch_add(1, Relaxed);
             }
             _ => debug_assert!(false, "set_worker: worker {worker} of {}", self.inner.timers.len()),
         }
+    }
+
+    /// Loop iterations of every worker so far (see [`Metrics::set_worker`]).
+    pub fn loops(&self) -> Vec<u64> {
+        self.inner.loops.iter().map(|l| l.load(Relaxed)).collect()
+    }
+
+    /// Connections open now, over the listeners configured now.
+    pub fn open_connections(&self) -> i64 {
+        self.inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|l| l.active.load(Relaxed))
+            .sum()
     }
 
     /// The statistics line logged on USR1 (after `stats `), read from the same counters as

@@ -19,6 +19,7 @@ use crate::listener;
 use crate::logging::LogHandle;
 use crate::metrics::http::Endpoint;
 use crate::metrics::{ListenerMetrics, Metrics};
+use crate::notify::Notifier;
 use crate::signals::{Signal, Signals};
 use crate::upstream::{Upstreams, Watched};
 use crate::worker::{Command, ListenerChange, Reload, Remote, Worker};
@@ -48,6 +49,10 @@ pub struct Supervisor {
     /// Each listener's upstreams (`None` for a sink), and those the resolver thread refreshes.
     upstreams: Vec<Option<Arc<Upstreams>>>,
     watched: Watched,
+    /// `NOTIFY_SOCKET`, if systemd gave one.
+    notifier: Notifier,
+    /// What the last reload did (for `STATUS=`).
+    last_change: String,
 }
 
 impl Supervisor {
@@ -89,6 +94,8 @@ impl Supervisor {
             endpoint,
             upstreams,
             watched,
+            notifier: Notifier::from_env(),
+            last_change: "started".to_owned(),
         })
     }
 
@@ -112,12 +119,16 @@ impl Supervisor {
         let mut result = Ok(());
         let mut running = threads.len();
         let mut events = Events::with_capacity(16);
+        // Every worker is running, every listener bound, privileges dropped.
+        self.notifier.send(&format!("READY=1\nSTATUS={}", self.status()));
+        let mut watchdog = self.notifier.watchdog_interval().map(|every| Watchdog::new(every, &self.metrics));
         while running > 0 {
-            let timeout = self
-                .endpoint
-                .as_ref()
-                .and_then(Endpoint::next_deadline)
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout =
+                [self.endpoint.as_ref().and_then(Endpoint::next_deadline), watchdog.as_ref().map(|w| w.next)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -135,10 +146,21 @@ impl Supervisor {
                 }
                 endpoint.expire(Instant::now());
             }
+            if let Some(w) = watchdog.as_mut().filter(|w| Instant::now() >= w.next) {
+                // WATCHDOG=1 only if every worker's loop turned since the last ping; then ping
+                // them again (a turn of an idle loop needs a wake-up).
+                if w.all_turned(&self.metrics) {
+                    self.notifier.send(&format!("WATCHDOG=1\nSTATUS={}", self.status()));
+                }
+                broadcast(&remotes, || Command::Ping);
+            }
             let signals: Vec<Signal> = self.signals.pending().collect();
             for signal in signals {
                 match signal {
                     Signal::Stop => {
+                        if !self.stopping {
+                            self.notifier.send("STOPPING=1");
+                        }
                         self.stopping = true;
                         broadcast(&remotes, || Command::Stop);
                     }
@@ -170,15 +192,27 @@ impl Supervisor {
     /// Re-reads and validates the configuration file and applies it; on any error the running
     /// configuration stays, untouched.
     fn reload(&mut self, remotes: &[Remote], log: &LogHandle) {
-        let pidfile = self.pidfile_overridden.then_some(self.config.daemon.pidfile.as_path());
-        let mut new = match Config::load(&self.config.path, pidfile) {
-            Ok(config) => config,
+        self.notifier.reloading();
+        self.last_change = match self.apply_reload(remotes, log) {
+            Ok(summary) => {
+                info!("{summary}");
+                self.metrics.reload(true);
+                summary
+            }
             Err(e) => {
                 error!("reload failed, keeping the running configuration: {e}");
                 self.metrics.reload(false);
-                return;
+                format!("reload failed: {e}")
             }
         };
+        self.notifier.send(&format!("READY=1\nSTATUS={}", self.status()));
+    }
+
+    /// The reload itself: the new configuration in force, or why not (nothing changed then).
+    /// Returns the line that says what changed.
+    fn apply_reload(&mut self, remotes: &[Remote], log: &LogHandle) -> Result<String, String> {
+        let pidfile = self.pidfile_overridden.then_some(self.config.daemon.pidfile.as_path());
+        let mut new = Config::load(&self.config.path, pidfile).map_err(|e| e.to_string())?;
         // Said only once the reload has succeeded: a failed one changes nothing.
         let restart = self.keep_restart_only_settings(&mut new);
         // Every listener of the new configuration: kept by address, or bound now. A bind
@@ -189,14 +223,7 @@ impl Supervisor {
         let mut counters = Vec::new();
         let mut upstreams = Vec::new();
         for (i, lc) in new.listeners.iter().enumerate() {
-            let resolved = match listener::resolve_upstreams(&new, i) {
-                Ok(resolved) => resolved,
-                Err(e) => {
-                    error!("reload failed, keeping the running configuration: {e}");
-                    self.metrics.reload(false);
-                    return;
-                }
-            };
+            let resolved = listener::resolve_upstreams(&new, i).map_err(|e| e.to_string())?;
             upstreams.push(resolved.clone());
             match self.config.listeners.iter().position(|old| old.listen == lc.listen) {
                 Some(j) => {
@@ -234,9 +261,7 @@ impl Supervisor {
                             e => e.to_string(),
                         };
                         let e = new.error_at(&format!("listener[{i}].listen"), Some(lc.listen_at), message);
-                        error!("reload failed, keeping the running configuration: {e}");
-                        self.metrics.reload(false);
-                        return;
+                        return Err(e.to_string());
                     }
                 },
             }
@@ -253,9 +278,8 @@ impl Supervisor {
         }
         log.set_level(new.daemon.log_level);
         self.metrics.set_listeners(counters);
-        self.metrics.reload(true);
         let (added, removed) = (new.listeners.len() - kept, self.config.listeners.len() - kept);
-        info!(
+        let summary = format!(
             "reloaded {}: listeners={} kept={kept} added={added} removed={removed}",
             new.path.display(),
             new.listeners.len()
@@ -265,6 +289,12 @@ impl Supervisor {
         self.config = new;
         self.slots = slots;
         self.next_index = next_index;
+        Ok(summary)
+    }
+
+    /// The `STATUS=` line for the service manager: open connections, and the last reload.
+    fn status(&self) -> String {
+        format!("connections={}; {}", self.metrics.open_connections(), self.last_change)
     }
 
     /// Settings a running daemon cannot change: `new` gets the running values back, and the
@@ -322,4 +352,46 @@ fn watch_list<'a>(
 ) -> Vec<(String, &'a Arc<Upstreams>)> {
     let named = config.listeners.iter().zip(upstreams);
     named.filter_map(|(lc, u)| u.as_ref().map(|u| (lc.name.clone(), u))).collect()
+}
+
+/// The watchdog: when the next `WATCHDOG=1` is due, and each worker's loop count at the last
+/// ping (a wedged loop does not count up, and then systemd restarts the service).
+struct Watchdog {
+    every: std::time::Duration,
+    next: Instant,
+    seen: Vec<u64>,
+}
+
+impl Watchdog {
+    fn new(every: std::time::Duration, metrics: &Metrics) -> Watchdog {
+        Watchdog { every, next: Instant::now(), seen: metrics.loops() }
+    }
+
+    /// Whether every loop turned since the last call; schedules the next.
+    fn all_turned(&mut self, metrics: &Metrics) -> bool {
+        let now = metrics.loops();
+        let turned = now.iter().zip(&self.seen).all(|(n, s)| n > s);
+        self.seen = now;
+        self.next = Instant::now() + self.every;
+        turned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_vouches_only_for_loops_that_turned() {
+        let metrics = Metrics::new(2);
+        let mut watchdog = Watchdog::new(std::time::Duration::from_millis(10), &metrics);
+        metrics.set_worker(0, 0, 0);
+        assert!(!watchdog.all_turned(&metrics), "worker 1 did not turn");
+        metrics.set_worker(0, 0, 0);
+        metrics.set_worker(1, 0, 0);
+        assert!(watchdog.all_turned(&metrics));
+        metrics.set_worker(1, 0, 0);
+        assert!(!watchdog.all_turned(&metrics), "worker 0 is stuck");
+        assert!(watchdog.next > Instant::now());
+    }
 }

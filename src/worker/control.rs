@@ -17,6 +17,8 @@ use crate::vocab::CloseReason;
 
 /// What the supervisor asks of a worker.
 pub enum Command {
+    /// Nothing but a turn of the loop: the watchdog's proof that it still turns.
+    Ping,
     /// Stop accepting and drain; a second `Stop` closes everything at once.
     Stop,
     /// Apply a new configuration (SIGHUP).
@@ -64,6 +66,7 @@ impl Core {
     pub(super) fn handle_commands(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
             match command {
+                Command::Ping => {}
                 Command::Stop => self.stop(),
                 Command::Reload(reload) => self.reload(reload),
             }
