@@ -169,7 +169,7 @@ fn idle_close_rst_resets_both_and_leaves_no_time_wait() {
     assert_eq!(end, StreamEnd::Reset, "the client sees ECONNRESET at the idle deadline");
     daemon.wait_close_of(me, Duration::from_secs(5)).assert_reason("idle");
     let ss = std::process::Command::new("ss")
-        .args(["-Htan", "state", "time-wait", &format!("( sport = :{} )", listen.port())])
+        .args(["-Htan", "state", "time-wait", "src", &listen.to_string()])
         .output()
         .expect("ss");
     let left = String::from_utf8_lossy(&ss.stdout);
