@@ -102,8 +102,9 @@ impl Upstreams {
         let old = self.targets.lock().unwrap_or_else(|p| p.into_inner()).0.clone();
         let mut per_entry = Vec::with_capacity(self.entries.len());
         for (entry, last) in self.entries.iter().zip(old) {
+            let resolved = resolve_one(entry); // blocking, with no lock held
             let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-            match resolve_one(entry) {
+            match resolved {
                 Ok(found) => {
                     if failing.remove(&entry.to_string()) {
                         info!("listener={listener} upstream {entry} resolves again");
