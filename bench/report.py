@@ -406,6 +406,7 @@ def charts(res, outdir, label):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     cdir = os.path.join(outdir, "charts")
     os.makedirs(cdir, exist_ok=True)
@@ -554,6 +555,8 @@ def charts(res, outdir, label):
                 errs = {s: [spread(s, scenario, k, **match)] for s in sers}
                 bars(ax, [""], sers, vals, errs, vfmt, legend=False)
                 ax.set_xticks([])
+                if k != "cpu_s_per_100k":
+                    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
                 ax.set_ylabel(ylabel, fontsize=9)
                 ax.set_title(f"{title}\n{ylabel} ({better})", fontsize=9)
         handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[s]) for s in series_all]
