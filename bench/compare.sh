@@ -2,15 +2,18 @@
 # bench/compare.sh: idlereaper side by side with HAProxy and nginx (stream), on loopback.
 #
 # One command from a fresh clone (as root, on Debian 12):
-#     bash bench/compare.sh                  # full run, ~12 minutes
+#     bash bench/compare.sh                  # full run, ~20 minutes
 #     SCALE=smoke bash bench/compare.sh      # every scenario at a tiny size, < 2 minutes
 #
-# It installs what is missing (haproxy, nginx, libnginx-mod-stream, iperf3, matplotlib), builds
-# the release binaries, starts each relay in front of upstreams served by `loadgen`, runs the
-# scenarios (hold, reap, bulk, ping-pong, churn) and writes bench/results/<timestamp>/:
+# It installs what is missing (haproxy, nginx, libnginx-mod-stream, iperf3, matplotlib; for the
+# real-client scenarios postgresql and redis-server, redis-tools), builds the release binaries,
+# starts each relay in front of upstreams served by `loadgen` and in front of the run's own
+# PostgreSQL and redis-server, runs the scenarios (hold, reap, bulk, ping-pong, churn; pgbench
+# and redis-benchmark) and writes bench/results/<timestamp>/:
 #     results.txt   one line per measurement: relay=… rep=… scenario=… key=value…
 #     summary.md    the table (medians over REPS), ratios and targets, anomalies
-#     charts/*.png  memory per connection vs N, reap lateness, throughput, churn, ping-pong
+#     charts/*.png  memory per connection vs N, reap lateness, throughput, churn, ping-pong,
+#                   real clients
 #     machine.txt   machine, versions, commit, load during the run; logs/ and configs/ too
 # A full run of all relays and scenarios, without errors and on a quiet machine, also replaces
 # bench/results/latest/ (latest-workersN/ with WORKERS=N), which BENCHMARKS.md embeds
@@ -24,11 +27,17 @@
 #     WORKERS=N             idlereaper `daemon.workers = N`, HAProxy `nbthread N`, nginx
 #                           `worker_processes N` (+ reuseport); unset: 1 thread each, no
 #                           `workers` key in idlereaper's config
-#     SCENARIOS="hold reap bulk pingpong churn"
-#     REPS=3                repetitions of the quick scenarios (reap, bulk, ping-pong, churn)
+#     SCENARIOS="hold reap bulk pingpong churn pgbench redis"
+#     REPS=3                repetitions of the quick scenarios (all but hold)
 #     HOLD_N=9000 HOLD_SECS=30 HOLD_CURVE="1000 3000" HOLD_CURVE_SECS=5
 #     REAP_CONNS=2000 REAP_TIMEOUT=2s BULK_SECS=10 CHURN_SECS=10 CHURN_THREADS=4
 #     PING_COUNT=20000 INSTALL=1 BUILD=1 OUT=bench/results/<timestamp>
+#     PGBENCH_SECS=10 PGBENCH_SCALE=10 REDIS_N_P16=2000000 REDIS_N_P1=300000
+#
+# The real clients (pgbench, redis-benchmark) talk to servers this script starts and stops: a
+# PostgreSQL cluster made by initdb in a temporary directory under /tmp (run as the `postgres`
+# user; fsync off: a benchmark, not a database) and a redis-server without persistence, both on
+# fixed loopback ports. Every relay points at the same two servers; no system service is used.
 #
 # Exit status: 0 when every scenario ran and passed its sanity checks (every held connection
 # still relays, every reaped connection was closed, no client error); 1 otherwise (the results
@@ -45,10 +54,12 @@ case "$SCALE" in
 full)
     : "${REPS:=3}" "${HOLD_N:=9000}" "${HOLD_SECS:=30}" "${HOLD_CURVE=1000 3000}" "${HOLD_CURVE_SECS:=5}"
     : "${REAP_CONNS:=2000}" "${BULK_SECS:=10}" "${CHURN_SECS:=10}" "${PING_COUNT:=20000}"
+    : "${PGBENCH_SECS:=10}" "${REDIS_N_P16:=2000000}" "${REDIS_N_P1:=300000}"
     ;;
 smoke)
     : "${REPS:=1}" "${HOLD_N:=50}" "${HOLD_SECS:=2}" "${HOLD_CURVE=20}" "${HOLD_CURVE_SECS:=1}"
     : "${REAP_CONNS:=50}" "${BULK_SECS:=2}" "${CHURN_SECS:=2}" "${PING_COUNT:=1000}"
+    : "${PGBENCH_SECS:=2}" "${REDIS_N_P16:=20000}" "${REDIS_N_P1:=5000}"
     ;;
 *)
     echo "compare.sh: SCALE must be full or smoke, not '$SCALE'" >&2
@@ -56,7 +67,10 @@ smoke)
     ;;
 esac
 : "${REAP_TIMEOUT:=2s}" "${CHURN_THREADS:=4}" "${INSTALL:=1}" "${BUILD:=1}" "${PUBLISH:=auto}"
-: "${SCENARIOS:=hold reap bulk pingpong churn}"
+# pgbench -i -s 10 takes about a second here; smoke runs use the same scale.
+: "${PGBENCH_SCALE:=10}"
+ALL_SCENARIOS="hold reap bulk pingpong churn pgbench redis"
+: "${SCENARIOS:=$ALL_SCENARIOS}"
 LONG_TIMEOUT=10m # idle timeout of the non-reap listeners: longer than any scenario
 WORKERS=${WORKERS:-}
 THREADS=${WORKERS:-1}
@@ -81,9 +95,9 @@ for r in $RELAYS; do
 done
 for s in $SCENARIOS; do
     case "$s" in
-    hold | reap | bulk | pingpong | churn) ;;
+    hold | reap | bulk | pingpong | churn | pgbench | redis) ;;
     *)
-        echo "compare.sh: unknown scenario '$s' (hold reap bulk pingpong churn)" >&2
+        echo "compare.sh: unknown scenario '$s' ($ALL_SCENARIOS)" >&2
         exit 2
         ;;
     esac
@@ -133,9 +147,32 @@ stop_pids() {
     for p in "$@"; do wait "$p" 2>/dev/null || true; done
     untrack "$@"
 }
+# The real clients' servers (pgbench, redis scenarios) and their temporary directory.
+PG_PID="" REDIS_PID="" SERVERS_TMP=""
+# stop_servers: PostgreSQL gets a fast shutdown (INT ends its sessions; TERM would wait for
+# them) for up to 20 s, then what stop_pids does; then redis-server; the directory goes too.
+stop_servers() {
+    local deadline
+    if [ -n "$PG_PID" ]; then
+        kill -INT "$PG_PID" 2>/dev/null || true
+        deadline=$((SECONDS + 20))
+        while alive "$PG_PID" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+        stop_pids "$PG_PID"
+        PG_PID=""
+    fi
+    if [ -n "$REDIS_PID" ]; then
+        stop_pids "$REDIS_PID"
+        REDIS_PID=""
+    fi
+    if [ -n "$SERVERS_TMP" ]; then
+        rm -rf "$SERVERS_TMP"
+        SERVERS_TMP=""
+    fi
+}
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    stop_servers
     if [ ${#PIDS[@]} -gt 0 ]; then stop_pids "${PIDS[@]}"; fi
     exit "$rc"
 }
@@ -166,6 +203,26 @@ command -v haproxy >/dev/null || need_pkgs+=(haproxy)
 command -v nginx >/dev/null || need_pkgs+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || need_pkgs+=(libnginx-mod-stream)
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
+# The real clients and their servers. Debian 12: `postgresql` brings postgresql-15 (initdb,
+# postgres) and postgresql-client-15 (pgbench, pg_isready) and creates the `postgres` user.
+# pg_bin: the newest /usr/lib/postgresql/*/bin that has all four programs used here.
+pg_bin() {
+    local b
+    for b in $(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -rV); do
+        if [ -x "$b/initdb" ] && [ -x "$b/postgres" ] && [ -x "$b/pgbench" ] && [ -x "$b/pg_isready" ]; then
+            echo "$b"
+            return 0
+        fi
+    done
+}
+pg_complete() { [ -n "$(pg_bin)" ]; }
+if has_scenario pgbench; then
+    pg_complete || need_pkgs+=(postgresql)
+fi
+if has_scenario redis; then
+    command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+    { command -v redis-benchmark >/dev/null && command -v redis-cli >/dev/null; } || need_pkgs+=(redis-tools)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     [ "$INSTALL" = 1 ] || {
         echo "compare.sh: missing ${need_pkgs[*]} and INSTALL=0" >&2
@@ -173,13 +230,35 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     }
     say "installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >"$OUT/logs/apt.log" 2>&1
-    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >>"$OUT/logs/apt.log" 2>&1 || {
+    # Bounded: another apt-get holding the dpkg lock is waited for up to 2 minutes.
+    timeout 600 apt-get -o DPkg::Lock::Timeout=120 update -qq </dev/null >"$OUT/logs/apt.log" 2>&1 || true
+    timeout 900 apt-get -o DPkg::Lock::Timeout=120 install -y -qq --no-install-recommends "${need_pkgs[@]}" \
+        </dev/null >>"$OUT/logs/apt.log" 2>&1 || {
         cat "$OUT/logs/apt.log" >&2
         exit 1
     }
 fi
-# The packages may start their services (ports 80/8404…): harmless, and not ours to stop.
+# The packages may start their services (ports 80/8404, PostgreSQL's 5432, redis's 6379):
+# harmless, and not ours to stop; this script starts its own servers on its own ports.
+if has_scenario pgbench; then
+    pg_complete || {
+        echo "compare.sh: PostgreSQL's initdb, postgres, pgbench or pg_isready is missing under /usr/lib/postgresql/*/bin" >&2
+        exit 1
+    }
+    PGBIN=$(pg_bin)
+    if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+        echo "compare.sh: no 'postgres' user to run PostgreSQL as (it refuses to run as root)" >&2
+        exit 1
+    fi
+fi
+if has_scenario redis; then
+    for b in redis-server redis-benchmark redis-cli; do
+        command -v "$b" >/dev/null || {
+            echo "compare.sh: $b is missing (packages redis-server, redis-tools)" >&2
+            exit 1
+        }
+    done
+fi
 
 PY=python3
 if ! "$PY" -c 'import matplotlib' 2>/dev/null; then
@@ -237,6 +316,14 @@ fi
     echo "haproxy=$(haproxy -v 2>&1 | head -1)"
     echo "nginx=$(nginx -v 2>&1 | head -1)"
     echo "iperf3=$(iperf3 -v 2>&1 | head -1)"
+    if has_scenario pgbench; then
+        echo "postgres=$("$PGBIN/postgres" -V 2>&1 | head -1)"
+        echo "pgbench_secs=$PGBENCH_SECS pgbench_scale=$PGBENCH_SCALE"
+    fi
+    if has_scenario redis; then
+        echo "redis=$(redis-server -v 2>&1 | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
+        echo "redis_n_p16=$REDIS_N_P16 redis_n_p1=$REDIS_N_P1"
+    fi
     echo "rustc=$(rustc -V 2>/dev/null || echo '?')"
     echo "python=$("$PY" --version 2>&1) matplotlib=$("$PY" -c 'import matplotlib; print(matplotlib.__version__)')"
     echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -253,7 +340,9 @@ track $!
 # ---------------------------------------------------------------------------------------------
 # Ports: relay i listens on BASE+1 (echo), +2 (reap), +3 (bulk), in front of its own upstreams
 # on BASE+51 (echo), +52 (echo, for reap), +53 (iperf3 server, one per test). "direct" is the client
-# talking to an upstream with no relay: the ceiling.
+# talking to an upstream with no relay: the ceiling. Every relay also listens on BASE+4 (pgbench)
+# and BASE+5 (redis-benchmark), in front of the one PostgreSQL and the one redis-server of the
+# run, on direct's BASE+54 and +55.
 relay_base() {
     case "$1" in
     idlereaper) echo 22100 ;;
@@ -269,8 +358,12 @@ p_bulk() { echo $(($(relay_base "$1") + 3)); }
 u_echo() { echo $(($(relay_base "$1") + 51)); }
 u_reap() { echo $(($(relay_base "$1") + 52)); }
 u_bulk() { echo $(($(relay_base "$1") + 53)); }
+p_pg() { echo $(($(relay_base "$1") + 4)); }
+p_redis() { echo $(($(relay_base "$1") + 5)); }
+PG_PORT=$(($(relay_base direct) + 54))
+REDIS_PORT=$(($(relay_base direct) + 55))
 
-for p in $(for r in $RELAYS direct; do echo "$(p_echo "$r") $(p_reap "$r") $(p_bulk "$r") $(u_echo "$r") $(u_reap "$r") $(u_bulk "$r")"; done); do
+for p in $PG_PORT $REDIS_PORT $(for r in $RELAYS direct; do echo "$(p_echo "$r") $(p_reap "$r") $(p_bulk "$r") $(p_pg "$r") $(p_redis "$r") $(u_echo "$r") $(u_reap "$r") $(u_bulk "$r")"; done); do
     if listening "$p"; then
         echo "compare.sh: port $p is already in use; is another benchmark running?" >&2
         exit 1
@@ -307,6 +400,8 @@ render() {
         -e "s|@LONG_TIMEOUT@|$LONG_TIMEOUT|g" -e "s|@REAP_TIMEOUT@|$REAP_TIMEOUT|g" \
         -e "s|@P_ECHO@|$(p_echo "$r")|g" -e "s|@P_REAP@|$(p_reap "$r")|g" -e "s|@P_BULK@|$(p_bulk "$r")|g" \
         -e "s|@U_ECHO@|$(u_echo "$r")|g" -e "s|@U_REAP@|$(u_reap "$r")|g" -e "s|@U_BULK@|$(u_bulk "$r")|g" \
+        -e "s|@P_PG@|$(p_pg "$r")|g" -e "s|@P_REDIS@|$(p_redis "$r")|g" \
+        -e "s|@U_PG@|$PG_PORT|g" -e "s|@U_REDIS@|$REDIS_PORT|g" \
         "$tpl" >"$out"
     if grep -q '@[A-Z_]*@' "$out"; then
         echo "compare.sh: unfilled placeholder in $out" >&2
@@ -339,7 +434,8 @@ start_relay() {
     pid=$!
     track "$pid"
     RELAY_PID[$r]=$pid
-    if ! wait_until 15 all_listening "$(p_echo "$r")" "$(p_reap "$r")" "$(p_bulk "$r")" || ! alive "$pid"; then
+    if ! wait_until 15 all_listening "$(p_echo "$r")" "$(p_reap "$r")" "$(p_bulk "$r")" "$(p_pg "$r")" "$(p_redis "$r")" ||
+        ! alive "$pid"; then
         tail -20 "$log" >&2
         echo "compare.sh: $r did not start (log: $log)" >&2
         exit 1
@@ -551,6 +647,138 @@ scenario_churn() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Real clients: pgbench against the run's own PostgreSQL, redis-benchmark against its own
+# redis-server; one of each for the whole run, shared by every relay (and by "direct").
+
+# start_postgres: a fresh cluster in SERVERS_TMP (initdb as the `postgres` user, which it and
+# postgres require when this runs as root), on 127.0.0.1:PG_PORT, filled by pgbench -i. The
+# postmaster itself is PG_PID (setpriv execs it). Returns 1, after reporting why, on failure.
+start_postgres() {
+    local data=$SERVERS_TMP/pg log=$OUT/logs/postgres.log as_pg=()
+    if [ "$(id -u)" = 0 ]; then as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --); fi
+    mkdir -p "$data"
+    chmod 700 "$data"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$data"; fi
+    if ! (cd "$SERVERS_TMP" && timeout 120 "${as_pg[@]}" "$PGBIN/initdb" -D "$data" -U postgres \
+        --auth=trust --no-sync --no-locale -E UTF8) >"$OUT/logs/initdb.log" 2>&1; then
+        fail "PostgreSQL: initdb failed: $(tail -c 300 "$OUT/logs/initdb.log" | tr '\n' ' ')"
+        return 1
+    fi
+    cat >"$OUT/configs/postgresql.conf" <<EOF
+# bench/compare.sh: appended to the postgresql.conf that initdb wrote (the rest: defaults).
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = ''    # TCP on loopback only
+max_connections = 200           # 8 clients; with -C, ended backends may linger a moment
+# A benchmark, not a database: nothing is flushed to disk (pgbench -S only reads anyway).
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+EOF
+    cat "$OUT/configs/postgresql.conf" >>"$data/postgresql.conf"
+    (cd "$SERVERS_TMP" && exec "${as_pg[@]}" "$PGBIN/postgres" -D "$data") >"$log" 2>&1 &
+    PG_PID=$!
+    track "$PG_PID"
+    # shellcheck disable=SC2317
+    pg_ready() { ! alive "$PG_PID" || "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2; }
+    if ! wait_until 30 pg_ready || ! alive "$PG_PID"; then
+        fail "PostgreSQL did not start on 127.0.0.1:$PG_PORT: $(tail -c 300 "$log" | tr '\n' ' ')"
+        return 1
+    fi
+    if ! timeout 300 "$PGBIN/pgbench" -i -s "$PGBENCH_SCALE" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres \
+        >"$OUT/logs/pgbench-init.log" 2>&1; then
+        fail "PostgreSQL: pgbench -i -s $PGBENCH_SCALE failed: $(tail -c 300 "$OUT/logs/pgbench-init.log" | tr '\n' ' ')"
+        return 1
+    fi
+}
+
+# start_redis: redis-server without persistence on 127.0.0.1:REDIS_PORT, and the one key that
+# redis-benchmark's GETs read (without -r every GET asks for the same key, this one).
+start_redis() {
+    local args=(--bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --daemonize no
+        --dir "$SERVERS_TMP" --logfile '')
+    echo "redis-server ${args[*]}" >"$OUT/configs/redis-server.txt"
+    redis-server "${args[@]}" >"$OUT/logs/redis-server.log" 2>&1 &
+    REDIS_PID=$!
+    track "$REDIS_PID"
+    # shellcheck disable=SC2317
+    redis_ready() {
+        ! alive "$REDIS_PID" || [ "$(timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
+    }
+    if ! wait_until 15 redis_ready || ! alive "$REDIS_PID"; then
+        fail "redis-server did not start on 127.0.0.1:$REDIS_PORT: $(tail -c 300 "$OUT/logs/redis-server.log" | tr '\n' ' ')"
+        return 1
+    fi
+    if [ "$(timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" set 'key:__rand_int__' xxx 2>&1)" != OK ]; then
+        fail "redis-server: SET of the benchmark's key failed"
+        return 1
+    fi
+}
+
+# cpu_fields RELAY CPU0 CPU1 COUNT: the relay's CPU over a client's run, and per 100,000
+# transactions or requests; nothing for "direct".
+cpu_fields() {
+    [ "$1" = direct ] && return 0
+    awk -v a="$2" -v b="$3" -v n="$4" \
+        'BEGIN {printf " relay_cpu_s=%.3f cpu_s_per_100k=%.4f", b - a, (n > 0 ? (b - a) * 100000 / n : 0)}'
+}
+
+# pgbench RELAY REP MODE: `pgbench -S -c 8 -j 2 -T PGBENCH_SECS` (select only); MODE persistent
+# (each client keeps one connection) or connect (-C: a new connection per transaction).
+scenario_pgbench() {
+    local r=$1 rep=$2 mode=$3 tag="pgbench-$3-$1-$2" port=$PG_PORT pids="" rc=0 cpu0 cpu1 tps xacts failed
+    local scn=pgbench flags=(-S -c 8 -j 2 -T "$PGBENCH_SECS")
+    if [ "$mode" = connect ]; then
+        scn=pgbench_connect
+        flags+=(-C)
+    fi
+    if [ "$r" != direct ]; then
+        port=$(p_pg "$r")
+        pids=${RELAY_MEASURE[$r]}
+    fi
+    # shellcheck disable=SC2086
+    cpu0=$(cpu_sum $pids)
+    timeout $((PGBENCH_SECS + 60)) "$PGBIN/pgbench" "${flags[@]}" -h 127.0.0.1 -p "$port" -U postgres postgres \
+        >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
+    # shellcheck disable=SC2086
+    cpu1=$(cpu_sum $pids)
+    tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$OUT/logs/$tag.out")
+    xacts=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$OUT/logs/$tag.out")
+    failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$OUT/logs/$tag.out")
+    if [ "$rc" -ne 0 ] || [ -z "$tps" ] || [ "${xacts:-0}" -eq 0 ] || [ "${failed:-0}" -ne 0 ]; then
+        fail "$r: pgbench $mode rep $rep failed (exit $rc, ${failed:-?} failed transactions): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
+        return 0
+    fi
+    record "$r" "$rep" "scenario=$scn clients=8 threads=2 secs=$PGBENCH_SECS tps=$tps transactions=$xacts failed=${failed:-0}$(cpu_fields "$r" "$cpu0" "$cpu1" "$xacts")"
+}
+
+# redis RELAY REP PIPELINE N: `redis-benchmark -t get -c 50 -P PIPELINE -n N --csv`; its CSV
+# line gives requests/s and latency (ms: avg, min, p50, p95, p99, max). It spins forever when
+# it cannot connect, hence the timeout.
+scenario_redis() {
+    local r=$1 rep=$2 pipe=$3 n=$4 tag="redis-P$3-$1-$2" port=$REDIS_PORT pids="" rc=0 cpu0 cpu1
+    local line test rps avg min p50 p95 p99 max
+    if [ "$r" != direct ]; then
+        port=$(p_redis "$r")
+        pids=${RELAY_MEASURE[$r]}
+    fi
+    # shellcheck disable=SC2086
+    cpu0=$(cpu_sum $pids)
+    timeout $((60 + n / 10000)) redis-benchmark -h 127.0.0.1 -p "$port" -t get -c 50 -P "$pipe" -n "$n" --csv \
+        >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
+    # shellcheck disable=SC2086
+    cpu1=$(cpu_sum $pids)
+    line=$(grep -m1 '^"GET"' "$OUT/logs/$tag.out" | tr -d '"' || true)
+    IFS=, read -r test rps avg min p50 p95 p99 max <<<"$line"
+    if [ "$rc" -ne 0 ] || [ "$test" != GET ] || ! awk -v v="$rps" 'BEGIN {exit !(v > 0)}' ||
+        grep -qiE 'error|could not connect' "$OUT/logs/$tag.out" "$OUT/logs/$tag.err"; then
+        fail "$r: redis-benchmark -P $pipe rep $rep failed (exit $rc): $(cat "$OUT/logs/$tag.out" "$OUT/logs/$tag.err" | tail -c 300 | tr '\n' ' ')"
+        return 0
+    fi
+    record "$r" "$rep" "scenario=redis pipeline=$pipe clients=50 requests=$n rps=$rps avg_ms=$avg min_ms=$min p50_ms=$p50 p95_ms=$p95 p99_ms=$p99 max_ms=$max$(cpu_fields "$r" "$cpu0" "$cpu1" "$n")"
+}
+
+# ---------------------------------------------------------------------------------------------
 say "results in $OUT"
 say "relays: $RELAYS; scenarios: $SCENARIOS; scale $SCALE; workers ${WORKERS:-unset}"
 for r in $RELAYS; do start_upstreams "$r"; done
@@ -571,11 +799,31 @@ if has_scenario hold; then
     done
 fi
 
+# The real clients' servers: started once, after the holds (which they would not disturb, but
+# there is no need), stopped after the last scenario or by the trap.
+PG_READY=0 REDIS_READY=0
+if has_scenario pgbench || has_scenario redis; then
+    SERVERS_TMP=$(mktemp -d /tmp/idlereaper-bench.XXXXXX)
+    chmod 755 "$SERVERS_TMP"
+fi
+if has_scenario pgbench; then
+    say "PostgreSQL: initdb, start on 127.0.0.1:$PG_PORT, pgbench -i -s $PGBENCH_SCALE"
+    start_postgres && PG_READY=1
+fi
+if has_scenario redis; then
+    say "redis-server: start on 127.0.0.1:$REDIS_PORT"
+    start_redis && REDIS_READY=1
+fi
+
 # The quick scenarios: relays started once, fresh; repetitions interleave the relays so that
 # a change in the machine's load during the run spreads over all of them.
 for r in $RELAYS; do start_relay "$r"; done
-for s in reap bulk pingpong churn; do
+for s in reap bulk pingpong churn pgbench redis; do
     has_scenario "$s" || continue
+    # A server that did not start has been reported already.
+    if { [ "$s" = pgbench ] && [ "$PG_READY" != 1 ]; } || { [ "$s" = redis ] && [ "$REDIS_READY" != 1 ]; }; then
+        continue
+    fi
     for rep in $(seq 1 "$REPS"); do
         for r in $RELAYS direct; do
             case "$s" in
@@ -603,12 +851,25 @@ for s in reap bulk pingpong churn; do
                 say "churn: $r, rep $rep"
                 scenario_churn "$r" "$rep"
                 ;;
+            pgbench)
+                for mode in persistent connect; do
+                    say "pgbench -S$([ "$mode" = connect ] && echo ' -C'): $r, rep $rep"
+                    scenario_pgbench "$r" "$rep" "$mode"
+                done
+                ;;
+            redis)
+                say "redis-benchmark GET -P 16 ($REDIS_N_P16 requests): $r, rep $rep"
+                scenario_redis "$r" "$rep" 16 "$REDIS_N_P16"
+                say "redis-benchmark GET -P 1 ($REDIS_N_P1 requests): $r, rep $rep"
+                scenario_redis "$r" "$rep" 1 "$REDIS_N_P1"
+                ;;
             esac
             [ "$r" = direct ] || check_relay "$r" "$s"
         done
     done
 done
 for r in $RELAYS; do stop_relay "$r"; done
+stop_servers
 
 # Relays' own complaints (idlereaper logs at warn; nginx's error log) are kept with the results.
 for r in $RELAYS; do
@@ -624,7 +885,7 @@ if ! "$PY" "$BENCH/report.py" "$OUT" >"$OUT/logs/report.log" 2>&1; then
 fi
 
 if [ "$PUBLISH" = 1 ] || { [ "$PUBLISH" = auto ] && [ "$SCALE" = full ] && [ -z "${ONLY:-}" ] &&
-    [ "$SCENARIOS" = "hold reap bulk pingpong churn" ] && [ ! -s "$ERRORS" ] && [ ! -e "$OUT/contended" ]; }; then
+    [ "$SCENARIOS" = "$ALL_SCENARIOS" ] && [ ! -s "$ERRORS" ] && [ ! -e "$OUT/contended" ]; }; then
     dest="$BENCH/results/latest"
     [ -n "$WORKERS" ] && dest="$BENCH/results/latest-workers$WORKERS"
     rm -rf "$dest"

@@ -4,7 +4,8 @@
 Reads RESULTS_DIR/results.txt (one `relay=… rep=… scenario=… key=value…` line per measurement),
 samples/reap-*.txt (reap lateness, µs, one per line), machine.txt, load.txt and errors.txt.
 Quick scenarios are reported as the median over repetitions; reap's max is the max over them
-and its early count the sum. Ratios are idlereaper against the better of HAProxy and nginx
+and its early count the sum. The real clients (pgbench, redis-benchmark) add their throughput,
+latency and the relay's CPU seconds per 100,000 transactions or requests. Ratios are idlereaper against the better of HAProxy and nginx
 (both pinned to the same thread count as idlereaper); "haproxy-auto", HAProxy with its default
 thread count, is shown for information and not used in ratios.
 """
@@ -122,6 +123,29 @@ class Results:
         }
 
 
+# The real-client scenarios: (scenario, match, table name, throughput metric, throughput key,
+# chart title).
+REAL_CLIENTS = [
+    ("pgbench", {}, "pgbench -S -c 8 -j 2", "transactions/s", "tps", "pgbench -S"),
+    (
+        "pgbench_connect",
+        {},
+        "pgbench -S -C -c 8 -j 2 (a connection per transaction)",
+        "transactions/s",
+        "tps",
+        "pgbench -S -C",
+    ),
+    ("redis", {"pipeline": 16}, "redis-benchmark -t get -c 50 -P 16", "requests/s", "rps", "redis GET, -P 16"),
+    ("redis", {"pipeline": 1}, "redis-benchmark -t get -c 50 -P 1", "requests/s", "rps", "redis GET, -P 1"),
+]
+
+
+def pg_version(machine):
+    """"15.18" out of "postgres (PostgreSQL) 15.18 (Debian …)"."""
+    words = machine.get("postgres", "?").split()
+    return words[2] if len(words) > 2 else words[0]
+
+
 def fmt(v, digits=2):
     if v is None:
         return "—"
@@ -175,7 +199,7 @@ def summary(res, outdir, errors, load_lines):
     add("| " + " | ".join(head) + " |")
     add("|" + "---|" * len(head))
 
-    def row(scenario, metric, values, higher_is_better=None, check=None, met=None, absolute=None):
+    def row(scenario, metric, values, higher_is_better=None, check=None, met=None, absolute=None, digits=2):
         """One table row; `check(ratio)` or `absolute(idlereaper's value)` decides "met"."""
         ir = values.get("idlereaper")
         r, _ = ratio(ir, [values.get(p) for p in PEERS], higher_is_better) if higher_is_better is not None else (None, None)
@@ -183,7 +207,7 @@ def summary(res, outdir, errors, load_lines):
             met = check(r)
         if absolute is not None and ir is not None:
             met = absolute(ir)
-        cells = [scenario, metric] + [fmt(values.get(c)) for c in cols]
+        cells = [scenario, metric] + [fmt(values.get(c), digits) for c in cols]
         cells.append("—" if r is None else f"{r:.2f}×")
         cells.append(row.target_text or "")
         cells.append("" if met is None else ("yes" if met else "**no**"))
@@ -196,7 +220,7 @@ def summary(res, outdir, errors, load_lines):
         row.target_text = text
 
     # hold
-    if hold_n:
+    if hold_n and any(res.select(c, "hold", conns=hold_n) for c in cols):
         per = {c: res.hold(c, hold_n)[0] for c in cols}
         per_kib = {c: (v / 1024 if v is not None else None) for c, v in per.items()}
         target("≤ 0.50×")
@@ -263,12 +287,43 @@ def summary(res, outdir, errors, load_lines):
         fails = {c: sum(int(r.get("failed", 0)) for r in res.select(c, "churn")) for c in cols}
         if any(fails.values()):
             row(f"churn, {m.get('churn_threads', '?')} threads", "failed connections (all runs)", fails, None)
+    # real clients
+    for scenario, match, name, unit, key, _ in REAL_CLIENTS:
+        tput = {c: res.med(c, scenario, key, **match) for c in cols}
+        if not any(v is not None for v in tput.values()):
+            continue
+        target("≥ 1.00×")
+        row(name, unit, tput, True, lambda r: r >= 1.0)
+        if scenario == "redis":
+            target("")
+            row(name, "latency p99 (ms)", {c: res.med(c, scenario, "p99_ms", **match) for c in cols}, False)
+        target("≤ 0.80×")
+        row(
+            name,
+            "relay CPU s per 100k " + ("requests" if scenario == "redis" else "transactions"),
+            {c: res.med(c, scenario, "cpu_s_per_100k", **match) for c in cols},
+            False,
+            lambda r: r <= 0.8,
+            digits=3,
+        )
 
     add("")
     add(
         "Ratios: idlereaper ÷ the better of HAProxy and nginx in this run (lower is better for memory, CPU and latency; "
         "higher for throughput and churn). HAProxy with its default thread count, where shown, is for information."
     )
+    if any(res.select(c, s) for c in cols for s in ("pgbench", "pgbench_connect", "redis")):
+        add("")
+        add(
+            "Real clients: every relay in front of the same servers, started by this run on loopback "
+            f"(PostgreSQL {pg_version(m)}, `initdb` into a temporary directory, **fsync, synchronous_commit and "
+            f"full_page_writes off**: a benchmark setting, and `-S` only reads; `pgbench -i -s {m.get('pgbench_scale', '?')}`; "
+            f"redis-server {m.get('redis', '?')} without persistence); \"direct\" is the client without a relay. "
+            f"pgbench runs {m.get('pgbench_secs', '?')} s per test; redis-benchmark {fmt(num(m.get('redis_n_p16')))} GETs "
+            f"with `-P 16`, {fmt(num(m.get('redis_n_p1')))} with `-P 1`. Relay CPU: utime + stime of the relay's "
+            "processes (`/proc/PID/stat`, 10 ms ticks) over the client's run, per 100,000 pgbench transactions or "
+            "redis requests; on these shared cores it is steadier than throughput."
+        )
 
     # Hold curve
     ns = res.hold_ns()
@@ -351,14 +406,15 @@ def charts(res, outdir, label):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     cdir = os.path.join(outdir, "charts")
     os.makedirs(cdir, exist_ok=True)
     made = []
     relays = [r for r in res.relays if r != "direct"]
 
-    def save(fig, name):
-        fig.tight_layout()
+    def save(fig, name, rect=None):
+        fig.tight_layout(rect=rect)
         path = os.path.join(cdir, name)
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -425,7 +481,7 @@ def charts(res, outdir, label):
         ax2.legend(fontsize=8)
         save(fig, "reap_lateness.png")
 
-    def bars(ax, groups, series, values, errs, unit_fmt):
+    def bars(ax, groups, series, values, errs, unit_fmt, legend=True):
         n = len(series)
         width = 0.8 / max(n, 1)
         for i, s in enumerate(series):
@@ -440,7 +496,8 @@ def charts(res, outdir, label):
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels(groups)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        if legend:
+            ax.legend(fontsize=8)
 
     def spread(relay, scenario, key, **match):
         vs = [num(r.get(key)) for r in res.select(relay, scenario, **match)]
@@ -482,6 +539,30 @@ def charts(res, outdir, label):
         ax.set_ylabel("round trip, µs (median; whiskers min–max)")
         ax.set_title("64-byte ping-pong latency (lower is better)")
         save(fig, "pingpong.png")
+    # Real clients: throughput above, the relay's CPU per 100k transactions below; a column each.
+    tests = [t for t in REAL_CLIENTS if any(res.select(s, t[0], **t[1]) for s in series_all)]
+    if tests:
+        fig, axes = plt.subplots(2, len(tests), figsize=(3.4 * len(tests) + 0.6, 7.2), squeeze=False)
+        for i, (scenario, match, _, unit, key, title) in enumerate(tests):
+            series = [s for s in series_all if res.select(s, scenario, **match)]
+            panels = [
+                (key, unit, series, lambda v: f"{v / 1000:.1f}k" if v >= 1000 else f"{v:.0f}", "higher is better"),
+                ("cpu_s_per_100k", "relay CPU s per 100k", [s for s in series if s != "direct"], lambda v: f"{v:.3f}", "lower is better"),
+            ]
+            for j, (k, ylabel, sers, vfmt, better) in enumerate(panels):
+                ax = axes[j][i]
+                vals = {s: [res.med(s, scenario, k, **match)] for s in sers}
+                errs = {s: [spread(s, scenario, k, **match)] for s in sers}
+                bars(ax, [""], sers, vals, errs, vfmt, legend=False)
+                ax.set_xticks([])
+                if k != "cpu_s_per_100k":
+                    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+                ax.set_ylabel(ylabel, fontsize=9)
+                ax.set_title(f"{title}\n{ylabel} ({better})", fontsize=9)
+        handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[s]) for s in series_all]
+        fig.legend(handles, [label[s] for s in series_all], loc="lower center", ncol=len(series_all), fontsize=9)
+        fig.suptitle("Real clients through each relay (median; whiskers min–max)")
+        save(fig, "real_clients.png", rect=(0, 0.05, 1, 1))
     return made
 
 
