@@ -37,10 +37,13 @@ impl Alarm {
     }
 
     /// Arms the alarm to go off after `after` (which must be non-zero) for wheel tick `tick`;
-    /// a no-op if it is already armed for that tick.
+    /// a no-op if it is already armed for that tick or an earlier one. An earlier alarm only
+    /// wakes the loop early, which then finds nothing due and arms for the deadline in force:
+    /// a deadline that moved later (a connect completed, the earliest connection closed) costs
+    /// no `timerfd_settime`, and none is ever late.
     pub fn arm(&mut self, tick: u64, after: Duration) -> io::Result<()> {
         debug_assert!(!after.is_zero(), "a zero one-shot would disarm the timerfd");
-        if self.armed_for == Some(tick) {
+        if self.armed_for.is_some_and(|armed| armed <= tick) {
             return Ok(());
         }
         let expiration = Expiration::OneShot(TimeSpec::from_duration(after.max(Duration::from_nanos(1))));

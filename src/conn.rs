@@ -323,7 +323,9 @@ impl Conn {
 
     fn drive_relay(&mut self, io: &mut Io<'_>) -> Progress {
         let upstream = self.upstream.as_mut().expect("a relay has an upstream");
+        io.other_done = self.to_client.done();
         let up = pump(&mut self.to_upstream, &mut self.client, upstream, Side::Client, io);
+        io.other_done = self.to_upstream.done();
         let down = pump(&mut self.to_client, upstream, &mut self.client, Side::Upstream, io);
         let active = up.moved || down.moved;
         let had_fin = self.first_fin.is_some();

@@ -43,6 +43,8 @@ pub struct Io<'a> {
     pub pipes: &'a mut PipePool,
     /// Reads (or splices) allowed per direction per drive: bounds the work of one iteration.
     pub reads_per_drive: usize,
+    /// The other direction has passed its FIN on already (set by the caller per pump).
+    pub other_done: bool,
 }
 
 /// A socket and the readiness we believe it has: set by events, cleared by `WouldBlock` — or by
@@ -206,6 +208,11 @@ fn pump_until_blocked(
             }
         }
         if half.read_eof {
+            // With the other direction finished too, the connection is closed next, and the
+            // close sends this FIN after the last byte: no `shutdown` call for it.
+            if !half.write_shut && io.other_done {
+                half.write_shut = true;
+            }
             if !half.write_shut {
                 half.write_shut = true;
                 // NotConnected: the peer is already fully gone; the other half will notice.

@@ -300,6 +300,7 @@ impl Core {
             pool: &mut self.pool,
             pipes: &mut self.pipes,
             reads_per_drive: READS_PER_DRIVE,
+            other_done: false,
         };
         let conn = &mut slot.conn;
         let before = (conn.bytes_from_client(), conn.bytes_from_upstream());
