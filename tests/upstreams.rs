@@ -133,6 +133,7 @@ fn a_unix_listener_relays_to_a_unix_upstream_and_its_file_follows_it() {
         daemon.closes().into_iter().find(|l| l.get("listener") == Some("unix"))
     });
     let line = closed.expect("a close line");
+    line.assert_well_formed();
     assert_eq!(line.get("client"), Some("unix"), "{}", line.raw);
     assert_eq!(daemon.stop().code(), Some(0));
     assert!(!sock.exists(), "the socket file is removed on stop");

@@ -47,8 +47,8 @@ impl CloseLine {
         assert!(looks_rfc3339(time), "timestamp {time:?} in {:?}", self.raw);
         assert!(self.get("listener").is_some_and(|v| !v.is_empty()), "listener= in {:?}", self.raw);
         assert!(
-            self.get("client").and_then(|c| c.parse::<SocketAddr>().ok()).is_some(),
-            "client= is an address: {:?}",
+            self.get("client").is_some_and(|c| c == "unix" || c.parse::<SocketAddr>().is_ok()),
+            "client= is an address, or unix: {:?}",
             self.raw
         );
         assert!(REASONS.contains(&self.reason()), "known reason in {:?}", self.raw);
