@@ -135,16 +135,14 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
     let timer = (tick, MAX_TIMEOUT);
     let idle_timeout = duration(src, &key("idle_timeout"), &idle, (tick, timer), TICK_NOTE)?;
     // A sink never connects, and it closes at the client's FIN: these would have no effect.
-    for (relay_key, value) in [
+    let relay_only = [
         ("connect_timeout", &l.connect_timeout),
         ("half_close_timeout", &l.half_close_timeout),
         ("proxy_protocol", &l.proxy_protocol),
         ("balance", &l.balance),
-    ] {
-        if let (Some(v), false) = (value, relay) {
-            let msg = "only applies to a relay listener (one with an `upstream`)";
-            return Err(src.error(v.span(), &key(relay_key), msg));
-        }
+    ];
+    if !relay {
+        none_set(src, &key, &relay_only, "only applies to a relay listener (one with an `upstream`)")?;
     }
     let limits = (DEFAULT_CONNECT_TIMEOUT, (tick, MAX_CONNECT_TIMEOUT));
     let connect_timeout = duration(src, &key("connect_timeout"), &l.connect_timeout, limits, TICK_NOTE)?;
@@ -180,22 +178,19 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
     let allow = networks(src, &key("allow"), &l.allow)?;
     let deny = networks(src, &key("deny"), &l.deny)?;
     let unix = matches!(listen_addr, Listen::Unix(_));
-    // A Unix client has no address: rules about addresses cannot apply.
-    for (ip_key, value) in
-        [("allow", &l.allow), ("deny", &l.deny), ("max_connections_per_ip", &l.max_connections_per_ip)]
-    {
-        if let (Some(v), true) = (value, unix) {
-            let msg = "does not apply to a Unix socket listener: its clients have no address";
-            return Err(src.error(v.span(), &key(ip_key), msg));
-        }
+    if unix {
+        // A Unix client has no address: rules about addresses cannot apply.
+        let by_address =
+            [("allow", &l.allow), ("deny", &l.deny), ("max_connections_per_ip", &l.max_connections_per_ip)];
+        let msg = "does not apply to a Unix socket listener: its clients have no address";
+        none_set(src, &key, &by_address, msg)?;
+    } else {
+        let msg = "only applies to a Unix socket listener (listen = \"unix:/path\")";
+        none_set(src, &key, &[("socket_mode", &l.socket_mode)], msg)?;
     }
-    let socket_mode = match (&l.socket_mode, unix) {
-        (None, _) => DEFAULT_SOCKET_MODE,
-        (Some(v), false) => {
-            let msg = "only applies to a Unix socket listener (listen = \"unix:/path\")";
-            return Err(src.error(v.span(), &key("socket_mode"), msg));
-        }
-        (Some(v), true) => octal_mode(v).map_err(|msg| src.error(v.span(), &key("socket_mode"), msg))?,
+    let socket_mode = match &l.socket_mode {
+        None => DEFAULT_SOCKET_MODE,
+        Some(v) => octal_mode(v).map_err(|msg| src.error(v.span(), &key("socket_mode"), msg))?,
     };
     let balance = match word(src, &key("balance"), &l.balance, &["first", "round_robin"])? {
         Some("round_robin") => Balance::RoundRobin,
@@ -230,18 +225,10 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
             }
         },
     };
-    let proxy_protocol = match &l.proxy_protocol {
-        None => None,
-        Some(v) => match v.get_ref() {
-            Value::String(s) if s == "off" => None,
-            Value::String(s) if s == "v1" => Some(ProxyVersion::V1),
-            Value::String(s) if s == "v2" => Some(ProxyVersion::V2),
-            Value::String(_) => {
-                let msg = format!("expected \"off\", \"v1\" or \"v2\", got {}", shown(v));
-                return Err(src.error(v.span(), &key("proxy_protocol"), msg));
-            }
-            _ => return Err(wrong_type(src, &key("proxy_protocol"), v, "\"off\", \"v1\" or \"v2\"")),
-        },
+    let proxy_protocol = match word(src, &key("proxy_protocol"), &l.proxy_protocol, &["off", "v1", "v2"])? {
+        Some("v1") => Some(ProxyVersion::V1),
+        Some("v2") => Some(ProxyVersion::V2),
+        _ => None,
     };
     Ok(Checked {
         config: ListenerConfig {
@@ -369,6 +356,19 @@ fn upstreams(src: &Source, key: &str, value: &Option<Spanned<Value>>) -> Res<(Ve
     Ok((entries, spans))
 }
 
+/// An error at the first of `values` that is set (`msg` says why none may be, here).
+fn none_set(
+    src: &Source,
+    key: &dyn Fn(&str) -> String,
+    values: &[(&str, &Option<Spanned<Value>>)],
+    msg: &str,
+) -> Res<()> {
+    match values.iter().find_map(|(name, value)| value.as_ref().map(|v| (name, v))) {
+        Some((name, v)) => Err(src.error(v.span(), &key(name), msg)),
+        None => Ok(()),
+    }
+}
+
 /// A string value that must be one of `words`; `None` when absent.
 fn word<'w>(
     src: &Source,
@@ -377,7 +377,13 @@ fn word<'w>(
     words: &[&'w str],
 ) -> Res<Option<&'w str>> {
     let Some(v) = value else { return Ok(None) };
-    let listed = words.iter().map(|w| format!("{w:?}")).collect::<Vec<_>>().join(" or ");
+    // "a", "b" or "c"
+    let quoted: Vec<String> = words.iter().map(|w| format!("{w:?}")).collect();
+    let listed = match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
     match v.get_ref() {
         Value::String(s) => match words.iter().find(|w| **w == s) {
             Some(w) => Ok(Some(w)),
