@@ -242,11 +242,11 @@ impl Conn {
     /// Whether bytes for `side`'s peer are undelivered: held by the daemon, or (per `kernel`,
     /// `[client, upstream]`) still unacknowledged in its socket.
     pub fn undelivered_toward(&self, side: Side, kernel: Option<&[TcpProgress; 2]>) -> bool {
-        let (half, index) = match side {
-            Side::Client => (&self.to_client, 0),
-            Side::Upstream => (&self.to_upstream, 1),
+        let half = match side {
+            Side::Client => &self.to_client,
+            Side::Upstream => &self.to_upstream,
         };
-        half.holds_bytes() || kernel.is_some_and(|k| k[index].unacknowledged)
+        half.holds_bytes() || kernel.is_some_and(|k| k[side.index()].unacknowledged)
     }
 
     /// Makes the close of `side`'s socket a reset (`SO_LINGER` 0): its peer sees ECONNRESET

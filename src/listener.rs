@@ -145,10 +145,7 @@ pub fn resolve_upstreams(config: &Config, i: usize) -> Result<Option<Arc<Upstrea
         return Ok(None);
     }
     Upstreams::resolve(&lc.upstream, lc.balance).map(|u| Some(Arc::new(u))).map_err(|(e, error)| {
-        let key = match lc.upstream.len() {
-            1 => format!("listener[{i}].upstream"),
-            _ => format!("listener[{i}].upstream[{e}]"),
-        };
+        let key = lc.upstream_key(i, e);
         let at = lc.upstream_at.get(e).copied();
         let msg = format!("cannot resolve {}: {error}", lc.upstream[e]);
         Error::Message(config.error_at(&key, at, msg).to_string())

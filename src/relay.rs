@@ -208,15 +208,13 @@ fn pump_until_blocked(
             }
         }
         if half.read_eof {
-            // With the other direction finished too, the connection is closed next, and the
-            // close sends this FIN after the last byte: no `shutdown` call for it.
-            if !half.write_shut && io.other_done {
-                half.write_shut = true;
-            }
             if !half.write_shut {
                 half.write_shut = true;
+                // With the other direction finished too, the connection is closed next, and the
+                // close sends this FIN after the last byte: no `shutdown` call for it.
                 // NotConnected: the peer is already fully gone; the other half will notice.
-                match dst.stream.shutdown(Shutdown::Write) {
+                let shut = if io.other_done { Ok(()) } else { dst.stream.shutdown(Shutdown::Write) };
+                match shut {
                     Err(e) if e.kind() != io::ErrorKind::NotConnected => {
                         out.failure = fail(dst_side, "shutdown", e);
                     }

@@ -22,6 +22,14 @@ impl Side {
         }
     }
 
+    /// The position of this side in a `[client, upstream]` pair.
+    pub fn index(self) -> usize {
+        match self {
+            Side::Client => 0,
+            Side::Upstream => 1,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Side::Client => "client",

@@ -81,10 +81,7 @@ pub(super) fn no_loops(src: &Source, listeners: &[Checked]) -> Res<()> {
                         _ => format!("{up} leads back to this listener: {}", names.join(" -> ")),
                     };
                     let msg = format!("{msg}; connections would loop");
-                    let key = match l.config.upstream.len() {
-                        1 => format!("listener[{start}].upstream"),
-                        _ => format!("listener[{start}].upstream[{entry}]"),
-                    };
+                    let key = l.config.upstream_key(start, entry);
                     return Err(src.error(l.upstream_spans[entry].clone(), &key, msg));
                 }
                 for next_up in &listeners[at].config.upstream {
@@ -102,6 +99,15 @@ pub(super) fn no_loops(src: &Source, listeners: &[Checked]) -> Res<()> {
 }
 
 impl ListenerConfig {
+    /// The key that names upstream entry `entry` of listener `index` in an error:
+    /// `listener[0].upstream` for a single address, `listener[0].upstream[1]` in a list.
+    pub fn upstream_key(&self, index: usize, entry: usize) -> String {
+        match self.upstream.len() {
+            1 => format!("listener[{index}].upstream"),
+            _ => format!("listener[{index}].upstream[{entry}]"),
+        }
+    }
+
     /// One line for `idlereaper --check`: the addresses, the idle timer and the connection limit,
     /// then `half_close_timeout` (on by default, so always shown for a relay), then the other
     /// settings only when they are not the default.

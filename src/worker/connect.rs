@@ -105,8 +105,7 @@ impl Core {
                 Some(IoFailure { side: Side::Upstream, op: "register", error }),
             ));
         }
-        let config = &self.listeners[i].config;
-        slot.deadlines.activity = self.clock.deadline(Instant::now(), config.connect_timeout);
+        slot.deadlines.connecting_again(&self.listeners[i].config, &self.clock, Instant::now());
         let due = slot.deadlines.earliest();
         match slot.timer {
             Some(timer) => self.wheel.reset(timer, due),

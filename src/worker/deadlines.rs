@@ -1,6 +1,7 @@
 //! Which timeout applies to a connection when, in one place. A connection has one timer, armed
 //! for the earliest of these deadlines (wheel ticks):
-//! - **activity**: `connect_timeout` from accept while the upstream connect is in progress, then
+//! - **activity**: `connect_timeout` from accept while the upstream connect is in progress (from
+//!   each new attempt when an address fails), then
 //!   `idle_timeout` from the last byte moved (by the daemon, or — checked when it passes, see
 //!   [`super::liveness`] — by the kernel);
 //! - **lifetime**: `max_lifetime` from accept, whatever the traffic;
@@ -37,6 +38,12 @@ impl Deadlines {
             lifetime: config.max_lifetime.map(|d| clock.deadline(now, d)),
             half_close: None,
         }
+    }
+
+    /// The previous upstream address failed and the next one is being tried from `now`: it has
+    /// a `connect_timeout` of its own.
+    pub fn connecting_again(&mut self, config: &ListenerConfig, clock: &Clock, now: Instant) {
+        self.activity = clock.deadline(now, config.connect_timeout);
     }
 
     /// After a drive of `conn`: bytes that moved push the idle deadline (and, while one peer has

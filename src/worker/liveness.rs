@@ -68,7 +68,7 @@ pub fn review(due: Due, reported_tick: impl Fn(u32) -> u64) -> Verdict {
         return Verdict::Close(due.reason);
     }
     let mut deadlines = due.deadlines;
-    if due.awaited_fin.is_none_or(|side| due.kernel[index(side)].peer_finished) {
+    if due.awaited_fin.is_none_or(|side| due.kernel[side.index()].peer_finished) {
         deadlines.half_close = None; // the FIN is in: the wait for it is over
     }
     let wire = due.kernel[0].moved.wrapping_add(due.kernel[1].moved);
@@ -95,13 +95,6 @@ pub fn review(due: Due, reported_tick: impl Fn(u32) -> u64) -> Verdict {
     match deadlines.earliest() > due.tick {
         true => Verdict::Postpone { deadlines, wire: wire_seen },
         false => Verdict::Close(deadlines.reason(false)),
-    }
-}
-
-fn index(side: Side) -> usize {
-    match side {
-        Side::Client => 0,
-        Side::Upstream => 1,
     }
 }
 
