@@ -276,17 +276,17 @@ impl Metrics {
     /// The statistics line logged on USR1 (after `stats `), read from the same counters as
     /// `/metrics`, summed over the listeners configured now and over the workers.
     pub fn stats_line(&self) -> String {
-        let (mut active, mut accepted, mut closed, mut refused) = (0i64, 0, 0, 0);
-        for l in self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            active += l.active.load(Relaxed);
-            accepted += l.accepted.load(Relaxed);
-            closed += l.closed.iter().map(|c| c.load(Relaxed)).sum::<u64>();
-            refused += l.refused.iter().map(|c| c.load(Relaxed)).sum::<u64>();
-        }
         let sum = |v: &[AtomicU64]| v.iter().map(|a| a.load(Relaxed)).sum::<u64>();
+        let (mut accepted, mut closed, mut refused) = (0, 0, 0);
+        for l in self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            accepted += l.accepted.load(Relaxed);
+            closed += sum(&l.closed);
+            refused += sum(&l.refused);
+        }
         format!(
-            "connections={active} accepted={accepted} closed={closed} refused={refused} timers={} \
+            "connections={} accepted={accepted} closed={closed} refused={refused} timers={} \
              buffers_in_use={}",
+            self.open_connections(),
             sum(&self.inner.timers),
             sum(&self.inner.buffers)
         )
