@@ -61,7 +61,9 @@ fn a_refused_upgrade_keeps_every_connection_and_a_later_one_succeeds() {
     let mut conns: Vec<TcpStream> = (0..20).map(|_| connect(listen)).collect();
     all_echo(&mut conns, 0);
 
-    let refusals: [(&str, Box<dyn Fn()>); 4] = [
+    /// What the refusal says, and how the file is spoiled for it.
+    type Refusal<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let refusals: [Refusal; 4] = [
         ("No such file", Box::new(|| fs::remove_file(&exe).unwrap())),
         (
             "rejects the configuration: exit status: 2: this build rejects it",
