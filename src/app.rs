@@ -214,13 +214,12 @@ fn resume(fd: i32) -> Result<(), Error> {
     let metrics = Metrics::resumed(state.workers.len(), &state.counters);
     let thawed = upgrade::thaw(&state, &metrics)?;
     let config = thawed.config.clone();
-    let pidfile_path = state.pidfile_override.as_ref().map_or(config.daemon.pidfile.clone(), Into::into);
-    let pidfile = Pidfile::adopt(&pidfile_path, state.pidfile_fd)?;
+    let pidfile = Pidfile::adopt(&config.daemon.pidfile, state.pidfile_fd)?;
     let endpoint = state.endpoint_fd.map(Endpoint::adopt).transpose().map_err(|e| Error::io("metrics", e))?;
     let log =
         logging::install(Destination::open(&config.daemon.log, state.foreground)?, config.daemon.log_level)?;
     let runtime = Runtime {
-        pidfile_overridden: state.pidfile_override.is_some(),
+        pidfile_overridden: state.pidfile_overridden,
         foreground: state.foreground,
         exe: std::env::current_exe().ok(),
         pidfile_fd: pidfile.descriptor(),

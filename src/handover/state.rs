@@ -29,8 +29,9 @@ pub struct State {
     pub stop: bool,
     pub foreground: bool,
     pub config_path: String,
-    /// `--pidfile`, when given (else the configuration's `daemon.pidfile`).
-    pub pidfile_override: Option<String>,
+    /// The pidfile in use, and whether `--pidfile` named it.
+    pub pidfile: String,
+    pub pidfile_overridden: bool,
     pub pidfile_fd: RawFd,
     /// The metrics endpoint's listening socket.
     pub endpoint_fd: Option<RawFd>,
@@ -77,11 +78,15 @@ pub struct ListenerState {
 pub struct WorkerState {
     pub listeners: Vec<Option<RawFd>>,
     pub conns: Vec<ConnState>,
+    /// The sequence number of the worker's next connection id.
+    pub next_id: u64,
 }
 
 /// A connection and the loop's bookkeeping for it.
 #[derive(Debug, Default, PartialEq)]
 pub struct ConnState {
+    /// Unique for the daemon's lifetime (the close line's `id=`).
+    pub id: u64,
     pub listener: usize,
     /// The client's address; `None` for a Unix client.
     pub peer: Option<String>,
@@ -166,7 +171,8 @@ impl State {
         w.bool(self.stop);
         w.bool(self.foreground);
         w.str(&self.config_path);
-        w.option(self.pidfile_override.as_ref(), |w, p| w.str(p));
+        w.str(&self.pidfile);
+        w.bool(self.pidfile_overridden);
         w.i32(self.pidfile_fd);
         w.option(self.endpoint_fd.as_ref(), |w, fd| w.i32(*fd));
         w.list(&self.texts, |w, t| w.str(t));
@@ -185,6 +191,7 @@ impl State {
         w.list(&self.workers, |w, worker| {
             w.list(&worker.listeners, |w, fd| w.option(fd.as_ref(), |w, fd| w.i32(*fd)));
             w.list(&worker.conns, put_conn);
+            w.u64(worker.next_id);
         });
         w.bytes
     }
@@ -207,7 +214,8 @@ impl State {
             stop: r.bool()?,
             foreground: r.bool()?,
             config_path: r.str()?,
-            pidfile_override: r.option(Reader::str)?,
+            pidfile: r.str()?,
+            pidfile_overridden: r.bool()?,
             pidfile_fd: r.i32()?,
             endpoint_fd: r.option(Reader::i32)?,
             texts: r.list(Reader::str)?,
@@ -229,7 +237,11 @@ impl State {
                 upgrades_refused: r.u64()?,
             },
             workers: r.list(|r| {
-                Ok(WorkerState { listeners: r.list(|r| r.option(Reader::i32))?, conns: r.list(get_conn)? })
+                Ok(WorkerState {
+                    listeners: r.list(|r| r.option(Reader::i32))?,
+                    conns: r.list(get_conn)?,
+                    next_id: r.u64()?,
+                })
             })?,
         };
         r.finish()?;
@@ -299,6 +311,7 @@ fn get_half(r: &mut Reader<'_>) -> io::Result<HalfState> {
 }
 
 fn put_conn(w: &mut Writer, c: &ConnState) {
+    w.u64(c.id);
     w.usize(c.listener);
     w.option(c.peer.as_ref(), |w, p| w.str(p));
     w.u64(c.age);
@@ -324,6 +337,7 @@ fn put_conn(w: &mut Writer, c: &ConnState) {
 
 fn get_conn(r: &mut Reader<'_>) -> io::Result<ConnState> {
     Ok(ConnState {
+        id: r.u64()?,
         listener: r.usize()?,
         peer: r.option(Reader::str)?,
         age: r.u64()?,
@@ -360,6 +374,7 @@ mod tests {
             bytes: 1 << 40,
         };
         let conn = ConnState {
+            id: 42,
             listener: 1,
             peer: Some("127.0.0.1:4000".into()),
             age: 5,
@@ -385,7 +400,8 @@ mod tests {
             stop: true,
             foreground: false,
             config_path: "/etc/idlereaper.toml".into(),
-            pidfile_override: Some("/run/x.pid".into()),
+            pidfile: "/run/x.pid".into(),
+            pidfile_overridden: true,
             pidfile_fd: 3,
             endpoint_fd: Some(4),
             texts: vec!["[daemon]\n".into(), "old".into()],
@@ -413,7 +429,7 @@ mod tests {
                 upgrades_ok: 4,
                 upgrades_refused: 5,
             },
-            workers: vec![WorkerState { listeners: vec![Some(5), None], conns: vec![conn] }],
+            workers: vec![WorkerState { listeners: vec![Some(5), None], conns: vec![conn], next_id: 43 }],
         }
     }
 

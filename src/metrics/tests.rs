@@ -111,6 +111,10 @@ idlereaper_timers 7
 # TYPE idlereaper_reloads_total counter
 idlereaper_reloads_total{{result="success"}} 1
 idlereaper_reloads_total{{result="failure"}} 2
+# HELP idlereaper_upgrades_total Live upgrades (SIGUSR2), by result.
+# TYPE idlereaper_upgrades_total counter
+idlereaper_upgrades_total{{result="success"}} 0
+idlereaper_upgrades_total{{result="refused"}} 0
 # HELP idlereaper_open_fds Open file descriptors.
 # TYPE idlereaper_open_fds gauge
 idlereaper_open_fds 12
