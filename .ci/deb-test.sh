@@ -633,18 +633,19 @@ print(len(inodes - held))
 }
 
 upgrade_log=$work/upgrade-log/idlereaper.log
-upgrade_setup() {
-    chmod 0711 "$work" || return 1
-    install -d -o "$USER_NAME" -g "$USER_NAME" -m 0755 "$work/upgrade-log" || return 1
-    sed "s|^log = \"syslog\"|log = \"$upgrade_log\"|" "$CONF" >"$work/upgrade.toml" || return 1
-    chmod 0644 "$work/upgrade.toml"
-    grep -q "^log = \"$upgrade_log\"" "$work/upgrade.toml" || { note "no log = line in $CONF"; return 1; }
-    [ "$(dpkg-query -W -f='${Version}' "$PKG")" = "$cur_version-1" ] || { note "installed: $(dpkg-query -W -f='${Version}' "$PKG")"; return 1; }
+# start_upgrade_daemon: the daemon, started by hand on $work/upgrade.toml; its
+# pid in $upid.
+start_upgrade_daemon() {
     timeout 30 "$BIN" -c "$work/upgrade.toml" </dev/null >"$work/upgrade-start.log" 2>&1 || { sed 's/^/      /' "$work/upgrade-start.log"; return 1; }
     upid=$(daemon_pid) || { note "no live idlereaper pid in $PIDFILE"; return 1; }
     note "pid $upid runs $("$BIN" -V), logs to $upgrade_log"
+}
+# start_client N: the client with N connections and the stream, in the
+# background ($client_pid); returns once they are open, and the relay sockets
+# pid $upid holds are in $work/sockets.before.
+start_client() {
     rm -f "$work/client.ready" "$work/client.go"
-    "$PY" "$work/upgrade_client.py" "$RELAY_PORT" "$UPGRADE_CONNS" "$work/client.ready" "$work/client.go" \
+    "$PY" "$work/upgrade_client.py" "$RELAY_PORT" "$1" "$work/client.ready" "$work/client.go" \
         </dev/null >"$work/client.out" 2>&1 &
     client_pid=$!
     local i
@@ -659,7 +660,43 @@ upgrade_setup() {
     held=$(head -n 1 "$work/sockets.before" | wc -w)
     missing=$(tail -n 1 "$work/sockets.before")
     note "pid $upid holds $held relay sockets ($missing elsewhere)"
-    [ "$held" -eq $((2 * (UPGRADE_CONNS + 1))) ] && [ "$missing" -eq 0 ]
+    [ "$held" -eq $((2 * ($1 + 1))) ] && [ "$missing" -eq 0 ]
+}
+# same_sockets: pid $upid holds exactly the relay sockets it held at
+# start_client, and no relay socket is held elsewhere.
+same_sockets() {
+    relay_sockets "$upid" >"$work/sockets.after" || return 1
+    note "pid $upid holds $(head -n 1 "$work/sockets.after" | wc -w) relay sockets ($(tail -n 1 "$work/sockets.after") elsewhere)"
+    [ "$(head -n 1 "$work/sockets.after")" = "$(head -n 1 "$work/sockets.before")" ] \
+        && [ "$(tail -n 1 "$work/sockets.after")" -eq 0 ]
+}
+# client_done: tells the client to finish (round trips, end of the stream)
+# and returns its verdict.
+client_done() {
+    local i s
+    touch "$work/client.go"
+    for i in $(seq 1 900); do
+        alive "$client_pid" || break
+        sleep 0.1
+    done
+    if alive "$client_pid"; then
+        note "client still running after 90 s"
+        kill "$client_pid"
+    fi
+    wait "$client_pid"
+    s=$?
+    client_pid=
+    sed 's/^/      client: /' "$work/client.out"
+    [ "$s" -eq 0 ]
+}
+upgrade_setup() {
+    chmod 0711 "$work" || return 1
+    install -d -o "$USER_NAME" -g "$USER_NAME" -m 0755 "$work/upgrade-log" || return 1
+    sed "s|^log = \"syslog\"|log = \"$upgrade_log\"|" "$CONF" >"$work/upgrade.toml" || return 1
+    chmod 0644 "$work/upgrade.toml"
+    grep -q "^log = \"$upgrade_log\"" "$work/upgrade.toml" || { note "no log = line in $CONF"; return 1; }
+    [ "$(dpkg-query -W -f='${Version}' "$PKG")" = "$cur_version-1" ] || { note "installed: $(dpkg-query -W -f='${Version}' "$PKG")"; return 1; }
+    start_upgrade_daemon && start_client "$UPGRADE_CONNS"
 }
 upid=
 if [ -z "$deb_next" ]; then
@@ -703,43 +740,88 @@ elif step "upgrade: $cur_version-1 installed, daemon started by hand, $UPGRADE_C
     }
     step "upgrade: idlereaper -V and the log line 'upgraded from=$cur_version to=$next_version connections=N ...' show the new version" version_shown
 
-    same_sockets() {
-        relay_sockets "$upid" >"$work/sockets.after" || return 1
-        note "pid $upid holds $(head -n 1 "$work/sockets.after" | wc -w) relay sockets ($(tail -n 1 "$work/sockets.after") elsewhere)"
-        [ "$(head -n 1 "$work/sockets.after")" = "$(head -n 1 "$work/sockets.before")" ] \
-            && [ "$(tail -n 1 "$work/sockets.after")" -eq 0 ]
-    }
     step "upgrade: pid $upid still holds the very same $((2 * (UPGRADE_CONNS + 1))) relay sockets" same_sockets
 
-    client_done() {
-        local i s
-        touch "$work/client.go"
-        for i in $(seq 1 900); do
-            alive "$client_pid" || break
-            sleep 0.1
-        done
-        if alive "$client_pid"; then
-            note "client still running after 90 s"
-            kill "$client_pid"
-        fi
-        wait "$client_pid"
-        s=$?
-        client_pid=
-        sed 's/^/      client: /' "$work/client.out"
-        [ "$s" -eq 0 ]
-    }
     step "upgrade: all $UPGRADE_CONNS connections echo after it, the stream's bytes and checksum match" client_done
 
     pid=$upid
     step "upgrade: kill -TERM \$(cat $PIDFILE) stops the upgraded daemon, pidfile removed" term_stops
     grep -E 'ERROR|WARN' "$upgrade_log" | sed 's/^/      log: /'
 
+    # A refused upgrade changes nothing: the daemon keeps running its code with
+    # every connection, postinst says why and how to retry, and
+    # dpkg-reconfigure retries once the cause is gone. The cause here: the
+    # daemon's configuration file no longer passes the new binary's --check,
+    # which the daemon runs before it freezes anything. The package installed
+    # over it is the first one again (a downgrade): the only other version at
+    # hand.
+    REFUSAL_CONNS=20
+    refusal_setup() {
+        start_upgrade_daemon && start_client "$REFUSAL_CONNS" || return 1
+        cp "$work/upgrade.toml" "$work/upgrade.toml.good" || return 1
+        printf '\n[daemon]\n' >>"$work/upgrade.toml" # a second [daemon] table
+        if "$BIN" --check -c "$work/upgrade.toml" >"$work/broken-check.log" 2>&1; then
+            note "idlereaper --check accepts the broken file"
+            return 1
+        fi
+        note "check: $(tail -n 1 "$work/broken-check.log")"
+    }
+    if step "refused upgrade: $next_version-1 started by hand, $REFUSAL_CONNS connections and a stream, then its config file broken" refusal_setup; then
+        refused() {
+            local s exe
+            timeout 300 dpkg -i "$deb" </dev/null >"$work/dpkg-refused.log" 2>&1
+            s=$?
+            sed 's/^/      dpkg: /' "$work/dpkg-refused.log"
+            [ "$s" -eq 0 ] || { note "exit status $s"; return 1; }
+            exe=$(readlink "/proc/$upid/exe")
+            note "pidfile: $(daemon_pid); /proc/$upid/exe -> $exe"
+            note "log: $(grep 'upgrade refused: ' "$upgrade_log" | tail -n 1)"
+            [ "$(daemon_pid)" = "$upid" ] && [ "$exe" = "$BIN (deleted)" ] \
+                && grep -q "^idlereaper: pid $upid did not upgrade in place" "$work/dpkg-refused.log" \
+                && grep -q "dpkg-reconfigure idlereaper" "$work/dpkg-refused.log" \
+                && grep -q "upgrade refused: .*rejects the configuration" "$upgrade_log"
+        }
+        step "refused upgrade: dpkg -i of $cur_version-1 succeeds; pid $upid runs on with $next_version; postinst says why and how to retry" refused
+        step "refused upgrade: pid $upid still holds the very same $((2 * (REFUSAL_CONNS + 1))) relay sockets" same_sockets
+
+        retried() {
+            local s line
+            cp "$work/upgrade.toml.good" "$work/upgrade.toml" || return 1
+            timeout 120 dpkg-reconfigure "$PKG" </dev/null >"$work/reconfigure.log" 2>&1
+            s=$?
+            sed 's/^/      dpkg-reconfigure: /' "$work/reconfigure.log"
+            [ "$s" -eq 0 ] || { note "exit status $s"; return 1; }
+            for _ in $(seq 1 100); do
+                line=$(grep -E "upgraded from=$next_version to=$cur_version " "$upgrade_log" | tail -n 1)
+                [ -n "$line" ] && break
+                sleep 0.1
+            done
+            [ -n "$line" ] || line="no \"upgraded from=$next_version to=$cur_version\" line"
+            note "log: $line"
+            [ "$(daemon_pid)" = "$upid" ] && [ "$(readlink "/proc/$upid/exe")" = "$BIN" ] \
+                && grep -q "^idlereaper: pid $upid now runs $cur_version" "$work/reconfigure.log" \
+                && grep -qE "connections=$((REFUSAL_CONNS + 1)) " <<<"$line"
+        }
+        step "refused upgrade: config file fixed, dpkg-reconfigure $PKG upgrades pid $upid in place" retried
+        step "refused upgrade: pid $upid still holds the very same relay sockets" same_sockets
+        step "refused upgrade: all $REFUSAL_CONNS connections echo afterwards, the stream's bytes and checksum match" client_done
+        pid=$upid
+        step "refused upgrade: kill -TERM \$(cat $PIDFILE) stops it, pidfile removed" term_stops
+    else
+        if [ -n "$client_pid" ]; then
+            kill "$client_pid" 2>/dev/null
+            wait "$client_pid" 2>/dev/null
+            client_pid=
+        fi
+        stop_pid "$upid"
+    fi
+
     idle_upgrade() {
         timeout 300 dpkg -i "$deb_next" </dev/null >"$work/dpkg-idle.log" 2>&1 || { sed 's/^/      /' "$work/dpkg-idle.log"; return 1; }
         grep '^idlereaper:' "$work/dpkg-idle.log" | sed 's/^/      /'
         ! grep -q '^idlereaper:' "$work/dpkg-idle.log" && ! daemon_pid >/dev/null
     }
-    step "upgrade with no daemon running: nothing started, nothing said" idle_upgrade
+    step "dpkg -i $next_version-1 with no daemon running: nothing started, nothing said" idle_upgrade
 fi
 
 # --- purge ------------------------------------------------------------------
