@@ -92,10 +92,14 @@ impl Stream {
         either!(self, s => s.into_raw_fd())
     }
 
-    /// A socket inherited by number from the image before a live upgrade.
-    pub fn adopt(fd: RawFd, unix: bool) -> io::Result<Stream> {
-        let fd: OwnedFd = crate::sys::adopt(fd)?;
-        Ok(if unix { Stream::Unix(UnixStream::from(fd)) } else { Stream::Tcp(TcpStream::from(fd)) })
+    /// A connected socket of either family, from its descriptor (one a live upgrade handed
+    /// over).
+    pub fn from_fd(fd: OwnedFd, unix: bool) -> Stream {
+        if unix {
+            Stream::Unix(UnixStream::from(fd))
+        } else {
+            Stream::Tcp(TcpStream::from(fd))
+        }
     }
 
     /// The local address of a TCP socket (the listener's side of an accepted one).
@@ -113,14 +117,14 @@ impl ListenSocket {
         listening!(self, s => s.into_raw_fd())
     }
 
-    /// A listening socket inherited by number from the image before a live upgrade.
-    pub fn adopt(fd: RawFd, unix: bool) -> io::Result<ListenSocket> {
-        let fd: OwnedFd = crate::sys::adopt(fd)?;
-        Ok(if unix {
+    /// A listening socket of either family, from its descriptor (one a live upgrade handed
+    /// over).
+    pub fn from_fd(fd: OwnedFd, unix: bool) -> ListenSocket {
+        if unix {
             ListenSocket::Unix(UnixListener::from(fd))
         } else {
             ListenSocket::Tcp(TcpListener::from(fd))
-        })
+        }
     }
 
     /// Accepts one connection (non-blocking).
