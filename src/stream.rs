@@ -102,6 +102,20 @@ impl Stream {
         }
     }
 
+    /// Who is on the other end, for a person to read: `IP:port`, or `unix:/path` (`-` if the
+    /// kernel does not say, as for a connect still in progress).
+    pub fn peer_label(&self) -> String {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map_or("-".to_owned(), |a| a.to_string()),
+            Stream::Unix(s) => {
+                match s.peer_addr().ok().and_then(|a| a.as_pathname().map(|p| p.display().to_string())) {
+                    Some(path) => format!("unix:{path}"),
+                    None => "-".to_owned(),
+                }
+            }
+        }
+    }
+
     /// The local address of a TCP socket (the listener's side of an accepted one).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {

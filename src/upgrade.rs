@@ -37,6 +37,8 @@ pub struct Carried<'a> {
     pub pidfile_overridden: bool,
     pub pidfile_fd: std::os::fd::RawFd,
     pub endpoint_fd: Option<std::os::fd::RawFd>,
+    pub control_fd: Option<std::os::fd::RawFd>,
+    pub reply_fd: Option<std::os::fd::RawFd>,
     pub sources: &'a [Source],
     /// The table index of each listener of `config`.
     pub in_force: &'a [usize],
@@ -87,6 +89,8 @@ pub fn state_of(carried: Carried<'_>, frozen_at: u64, frozen: Vec<Frozen>) -> St
         pidfile_overridden: carried.pidfile_overridden,
         pidfile_fd: carried.pidfile_fd,
         endpoint_fd: carried.endpoint_fd,
+        control_fd: carried.control_fd,
+        reply_fd: carried.reply_fd,
         texts: texts.iter().map(|t| t.to_string()).collect(),
         listeners,
         in_force: carried.in_force.to_vec(),

@@ -86,6 +86,7 @@ fn sample_parses_to_what_it_says() {
     };
     let expected = Config {
         path: PathBuf::from(PATH),
+        control: None,
         text: SAMPLE.into(),
         daemon: DaemonConfig {
             pidfile: PathBuf::from("/run/idlereaper/idlereaper.pid"),

@@ -35,6 +35,10 @@ pub struct State {
     pub pidfile_fd: RawFd,
     /// The metrics endpoint's listening socket.
     pub endpoint_fd: Option<RawFd>,
+    /// The control socket's listening socket.
+    pub control_fd: Option<RawFd>,
+    /// The control client that asked for the upgrade: the new image answers it.
+    pub reply_fd: Option<RawFd>,
     /// Configuration texts the listeners come from; `texts[0]` is the one in force.
     pub texts: Vec<String>,
     /// The workers' listener table, by index (closed ones too: their connections may be open).
@@ -144,6 +148,8 @@ impl State {
     pub fn descriptors(&self) -> Vec<RawFd> {
         let mut fds = vec![self.pidfile_fd];
         fds.extend(self.endpoint_fd);
+        fds.extend(self.control_fd);
+        fds.extend(self.reply_fd);
         for worker in &self.workers {
             fds.extend(worker.listeners.iter().flatten());
             for conn in &worker.conns {
@@ -174,7 +180,9 @@ impl State {
         w.str(&self.pidfile);
         w.bool(self.pidfile_overridden);
         w.i32(self.pidfile_fd);
-        w.option(self.endpoint_fd.as_ref(), |w, fd| w.i32(*fd));
+        for fd in [self.endpoint_fd, self.control_fd, self.reply_fd] {
+            w.option(fd.as_ref(), |w, fd| w.i32(*fd));
+        }
         w.list(&self.texts, |w, t| w.str(t));
         w.list(&self.listeners, |w, l| {
             w.usize(l.text);
@@ -218,6 +226,8 @@ impl State {
             pidfile_overridden: r.bool()?,
             pidfile_fd: r.i32()?,
             endpoint_fd: r.option(Reader::i32)?,
+            control_fd: r.option(Reader::i32)?,
+            reply_fd: r.option(Reader::i32)?,
             texts: r.list(Reader::str)?,
             listeners: r.list(|r| {
                 Ok(ListenerState {
@@ -404,6 +414,8 @@ mod tests {
             pidfile_overridden: true,
             pidfile_fd: 3,
             endpoint_fd: Some(4),
+            control_fd: Some(20),
+            reply_fd: Some(21),
             texts: vec!["[daemon]\n".into(), "old".into()],
             listeners: vec![
                 ListenerState {
@@ -440,7 +452,7 @@ mod tests {
         assert_eq!(back, state);
         let mut fds = back.descriptors();
         fds.sort();
-        assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11]);
+        assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11, 20, 21]);
         assert_eq!(back.connections(), 1);
     }
 

@@ -78,6 +78,7 @@ idlereaper_connections_closed_total{{listener="relay",reason="connect_timeout"}}
 idlereaper_connections_closed_total{{listener="relay",reason="upstream_refused"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="error"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="shutdown"}} 0
+idlereaper_connections_closed_total{{listener="relay",reason="killed"}} 0
 # HELP idlereaper_connections_refused_total Clients closed at accept, by reason (limit, per_ip_limit, denied, out_of_descriptors).
 # TYPE idlereaper_connections_refused_total counter
 idlereaper_connections_refused_total{{listener="relay",reason="limit"}} 0

@@ -12,7 +12,8 @@
 //! [`deadlines`] (which timeout applies when), [`liveness`] (is a due relay really idle),
 //! [`expiry`] (the wheel's side: expire, re-arm, close upstreams between ticks), [`close`]
 //! (closing, resets, the close log line, the ledger), [`control`] (the supervisor's commands),
-//! [`handover`] (a live upgrade: freezing every connection, and taking them over).
+//! [`handover`] (a live upgrade: freezing every connection, and taking them over), [`inspect`]
+//! (the control socket's questions: a row per connection, and closing chosen ones).
 
 mod accept;
 mod close;
@@ -21,6 +22,7 @@ mod control;
 mod deadlines;
 mod expiry;
 mod handover;
+mod inspect;
 pub(crate) mod liveness;
 mod token;
 
@@ -52,6 +54,7 @@ use accept::Starved;
 pub use control::{Command, ListenerChange, Reload, Remote};
 use deadlines::Deadlines;
 pub use handover::Frozen;
+pub use inspect::{ClientMatch, Selector};
 use token::Target;
 
 /// Relay buffer size: one read, and the most a direction holds while its reader is stalled.
