@@ -26,6 +26,12 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         println!("{}", versions.join(" "));
         return Ok(());
     }
+    if let Some(fd) = cli.handover_check {
+        let state = exec::read(fd).map_err(|e| Error::io("the sample state", e))?;
+        upgrade::check(&state)?;
+        println!("ok: connections={} listeners={}", state.connections(), state.in_force.len());
+        return Ok(());
+    }
     if let Some(fd) = cli.handover {
         return resume(fd);
     }
@@ -246,6 +252,7 @@ fn resume(fd: i32) -> Result<(), Error> {
         listeners: thawed.listeners,
         stop: state.stop,
         reply: state.reply_fd,
+        retired: state.retired.clone(),
     };
     let services = Services { endpoint, control };
     let supervisor = Supervisor::resumed(thawed, runtime, metrics, services, upgraded)

@@ -53,7 +53,10 @@ fn the_configuration_table_is_one_table_in_the_order_of_the_file() {
     let order =
         |k: &String| ["daemon.", "listener.", "metrics.", "control."].iter().position(|t| k.starts_with(t));
     let tables: Vec<_> = keys.iter().map(order).collect();
-    assert!(tables.iter().all(Option::is_some), "every row is a daemon, listener, metrics or control key: {keys:?}");
+    assert!(
+        tables.iter().all(Option::is_some),
+        "every row is a daemon, listener, metrics or control key: {keys:?}"
+    );
     assert!(
         tables.windows(2).all(|w| w[0] <= w[1]),
         "[daemon], [[listener]], [metrics], [control] rows in order: {keys:?}"

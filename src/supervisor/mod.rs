@@ -68,6 +68,8 @@ pub struct Upgraded {
     pub stop: bool,
     /// The control client that asked for the upgrade, to be told how it went.
     pub reply: Option<std::os::fd::RawFd>,
+    /// What to close once the loops run (see `handover::State::retired`).
+    pub retired: Vec<std::os::fd::RawFd>,
 }
 
 /// The sockets the supervisor serves besides the signals: `GET /metrics` and the control
