@@ -125,7 +125,12 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
         return serve(server);
     }
     match daemon::daemonize()? {
-        Forked::Starter(outcome) => outcome,
+        Forked::Starter(outcome) => {
+            // The sockets are the daemon's now: the starter must not remove their files (a Unix
+            // listener's, the control socket) as it drops its copies.
+            std::mem::forget(listeners);
+            outcome
+        }
         Forked::Daemon(notifier) => {
             let daemon = pidfile_with_pid(pidfile)
                 .and_then(|pidfile| {
