@@ -197,6 +197,7 @@ fn setup(
         foreground,
         exe: std::env::current_exe().ok(),
         pidfile_fd: pidfile.descriptor(),
+        args: started_args(),
     };
     let warning = config_writable_warning(config); // while we may still be root
 
@@ -249,6 +250,7 @@ fn resume(fd: i32) -> Result<(), Error> {
         foreground: state.foreground,
         exe: std::env::current_exe().ok(),
         pidfile_fd: pidfile.descriptor(),
+        args: started_args(),
     };
     let upgraded = Upgraded {
         from: state.from.clone(),
@@ -263,6 +265,15 @@ fn resume(fd: i32) -> Result<(), Error> {
     let supervisor = Supervisor::resumed(thawed, runtime, metrics, services, upgraded)
         .map_err(|e| Error::io("signal handlers", e))?;
     serve(Ready { supervisor, log, pidfile, started: None, warning: None })
+}
+
+/// The arguments the process was started with, without the `--handover FD` of an upgrade.
+fn started_args() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == exec::HANDOVER_ARG) {
+        args.drain(at..(at + 2).min(args.len()));
+    }
+    args
 }
 
 /// An error about `daemon.log`, at the key, or saying it is the default.

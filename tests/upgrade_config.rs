@@ -53,6 +53,12 @@ fn an_upgrade_applies_the_file_keeps_unix_sockets_and_per_address_counts() {
     daemon.signal(libc::SIGUSR2);
     daemon.wait_log("upgraded from=", Duration::from_secs(20));
     daemon.wait_log("listeners=3 kept=2 added=1 removed=1", Duration::from_secs(5));
+    // `ps` still shows how it was started.
+    let cmdline = fs::read(format!("/proc/{}/cmdline", daemon.pid())).unwrap();
+    let args: Vec<String> =
+        cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let config = daemon.config_path.display().to_string();
+    assert!(args.contains(&"-f".to_owned()) && args.contains(&config), "{args:?}");
 
     for c in on_kept.iter_mut().chain([&mut on_removed]) {
         assert_echo(c, b"after the upgrade");

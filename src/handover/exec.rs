@@ -112,17 +112,16 @@ pub fn inherit(state: &State, memfd: &OwnedFd) -> io::Result<()> {
     state.descriptors().into_iter().try_for_each(crate::sys::inherit)
 }
 
-/// Replaces this process's image with `exe`, handing it the state in `memfd`. Returns only if
-/// the exec failed.
-pub fn exec(exe: &Path, memfd: &OwnedFd) -> io::Error {
+/// Replaces this process's image with `exe`, handing it the state in `memfd`. `args` are the
+/// arguments the daemon was started with, passed again so that `ps` still shows them (the new
+/// image takes everything from the state, and ignores them). Returns only if the exec failed.
+pub fn exec(exe: &Path, args: &[std::ffi::OsString], memfd: &OwnedFd) -> io::Error {
     let arg = |s: &[u8]| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
-    let args = (|| {
-        Ok::<_, io::Error>([
-            arg(exe.as_os_str().as_bytes())?,
-            arg(HANDOVER_ARG.as_bytes())?,
-            arg(memfd.as_raw_fd().to_string().as_bytes())?,
-        ])
-    })();
+    let fd = memfd.as_raw_fd().to_string();
+    let all = std::iter::once(exe.as_os_str().as_bytes())
+        .chain(args.iter().map(|a| a.as_bytes()))
+        .chain([HANDOVER_ARG.as_bytes(), fd.as_bytes()]);
+    let args = all.map(arg).collect::<io::Result<Vec<CString>>>();
     match args {
         Ok(args) => match nix::unistd::execv(&args[0], &args) {
             Ok(never) => match never {},

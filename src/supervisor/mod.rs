@@ -55,6 +55,8 @@ pub struct Runtime {
     pub exe: Option<PathBuf>,
     /// The locked pidfile's descriptor, kept open across an upgrade's exec.
     pub pidfile_fd: std::os::fd::RawFd,
+    /// The arguments it was started with (without a `--handover`), passed again on an upgrade.
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// The new image of a live upgrade, before its first turn: what to say, and whether a stop

@@ -96,7 +96,7 @@ impl Supervisor {
                         exe.display()
                     );
                     log::logger().flush();
-                    exec::exec(&exe, &memfd)
+                    exec::exec(&exe, &self.runtime.args, &memfd)
                 }
                 Err(e) => e,
             };
