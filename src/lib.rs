@@ -38,6 +38,7 @@ pub(crate) mod proxy_protocol;
 pub(crate) mod relay;
 pub mod report;
 pub(crate) mod signals;
+pub(crate) mod slots;
 pub(crate) mod stream;
 pub(crate) mod supervisor;
 pub(crate) mod sys;

@@ -19,6 +19,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use super::request::{self, Request};
 use crate::config::ControlConfig;
 use crate::net::{UnixPath, ACCEPT_PAUSE};
+use crate::slots::{Slots, Timed};
 
 /// Longest request line.
 pub const MAX_LINE: usize = 4096;
@@ -39,7 +40,7 @@ pub struct Server {
     path: UnixPath,
     registry: Option<Registry>,
     base: Option<Token>,
-    clients: Vec<Option<Client>>,
+    clients: Slots<Client>,
     accept_again: Option<Instant>,
 }
 
@@ -77,7 +78,7 @@ impl Server {
             path,
             registry: None,
             base: None,
-            clients: (0..MAX_CLIENTS).map(|_| None).collect(),
+            clients: Slots::new(MAX_CLIENTS),
             accept_again: None,
         }
     }
@@ -86,7 +87,7 @@ impl Server {
     /// Clients are closed, but `keep` (the one that asked for the upgrade) is handed over too.
     pub fn freeze(mut self, registry: &Registry, keep: Option<usize>) -> (RawFd, Option<RawFd>) {
         let _ = registry.deregister(&mut self.listener);
-        let kept = keep.and_then(|slot| self.clients[slot].take()).map(|mut c| {
+        let kept = keep.and_then(|slot| self.clients.take(slot)).map(|mut c| {
             let _ = registry.deregister(&mut c.stream);
             c.stream.into_raw_fd()
         });
@@ -119,11 +120,11 @@ impl Server {
             }
             n => {
                 let slot = n - 1;
-                let client = self.clients[slot].as_mut()?;
+                let client = self.clients.get_mut(slot)?;
                 match client.drive() {
                     Step::Wait => None,
                     Step::Close => {
-                        self.clients[slot] = None;
+                        self.clients.take(slot);
                         None
                     }
                     Step::Asked(request) => Some((slot, request)),
@@ -134,28 +135,23 @@ impl Server {
 
     /// Sends `answer` to the client in `slot` (then closes it).
     pub fn answer(&mut self, slot: usize, answer: String) {
-        if let Some(client) = self.clients[slot].as_mut() {
+        if let Some(client) = self.clients.get_mut(slot) {
             client.state = State::Writing(answer.into_bytes(), 0);
             client.deadline = Instant::now() + ANSWER_TIMEOUT;
             if client.drive() == Step::Close {
-                self.clients[slot] = None;
+                self.clients.take(slot);
             }
         }
     }
 
     /// When the next client deadline passes, or accepting is to resume.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let clients = self.clients.iter().flatten().map(|c| c.deadline);
-        clients.chain(self.accept_again).min()
+        self.clients.next_deadline().into_iter().chain(self.accept_again).min()
     }
 
     /// Closes clients whose deadline passed, and accepts the clients a pass left waiting.
     pub fn expire(&mut self, now: Instant) {
-        for slot in &mut self.clients {
-            if slot.as_ref().is_some_and(|c| c.deadline <= now) {
-                *slot = None;
-            }
-        }
+        self.clients.expire(now);
         if self.accept_again.is_some_and(|t| t <= now) {
             self.accept(now);
         }
@@ -185,7 +181,7 @@ impl Server {
                 let _ = stream.write(format!("error: {why}\n").as_bytes());
                 continue;
             }
-            let Some(slot) = self.clients.iter().position(Option::is_none) else {
+            let Some(slot) = self.clients.free() else {
                 let _ = stream.write(format!("error: busy: {MAX_CLIENTS} clients already\n").as_bytes());
                 continue;
             };
@@ -194,7 +190,7 @@ impl Server {
                 Ok(()) => {
                     let client =
                         Client { stream, deadline: now + REQUEST_TIMEOUT, state: State::Reading(Vec::new()) };
-                    self.clients[slot] = Some(client);
+                    self.clients.put(slot, client);
                 }
                 Err(e) => debug!("control: a client cannot be registered: {e}"),
             }
@@ -231,6 +227,12 @@ enum Step {
     Wait,
     Close,
     Asked(Result<Request, String>),
+}
+
+impl Timed for Client {
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
 }
 
 impl Client {

@@ -29,6 +29,7 @@ use mio::{Interest, Registry, Token};
 use super::request::{answer, status_response, Status};
 use super::Metrics;
 use crate::net::ACCEPT_PAUSE;
+use crate::slots::{Slots, Timed};
 
 /// Longest request head (request line and headers, with the blank line that ends them).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -49,7 +50,7 @@ pub struct Endpoint {
     /// A handle on the poll it is registered with, for accepting from [`Endpoint::expire`].
     registry: Option<Registry>,
     base: Option<Token>,
-    clients: Vec<Option<Client>>,
+    clients: Slots<Client>,
     timeout: Duration,
     /// When to accept again without a new event: the last pass stopped at its budget (then
     /// at once), or on an error such as running out of descriptors (then after a pause).
@@ -91,7 +92,7 @@ impl Endpoint {
             listener,
             registry: None,
             base: None,
-            clients: (0..MAX_CLIENTS).map(|_| None).collect(),
+            clients: Slots::new(MAX_CLIENTS),
             timeout,
             accept_again: None,
         }
@@ -137,9 +138,9 @@ impl Endpoint {
             None => {}
             Some(Owned::Listener) => self.accept(registry, Instant::now()),
             Some(Owned::Client(slot)) => {
-                if let Some(client) = self.clients[slot].as_mut() {
+                if let Some(client) = self.clients.get_mut(slot) {
                     if client.drive(metrics) == Step::Close {
-                        self.clients[slot] = None;
+                        self.clients.take(slot);
                     }
                 }
             }
@@ -149,17 +150,12 @@ impl Endpoint {
     /// When the next client deadline passes, or accepting is to resume: the supervisor's poll
     /// timeout. `None` if there is nothing to wait for.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let clients = self.clients.iter().flatten().map(|c| c.deadline);
-        clients.chain(self.accept_again).min()
+        self.clients.next_deadline().into_iter().chain(self.accept_again).min()
     }
 
     /// Closes clients whose deadline passed, and accepts the clients a pass left waiting.
     pub fn expire(&mut self, now: Instant) {
-        for slot in &mut self.clients {
-            if slot.as_ref().is_some_and(|c| c.deadline <= now) {
-                *slot = None;
-            }
-        }
+        self.clients.expire(now);
         if self.accept_again.is_some_and(|t| t <= now) {
             if let Some(registry) = self.registry.take() {
                 self.accept(&registry, now);
@@ -171,7 +167,7 @@ impl Endpoint {
     /// Clients being served.
     #[cfg(test)]
     pub fn clients(&self) -> usize {
-        self.clients.iter().flatten().count()
+        self.clients.len()
     }
 
     /// Accepts until `WouldBlock` or the budget; a client beyond [`MAX_CLIENTS`] is closed at once.
@@ -190,13 +186,13 @@ impl Endpoint {
                     return;
                 }
             };
-            let Some(slot) = self.clients.iter().position(Option::is_none) else {
+            let Some(slot) = self.clients.free() else {
                 debug!("metrics: client={peer} closed: {MAX_CLIENTS} clients already");
                 continue;
             };
             let interest = Interest::READABLE | Interest::WRITABLE;
             match registry.register(&mut stream, client_token(base, slot), interest) {
-                Ok(()) => self.clients[slot] = Some(Client::new(stream, now + self.timeout)),
+                Ok(()) => self.clients.put(slot, Client::new(stream, now + self.timeout)),
                 Err(e) => debug!("metrics: client={peer} cannot be registered: {e}"),
             }
         }
@@ -226,6 +222,12 @@ enum State {
     Writing(Vec<u8>, usize),
     /// Answered and shut down for writing; discarded bytes so far.
     Lingering(usize),
+}
+
+impl Timed for Client {
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
 }
 
 impl Client {
