@@ -754,7 +754,8 @@ scenario_upgrade() {
 }
 
 # upgrade_checks RELAY REP LINE: what must hold whatever the timings. idlereaper: it upgraded
-# (no refusal), in the same process, and every connection still relays. The peers: the reload
+# (no refusal), in the same process, which now runs the new binary, and every connection still
+# relays. The peers: the reload
 # happened and every connection still relays UPGRADE_WAIT s later (on the old processes). For
 # all: a new connection relays, and the ping-pong did not break.
 upgrade_checks() {
@@ -764,8 +765,12 @@ upgrade_checks() {
         fail "$r: upgrade rep $rep: no upgrade (outcome=$(field "$line" outcome)$([ -n "$(field "$line" refused)" ] && echo " refused=$(field "$line" refused)"))"
         return 0
     fi
-    [ "$r" != idlereaper ] || [ "$(field "$line" same_pid)" = 1 ] ||
-        fail "$r: upgrade rep $rep: the pid changed ($(field "$line" pid_before) -> $(field "$line" pid_after))"
+    if [ "$r" = idlereaper ]; then
+        [ "$(field "$line" same_pid)" = 1 ] ||
+            fail "$r: upgrade rep $rep: the pid changed ($(field "$line" pid_before) -> $(field "$line" pid_after))"
+        [ "$(field "$line" exe_new)" = 1 ] ||
+            fail "$r: upgrade rep $rep: the process does not run the binary now on disk (/proc/PID/exe)"
+    fi
     [ "$(field "$line" lost)" = 0 ] ||
         fail "$r: upgrade rep $rep: $(field "$line" lost) of $UPGRADE_CONNS connections no longer relay after the upgrade"
     [ "$(field "$line" pp_broken)" = 0 ] || fail "$r: upgrade rep $rep: the ping-pong connection broke"

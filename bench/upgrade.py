@@ -39,7 +39,7 @@ It prints one line:
 stall_ms is the longest round trip of the ping-pong that was under way at any time between the
 signal and WAIT seconds later (if the ping-pong broke, pp_broken=1: from its last completed
 round trip to the end of that window); stall_at_ms when it started, from the signal. pp_base_* are the same
-stream's round trips in the second before the signal. lost = N - working_after.
+stream's round trips in the second before the signal (ended before it). lost = N - working_after.
 --samples writes the ping-pong's round trips from 1 s before the signal to WAIT after it
 (`t_ms rtt_ms`, t from the signal; every trip of 1 ms or more, one in ten of the others).
 
@@ -528,7 +528,7 @@ def run_main(args):
         trips, broken = read_pingpong(samples_tmp)
     else:
         trips, broken = [], (t_sig, now_ns(), "no-samples")
-    base = [r for t, r in trips if t_sig - 1_000_000_000 <= t < t_sig]
+    base = [r for t, r in trips if t_sig - 1_000_000_000 <= t and t + r < t_sig]
     during = [(r, t) for t, r in trips if t + r >= t_sig and t <= t_end]
     stall, stall_at = max(during) if during else (0, t_sig)
     if broken:
