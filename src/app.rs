@@ -8,16 +8,26 @@ use crate::cli::Cli;
 use crate::config::{Config, ConfigError};
 use crate::daemon::{self, Credentials, Forked, Pidfile};
 use crate::error::Error;
+use crate::handover::{exec, state};
 use crate::listener::{self, Listener};
 use crate::logging::{self, Destination};
 use crate::metrics::http::Endpoint;
 use crate::metrics::Metrics;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Runtime, Supervisor, Upgraded};
+use crate::upgrade;
 use crate::upstream;
 use crate::worker::Worker;
 
 /// Runs the command.
 pub fn run(cli: Cli) -> Result<(), Error> {
+    if cli.handover_versions {
+        let versions: Vec<String> = state::READS.iter().map(u32::to_string).collect();
+        println!("{}", versions.join(" "));
+        return Ok(());
+    }
+    if let Some(fd) = cli.handover {
+        return resume(fd);
+    }
     let pidfile = match &cli.pidfile {
         None => None,
         Some(p) => {
@@ -89,15 +99,23 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
         }
     };
     if foreground {
-        let server =
-            setup(config, pidfile_overridden, listeners, log, &credentials, pidfile_with_pid(pidfile)?)?;
+        let server = setup(
+            config,
+            (pidfile_overridden, true),
+            listeners,
+            log,
+            &credentials,
+            pidfile_with_pid(pidfile)?,
+        )?;
         return serve(server);
     }
     match daemon::daemonize()? {
         Forked::Starter(outcome) => outcome,
         Forked::Daemon(notifier) => {
             let daemon = pidfile_with_pid(pidfile)
-                .and_then(|pidfile| setup(config, pidfile_overridden, listeners, log, &credentials, pidfile))
+                .and_then(|pidfile| {
+                    setup(config, (pidfile_overridden, false), listeners, log, &credentials, pidfile)
+                })
                 .and_then(|ready| daemon::detach_stdio(ready.log.on_stderr()).map(|()| ready));
             match daemon {
                 Ok(ready) => {
@@ -129,7 +147,8 @@ struct Ready {
     supervisor: Supervisor,
     log: logging::LogHandle,
     pidfile: Pidfile,
-    started: String,
+    /// The `started` line (the new image of an upgrade says `upgraded` instead).
+    started: Option<String>,
     /// Logged once logging is up.
     warning: Option<String>,
 }
@@ -146,13 +165,19 @@ struct Bound {
 /// handlers and logging.
 fn setup(
     config: &Config,
-    pidfile_overridden: bool,
+    (pidfile_overridden, foreground): (bool, bool),
     Bound { listeners, endpoint, metrics }: Bound,
     log: Destination,
     credentials: &Option<Credentials>,
     pidfile: Pidfile,
 ) -> Result<Ready, Error> {
     let started = started_line(config);
+    let runtime = Runtime {
+        pidfile_overridden,
+        foreground,
+        exe: std::env::current_exe().ok(),
+        pidfile_fd: pidfile.descriptor(),
+    };
     let warning = config_writable_warning(config); // while we may still be root
 
     // Two descriptors per connection, and some for listeners, pipes and the like per worker.
@@ -167,18 +192,49 @@ fn setup(
             .map(|(i, set)| Worker::new(config, i, set, metrics.clone()))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::io("event loop", e))?;
-        Supervisor::new(config.clone(), pidfile_overridden, workers, metrics, endpoint, upstreams)
+        Supervisor::new(config.clone(), runtime, workers, metrics, endpoint, upstreams)
             .map_err(|e| Error::io("signal handlers", e))
     });
     let installed =
         built.and_then(|supervisor| Ok((supervisor, logging::install(log, config.daemon.log_level)?)));
     match installed {
-        Ok((supervisor, log)) => Ok(Ready { supervisor, log, pidfile, started, warning }),
+        Ok((supervisor, log)) => Ok(Ready { supervisor, log, pidfile, started: Some(started), warning }),
         Err(e) => {
             pidfile.remove();
             Err(e)
         }
     }
+}
+
+/// The new image of a live upgrade (`--handover FD`): the daemon rebuilt from the state the
+/// old image left in `fd` — same process, pidfile still locked, privileges already dropped —
+/// then served as if it had started, without the start's checks and binds.
+fn resume(fd: i32) -> Result<(), Error> {
+    let state = exec::read(fd).map_err(|e| Error::io("upgrade: the state handed over", e))?;
+    let metrics = Metrics::resumed(state.workers.len(), &state.counters);
+    let thawed = upgrade::thaw(&state, &metrics)?;
+    let config = thawed.config.clone();
+    let pidfile_path = state.pidfile_override.as_ref().map_or(config.daemon.pidfile.clone(), Into::into);
+    let pidfile = Pidfile::adopt(&pidfile_path, state.pidfile_fd)?;
+    let endpoint = state.endpoint_fd.map(Endpoint::adopt).transpose().map_err(|e| Error::io("metrics", e))?;
+    let log =
+        logging::install(Destination::open(&config.daemon.log, state.foreground)?, config.daemon.log_level)?;
+    let runtime = Runtime {
+        pidfile_overridden: state.pidfile_override.is_some(),
+        foreground: state.foreground,
+        exe: std::env::current_exe().ok(),
+        pidfile_fd: pidfile.descriptor(),
+    };
+    let upgraded = Upgraded {
+        from: state.from.clone(),
+        frozen_at: state.frozen_at,
+        connections: thawed.connections,
+        listeners: thawed.listeners,
+        stop: state.stop,
+    };
+    let supervisor = Supervisor::resumed(thawed, runtime, metrics, endpoint, upgraded)
+        .map_err(|e| Error::io("signal handlers", e))?;
+    serve(Ready { supervisor, log, pidfile, started: None, warning: None })
 }
 
 /// An error about `daemon.log`, at the key, or saying it is the default.
@@ -213,7 +269,9 @@ fn started_line(config: &Config) -> String {
 }
 
 fn serve(Ready { supervisor, log, pidfile, started, warning }: Ready) -> Result<(), Error> {
-    info!("{started}");
+    if let Some(started) = started {
+        info!("{started}");
+    }
     if let Some(warning) = warning {
         log::warn!("{warning}");
     }

@@ -66,6 +66,11 @@ impl Pool {
         buf
     }
 
+    /// The size of every buffer: the most one can hold.
+    pub fn buffer_size(&self) -> usize {
+        self.size
+    }
+
     /// Returns a buffer; it is kept for reuse or freed.
     pub fn give(&mut self, buf: Buf) {
         debug_assert!(self.outstanding > 0, "more buffers returned than taken");

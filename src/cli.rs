@@ -17,7 +17,8 @@ Once it has returned, the daemon writes nothing to the terminal.
 
 Signals: TERM or INT stop gracefully (open connections get up to daemon.shutdown_timeout; a
 second one stops at once), HUP reloads the configuration, USR1 reopens the log file and logs
-statistics.
+statistics, USR2 upgrades in place: the binary is executed again from disk in the same process,
+and every listener and connection carries on in the new code.
 
 Exit status: 0 success, 2 usage or configuration error, 1 any other failure.
 
@@ -68,6 +69,15 @@ pub struct Cli {
     /// Check the configuration as a start would, print what it holds, and exit. Binds nothing.
     #[arg(short = 't', long)]
     pub check: bool,
+
+    /// Internal: the new image of a live upgrade, handed its state in this descriptor.
+    #[arg(long, value_name = "FD", hide = true)]
+    pub handover: Option<i32>,
+
+    /// Print the handover state versions this binary reads (checked before a live upgrade to
+    /// it), and exit.
+    #[arg(long, hide = true)]
+    pub handover_versions: bool,
 
     /// Print the version (--version: with the build's features) and exit.
     #[arg(short = 'V', long, visible_short_alias = 'v', action = ArgAction::Version)]

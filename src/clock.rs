@@ -47,6 +47,20 @@ impl Clock {
     }
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock behind [`Instant`], and the same in every image
+/// of the process (a live upgrade carries times across the exec with it).
+pub fn monotonic_ns() -> u64 {
+    let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) else { return 0 };
+    (now.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(now.tv_nsec() as u64)
+}
+
+/// The [`Instant`] at which [`monotonic_ns`] read `ns` (now, if that is out of range).
+pub fn instant_of(ns: u64) -> Instant {
+    let ago = Duration::from_nanos(monotonic_ns().saturating_sub(ns));
+    let now = Instant::now();
+    now.checked_sub(ago).unwrap_or(now)
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -90,6 +90,9 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// The `[metrics]` table; `None` without one (no metrics endpoint).
     pub metrics: Option<MetricsConfig>,
+    /// The text it was read from: a live upgrade hands it to the new image, which reads it again
+    /// for the connections of the listeners it configures.
+    pub text: std::sync::Arc<str>,
 }
 
 /// The `[metrics]` table: where the Prometheus endpoint (`GET /metrics`) listens.
@@ -264,8 +267,8 @@ impl Config {
     }
 
     /// Validate `text` as if it had been read from `path`: the text alone, without the checks
-    /// against this machine that [`Config::load`] adds (for the tests of the text).
-    #[cfg(test)]
+    /// against this machine that [`Config::load`] adds (for the tests of the text, and for the
+    /// texts a live upgrade hands over, which were checked when they were loaded).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let src = Source { path, text };
         let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
@@ -346,7 +349,7 @@ fn validate(src: &Source, file: FileConfig, checks: Checks) -> Res<Config> {
     if let Checks::Host { pidfile } = checks {
         host::check(src, &file_daemon, &mut daemon, pidfile)?;
     }
-    Ok(Config { path: src.path.to_owned(), daemon, listeners, metrics })
+    Ok(Config { path: src.path.to_owned(), daemon, listeners, metrics, text: src.text.into() })
 }
 
 /// An integer key within `(min, max)`, or `default` when absent.

@@ -68,6 +68,18 @@ impl Pidfile {
         Ok(Pidfile { path: path.to_path_buf(), file })
     }
 
+    /// The pidfile, still locked, that a live upgrade handed over by descriptor number.
+    pub fn adopt(path: &Path, fd: std::os::fd::RawFd) -> Result<Pidfile, Error> {
+        let fd = crate::sys::adopt(fd).map_err(|e| Error::io(format!("pidfile {}", path.display()), e))?;
+        Ok(Pidfile { path: path.to_path_buf(), file: File::from(fd) })
+    }
+
+    /// Its descriptor (the lock lives as long as it is open: a live upgrade keeps it open
+    /// across the exec).
+    pub fn descriptor(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+
     /// Replaces the contents with `pid` and a newline.
     pub fn write_pid(&mut self, pid: u32) -> Result<(), Error> {
         let context = || format!("pidfile {}: cannot write", self.path.display());

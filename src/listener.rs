@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,6 +94,27 @@ impl Listener {
         }
     }
 
+    /// Counts a connection a live upgrade handed over, whatever the limits say now.
+    pub(crate) fn readmit(&self, ip: Option<IpAddr>, counted_ip: bool) {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        if let (Some(ip), true) = (ip, counted_ip) {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            *per_ip.entry(ip).or_insert(0) += 1;
+        }
+    }
+
+    /// Gives up this worker's handle for a live upgrade, open, by its number, and the socket
+    /// file that is still to be removed when the listener closes (kept on disk meanwhile).
+    pub(crate) fn freeze(&mut self) -> (Option<std::os::fd::RawFd>, Option<String>) {
+        let fd = self.socket.take().map(ListenSocket::into_raw);
+        let path = self.unix_path.take().map(|guard| {
+            let path = guard.path().display().to_string();
+            std::mem::forget(guard); // the file stays: the new image listens on it
+            path
+        });
+        (fd, path)
+    }
+
     /// Closes this worker's handle on the socket (a stop, or a reload that removed it).
     pub(crate) fn close(&mut self, registry: &Registry) {
         if let Some(mut socket) = self.socket.take() {
@@ -162,39 +183,68 @@ pub fn bind_one(
     upstreams: Option<Arc<Upstreams>>,
     owner: Option<(u32, u32)>,
 ) -> Result<Vec<Listener>, Error> {
-    let active = Arc::new(AtomicUsize::new(0));
-    let per_ip = Arc::new(Mutex::new(HashMap::new()));
     let failed = |e| Error::io(format!("listener {}: cannot listen on {}", lc.name, lc.listen), e);
     let unix = match &lc.listen {
         Listen::Tcp(_) => None,
         Listen::Unix(path) => Some(crate::net::listen_unix(path, lc.socket_mode, owner).map_err(failed)?),
     };
-    (0..workers)
-        .map(|_| {
-            let (socket, unix_path) = match (&lc.listen, &unix) {
-                (Listen::Tcp(addr), _) => {
-                    (ListenSocket::Tcp(crate::net::listen(*addr, workers > 1).map_err(failed)?), None)
-                }
-                (Listen::Unix(_), Some((first, path))) => {
-                    let socket = ListenSocket::Unix(mio::net::UnixListener::from_std(
-                        first.as_fd().try_clone_to_owned().map_err(failed)?.into(),
-                    ));
-                    (socket, Some(path.clone()))
-                }
-                (Listen::Unix(_), None) => unreachable!("bound above"),
-            };
-            Ok(Listener {
-                config: lc.clone(),
-                socket: Some(socket),
-                unix_path,
-                upstreams: upstreams.clone(),
-                active: Arc::clone(&active),
-                per_ip: Arc::clone(&per_ip),
-                refusals: Default::default(),
-                metrics: Arc::clone(&metrics),
-                paused_until: None,
-                backlog_ready: true,
-            })
+    let sockets = (0..workers)
+        .map(|_| match (&lc.listen, &unix) {
+            (Listen::Tcp(addr), _) => {
+                Ok(ListenSocket::Tcp(crate::net::listen(*addr, workers > 1).map_err(failed)?))
+            }
+            (Listen::Unix(_), Some((first, _))) => Ok(ListenSocket::Unix(mio::net::UnixListener::from_std(
+                first.as_fd().try_clone_to_owned().map_err(failed)?.into(),
+            ))),
+            (Listen::Unix(_), None) => unreachable!("bound above"),
+        })
+        .map(|socket| socket.map(Some))
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(assemble(lc, sockets, unix.map(|(_, path)| path), metrics, upstreams))
+}
+
+/// The listeners a live upgrade handed over: listener `lc`'s handle of each worker (`None`
+/// where closed), with its socket file if it is still to be removed on close.
+pub fn adopt(
+    lc: &ListenerConfig,
+    fds: &[Option<RawFd>],
+    unix_path: Option<UnixPath>,
+    metrics: Arc<ListenerMetrics>,
+    upstreams: Option<Arc<Upstreams>>,
+) -> Result<Vec<Listener>, Error> {
+    let unix = matches!(lc.listen, Listen::Unix(_));
+    let failed = |e| Error::io(format!("listener {}: the socket handed over", lc.name), e);
+    let sockets = fds
+        .iter()
+        .map(|fd| fd.map(|fd| ListenSocket::adopt(fd, unix)).transpose().map_err(failed))
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(assemble(lc, sockets, unix_path, metrics, upstreams))
+}
+
+/// One listener per worker around its sockets, sharing the connection counts, the counters,
+/// the upstreams and the socket file.
+fn assemble(
+    lc: &ListenerConfig,
+    sockets: Vec<Option<ListenSocket>>,
+    unix_path: Option<UnixPath>,
+    metrics: Arc<ListenerMetrics>,
+    upstreams: Option<Arc<Upstreams>>,
+) -> Vec<Listener> {
+    let active = Arc::new(AtomicUsize::new(0));
+    let per_ip = Arc::new(Mutex::new(HashMap::new()));
+    sockets
+        .into_iter()
+        .map(|socket| Listener {
+            config: lc.clone(),
+            unix_path: socket.as_ref().and(unix_path.clone()),
+            socket,
+            upstreams: upstreams.clone(),
+            active: Arc::clone(&active),
+            per_ip: Arc::clone(&per_ip),
+            refusals: Default::default(),
+            metrics: Arc::clone(&metrics),
+            paused_until: None,
+            backlog_ready: true,
         })
         .collect()
 }

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::handover::state::Counters;
 use crate::vocab::CloseReason;
 
 mod exposition;
@@ -155,6 +156,25 @@ impl ListenerMetrics {
         self.upstream_connect_errors.fetch_add(1, Relaxed);
     }
 
+    /// Every counter, in a fixed order, for a live upgrade to carry over (the active gauge is
+    /// not one: the new image counts the connections it takes over).
+    pub fn counters(&self) -> Vec<u64> {
+        self.counter_cells().map(|c| c.load(Relaxed)).collect()
+    }
+
+    /// Adds counts carried over by a live upgrade (from [`ListenerMetrics::counters`]).
+    pub fn restore(&self, counts: &[u64]) {
+        self.counter_cells().zip(counts).for_each(|(cell, &n)| {
+            cell.fetch_add(n, Relaxed);
+        });
+    }
+
+    fn counter_cells(&self) -> impl Iterator<Item = &AtomicU64> {
+        let singles = [&self.accepted, &self.upstream_connect_errors, &self.bytes_from_client];
+        let more = [&self.bytes_from_upstream, &self.lifetime_micros];
+        singles.into_iter().chain(more).chain(&self.closed).chain(&self.refused).chain(&self.lifetimes)
+    }
+
     /// Bytes relayed since the last call (`idlereaper_bytes_total`): deltas, not totals.
     pub fn bytes(&self, from_client: u64, from_upstream: u64) {
         if from_client > 0 {
@@ -183,6 +203,8 @@ struct Inner {
     loops: Box<[AtomicU64]>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    upgrades_ok: AtomicU64,
+    upgrades_refused: AtomicU64,
     /// Since the Unix epoch.
     started: Duration,
 }
@@ -221,6 +243,8 @@ impl Metrics {
                 loops: (0..workers).map(|_| AtomicU64::new(0)).collect(),
                 reloads_ok: AtomicU64::new(0),
                 reloads_failed: AtomicU64::new(0),
+                upgrades_ok: AtomicU64::new(0),
+                upgrades_refused: AtomicU64::new(0),
                 started,
             }),
         }
@@ -298,6 +322,36 @@ impl Metrics {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// A live upgrade completed (`ok`) or was refused (`idlereaper_upgrades_total{result}`).
+    pub fn upgrade(&self, ok: bool) {
+        let counter = if ok { &self.inner.upgrades_ok } else { &self.inner.upgrades_refused };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// The process-wide counters, for a live upgrade to carry over.
+    pub fn carried(&self) -> Counters {
+        let i = &self.inner;
+        Counters {
+            started: u64::try_from(i.started.as_nanos()).unwrap_or(u64::MAX),
+            reloads_ok: i.reloads_ok.load(Relaxed),
+            reloads_failed: i.reloads_failed.load(Relaxed),
+            upgrades_ok: i.upgrades_ok.load(Relaxed),
+            upgrades_refused: i.upgrades_refused.load(Relaxed),
+        }
+    }
+
+    /// Metrics for `workers` event loops that go on from the counters a live upgrade carried:
+    /// the process start time and the counts do not reset.
+    pub fn resumed(workers: usize, carried: &Counters) -> Metrics {
+        let metrics = Metrics::started_at(workers, Duration::from_nanos(carried.started));
+        let i = &metrics.inner;
+        i.reloads_ok.store(carried.reloads_ok, Relaxed);
+        i.reloads_failed.store(carried.reloads_failed, Relaxed);
+        i.upgrades_ok.store(carried.upgrades_ok, Relaxed);
+        i.upgrades_refused.store(carried.upgrades_refused, Relaxed);
+        metrics
+    }
+
     /// The Prometheus text exposition (version 0.0.4) of everything, with the process-wide
     /// numbers read now.
     pub fn render(&self) -> String {
@@ -348,6 +402,9 @@ impl Metrics {
         out.family("idlereaper_reloads_total", "counter", "Configuration reloads, by result.");
         out.sample("", &[("result", "success")], i.reloads_ok.load(Relaxed));
         out.sample("", &[("result", "failure")], i.reloads_failed.load(Relaxed));
+        out.family("idlereaper_upgrades_total", "counter", "Live upgrades (SIGUSR2), by result.");
+        out.sample("", &[("result", "success")], i.upgrades_ok.load(Relaxed));
+        out.sample("", &[("result", "refused")], i.upgrades_refused.load(Relaxed));
         if let Some(n) = process.open_fds {
             out.family("idlereaper_open_fds", "gauge", "Open file descriptors.");
             out.sample("", &[], n);

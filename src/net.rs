@@ -81,6 +81,17 @@ pub fn listen_unix(
 #[derive(Debug, Clone)]
 pub struct UnixPath(Arc<PathBuf>);
 
+impl UnixPath {
+    /// The socket file of a listener a live upgrade handed over: removed as if bound here.
+    pub fn adopt(path: PathBuf) -> UnixPath {
+        UnixPath(Arc::new(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
 impl Drop for UnixPath {
     fn drop(&mut self) {
         if Arc::strong_count(&self.0) == 1 {

@@ -72,14 +72,8 @@ impl Notifier {
 
     /// `RELOADING=1` with the monotonic time, as systemd wants it before a reload.
     pub fn reloading(&self) {
-        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::clock::monotonic_ns() / 1000));
     }
-}
-
-/// `CLOCK_MONOTONIC` in microseconds.
-fn monotonic_usec() -> u64 {
-    let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) else { return 0 };
-    (now.tv_sec() as u64).saturating_mul(1_000_000).saturating_add(now.tv_nsec() as u64 / 1000)
 }
 
 #[cfg(test)]

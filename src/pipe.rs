@@ -4,7 +4,7 @@
 //! copies as usual.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
@@ -58,6 +58,23 @@ impl PipePool {
         } else {
             self.open -= 1;
         }
+    }
+
+    /// Gives up a pipe that holds a connection's bytes, open, by its numbers (a live upgrade:
+    /// its contents stay in the kernel): read end, write end, length, capacity.
+    pub fn freeze(&mut self, pipe: Pipe) -> (RawFd, RawFd, usize, usize) {
+        self.open = self.open.saturating_sub(1);
+        (pipe.read.into_raw_fd(), pipe.write.into_raw_fd(), pipe.len, pipe.capacity)
+    }
+
+    /// A pipe inherited from the image before a live upgrade, with the bytes it holds.
+    pub fn thaw(
+        &mut self,
+        (read, write, len, capacity): (RawFd, RawFd, usize, usize),
+    ) -> std::io::Result<Pipe> {
+        let (read, write) = (crate::sys::adopt(read)?, crate::sys::adopt(write)?);
+        self.open += 1;
+        Ok(Pipe { read, write, len, capacity })
     }
 
     /// Pipes currently open (free or in use).

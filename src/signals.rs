@@ -3,7 +3,8 @@
 
 use std::io;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal as Raw};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
 /// What a signal asks of the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +15,34 @@ pub enum Signal {
     Reload,
     /// USR1: reopen the log file and log a statistics line.
     Stats,
+    /// USR2: upgrade to the binary on disk, in the same process (live handover).
+    Upgrade,
+}
+
+/// The signals the daemon handles.
+const HANDLED: [i32; 5] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2];
+
+fn handled_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for raw in HANDLED {
+        if let Ok(signal) = Raw::try_from(raw) {
+            set.add(signal);
+        }
+    }
+    set
+}
+
+/// Blocks the handled signals in the calling thread: every thread but the supervisor's does
+/// this, so that the supervisor alone receives them, and the supervisor does it before a live
+/// upgrade's `execve`, so that a signal sent meanwhile stays pending for the new image (the
+/// mask and the pending set survive the exec).
+pub fn block() {
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&handled_set()), None);
+}
+
+/// Undoes [`block`] (once the handlers are installed): what is pending is delivered now.
+pub fn unblock() {
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&handled_set()), None);
 }
 
 impl Signal {
@@ -22,6 +51,7 @@ impl Signal {
             SIGTERM | SIGINT => Some(Signal::Stop),
             SIGHUP => Some(Signal::Reload),
             SIGUSR1 => Some(Signal::Stats),
+            SIGUSR2 => Some(Signal::Upgrade),
             _ => None,
         }
     }
@@ -33,7 +63,7 @@ pub struct Signals(signal_hook_mio::v1_0::Signals);
 impl Signals {
     /// Installs the handlers. From here on these signals no longer have their default action.
     pub fn new() -> io::Result<Signals> {
-        signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]).map(Signals)
+        signal_hook_mio::v1_0::Signals::new(HANDLED).map(Signals)
     }
 
     /// The source to register with the poll (readable when a signal has arrived).
@@ -57,6 +87,7 @@ mod tests {
         assert_eq!(Signal::from_raw(SIGINT), Some(Signal::Stop));
         assert_eq!(Signal::from_raw(SIGHUP), Some(Signal::Reload));
         assert_eq!(Signal::from_raw(SIGUSR1), Some(Signal::Stats));
-        assert_eq!(Signal::from_raw(signal_hook::consts::SIGUSR2), None);
+        assert_eq!(Signal::from_raw(SIGUSR2), Some(Signal::Upgrade));
+        assert_eq!(Signal::from_raw(signal_hook::consts::SIGWINCH), None);
     }
 }

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -33,6 +33,24 @@ pub enum Peer {
 pub enum ListenSocket {
     Tcp(TcpListener),
     Unix(UnixListener),
+}
+
+macro_rules! either {
+    ($value:expr, $s:ident => $body:expr) => {
+        match $value {
+            Stream::Tcp($s) => $body,
+            Stream::Unix($s) => $body,
+        }
+    };
+}
+
+macro_rules! listening {
+    ($value:expr, $s:ident => $body:expr) => {
+        match $value {
+            ListenSocket::Tcp($s) => $body,
+            ListenSocket::Unix($s) => $body,
+        }
+    };
 }
 
 impl fmt::Display for Peer {
@@ -69,6 +87,17 @@ impl Stream {
         }
     }
 
+    /// Gives up the socket, open, by its number (a live upgrade: see `handover`).
+    pub fn into_raw(self) -> RawFd {
+        either!(self, s => s.into_raw_fd())
+    }
+
+    /// A socket inherited by number from the image before a live upgrade.
+    pub fn adopt(fd: RawFd, unix: bool) -> io::Result<Stream> {
+        let fd: OwnedFd = crate::sys::adopt(fd)?;
+        Ok(if unix { Stream::Unix(UnixStream::from(fd)) } else { Stream::Tcp(TcpStream::from(fd)) })
+    }
+
     /// The local address of a TCP socket (the listener's side of an accepted one).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {
@@ -79,6 +108,21 @@ impl Stream {
 }
 
 impl ListenSocket {
+    /// Gives up the socket, open, by its number (a live upgrade).
+    pub fn into_raw(self) -> RawFd {
+        listening!(self, s => s.into_raw_fd())
+    }
+
+    /// A listening socket inherited by number from the image before a live upgrade.
+    pub fn adopt(fd: RawFd, unix: bool) -> io::Result<ListenSocket> {
+        let fd: OwnedFd = crate::sys::adopt(fd)?;
+        Ok(if unix {
+            ListenSocket::Unix(UnixListener::from(fd))
+        } else {
+            ListenSocket::Tcp(TcpListener::from(fd))
+        })
+    }
+
     /// Accepts one connection (non-blocking).
     pub fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
@@ -86,24 +130,6 @@ impl ListenSocket {
             ListenSocket::Unix(l) => l.accept().map(|(s, _)| (Stream::Unix(s), Peer::Unix)),
         }
     }
-}
-
-macro_rules! either {
-    ($value:expr, $s:ident => $body:expr) => {
-        match $value {
-            Stream::Tcp($s) => $body,
-            Stream::Unix($s) => $body,
-        }
-    };
-}
-
-macro_rules! listening {
-    ($value:expr, $s:ident => $body:expr) => {
-        match $value {
-            ListenSocket::Tcp($s) => $body,
-            ListenSocket::Unix($s) => $body,
-        }
-    };
 }
 
 impl Read for Stream {

@@ -1,13 +1,15 @@
 //! Linux socket queries that neither std, mio, socket2 nor nix wrap: `TCP_INFO` (what the kernel
 //! moved on a socket's behalf while the relay made no call) and `SIOCATMARK` (whether the next
-//! read starts at TCP urgent data). Both are read-only queries of a socket we own; this module
-//! is, with `daemon.rs`, one of the two places that use `unsafe`.
+//! read starts at TCP urgent data). Both are read-only queries of a socket we own. And the two
+//! ends of a live upgrade's descriptor passing: [`inherit`] (keep a descriptor across `execve`)
+//! and [`adopt`] (own a descriptor inherited by number). This module is, with `daemon.rs`, one
+//! of the two places that use `unsafe`.
 
 #![allow(unsafe_code)]
 
 use std::io;
 use std::mem::{size_of, MaybeUninit};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// `SIOCATMARK` from `<asm-generic/sockios.h>` (the same on every Linux architecture we build).
 const SIOCATMARK: libc::c_ulong = 0x8905;
@@ -108,6 +110,33 @@ pub fn at_urgent_mark(socket: &impl AsFd) -> io::Result<bool> {
         return Err(io::Error::last_os_error());
     }
     Ok(at_mark != 0)
+}
+
+/// Clears close-on-exec on a descriptor this process owns, so that it survives `execve` with its
+/// number (the live upgrade hands it to the new image).
+pub fn inherit(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with F_GETFD/F_SETFD only reads and sets the descriptor flags of a number;
+    // one that is not open fails with EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Takes ownership of descriptor `fd`, inherited across `execve` (see [`inherit`]), and sets
+/// close-on-exec on it again. An `fd` that is not open is an error.
+pub fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD/F_SETFD on a number: an unopened one fails with EBADF, and nothing else
+    // in the process owns it yet (the state that names it is the only record of it).
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if fd < 0 || flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("inherited descriptor {fd}: {e}")));
+    }
+    // SAFETY: `fd` is open (checked above) and owned by nobody else in this process: the
+    // handover state names each descriptor once and is read once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]

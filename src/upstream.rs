@@ -35,6 +35,16 @@ impl std::fmt::Display for Target {
 }
 
 impl Target {
+    /// Reads back what [`Display`](std::fmt::Display) wrote (`IP:port` or `unix:/path`).
+    pub fn parse(text: &str) -> io::Result<Target> {
+        match text.strip_prefix("unix:") {
+            Some(path) => Ok(Target::Unix(PathBuf::from(path))),
+            None => text.parse().map(Target::Tcp).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("upstream address {text}: {e}"))
+            }),
+        }
+    }
+
     /// Starts a non-blocking connect.
     pub fn connect(&self) -> io::Result<Stream> {
         match self {
@@ -71,14 +81,36 @@ impl Upstreams {
         for (i, entry) in entries.iter().enumerate() {
             per_entry.push(resolve_one(entry).map_err(|e| (i, e))?);
         }
+        Ok(Upstreams::with(entries, balance, per_entry))
+    }
+
+    fn with(entries: &[Upstream], balance: Balance, per_entry: Vec<Vec<Target>>) -> Upstreams {
         let all: Arc<[Target]> = per_entry.concat().into();
-        Ok(Upstreams {
+        Upstreams {
             entries: entries.to_vec(),
             balance,
             targets: Mutex::new((per_entry, all)),
             next: AtomicUsize::new(0),
             failing: Mutex::new(HashSet::new()),
-        })
+        }
+    }
+
+    /// Upstreams that go on from what `entries` resolved to before a live upgrade (`per_entry`,
+    /// from [`Upstreams::resolved`]), without a lookup; resolved now if that does not match.
+    pub fn resumed(
+        entries: &[Upstream],
+        balance: Balance,
+        per_entry: Vec<Vec<Target>>,
+    ) -> Result<Upstreams, (usize, io::Error)> {
+        if per_entry.len() != entries.len() || per_entry.iter().any(Vec::is_empty) {
+            return Upstreams::resolve(entries, balance);
+        }
+        Ok(Upstreams::with(entries, balance, per_entry))
+    }
+
+    /// What each entry resolved to last.
+    pub fn resolved(&self) -> Vec<Vec<Target>> {
+        self.targets.lock().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
     /// The targets now, and where a new connection starts among them.
@@ -171,6 +203,7 @@ impl Watched {
     pub fn spawn(&self, interval: Duration) -> io::Result<()> {
         let watched = self.clone();
         std::thread::Builder::new().name("resolver".into()).spawn(move || loop {
+            crate::signals::block(); // the supervisor's thread alone takes the signals
             std::thread::sleep(interval);
             let now: Vec<_> = watched.inner.lock().unwrap_or_else(|p| p.into_inner()).clone();
             for (name, upstreams) in now {

@@ -83,20 +83,36 @@ impl Endpoint {
 
     /// As [`Endpoint::bind`], giving each client `timeout` from accept to the end of its answer.
     pub fn with_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<Endpoint> {
-        Ok(Endpoint {
-            listener: crate::net::listen(addr, false)?,
+        Ok(Endpoint::on(crate::net::listen(addr, false)?, timeout))
+    }
+
+    fn on(listener: TcpListener, timeout: Duration) -> Endpoint {
+        Endpoint {
+            listener,
             registry: None,
             base: None,
             clients: (0..MAX_CLIENTS).map(|_| None).collect(),
             timeout,
             accept_again: None,
-        })
+        }
     }
 
     /// The address bound (useful with port 0).
     #[cfg(test)]
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Gives up the listening socket for a live upgrade, open, by its number (clients are
+    /// closed: a scrape retries).
+    pub fn freeze(mut self, registry: &Registry) -> std::os::fd::RawFd {
+        let _ = registry.deregister(&mut self.listener);
+        std::os::fd::IntoRawFd::into_raw_fd(self.listener)
+    }
+
+    /// The endpoint whose listening socket a live upgrade handed over.
+    pub fn adopt(fd: std::os::fd::RawFd) -> io::Result<Endpoint> {
+        Ok(Endpoint::on(TcpListener::from(crate::sys::adopt(fd)?), CLIENT_TIMEOUT))
     }
 
     /// Registers the listener as `base`; clients will get the `MAX_CLIENTS` tokens after it.

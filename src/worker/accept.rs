@@ -164,24 +164,31 @@ impl Core {
         let deadlines =
             Deadlines::at_accept(&self.listeners[i].config, conn.is_connecting(), &self.clock, now);
         self.record(i, Entry::Accepted);
-        self.generation = self.generation.wrapping_add(1) & GEN_MASK;
-        let gen = self.generation;
-        let entry = self.slots.vacant_entry();
-        let key = entry.key();
-        let wheel_key = u32::try_from(key).expect("fewer than 2^32 connections");
-        let timer = Some(self.wheel.insert(deadlines.earliest(), wheel_key));
-        let slot = entry.insert(Slot {
+        self.install(Slot {
             conn,
             listener: i,
             peer,
             accepted: now,
-            gen,
-            timer,
+            gen: 0,
+            timer: None,
             deadlines,
             wire_seen: None,
             per_ip_counted,
             attempts,
         });
+    }
+
+    /// Puts an admitted connection in a slot of its own generation, arms its timer and
+    /// registers its sockets (closing it if they cannot be).
+    pub(super) fn install(&mut self, mut slot: Slot) {
+        self.generation = self.generation.wrapping_add(1) & GEN_MASK;
+        let gen = self.generation;
+        let entry = self.slots.vacant_entry();
+        let key = entry.key();
+        let wheel_key = u32::try_from(key).expect("fewer than 2^32 connections");
+        slot.gen = gen;
+        slot.timer = Some(self.wheel.insert(slot.deadlines.earliest(), wheel_key));
+        let slot = entry.insert(slot);
         let registered = self
             .registry
             .register(slot.conn.client_mut(), Target::Conn(key, Side::Client, gen).token(), CONN_INTEREST)

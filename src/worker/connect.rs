@@ -28,6 +28,17 @@ impl Attempts {
         Attempts { targets, start, tried: 0 }
     }
 
+    /// For a live upgrade: the addresses, where this connection started, how many were tried.
+    pub(super) fn freeze(&self) -> (Vec<String>, usize, usize) {
+        (self.targets.iter().map(ToString::to_string).collect(), self.start, self.tried)
+    }
+
+    /// The attempts a live upgrade handed over.
+    pub(super) fn thaw((targets, start, tried): &(Vec<String>, usize, usize)) -> io::Result<Attempts> {
+        let targets = targets.iter().map(|t| Target::parse(t)).collect::<io::Result<Arc<[Target]>>>()?;
+        Ok(Attempts { targets, start: *start, tried: *tried })
+    }
+
     /// Every address has been tried.
     pub(super) fn exhausted(&self) -> bool {
         self.tried >= self.targets.len()

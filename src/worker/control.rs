@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use log::{error, info};
 use mio::{Interest, Waker};
 
+use super::handover::Frozen;
 use super::token::Target;
 use super::{Core, Phase};
 use crate::config::ListenerConfig;
@@ -23,6 +24,9 @@ pub enum Command {
     Stop,
     /// Apply a new configuration (SIGHUP).
     Reload(Reload),
+    /// A live upgrade: give up every listener handle and connection, with times relative to
+    /// `at`, send them back on `reply`, and stop.
+    Freeze { at: Instant, reply: Sender<Frozen> },
 }
 
 /// A worker's part of a reload: the listeners of the new configuration, in order, and the
@@ -69,6 +73,9 @@ impl Core {
                 Command::Ping => {}
                 Command::Stop => self.stop(),
                 Command::Reload(reload) => self.reload(reload),
+                Command::Freeze { at, reply } => {
+                    let _ = reply.send(self.freeze(at));
+                }
             }
         }
     }

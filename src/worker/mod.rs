@@ -11,7 +11,8 @@
 //! The jobs, one file each: [`token`] (what an event is for), [`accept`] (accept and admission),
 //! [`deadlines`] (which timeout applies when), [`liveness`] (is a due relay really idle),
 //! [`expiry`] (the wheel's side: expire, re-arm, close upstreams between ticks), [`close`]
-//! (closing, resets, the close log line, the ledger), [`control`] (the supervisor's commands).
+//! (closing, resets, the close log line, the ledger), [`control`] (the supervisor's commands),
+//! [`handover`] (a live upgrade: freezing every connection, and taking them over).
 
 mod accept;
 mod close;
@@ -19,6 +20,7 @@ mod connect;
 mod control;
 mod deadlines;
 mod expiry;
+mod handover;
 pub(crate) mod liveness;
 mod token;
 
@@ -49,6 +51,7 @@ use crate::wheel::{TimerKey, Wheel};
 use accept::Starved;
 pub use control::{Command, ListenerChange, Reload, Remote};
 use deadlines::Deadlines;
+pub use handover::Frozen;
 use token::Target;
 
 /// Relay buffer size: one read, and the most a direction holds while its reader is stalled.

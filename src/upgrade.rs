@@ -1,0 +1,191 @@
+//! A live upgrade, at the level of the daemon: the state the supervisor writes from the frozen
+//! workers ([`state_of`]), and the daemon rebuilt from it ([`thaw`]) — in the new image, or in
+//! this one when the `execve` failed. The exec itself and the state's format are in
+//! [`crate::handover`]; the workers' side is `worker::handover`.
+//!
+//! The invariant: nothing is dropped. Every listening socket, connection, held byte and
+//! deadline in the state comes back; the pre-flight checks (`handover::exec::preflight`) make a
+//! state the new binary cannot read a refusal before anything is frozen.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{Config, Listen};
+use crate::error::Error;
+use crate::handover::state::{ListenerState, State};
+use crate::listener;
+use crate::metrics::{ListenerMetrics, Metrics};
+use crate::net::UnixPath;
+use crate::upstream::{Target, Upstreams};
+use crate::worker::{Frozen, Remote, Worker};
+
+/// Where a listener of the workers' table is configured: a configuration text (the one in
+/// force, or the one of a reload since replaced, for a listener whose connections outlive it)
+/// and its position among that text's listeners.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub text: Arc<str>,
+    pub position: usize,
+}
+
+/// What the supervisor knows that goes into the state besides the workers' part.
+pub struct Carried<'a> {
+    pub config: &'a Config,
+    pub stop: bool,
+    pub foreground: bool,
+    pub pidfile_override: Option<&'a Path>,
+    pub pidfile_fd: std::os::fd::RawFd,
+    pub endpoint_fd: Option<std::os::fd::RawFd>,
+    pub sources: &'a [Source],
+    /// The table index of each listener of `config`.
+    pub in_force: &'a [usize],
+    /// The upstreams of each listener of `config`.
+    pub upstreams: &'a [Option<Arc<Upstreams>>],
+    pub metrics: &'a Metrics,
+}
+
+/// The state of the whole daemon, from the frozen workers (in worker order) and the rest.
+pub fn state_of(carried: Carried<'_>, frozen_at: u64, frozen: Vec<Frozen>) -> State {
+    let mut texts: Vec<Arc<str>> = vec![Arc::clone(&carried.config.text)];
+    let mut listeners: Vec<ListenerState> = carried
+        .sources
+        .iter()
+        .map(|source| {
+            let text = texts.iter().position(|t| *t == source.text).unwrap_or_else(|| {
+                texts.push(Arc::clone(&source.text));
+                texts.len() - 1
+            });
+            ListenerState { text, position: source.position, ..ListenerState::default() }
+        })
+        .collect();
+    for (&index, upstreams) in carried.in_force.iter().zip(carried.upstreams) {
+        if let Some(u) = upstreams {
+            listeners[index].targets =
+                u.resolved().iter().map(|entry| entry.iter().map(ToString::to_string).collect()).collect();
+        }
+    }
+    let mut workers = Vec::with_capacity(frozen.len());
+    for (i, worker) in frozen.into_iter().enumerate() {
+        for (index, listener) in listeners.iter_mut().enumerate() {
+            if i == 0 {
+                listener.counters = worker.counters.get(index).cloned().unwrap_or_default();
+            }
+            if let Some(Some(path)) = worker.unix_paths.get(index) {
+                listener.unix_path = Some(path.clone());
+            }
+        }
+        workers.push(worker.state);
+    }
+    State {
+        from: env!("CARGO_PKG_VERSION").to_owned(),
+        frozen_at,
+        stop: carried.stop,
+        foreground: carried.foreground,
+        config_path: carried.config.path.display().to_string(),
+        pidfile_override: carried.pidfile_override.map(|p| p.display().to_string()),
+        pidfile_fd: carried.pidfile_fd,
+        endpoint_fd: carried.endpoint_fd,
+        texts: texts.iter().map(|t| t.to_string()).collect(),
+        listeners,
+        in_force: carried.in_force.to_vec(),
+        counters: carried.metrics.carried(),
+        workers,
+    }
+}
+
+/// The daemon rebuilt from a state: the configuration in force, the listener table's sources,
+/// the workers with every connection, and the upstreams of the listeners in force.
+pub struct Thawed {
+    pub config: Config,
+    pub sources: Vec<Source>,
+    pub in_force: Vec<usize>,
+    pub workers: Vec<(Worker, Remote)>,
+    pub upstreams: Vec<Option<Arc<Upstreams>>>,
+    pub connections: usize,
+    /// Listening sockets taken over (one per listener in force, whatever the workers).
+    pub listeners: usize,
+}
+
+/// Rebuilds the daemon from `state`, its counters in `metrics` (made by
+/// [`Metrics::resumed`]).
+pub fn thaw(state: &State, metrics: &Metrics) -> Result<Thawed, Error> {
+    let path = Path::new(&state.config_path);
+    let configs = state
+        .texts
+        .iter()
+        .map(|text| Config::parse(text, path))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Message(format!("the configuration handed over: {e}")))?;
+    let config = configs[0].clone();
+    let texts: Vec<Arc<str>> = configs.iter().map(|c| Arc::clone(&c.text)).collect();
+    let mut tables: Vec<Vec<listener::Listener>> = state.workers.iter().map(|_| Vec::new()).collect();
+    let (mut sources, mut counters) = (Vec::new(), Vec::new());
+    let mut upstreams = vec![None; config.listeners.len()];
+    for (index, ls) in state.listeners.iter().enumerate() {
+        let lc = configs[ls.text].listeners.get(ls.position).ok_or_else(|| {
+            Error::Message(format!(
+                "the state names listener {} of a configuration that has fewer",
+                ls.position
+            ))
+        })?;
+        let listener_metrics = ListenerMetrics::new(&lc.name);
+        listener_metrics.restore(&ls.counters);
+        let in_force = state.in_force.iter().position(|&i| i == index);
+        let resumed = match in_force.filter(|_| !lc.upstream.is_empty()) {
+            None => None,
+            Some(_) => {
+                let per_entry = ls
+                    .targets
+                    .iter()
+                    .map(|entry| entry.iter().map(|t| Target::parse(t)).collect::<std::io::Result<Vec<_>>>())
+                    .collect::<std::io::Result<Vec<_>>>()
+                    .unwrap_or_default();
+                let resolved =
+                    Upstreams::resumed(&lc.upstream, lc.balance, per_entry).map_err(|(e, error)| {
+                        Error::Message(format!(
+                            "listener {}: cannot resolve {}: {error}",
+                            lc.name, lc.upstream[e]
+                        ))
+                    })?;
+                Some(Arc::new(resolved))
+            }
+        };
+        if let Some(k) = in_force {
+            upstreams[k] = resumed.clone();
+            counters.push((k, Arc::clone(&listener_metrics)));
+        }
+        let fds: Vec<_> = state.workers.iter().map(|w| w.listeners[index]).collect();
+        let unix_path = match (&lc.listen, &ls.unix_path) {
+            (Listen::Unix(_), Some(path)) => Some(UnixPath::adopt(path.into())),
+            _ => None,
+        };
+        for (table, l) in
+            tables.iter_mut().zip(listener::adopt(lc, &fds, unix_path, listener_metrics, resumed)?)
+        {
+            table.push(l);
+        }
+        let text = Arc::clone(&texts[ls.text]);
+        sources.push(Source { text, position: ls.position });
+    }
+    counters.sort_by_key(|(k, _)| *k);
+    metrics.set_listeners(counters.into_iter().map(|(_, m)| m).collect());
+    let frozen = crate::clock::instant_of(state.frozen_at);
+    let mut workers = Vec::with_capacity(tables.len());
+    let mut connections = 0;
+    for (i, (table, part)) in tables.into_iter().zip(&state.workers).enumerate() {
+        let (mut worker, remote) =
+            Worker::new(&config, i, table, metrics.clone()).map_err(|e| Error::io("event loop", e))?;
+        connections += worker.adopt(part, frozen);
+        workers.push((worker, remote));
+    }
+    let listeners = state.in_force.len();
+    Ok(Thawed {
+        config,
+        sources,
+        in_force: state.in_force.clone(),
+        workers,
+        upstreams,
+        connections,
+        listeners,
+    })
+}
