@@ -265,6 +265,19 @@ def ownership(port, clients, old_ino, new_ino):
 
 
 def children(pid):
+    """The children of PID: /proc/PID/task/*/children, cheap enough to poll while the
+    ping-pong runs; a scan of every process where the kernel lacks it."""
+    try:
+        out = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(c) for c in f.read().split()]
+        return out
+    except FileNotFoundError:
+        if not os.path.exists(f"/proc/{pid}"):
+            return []
+    except OSError:
+        return []
     out = []
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -429,6 +442,16 @@ def run_main(args):
          "--max-secs", str(args.wait + RELOAD_LIMIT_S + 30)],
         stdout=subprocess.PIPE,
     )
+
+    def stop_pingpong():
+        if pp.poll() is None:
+            pp.send_signal(signal.SIGTERM)
+        try:
+            pp.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pp.kill()
+            pp.wait()
+
     try:
         ready = pp.stdout.readline()  # after 1,000 warm-up round trips
         if ready.strip() != b"ready":
@@ -508,6 +531,8 @@ def run_main(args):
         t_end = t_sig + int(args.wait * 1e9)
         while now_ns() < t_end:
             time.sleep(min(0.2, max(0.0, (t_end - now_ns()) / 1e9)))
+        # The ping-pong stops first: the scans below would slow its last round trips.
+        stop_pingpong()
         old_n, new_n, gone_n = ownership(port, clients, old_ino, new_ino)
         pid1 = target_pid()
         fields["pid_before"] = pid0
@@ -515,13 +540,7 @@ def run_main(args):
         fields["same_pid"] = 1 if pid1 == pid0 and alive(pid0) else 0
         fields["exe_new"] = 1 if pid1 and exe_inode(pid1) == new_ino else 0
     finally:
-        if pp.poll() is None:
-            pp.send_signal(signal.SIGTERM)
-        try:
-            pp.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pp.kill()
-            pp.wait()
+        stop_pingpong()
 
     # The ping-pong: the longest round trip under way in [signal, signal + wait].
     if os.path.exists(samples_tmp):
