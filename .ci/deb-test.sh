@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install test of the Debian package (issue 3): build it, lint it, install it,
-# run the daemon from the packaged /etc/idlereaper.toml, stop it, purge it.
+# run the daemon from the packaged /etc/idlereaper.toml, stop it, upgrade it in
+# place under a running daemon to a second package one version up (issue 13),
+# purge it.
 #
 #   bash .ci/deb-test.sh        (as root, from the repository root)
 #
@@ -36,6 +38,8 @@ user_existed=1
 upstream_pid=
 fg_pid=
 work=$(mktemp -d /tmp/deb-test.XXXXXX)
+next_src=$PWD/target/deb-test-next   # the tree of the second package (upgrade test)
+client_pid=
 
 pass() { echo "PASS: $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
@@ -98,6 +102,12 @@ cleanup() {
     local status=$?
     set +e
     trap - EXIT INT TERM
+    # The upgrade test's client first: its open connections would make the
+    # daemon's graceful stop wait.
+    if [ -n "$client_pid" ]; then
+        kill "$client_pid" 2>/dev/null
+        wait "$client_pid" 2>/dev/null
+    fi
     # Daemons we started: the packaged one (by its pidfile), the foreground one,
     # and any process still running the binary this test installed.
     stop_pid "$(daemon_pid)"
@@ -126,7 +136,7 @@ cleanup() {
     if [ "$user_existed" = 0 ] && getent group "$USER_NAME" >/dev/null; then
         delgroup --system --quiet "$USER_NAME" >/dev/null 2>&1 || echo "cleanup: could not remove group $USER_NAME"
     fi
-    rm -rf "$work"
+    rm -rf "$work" "$next_src"
     [ "$status" -eq 0 ] && [ "$failed" -gt 0 ] && status=1
     echo "deb-test: $passed passed, $failed failed"
     exit "$status"
@@ -160,6 +170,50 @@ fi
 deb=$(tail -n 1 "$work/build.log")
 [ -f "$deb" ] || abort "build: no package file (last line of the build: '$deb')"
 pass "build: $deb"
+# A copy the test uses: the second build below (cargo deb) deletes other
+# versions of the package from the target directory's debian/.
+cp "$deb" "$work/" || abort "build: cannot copy $deb to $work"
+deb=$work/${deb##*/}
+
+# A second package, one patch version up, for the upgrade in place: built the
+# same way from a copy of the source tree (under target/, removed on exit) whose
+# Cargo.toml, Cargo.lock and packaging/changelog say $next_version, so that the
+# binary's own version differs too. It shares the target directory, so only
+# the idlereaper crate is compiled again; target/release/idlereaper is then
+# the $next_version build (any cargo build in the tree rebuilds it).
+cur_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+next_version=${cur_version%.*}.$((${cur_version##*.} + 1))
+build_next() {
+    local target_dir=${CARGO_TARGET_DIR:-target}
+    case "$target_dir" in /*) ;; *) target_dir=$PWD/$target_dir ;; esac
+    rm -rf "$next_src"
+    mkdir -p "$next_src" || return 1
+    tar -C . --exclude=./target --exclude=./.git --exclude=./fuzz/target -cf - . | tar -C "$next_src" -xf - || return 1
+    (
+        set -e
+        cd "$next_src"
+        sed -i "0,/^version = \"$cur_version\"\$/s//version = \"$next_version\"/" Cargo.toml
+        sed -i "/^name = \"idlereaper\"\$/{n;s/^version = \"$cur_version\"\$/version = \"$next_version\"/}" Cargo.lock
+        grep -q "^version = \"$next_version\"\$" Cargo.toml
+        grep -A1 '^name = "idlereaper"$' Cargo.lock | grep -q "^version = \"$next_version\"\$"
+        {
+            printf 'idlereaper (%s-1) unstable; urgency=medium\n\n' "$next_version"
+            printf '  * Test build for the upgrade in place (.ci/deb-test.sh).\n\n'
+            printf ' -- %s  %s\n\n' "$(dpkg-parsechangelog -l packaging/changelog -SMaintainer)" "$(date -R)"
+            cat packaging/changelog
+        } >packaging/changelog.new
+        mv packaging/changelog.new packaging/changelog
+        CARGO_TARGET_DIR=$target_dir bash packaging/build-deb.sh </dev/null
+    ) >"$work/build-next.log" 2>&1 || { tail -n 40 "$work/build-next.log"; return 1; }
+    deb_next=$next_src/$(tail -n 1 "$work/build-next.log")
+    [ -f "$deb_next" ] || { note "no package file (last line of the build: '$(tail -n 1 "$work/build-next.log")')"; return 1; }
+    note "$deb_next"
+    cp "$deb_next" "$work/" || return 1
+    deb_next=$work/${deb_next##*/}
+    [ "$(dpkg-deb -f "$deb_next" Version)" = "$next_version-1" ] || { note "its version is $(dpkg-deb -f "$deb_next" Version)"; return 1; }
+}
+deb_next=
+step "build: a second package at $next_version-1 from a copy of the tree" build_next || deb_next=
 
 # --- lintian ----------------------------------------------------------------
 if ! command -v lintian >/dev/null; then
@@ -418,6 +472,357 @@ systemd_like() {
     [ "$ready" = 1 ] && [ "$s" -eq 0 ] && [ ! -e "$PIDFILE" ] && [ "$logged" = 1 ]
 }
 step "as the unit runs it: relays as $USER_NAME, logs, survives HUP/USR1, exits 0 on TERM" systemd_like
+
+# --- upgrade in place -------------------------------------------------------
+# Installing a newer package over a running daemon does not restart it (issue
+# 13): postinst sends SIGUSR2 to the pid in the pidfile, and the daemon
+# re-executes the new /usr/sbin/idlereaper in the same process, keeping its
+# listeners and every connection. The daemon is started by hand as above (no
+# systemd here), on a copy of the packaged config that logs to a file the test
+# reads (also where /dev/log exists), in a directory _idlereaper may write to:
+# the re-executed daemon has already dropped privileges. Through it run
+# $UPGRADE_CONNS connections, each with an echo round trip before and after
+# the upgrade, and one stream that keeps moving bytes throughout and compares
+# checksums at the end.
+UPGRADE_CONNS=200
+
+cat >"$work/upgrade_client.py" <<'EOF'
+import hashlib, json, os, signal, socket, sys, threading, time
+
+signal.alarm(300)
+port, n, ready, go = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+res = {"errors": []}
+
+
+def fail(msg):
+    res["errors"].append(msg)
+
+
+def done():
+    print(json.dumps(res, sort_keys=True), flush=True)
+    sys.exit(1 if res["errors"] else 0)
+
+
+def roundtrip(c, msg):
+    c.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        d = c.recv(65536)
+        if not d:
+            break
+        got += d
+    return got == msg
+
+
+conns = []
+try:
+    for i in range(n):
+        conns.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+    res["before"] = sum(roundtrip(c, b"before %d\n" % i) for i, c in enumerate(conns))
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+except OSError as e:
+    fail("before the upgrade: %r" % e)
+    done()
+if res["before"] != n:
+    fail("before the upgrade: %d of %d round trips" % (res["before"], n))
+
+# The stream: 4 KiB blocks of numbered lines every 5 ms, read back by a
+# second thread; both sides hashed.
+stop = threading.Event()
+sent_h, recv_h = hashlib.sha256(), hashlib.sha256()
+st = {"sent": 0, "received": 0, "max_gap_ms": 0.0}
+
+
+def writer():
+    i = 0
+    try:
+        while not stop.is_set():
+            block = b"".join(b"%015d\n" % (i * 256 + k) for k in range(256))
+            s.sendall(block)
+            sent_h.update(block)
+            st["sent"] += len(block)
+            i += 1
+            time.sleep(0.005)
+        s.shutdown(socket.SHUT_WR)
+    except OSError as e:
+        fail("stream writer: %r" % e)
+
+
+def reader():
+    last = time.monotonic()
+    try:
+        while True:
+            d = s.recv(65536)
+            now = time.monotonic()
+            if not d:
+                return
+            if not stop.is_set():
+                st["max_gap_ms"] = max(st["max_gap_ms"], round((now - last) * 1000, 1))
+            last = now
+            recv_h.update(d)
+            st["received"] += len(d)
+    except OSError as e:
+        fail("stream reader: %r" % e)
+
+
+w = threading.Thread(target=writer)
+r = threading.Thread(target=reader)
+w.start()
+r.start()
+time.sleep(0.5)
+open(ready, "w").close()
+t0 = time.monotonic()
+while not os.path.exists(go) and time.monotonic() - t0 < 240:
+    time.sleep(0.05)
+if not os.path.exists(go):
+    fail("never told to finish")
+time.sleep(1)  # the stream runs on the new code for a moment
+after = 0
+for i, c in enumerate(conns):
+    try:
+        after += roundtrip(c, b"after %d\n" % i)
+    except OSError as e:
+        fail("connection %d after the upgrade: %r" % (i, e))
+res["after"] = after
+if after != n:
+    fail("after the upgrade: %d of %d round trips" % (after, n))
+stop.set()
+w.join(30)
+r.join(30)
+if r.is_alive():
+    fail("stream: no end of file within 30 s of the writer's shutdown")
+res.update(st)
+res["stream_sha256_equal"] = sent_h.digest() == recv_h.digest()
+if st["sent"] != st["received"] or not res["stream_sha256_equal"]:
+    fail("stream: sent %d bytes, received %d, checksums %s" % (
+        st["sent"], st["received"], "equal" if res["stream_sha256_equal"] else "differ"))
+for c in conns + [s]:
+    c.close()
+done()
+EOF
+
+# relay_sockets PID: the relay's TCP sockets (accepted on $RELAY_PORT, or
+# connected to $UPSTREAM_PORT), established, by inode. Prints the inodes PID
+# holds, sorted, on one line, and on a second line how many it does not hold.
+relay_sockets() {
+    "$PY" -c '
+import os, sys
+relay, upstream, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+inodes = set()
+for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        lines = open(f).read().splitlines()[1:]
+    except OSError:
+        continue
+    for line in lines:
+        p = line.split()
+        lport, rport = int(p[1].rsplit(":", 1)[1], 16), int(p[2].rsplit(":", 1)[1], 16)
+        if p[3] == "01" and (lport == relay or rport == upstream):
+            inodes.add(p[9])
+held = set()
+for fd in os.listdir("/proc/%s/fd" % pid):
+    try:
+        link = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+    except OSError:
+        continue
+    if link.startswith("socket:["):
+        held.add(link[8:-1])
+print(" ".join(sorted(inodes & held)))
+print(len(inodes - held))
+' "$RELAY_PORT" "$UPSTREAM_PORT" "$1"
+}
+
+upgrade_log=$work/upgrade-log/idlereaper.log
+# start_upgrade_daemon: the daemon, started by hand on $work/upgrade.toml; its
+# pid in $upid.
+start_upgrade_daemon() {
+    timeout 30 "$BIN" -c "$work/upgrade.toml" </dev/null >"$work/upgrade-start.log" 2>&1 || { sed 's/^/      /' "$work/upgrade-start.log"; return 1; }
+    upid=$(daemon_pid) || { note "no live idlereaper pid in $PIDFILE"; return 1; }
+    note "pid $upid runs $("$BIN" -V), logs to $upgrade_log"
+}
+# start_client N: the client with N connections and the stream, in the
+# background ($client_pid); returns once they are open, and the relay sockets
+# pid $upid holds are in $work/sockets.before.
+start_client() {
+    rm -f "$work/client.ready" "$work/client.go"
+    "$PY" "$work/upgrade_client.py" "$RELAY_PORT" "$1" "$work/client.ready" "$work/client.go" \
+        </dev/null >"$work/client.out" 2>&1 &
+    client_pid=$!
+    local i
+    for i in $(seq 1 600); do
+        [ -e "$work/client.ready" ] && break
+        alive "$client_pid" || break
+        sleep 0.1
+    done
+    [ -e "$work/client.ready" ] || { note "client not ready:"; sed 's/^/      /' "$work/client.out"; return 1; }
+    relay_sockets "$upid" >"$work/sockets.before" || return 1
+    local held missing
+    held=$(head -n 1 "$work/sockets.before" | wc -w)
+    missing=$(tail -n 1 "$work/sockets.before")
+    note "pid $upid holds $held relay sockets ($missing elsewhere)"
+    [ "$held" -eq $((2 * ($1 + 1))) ] && [ "$missing" -eq 0 ]
+}
+# same_sockets: pid $upid holds exactly the relay sockets it held at
+# start_client, and no relay socket is held elsewhere.
+same_sockets() {
+    relay_sockets "$upid" >"$work/sockets.after" || return 1
+    note "pid $upid holds $(head -n 1 "$work/sockets.after" | wc -w) relay sockets ($(tail -n 1 "$work/sockets.after") elsewhere)"
+    [ "$(head -n 1 "$work/sockets.after")" = "$(head -n 1 "$work/sockets.before")" ] \
+        && [ "$(tail -n 1 "$work/sockets.after")" -eq 0 ]
+}
+# client_done: tells the client to finish (round trips, end of the stream)
+# and returns its verdict.
+client_done() {
+    local i s
+    touch "$work/client.go"
+    for i in $(seq 1 900); do
+        alive "$client_pid" || break
+        sleep 0.1
+    done
+    if alive "$client_pid"; then
+        note "client still running after 90 s"
+        kill "$client_pid"
+    fi
+    wait "$client_pid"
+    s=$?
+    client_pid=
+    sed 's/^/      client: /' "$work/client.out"
+    [ "$s" -eq 0 ]
+}
+upgrade_setup() {
+    chmod 0711 "$work" || return 1
+    install -d -o "$USER_NAME" -g "$USER_NAME" -m 0755 "$work/upgrade-log" || return 1
+    sed "s|^log = \"syslog\"|log = \"$upgrade_log\"|" "$CONF" >"$work/upgrade.toml" || return 1
+    chmod 0644 "$work/upgrade.toml"
+    grep -q "^log = \"$upgrade_log\"" "$work/upgrade.toml" || { note "no log = line in $CONF"; return 1; }
+    [ "$(dpkg-query -W -f='${Version}' "$PKG")" = "$cur_version-1" ] || { note "installed: $(dpkg-query -W -f='${Version}' "$PKG")"; return 1; }
+    start_upgrade_daemon && start_client "$UPGRADE_CONNS"
+}
+upid=
+if [ -z "$deb_next" ]; then
+    fail "upgrade in place: no second package to upgrade to"
+elif step "upgrade: $cur_version-1 installed, daemon started by hand, $UPGRADE_CONNS connections and a stream open through it" upgrade_setup; then
+    dpkg_upgrade() {
+        local s
+        timeout 300 dpkg -i "$deb_next" </dev/null >"$work/dpkg-upgrade.log" 2>&1
+        s=$?
+        sed 's/^/      dpkg: /' "$work/dpkg-upgrade.log"
+        [ "$s" -eq 0 ] || { note "exit status $s"; return 1; }
+        [ "$(dpkg-query -W -f='${Version} ${db:Status-Abbrev}' "$PKG")" = "$next_version-1 ii " ]
+    }
+    step "upgrade: dpkg -i of $next_version-1 over the running daemon" dpkg_upgrade
+
+    same_process() {
+        local exe now
+        now=$(daemon_pid)
+        exe=$(readlink "/proc/$upid/exe")
+        note "pidfile: ${now:-none}; /proc/$upid/exe -> $exe"
+        [ "$now" = "$upid" ] && [ "$exe" = "$BIN" ] \
+            && grep -q "^idlereaper: pid $upid now runs $next_version" "$work/dpkg-upgrade.log"
+    }
+    step "upgrade: the same pid $upid runs the new $BIN (not \"(deleted)\"), postinst says so" same_process
+
+    version_shown() {
+        local v i line
+        v=$("$BIN" -V)
+        note "$BIN -V: $v"
+        for i in $(seq 1 100); do
+            line=$(grep -E "upgraded from=[^ ]+ to=[^ ]+ connections=[0-9]+ listeners=[0-9]+ pause_ms=[0-9.]+" "$upgrade_log" 2>/dev/null | tail -n 1)
+            [ -n "$line" ] && break
+            sleep 0.1
+        done
+        note "log: ${line:-no 'upgraded from=... to=...' line}"
+        [ "$v" = "idlereaper $next_version" ] || return 1
+        grep -qE "upgraded from=$cur_version to=$next_version connections=[0-9]+ listeners=[0-9]+ pause_ms=[0-9.]+" <<<"$line" || return 1
+        local n
+        n=$(sed -n 's/.* connections=\([0-9]*\) .*/\1/p' <<<"$line")
+        [ "${n:-0}" -ge $((UPGRADE_CONNS + 1)) ] || { note "connections=$n, expected at least $((UPGRADE_CONNS + 1))"; return 1; }
+    }
+    step "upgrade: idlereaper -V and the log line 'upgraded from=$cur_version to=$next_version connections=N ...' show the new version" version_shown
+
+    step "upgrade: pid $upid still holds the very same $((2 * (UPGRADE_CONNS + 1))) relay sockets" same_sockets
+
+    step "upgrade: all $UPGRADE_CONNS connections echo after it, the stream's bytes and checksum match" client_done
+
+    pid=$upid
+    step "upgrade: kill -TERM \$(cat $PIDFILE) stops the upgraded daemon, pidfile removed" term_stops
+    grep -E 'ERROR|WARN' "$upgrade_log" | sed 's/^/      log: /'
+
+    # A refused upgrade changes nothing: the daemon keeps running its code with
+    # every connection, postinst says why and how to retry, and
+    # dpkg-reconfigure retries once the cause is gone. The cause here: the
+    # daemon's configuration file no longer passes the new binary's --check,
+    # which the daemon runs before it freezes anything. The package installed
+    # over it is the first one again (a downgrade): the only other version at
+    # hand.
+    REFUSAL_CONNS=20
+    refusal_setup() {
+        start_upgrade_daemon && start_client "$REFUSAL_CONNS" || return 1
+        cp "$work/upgrade.toml" "$work/upgrade.toml.good" || return 1
+        printf '\n[daemon]\n' >>"$work/upgrade.toml" # a second [daemon] table
+        if "$BIN" --check -c "$work/upgrade.toml" >"$work/broken-check.log" 2>&1; then
+            note "idlereaper --check accepts the broken file"
+            return 1
+        fi
+        note "check: $(tail -n 1 "$work/broken-check.log")"
+    }
+    if step "refused upgrade: $next_version-1 started by hand, $REFUSAL_CONNS connections and a stream, then its config file broken" refusal_setup; then
+        refused() {
+            local s exe
+            timeout 300 dpkg -i "$deb" </dev/null >"$work/dpkg-refused.log" 2>&1
+            s=$?
+            sed 's/^/      dpkg: /' "$work/dpkg-refused.log"
+            [ "$s" -eq 0 ] || { note "exit status $s"; return 1; }
+            exe=$(readlink "/proc/$upid/exe")
+            note "pidfile: $(daemon_pid); /proc/$upid/exe -> $exe"
+            note "log: $(grep 'upgrade refused: ' "$upgrade_log" | tail -n 1)"
+            [ "$(daemon_pid)" = "$upid" ] && [ "$exe" = "$BIN (deleted)" ] \
+                && grep -q "^idlereaper: pid $upid did not upgrade in place" "$work/dpkg-refused.log" \
+                && grep -q "dpkg-reconfigure idlereaper" "$work/dpkg-refused.log" \
+                && grep -q "upgrade refused: .*rejects the configuration" "$upgrade_log"
+        }
+        step "refused upgrade: dpkg -i of $cur_version-1 succeeds; pid $upid runs on with $next_version; postinst says why and how to retry" refused
+        step "refused upgrade: pid $upid still holds the very same $((2 * (REFUSAL_CONNS + 1))) relay sockets" same_sockets
+
+        retried() {
+            local s line
+            cp "$work/upgrade.toml.good" "$work/upgrade.toml" || return 1
+            timeout 120 dpkg-reconfigure "$PKG" </dev/null >"$work/reconfigure.log" 2>&1
+            s=$?
+            sed 's/^/      dpkg-reconfigure: /' "$work/reconfigure.log"
+            [ "$s" -eq 0 ] || { note "exit status $s"; return 1; }
+            for _ in $(seq 1 100); do
+                line=$(grep -E "upgraded from=$next_version to=$cur_version " "$upgrade_log" | tail -n 1)
+                [ -n "$line" ] && break
+                sleep 0.1
+            done
+            [ -n "$line" ] || line="no \"upgraded from=$next_version to=$cur_version\" line"
+            note "log: $line"
+            [ "$(daemon_pid)" = "$upid" ] && [ "$(readlink "/proc/$upid/exe")" = "$BIN" ] \
+                && grep -q "^idlereaper: pid $upid now runs $cur_version" "$work/reconfigure.log" \
+                && grep -qE "connections=$((REFUSAL_CONNS + 1)) " <<<"$line"
+        }
+        step "refused upgrade: config file fixed, dpkg-reconfigure $PKG upgrades pid $upid in place" retried
+        step "refused upgrade: pid $upid still holds the very same relay sockets" same_sockets
+        step "refused upgrade: all $REFUSAL_CONNS connections echo afterwards, the stream's bytes and checksum match" client_done
+        pid=$upid
+        step "refused upgrade: kill -TERM \$(cat $PIDFILE) stops it, pidfile removed" term_stops
+    else
+        if [ -n "$client_pid" ]; then
+            kill "$client_pid" 2>/dev/null
+            wait "$client_pid" 2>/dev/null
+            client_pid=
+        fi
+        stop_pid "$upid"
+    fi
+
+    idle_upgrade() {
+        timeout 300 dpkg -i "$deb_next" </dev/null >"$work/dpkg-idle.log" 2>&1 || { sed 's/^/      /' "$work/dpkg-idle.log"; return 1; }
+        grep '^idlereaper:' "$work/dpkg-idle.log" | sed 's/^/      /'
+        ! grep -q '^idlereaper:' "$work/dpkg-idle.log" && ! daemon_pid >/dev/null
+    }
+    step "dpkg -i $next_version-1 with no daemon running: nothing started, nothing said" idle_upgrade
+fi
 
 # --- purge ------------------------------------------------------------------
 purge_ok() {

@@ -6,6 +6,7 @@ use log::info;
 
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError};
+use crate::control;
 use crate::daemon::{self, Credentials, Forked, Pidfile};
 use crate::error::Error;
 use crate::handover::{exec, state};
@@ -13,7 +14,7 @@ use crate::listener::{self, Listener};
 use crate::logging::{self, Destination};
 use crate::metrics::http::Endpoint;
 use crate::metrics::Metrics;
-use crate::supervisor::{Runtime, Supervisor, Upgraded};
+use crate::supervisor::{Runtime, Services, Supervisor, Upgraded};
 use crate::upgrade;
 use crate::upstream;
 use crate::worker::Worker;
@@ -89,7 +90,15 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
         if let Some(creds) = &credentials {
             creds.hand_over(&pidfile, own_dir, log.file())?;
         }
-        Ok((Bound { listeners, endpoint, metrics }, log))
+        // Before privileges are dropped: the socket file is given to daemon.user/group.
+        let control = match &config.control {
+            None => None,
+            Some(c) => Some(
+                control::Server::bind(c, owner)
+                    .map_err(|e| Error::io(format!("control: cannot listen on {}", c.socket.display()), e))?,
+            ),
+        };
+        Ok((Bound { listeners, services: Services { endpoint, control }, metrics }, log))
     });
     let (listeners, log) = match bound {
         Ok(ok) => ok,
@@ -157,7 +166,7 @@ struct Ready {
 struct Bound {
     /// One set per worker.
     listeners: Vec<Vec<Listener>>,
-    endpoint: Option<Endpoint>,
+    services: Services,
     metrics: Metrics,
 }
 
@@ -166,7 +175,7 @@ struct Bound {
 fn setup(
     config: &Config,
     (pidfile_overridden, foreground): (bool, bool),
-    Bound { listeners, endpoint, metrics }: Bound,
+    Bound { listeners, services, metrics }: Bound,
     log: Destination,
     credentials: &Option<Credentials>,
     pidfile: Pidfile,
@@ -192,7 +201,7 @@ fn setup(
             .map(|(i, set)| Worker::new(config, i, set, metrics.clone()))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::io("event loop", e))?;
-        Supervisor::new(config.clone(), runtime, workers, metrics, endpoint, upstreams)
+        Supervisor::new(config.clone(), runtime, workers, metrics, services, upstreams)
             .map_err(|e| Error::io("signal handlers", e))
     });
     let installed =
@@ -214,13 +223,18 @@ fn resume(fd: i32) -> Result<(), Error> {
     let metrics = Metrics::resumed(state.workers.len(), &state.counters);
     let thawed = upgrade::thaw(&state, &metrics)?;
     let config = thawed.config.clone();
-    let pidfile_path = state.pidfile_override.as_ref().map_or(config.daemon.pidfile.clone(), Into::into);
-    let pidfile = Pidfile::adopt(&pidfile_path, state.pidfile_fd)?;
+    let pidfile = Pidfile::adopt(&config.daemon.pidfile, state.pidfile_fd)?;
     let endpoint = state.endpoint_fd.map(Endpoint::adopt).transpose().map_err(|e| Error::io("metrics", e))?;
+    let control = match (state.control_fd, &config.control) {
+        (Some(fd), Some(c)) => {
+            Some(control::Server::adopt(fd, &c.socket).map_err(|e| Error::io("control socket", e))?)
+        }
+        _ => None,
+    };
     let log =
         logging::install(Destination::open(&config.daemon.log, state.foreground)?, config.daemon.log_level)?;
     let runtime = Runtime {
-        pidfile_overridden: state.pidfile_override.is_some(),
+        pidfile_overridden: state.pidfile_overridden,
         foreground: state.foreground,
         exe: std::env::current_exe().ok(),
         pidfile_fd: pidfile.descriptor(),
@@ -231,8 +245,10 @@ fn resume(fd: i32) -> Result<(), Error> {
         connections: thawed.connections,
         listeners: thawed.listeners,
         stop: state.stop,
+        reply: state.reply_fd,
     };
-    let supervisor = Supervisor::resumed(thawed, runtime, metrics, endpoint, upgraded)
+    let services = Services { endpoint, control };
+    let supervisor = Supervisor::resumed(thawed, runtime, metrics, services, upgraded)
         .map_err(|e| Error::io("signal handlers", e))?;
     serve(Ready { supervisor, log, pidfile, started: None, warning: None })
 }

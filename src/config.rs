@@ -68,6 +68,7 @@ pub use address::{Listen, Upstream};
 
 mod address;
 mod checks;
+mod control;
 mod daemon;
 mod duration;
 mod host;
@@ -90,6 +91,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// The `[metrics]` table; `None` without one (no metrics endpoint).
     pub metrics: Option<MetricsConfig>,
+    /// The `[control]` table; `None` without one (no control socket).
+    pub control: Option<ControlConfig>,
     /// The text it was read from: a live upgrade hands it to the new image, which reads it again
     /// for the connections of the listeners it configures.
     pub text: std::sync::Arc<str>,
@@ -100,6 +103,15 @@ pub struct Config {
 pub struct MetricsConfig {
     /// Port is not 0; no listener's `listen` address, nor one that overlaps it.
     pub listen: SocketAddr,
+}
+
+/// The `[control]` table: the Unix socket `idlereaperctl` talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// Absolute, at most `sun_path` long; no listener's socket.
+    pub socket: PathBuf,
+    /// The socket file's mode (default 0660); its owner is `daemon.user`/`daemon.group`.
+    pub mode: u32,
 }
 
 /// The `[daemon]` table.
@@ -287,8 +299,8 @@ impl Config {
         }
     }
 
-    /// One line for the daemon, then one per listener, then one for the metrics endpoint if there
-    /// is one, for `idlereaper --check`.
+    /// One line for the daemon, then one per listener, then one for the metrics endpoint and one
+    /// for the control socket if there are, for `idlereaper --check`.
     pub fn summary(&self) -> Vec<String> {
         let d = |d: Duration| humantime::format_duration(d).to_string();
         let dc = &self.daemon;
@@ -313,8 +325,10 @@ impl Config {
             dc.workers
         );
         let metrics = self.metrics.as_ref().map(|m| format!("metrics: http://{}/metrics", m.listen));
+        let control =
+            self.control.as_ref().map(|c| format!("control: {} (mode {:04o})", c.socket.display(), c.mode));
         let listeners = self.listeners.iter().map(ListenerConfig::summary);
-        std::iter::once(daemon).chain(listeners).chain(metrics).collect()
+        std::iter::once(daemon).chain(listeners).chain(metrics).chain(control).collect()
     }
 }
 
@@ -326,6 +340,7 @@ struct FileConfig {
     daemon: Option<daemon::FileDaemon>,
     listener: Option<Vec<Spanned<listener::FileListener>>>,
     metrics: Option<Spanned<daemon::FileMetrics>>,
+    control: Option<Spanned<control::FileControl>>,
 }
 
 // ---- Step 2: validation ---------------------------------------------------------------------------
@@ -346,10 +361,11 @@ fn validate(src: &Source, file: FileConfig, checks: Checks) -> Res<Config> {
     let mut daemon = daemon::validate(src, &file_daemon)?;
     let listeners = listener::validate(src, file.listener.unwrap_or_default(), daemon.tick)?;
     let metrics = file.metrics.map(|m| daemon::validate_metrics(src, m, &listeners)).transpose()?;
+    let control = file.control.map(|c| control::validate(src, c, &listeners)).transpose()?;
     if let Checks::Host { pidfile } = checks {
         host::check(src, &file_daemon, &mut daemon, pidfile)?;
     }
-    Ok(Config { path: src.path.to_owned(), daemon, listeners, metrics, text: src.text.into() })
+    Ok(Config { path: src.path.to_owned(), daemon, listeners, metrics, control, text: src.text.into() })
 }
 
 /// An integer key within `(min, max)`, or `default` when absent.

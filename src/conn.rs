@@ -130,6 +130,11 @@ impl Conn {
     }
 
     /// The upstream socket, for a relay.
+    pub fn upstream(&self) -> Option<&Stream> {
+        self.upstream.as_ref().map(|s| &s.stream)
+    }
+
+    /// The upstream socket, for a relay.
     pub fn upstream_mut(&mut self) -> Option<&mut Stream> {
         self.upstream.as_mut().map(|s| &mut s.stream)
     }

@@ -216,7 +216,11 @@ pub fn adopt(
     let failed = |e| Error::io(format!("listener {}: the socket handed over", lc.name), e);
     let sockets = fds
         .iter()
-        .map(|fd| fd.map(|fd| ListenSocket::adopt(fd, unix)).transpose().map_err(failed))
+        .map(|fd| {
+            fd.map(|fd| crate::sys::adopt(fd).map(|fd| ListenSocket::from_fd(fd, unix)))
+                .transpose()
+                .map_err(failed)
+        })
         .collect::<Result<Vec<_>, Error>>()?;
     Ok(assemble(lc, sockets, unix_path, metrics, upstreams))
 }

@@ -34,7 +34,7 @@ use exposition::{Exposition, Seconds};
 
 /// Every close reason, in the order the metrics show them: the ends of accepted connections,
 /// then the refusals at accept. [`reason_slot`] is the position in this list.
-const REASONS: [CloseReason; 15] = [
+const REASONS: [CloseReason; 16] = [
     CloseReason::ClientClosed,
     CloseReason::UpstreamClosed,
     CloseReason::ClientReset,
@@ -46,13 +46,14 @@ const REASONS: [CloseReason; 15] = [
     CloseReason::UpstreamRefused,
     CloseReason::Error,
     CloseReason::Shutdown,
+    CloseReason::Killed,
     CloseReason::Limit,
     CloseReason::PerIpLimit,
     CloseReason::Denied,
     CloseReason::OutOfDescriptors,
 ];
 /// `REASONS[..CLOSES]` end accepted connections; the rest are refusals.
-const CLOSES: usize = 11;
+const CLOSES: usize = 12;
 
 /// The index of `reason` in [`REASONS`]. A `match`, so that a new reason does not compile
 /// until it has a place here.
@@ -69,10 +70,11 @@ fn reason_slot(reason: CloseReason) -> usize {
         CloseReason::UpstreamRefused => 8,
         CloseReason::Error => 9,
         CloseReason::Shutdown => 10,
-        CloseReason::Limit => 11,
-        CloseReason::PerIpLimit => 12,
-        CloseReason::Denied => 13,
-        CloseReason::OutOfDescriptors => 14,
+        CloseReason::Killed => 11,
+        CloseReason::Limit => 12,
+        CloseReason::PerIpLimit => 13,
+        CloseReason::Denied => 14,
+        CloseReason::OutOfDescriptors => 15,
     }
 }
 
@@ -154,6 +156,21 @@ impl ListenerMetrics {
     /// Connecting to the upstream failed (`idlereaper_upstream_connect_errors_total`).
     pub fn upstream_connect_error(&self) {
         self.upstream_connect_errors.fetch_add(1, Relaxed);
+    }
+
+    /// What `idlereaperctl show listeners` shows of these counters.
+    pub fn fill(&self, row: &mut crate::report::ListenerRow) {
+        row.open = u64::try_from(self.active.load(Relaxed)).unwrap_or(0);
+        row.accepted = self.accepted.load(Relaxed);
+        row.closed = REASONS[..CLOSES]
+            .iter()
+            .zip(&self.closed)
+            .map(|(reason, n)| (reason.as_str().to_owned(), n.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        row.refused = self.refused.iter().map(|n| n.load(Relaxed)).sum();
+        row.bytes_from_client = self.bytes_from_client.load(Relaxed);
+        row.bytes_from_upstream = self.bytes_from_upstream.load(Relaxed);
     }
 
     /// Every counter, in a fixed order, for a live upgrade to carry over (the active gauge is
@@ -255,6 +272,11 @@ impl Metrics {
     /// counters restart and its active gauge loses the connections already open.
     pub fn set_listeners(&self, listeners: Vec<Arc<ListenerMetrics>>) {
         *self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()) = listeners;
+    }
+
+    /// The counters of the listeners configured now, in configuration order.
+    pub fn listeners(&self) -> Vec<Arc<ListenerMetrics>> {
+        self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The counters of the current listener `name`, or new ones if there is none: what a reload

@@ -68,13 +68,9 @@ impl PipePool {
     }
 
     /// A pipe inherited from the image before a live upgrade, with the bytes it holds.
-    pub fn thaw(
-        &mut self,
-        (read, write, len, capacity): (RawFd, RawFd, usize, usize),
-    ) -> std::io::Result<Pipe> {
-        let (read, write) = (crate::sys::adopt(read)?, crate::sys::adopt(write)?);
+    pub fn thaw(&mut self, read: OwnedFd, write: OwnedFd, len: usize, capacity: usize) -> Pipe {
         self.open += 1;
-        Ok(Pipe { read, write, len, capacity })
+        Pipe { read, write, len, capacity }
     }
 
     /// Pipes currently open (free or in use).

@@ -92,7 +92,7 @@ impl Socket {
     pub fn thaw(state: &SocketState) -> io::Result<Socket> {
         let bit = |i: u8| state.flags & (1 << i) != 0;
         Ok(Socket {
-            stream: Stream::adopt(state.fd, state.unix)?,
+            stream: Stream::from_fd(sys::adopt(state.fd)?, state.unix),
             readable: bit(0),
             writable: bit(1),
             closing: bit(2),
@@ -181,7 +181,13 @@ impl Half {
             let msg = format!("held bytes: {} do not fit a buffer of {}", bytes.len(), pool.buffer_size());
             return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
         }
-        let pipe = state.pipe.map(|p| pipes.thaw(p)).transpose()?;
+        let pipe = match state.pipe {
+            Some((read, write, len, capacity)) => {
+                let (read, write) = (sys::adopt(read)?, sys::adopt(write)?);
+                Some(pipes.thaw(read, write, len, capacity))
+            }
+            None => None,
+        };
         Ok(Half {
             pending: state.pending.as_deref().map(|bytes| pool.take(bytes)),
             pipe,

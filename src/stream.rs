@@ -92,10 +92,28 @@ impl Stream {
         either!(self, s => s.into_raw_fd())
     }
 
-    /// A socket inherited by number from the image before a live upgrade.
-    pub fn adopt(fd: RawFd, unix: bool) -> io::Result<Stream> {
-        let fd: OwnedFd = crate::sys::adopt(fd)?;
-        Ok(if unix { Stream::Unix(UnixStream::from(fd)) } else { Stream::Tcp(TcpStream::from(fd)) })
+    /// A connected socket of either family, from its descriptor (one a live upgrade handed
+    /// over).
+    pub fn from_fd(fd: OwnedFd, unix: bool) -> Stream {
+        if unix {
+            Stream::Unix(UnixStream::from(fd))
+        } else {
+            Stream::Tcp(TcpStream::from(fd))
+        }
+    }
+
+    /// Who is on the other end, for a person to read: `IP:port`, or `unix:/path` (`-` if the
+    /// kernel does not say, as for a connect still in progress).
+    pub fn peer_label(&self) -> String {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map_or("-".to_owned(), |a| a.to_string()),
+            Stream::Unix(s) => {
+                match s.peer_addr().ok().and_then(|a| a.as_pathname().map(|p| p.display().to_string())) {
+                    Some(path) => format!("unix:{path}"),
+                    None => "-".to_owned(),
+                }
+            }
+        }
     }
 
     /// The local address of a TCP socket (the listener's side of an accepted one).
@@ -113,14 +131,14 @@ impl ListenSocket {
         listening!(self, s => s.into_raw_fd())
     }
 
-    /// A listening socket inherited by number from the image before a live upgrade.
-    pub fn adopt(fd: RawFd, unix: bool) -> io::Result<ListenSocket> {
-        let fd: OwnedFd = crate::sys::adopt(fd)?;
-        Ok(if unix {
+    /// A listening socket of either family, from its descriptor (one a live upgrade handed
+    /// over).
+    pub fn from_fd(fd: OwnedFd, unix: bool) -> ListenSocket {
+        if unix {
             ListenSocket::Unix(UnixListener::from(fd))
         } else {
             ListenSocket::Tcp(TcpListener::from(fd))
-        })
+        }
     }
 
     /// Accepts one connection (non-blocking).

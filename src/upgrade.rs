@@ -33,9 +33,12 @@ pub struct Carried<'a> {
     pub config: &'a Config,
     pub stop: bool,
     pub foreground: bool,
-    pub pidfile_override: Option<&'a Path>,
+    pub pidfile: &'a Path,
+    pub pidfile_overridden: bool,
     pub pidfile_fd: std::os::fd::RawFd,
     pub endpoint_fd: Option<std::os::fd::RawFd>,
+    pub control_fd: Option<std::os::fd::RawFd>,
+    pub reply_fd: Option<std::os::fd::RawFd>,
     pub sources: &'a [Source],
     /// The table index of each listener of `config`.
     pub in_force: &'a [usize],
@@ -82,9 +85,12 @@ pub fn state_of(carried: Carried<'_>, frozen_at: u64, frozen: Vec<Frozen>) -> St
         stop: carried.stop,
         foreground: carried.foreground,
         config_path: carried.config.path.display().to_string(),
-        pidfile_override: carried.pidfile_override.map(|p| p.display().to_string()),
+        pidfile: carried.pidfile.display().to_string(),
+        pidfile_overridden: carried.pidfile_overridden,
         pidfile_fd: carried.pidfile_fd,
         endpoint_fd: carried.endpoint_fd,
+        control_fd: carried.control_fd,
+        reply_fd: carried.reply_fd,
         texts: texts.iter().map(|t| t.to_string()).collect(),
         listeners,
         in_force: carried.in_force.to_vec(),
@@ -116,7 +122,10 @@ pub fn thaw(state: &State, metrics: &Metrics) -> Result<Thawed, Error> {
         .map(|text| Config::parse(text, path))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::Message(format!("the configuration handed over: {e}")))?;
-    let config = configs[0].clone();
+    // What the process already has stays: its pidfile and its number of workers.
+    let mut config = configs[0].clone();
+    config.daemon.pidfile = state.pidfile.clone().into();
+    config.daemon.workers = state.workers.len();
     let texts: Vec<Arc<str>> = configs.iter().map(|c| Arc::clone(&c.text)).collect();
     let mut tables: Vec<Vec<listener::Listener>> = state.workers.iter().map(|_| Vec::new()).collect();
     let (mut sources, mut counters) = (Vec::new(), Vec::new());

@@ -61,6 +61,8 @@ pub enum CloseReason {
     Shutdown,
     /// `max_lifetime` after accept, whatever the traffic.
     MaxLifetime,
+    /// An operator closed it (`idlereaperctl kill`).
+    Killed,
     /// One side sent FIN and the other did not finish within `half_close_timeout`.
     HalfCloseTimeout,
     /// Refused at accept: the listener was at `max_connections`.
@@ -87,6 +89,7 @@ impl CloseReason {
             CloseReason::Error => "error",
             CloseReason::Shutdown => "shutdown",
             CloseReason::MaxLifetime => "max_lifetime",
+            CloseReason::Killed => "killed",
             CloseReason::HalfCloseTimeout => "half_close_timeout",
             CloseReason::Limit => "limit",
             CloseReason::PerIpLimit => "per_ip_limit",
@@ -121,6 +124,7 @@ impl CloseReason {
                 | CloseReason::MaxLifetime
                 | CloseReason::HalfCloseTimeout
                 | CloseReason::Shutdown
+                | CloseReason::Killed
         )
     }
 }

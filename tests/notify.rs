@@ -1,5 +1,6 @@
 //! The daemon under a service manager that listens (`NOTIFY_SOCKET`, `sd_notify(3)`): `READY=1`
-//! once it serves, `RELOADING=1` with `MONOTONIC_USEC` then `READY=1` around a reload,
+//! once it serves, `RELOADING=1` with `MONOTONIC_USEC` then `READY=1` around a reload and
+//! around a live upgrade (the second from the new image),
 //! `STOPPING=1` on stop, `STATUS=` with the open connections and the last reload, and
 //! `WATCHDOG=1` within the interval `WATCHDOG_USEC` asks for while the loops turn.
 
@@ -34,7 +35,7 @@ fn collect(
 }
 
 #[test]
-fn the_service_manager_hears_ready_reloading_watchdog_and_stopping_in_order() {
+fn the_service_manager_hears_ready_reloading_upgrade_watchdog_and_stopping_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
@@ -65,6 +66,17 @@ fn the_service_manager_hears_ready_reloading_watchdog_and_stopping_in_order() {
     assert!(texts.len() >= 2, "{texts:?}");
     assert!(texts[0].starts_with("RELOADING=1\nMONOTONIC_USEC="), "{texts:?}");
     assert!(texts[texts.len() - 1].contains("STATUS=connections=1; reloaded "), "{texts:?}");
+
+    // A live upgrade: RELOADING=1, then READY=1 from the new image, which keeps the watchdog.
+    daemon.signal(libc::SIGUSR2);
+    let upgrade = collect(&socket, Duration::from_secs(10), |m| m.starts_with("READY=1"));
+    let texts: Vec<&str> =
+        upgrade.iter().map(|(_, m)| m.as_str()).filter(|m| !m.starts_with("WATCHDOG")).collect();
+    assert!(texts.len() >= 2, "{texts:?}");
+    assert!(texts[0].starts_with("RELOADING=1\nMONOTONIC_USEC="), "{texts:?}");
+    assert!(texts[texts.len() - 1].contains("STATUS=connections=1; upgraded from="), "{texts:?}");
+    let pings = collect(&socket, Duration::from_secs(1), |_| false);
+    assert!(pings.iter().any(|(_, m)| m.starts_with("WATCHDOG=1")), "after the upgrade: {pings:?}");
 
     daemon.signal(libc::SIGTERM);
     let stop = collect(&socket, Duration::from_secs(5), |m| m == "STOPPING=1");

@@ -118,7 +118,7 @@ fn is_host_name(host: &str) -> bool {
 }
 
 /// The path of `unix:<path>`: absolute, at most [`MAX_UNIX_PATH`] bytes, no NUL.
-fn unix_path(path: &str) -> Result<PathBuf, String> {
+pub(super) fn unix_path(path: &str) -> Result<PathBuf, String> {
     if path.is_empty() {
         return Err("has no path after \"unix:\": write \"unix:/absolute/path\"".into());
     }

@@ -394,7 +394,7 @@ fn word<'w>(
 }
 
 /// `socket_mode`: an octal string of three or four digits, such as `"0660"`.
-fn octal_mode(v: &Spanned<Value>) -> Result<u32, String> {
+pub(super) fn octal_mode(v: &Spanned<Value>) -> Result<u32, String> {
     let bad = || {
         format!(
             "expected an octal mode of three or four digits as a string, such as \"0660\", got {}",

@@ -74,7 +74,7 @@ fn run(exe: &Path, args: &[&OsStr]) -> Result<String, String> {
     if status.success() {
         return Ok(out);
     }
-    let said = err.lines().chain(out.lines()).filter(|l| !l.trim().is_empty()).last();
+    let said = err.lines().chain(out.lines()).rfind(|l| !l.trim().is_empty());
     Err(match said {
         Some(line) => format!("{status}: {}", line.trim()),
         None => status.to_string(),

@@ -29,11 +29,16 @@ pub struct State {
     pub stop: bool,
     pub foreground: bool,
     pub config_path: String,
-    /// `--pidfile`, when given (else the configuration's `daemon.pidfile`).
-    pub pidfile_override: Option<String>,
+    /// The pidfile in use, and whether `--pidfile` named it.
+    pub pidfile: String,
+    pub pidfile_overridden: bool,
     pub pidfile_fd: RawFd,
     /// The metrics endpoint's listening socket.
     pub endpoint_fd: Option<RawFd>,
+    /// The control socket's listening socket.
+    pub control_fd: Option<RawFd>,
+    /// The control client that asked for the upgrade: the new image answers it.
+    pub reply_fd: Option<RawFd>,
     /// Configuration texts the listeners come from; `texts[0]` is the one in force.
     pub texts: Vec<String>,
     /// The workers' listener table, by index (closed ones too: their connections may be open).
@@ -77,11 +82,15 @@ pub struct ListenerState {
 pub struct WorkerState {
     pub listeners: Vec<Option<RawFd>>,
     pub conns: Vec<ConnState>,
+    /// The sequence number of the worker's next connection id.
+    pub next_id: u64,
 }
 
 /// A connection and the loop's bookkeeping for it.
 #[derive(Debug, Default, PartialEq)]
 pub struct ConnState {
+    /// Unique for the daemon's lifetime (the close line's `id=`).
+    pub id: u64,
     pub listener: usize,
     /// The client's address; `None` for a Unix client.
     pub peer: Option<String>,
@@ -139,6 +148,8 @@ impl State {
     pub fn descriptors(&self) -> Vec<RawFd> {
         let mut fds = vec![self.pidfile_fd];
         fds.extend(self.endpoint_fd);
+        fds.extend(self.control_fd);
+        fds.extend(self.reply_fd);
         for worker in &self.workers {
             fds.extend(worker.listeners.iter().flatten());
             for conn in &worker.conns {
@@ -166,9 +177,12 @@ impl State {
         w.bool(self.stop);
         w.bool(self.foreground);
         w.str(&self.config_path);
-        w.option(self.pidfile_override.as_ref(), |w, p| w.str(p));
+        w.str(&self.pidfile);
+        w.bool(self.pidfile_overridden);
         w.i32(self.pidfile_fd);
-        w.option(self.endpoint_fd.as_ref(), |w, fd| w.i32(*fd));
+        for fd in [self.endpoint_fd, self.control_fd, self.reply_fd] {
+            w.option(fd.as_ref(), |w, fd| w.i32(*fd));
+        }
         w.list(&self.texts, |w, t| w.str(t));
         w.list(&self.listeners, |w, l| {
             w.usize(l.text);
@@ -185,6 +199,7 @@ impl State {
         w.list(&self.workers, |w, worker| {
             w.list(&worker.listeners, |w, fd| w.option(fd.as_ref(), |w, fd| w.i32(*fd)));
             w.list(&worker.conns, put_conn);
+            w.u64(worker.next_id);
         });
         w.bytes
     }
@@ -207,9 +222,12 @@ impl State {
             stop: r.bool()?,
             foreground: r.bool()?,
             config_path: r.str()?,
-            pidfile_override: r.option(Reader::str)?,
+            pidfile: r.str()?,
+            pidfile_overridden: r.bool()?,
             pidfile_fd: r.i32()?,
             endpoint_fd: r.option(Reader::i32)?,
+            control_fd: r.option(Reader::i32)?,
+            reply_fd: r.option(Reader::i32)?,
             texts: r.list(Reader::str)?,
             listeners: r.list(|r| {
                 Ok(ListenerState {
@@ -229,7 +247,11 @@ impl State {
                 upgrades_refused: r.u64()?,
             },
             workers: r.list(|r| {
-                Ok(WorkerState { listeners: r.list(|r| r.option(Reader::i32))?, conns: r.list(get_conn)? })
+                Ok(WorkerState {
+                    listeners: r.list(|r| r.option(Reader::i32))?,
+                    conns: r.list(get_conn)?,
+                    next_id: r.u64()?,
+                })
             })?,
         };
         r.finish()?;
@@ -299,6 +321,7 @@ fn get_half(r: &mut Reader<'_>) -> io::Result<HalfState> {
 }
 
 fn put_conn(w: &mut Writer, c: &ConnState) {
+    w.u64(c.id);
     w.usize(c.listener);
     w.option(c.peer.as_ref(), |w, p| w.str(p));
     w.u64(c.age);
@@ -324,6 +347,7 @@ fn put_conn(w: &mut Writer, c: &ConnState) {
 
 fn get_conn(r: &mut Reader<'_>) -> io::Result<ConnState> {
     Ok(ConnState {
+        id: r.u64()?,
         listener: r.usize()?,
         peer: r.option(Reader::str)?,
         age: r.u64()?,
@@ -360,6 +384,7 @@ mod tests {
             bytes: 1 << 40,
         };
         let conn = ConnState {
+            id: 42,
             listener: 1,
             peer: Some("127.0.0.1:4000".into()),
             age: 5,
@@ -385,9 +410,12 @@ mod tests {
             stop: true,
             foreground: false,
             config_path: "/etc/idlereaper.toml".into(),
-            pidfile_override: Some("/run/x.pid".into()),
+            pidfile: "/run/x.pid".into(),
+            pidfile_overridden: true,
             pidfile_fd: 3,
             endpoint_fd: Some(4),
+            control_fd: Some(20),
+            reply_fd: Some(21),
             texts: vec!["[daemon]\n".into(), "old".into()],
             listeners: vec![
                 ListenerState {
@@ -413,7 +441,7 @@ mod tests {
                 upgrades_ok: 4,
                 upgrades_refused: 5,
             },
-            workers: vec![WorkerState { listeners: vec![Some(5), None], conns: vec![conn] }],
+            workers: vec![WorkerState { listeners: vec![Some(5), None], conns: vec![conn], next_id: 43 }],
         }
     }
 
@@ -424,7 +452,7 @@ mod tests {
         assert_eq!(back, state);
         let mut fds = back.descriptors();
         fds.sort();
-        assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11]);
+        assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11, 20, 21]);
         assert_eq!(back.connections(), 1);
     }
 

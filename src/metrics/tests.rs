@@ -78,6 +78,7 @@ idlereaper_connections_closed_total{{listener="relay",reason="connect_timeout"}}
 idlereaper_connections_closed_total{{listener="relay",reason="upstream_refused"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="error"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="shutdown"}} 0
+idlereaper_connections_closed_total{{listener="relay",reason="killed"}} 0
 # HELP idlereaper_connections_refused_total Clients closed at accept, by reason (limit, per_ip_limit, denied, out_of_descriptors).
 # TYPE idlereaper_connections_refused_total counter
 idlereaper_connections_refused_total{{listener="relay",reason="limit"}} 0
@@ -111,6 +112,10 @@ idlereaper_timers 7
 # TYPE idlereaper_reloads_total counter
 idlereaper_reloads_total{{result="success"}} 1
 idlereaper_reloads_total{{result="failure"}} 2
+# HELP idlereaper_upgrades_total Live upgrades (SIGUSR2), by result.
+# TYPE idlereaper_upgrades_total counter
+idlereaper_upgrades_total{{result="success"}} 0
+idlereaper_upgrades_total{{result="refused"}} 0
 # HELP idlereaper_open_fds Open file descriptors.
 # TYPE idlereaper_open_fds gauge
 idlereaper_open_fds 12

@@ -156,7 +156,8 @@ impl Core {
                     }
                     Err((reason, failure)) => {
                         self.listeners[i].release(peer.ip(), per_ip_counted);
-                        return self.closed_at_once(i, peer, reason, failure, attempts.tried);
+                        let id = self.new_id();
+                        return self.closed_at_once(i, id, peer, reason, failure, attempts.tried);
                     }
                 }
             }
@@ -164,7 +165,9 @@ impl Core {
         let deadlines =
             Deadlines::at_accept(&self.listeners[i].config, conn.is_connecting(), &self.clock, now);
         self.record(i, Entry::Accepted);
+        let id = self.new_id();
         self.install(Slot {
+            id,
             conn,
             listener: i,
             peer,

@@ -91,7 +91,8 @@ impl Core {
         self.record(slot.listener, Entry::Closed { reason, lifetime });
         let bytes = (conn.bytes_from_client(), conn.bytes_from_upstream());
         let tried = slot.attempts.as_ref().map_or(0, |a| a.tried);
-        let line = CloseLine { peer: slot.peer, lifetime, bytes, reason, failure: failure.as_ref(), tried };
+        let (id, peer, failure) = (slot.id, slot.peer, failure.as_ref());
+        let line = CloseLine { id, peer, lifetime, bytes, reason, failure, tried };
         line.log(&listener.config.name);
         // Dropping the connection closes the client's descriptor, and dropping the upstream
         // closes the other; closing also removes them from the epoll set (they are never
@@ -105,6 +106,7 @@ impl Core {
     pub(super) fn closed_at_once(
         &self,
         i: usize,
+        id: u64,
         peer: Peer,
         reason: CloseReason,
         failure: IoFailure,
@@ -113,6 +115,7 @@ impl Core {
         self.record(i, Entry::Accepted);
         self.record(i, Entry::Closed { reason, lifetime: Duration::ZERO });
         let line = CloseLine {
+            id,
             peer,
             lifetime: Duration::ZERO,
             bytes: (0, 0),
@@ -153,6 +156,7 @@ fn abort_sides(conn: &Conn, reason: CloseReason, kernel: Option<[TcpProgress; 2]
 
 /// The one log line per closed connection (`key=value` fields; the format is documented).
 struct CloseLine<'a> {
+    id: u64,
     peer: Peer,
     lifetime: Duration,
     /// From the client, from the upstream.
@@ -165,7 +169,7 @@ struct CloseLine<'a> {
 
 impl CloseLine<'_> {
     fn log(&self, listener: &str) {
-        let CloseLine { peer, reason, .. } = self;
+        let CloseLine { id, peer, reason, .. } = self;
         let lifetime = self.lifetime.as_millis();
         let (from_client, from_upstream) = self.bytes;
         let error = self.failure.map(|f| format!(" error=\"{f}\"")).unwrap_or_default();
@@ -176,7 +180,7 @@ impl CloseLine<'_> {
             _ => String::new(),
         };
         info!(
-            "conn closed listener={listener} client={peer} reason={reason} lifetime_ms={lifetime} \
+            "conn closed id={id} listener={listener} client={peer} reason={reason} lifetime_ms={lifetime} \
              bytes_from_client={from_client} bytes_from_upstream={from_upstream}{tried}{error}"
         );
     }

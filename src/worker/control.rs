@@ -9,10 +9,12 @@ use log::{error, info};
 use mio::{Interest, Waker};
 
 use super::handover::Frozen;
+use super::inspect::Selector;
 use super::token::Target;
 use super::{Core, Phase};
 use crate::config::ListenerConfig;
 use crate::listener::Listener;
+use crate::report::ConnRow;
 use crate::upstream::Upstreams;
 use crate::vocab::CloseReason;
 
@@ -27,6 +29,10 @@ pub enum Command {
     /// A live upgrade: give up every listener handle and connection, with times relative to
     /// `at`, send them back on `reply`, and stop.
     Freeze { at: Instant, reply: Sender<Frozen> },
+    /// A row for every open connection (`show conns`).
+    Inspect { reply: Sender<Vec<ConnRow>> },
+    /// Close the connections `selector` names, at once; reply with how many.
+    Kill { selector: Selector, reply: Sender<usize> },
 }
 
 /// A worker's part of a reload: the listeners of the new configuration, in order, and the
@@ -75,6 +81,12 @@ impl Core {
                 Command::Reload(reload) => self.reload(reload),
                 Command::Freeze { at, reply } => {
                     let _ = reply.send(self.freeze(at));
+                }
+                Command::Inspect { reply } => {
+                    let _ = reply.send(self.inspect(Instant::now()));
+                }
+                Command::Kill { selector, reply } => {
+                    let _ = reply.send(self.kill(&selector));
                 }
             }
         }

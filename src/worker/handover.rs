@@ -39,9 +39,19 @@ impl Core {
         let mut conns = Vec::with_capacity(self.slots.len());
         for slot in self.slots.drain() {
             let Slot {
-                conn, listener, peer, accepted, deadlines, wire_seen, per_ip_counted, attempts, ..
+                id,
+                conn,
+                listener,
+                peer,
+                accepted,
+                deadlines,
+                wire_seen,
+                per_ip_counted,
+                attempts,
+                ..
             } = slot;
             conns.push(ConnState {
+                id,
                 listener,
                 peer: match peer {
                     Peer::Ip(addr) => Some(addr.to_string()),
@@ -61,7 +71,12 @@ impl Core {
         let counters = self.listeners.iter().map(|l| l.metrics.counters()).collect();
         let (listeners, unix_paths) = self.listeners.iter_mut().map(|l| l.freeze()).unzip();
         self.phase = Phase::Stopped;
-        Frozen { worker: self.worker, state: WorkerState { listeners, conns }, counters, unix_paths }
+        Frozen {
+            worker: self.worker,
+            state: WorkerState { listeners, conns, next_id: self.next_id },
+            counters,
+            unix_paths,
+        }
     }
 
     /// Takes over one connection of a frozen worker: admitted again (listener and per-address
@@ -87,6 +102,7 @@ impl Core {
         listener.readmit(peer.ip(), c.per_ip_counted);
         listener.metrics.active_add(1);
         self.install(Slot {
+            id: c.id,
             conn,
             listener: c.listener,
             peer,
@@ -107,6 +123,7 @@ impl Worker {
     /// relative to). Returns how many were taken over; one that cannot be (a bug: the state
     /// was checked before the upgrade) is logged and its descriptors closed.
     pub fn adopt(&mut self, state: &WorkerState, frozen: Instant) -> usize {
+        self.core.next_id = self.core.next_id.max(state.next_id);
         let mut adopted = 0;
         for conn in &state.conns {
             match self.core.thaw(conn, frozen) {

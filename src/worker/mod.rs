@@ -12,7 +12,8 @@
 //! [`deadlines`] (which timeout applies when), [`liveness`] (is a due relay really idle),
 //! [`expiry`] (the wheel's side: expire, re-arm, close upstreams between ticks), [`close`]
 //! (closing, resets, the close log line, the ledger), [`control`] (the supervisor's commands),
-//! [`handover`] (a live upgrade: freezing every connection, and taking them over).
+//! [`handover`] (a live upgrade: freezing every connection, and taking them over), [`inspect`]
+//! (the control socket's questions: a row per connection, and closing chosen ones).
 
 mod accept;
 mod close;
@@ -21,6 +22,7 @@ mod control;
 mod deadlines;
 mod expiry;
 mod handover;
+mod inspect;
 pub(crate) mod liveness;
 mod token;
 
@@ -52,6 +54,7 @@ use accept::Starved;
 pub use control::{Command, ListenerChange, Reload, Remote};
 use deadlines::Deadlines;
 pub use handover::Frozen;
+pub use inspect::{ClientMatch, Selector};
 use token::Target;
 
 /// Relay buffer size: one read, and the most a direction holds while its reader is stalled.
@@ -84,6 +87,8 @@ pub struct Worker {
 /// A connection as the loop keeps it: the relay state machine and the loop's bookkeeping for it
 /// (which the connection itself knows nothing of).
 struct Slot {
+    /// Unique for the daemon's lifetime, across upgrades too (see [`Core::new_id`]).
+    id: u64,
     conn: Conn,
     /// Index of the listener that accepted it.
     listener: usize,
@@ -136,6 +141,9 @@ struct Core {
     starved: Option<Starved>,
     /// The generation of the last connection admitted (see [`Target`]).
     generation: usize,
+    /// Workers in the process, and the sequence number of this one's next connection id.
+    workers: usize,
+    next_id: u64,
 }
 
 impl Worker {
@@ -183,6 +191,8 @@ impl Worker {
                 expiry_backlog: false,
                 starved: None,
                 generation: 0,
+                workers: config.daemon.workers.max(1),
+                next_id: 1,
             },
         };
         Ok((worker, Remote::new(sender, waker)))
@@ -209,6 +219,14 @@ impl Worker {
 }
 
 impl Core {
+    /// A connection id no other connection of the daemon has had: this worker's sequence
+    /// number interleaved with the other workers'.
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_id * self.workers as u64 + self.worker as u64;
+        self.next_id += 1;
+        id
+    }
+
     /// How long the next poll may block: zero when work is left over; otherwise until a paused
     /// listener resumes or the drain deadline (whole milliseconds are precise enough for those),
     /// with the alarm armed for the wheel's next deadline; forever when nothing is due.

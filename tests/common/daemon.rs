@@ -72,12 +72,23 @@ impl Daemon {
         config: &str,
         prepare: impl FnOnce(&Path, &mut Command),
     ) -> Daemon {
+        Daemon::start_program(Path::new(BIN), dir, config, prepare)
+    }
+
+    /// [`Daemon::start_in_with`], running the binary at `program` (a copy, for a live upgrade
+    /// to replace).
+    pub fn start_program(
+        program: &Path,
+        dir: tempfile::TempDir,
+        config: &str,
+        prepare: impl FnOnce(&Path, &mut Command),
+    ) -> Daemon {
         let config_path = dir.path().join("idlereaper.toml");
         fs::write(&config_path, config).expect("write config");
         let pidfile = dir.path().join("idlereaper.pid");
         let log_path = dir.path().join("stderr.log");
         let stderr = File::create(&log_path).expect("create log file");
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(program);
         command
             .arg("-f")
             .arg("-c")

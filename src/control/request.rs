@@ -1,0 +1,141 @@
+//! The control protocol's requests: one line of words, as `idlereaperctl`'s arguments are
+//! written (`show conns --listener pg --idle-over 5m --json`). Parsing is strict: an unknown
+//! word is an error that names it, so a typo never means "everything".
+
+use std::time::Duration;
+
+use crate::worker::{ClientMatch, Selector};
+
+/// What a control client asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Every open connection, soonest to be reaped first.
+    ShowConns { listener: Option<String>, idle_over: Option<Duration>, json: bool },
+    /// The listeners in force, with their counters.
+    ShowListeners { json: bool },
+    /// Close connections at once.
+    Kill(Selector),
+    /// Reload the configuration file, and say how it went.
+    Reload,
+    /// Upgrade in place (as SIGUSR2), and say how it went.
+    Upgrade,
+    /// The commands.
+    Help,
+}
+
+/// What `help` answers.
+pub const HELP: &str = "\
+show conns [--listener NAME] [--idle-over DURATION] [--json]
+show listeners [--json]
+kill ID... | kill --client IP[:PORT] | kill --listener NAME
+reload
+upgrade
+help
+";
+
+/// Reads one request line (without its newline).
+pub fn parse(line: &str) -> Result<Request, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["show", "conns", rest @ ..] => {
+            let (mut listener, mut idle_over, mut json) = (None, None, false);
+            let mut rest = rest.iter();
+            while let Some(&word) = rest.next() {
+                match word {
+                    "--json" => json = true,
+                    "--listener" => listener = Some(value(word, rest.next())?.to_owned()),
+                    "--idle-over" => {
+                        let text = value(word, rest.next())?;
+                        let d = humantime::parse_duration(text)
+                            .map_err(|e| format!("--idle-over {text:?}: {e} (write \"30s\", \"5m\")"))?;
+                        idle_over = Some(d);
+                    }
+                    other => return Err(format!("show conns: unknown option {other:?}")),
+                }
+            }
+            Ok(Request::ShowConns { listener, idle_over, json })
+        }
+        ["show", "listeners"] => Ok(Request::ShowListeners { json: false }),
+        ["show", "listeners", "--json"] => Ok(Request::ShowListeners { json: true }),
+        ["show", other, ..] => Err(format!("show: unknown subject {other:?} (conns, listeners)")),
+        ["show"] => Err("show: what? (conns, listeners)".to_owned()),
+        ["kill", "--client", address] => {
+            let matched = match (address.parse(), address.parse()) {
+                (Ok(addr), _) => ClientMatch::Exact(addr),
+                (_, Ok(ip)) => ClientMatch::Address(ip),
+                _ => return Err(format!("kill --client {address:?}: expected IP or IP:port")),
+            };
+            Ok(Request::Kill(Selector::Client(matched)))
+        }
+        ["kill", "--listener", name] => Ok(Request::Kill(Selector::Listener((*name).to_owned()))),
+        ["kill"] => Err("kill: which? (IDs, --client IP[:PORT] or --listener NAME)".to_owned()),
+        ["kill", ids @ ..] => {
+            let ids = ids
+                .iter()
+                .map(|id| id.parse::<u64>().map_err(|_| format!("kill: {id:?} is not a connection id")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Request::Kill(Selector::Ids(ids)))
+        }
+        ["reload"] => Ok(Request::Reload),
+        ["upgrade"] => Ok(Request::Upgrade),
+        ["help"] => Ok(Request::Help),
+        [command @ ("reload" | "upgrade" | "help"), ..] => Err(format!("{command} takes nothing after it")),
+        [] => Err("empty request (try \"help\")".to_owned()),
+        [other, ..] => {
+            let shown: String = other.chars().take(40).collect();
+            Err(format!("unknown command {shown:?} (try \"help\")"))
+        }
+    }
+}
+
+fn value<'a>(option: &str, next: Option<&&'a str>) -> Result<&'a str, String> {
+    next.copied().ok_or_else(|| format!("{option} needs a value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_command_reads_and_mistakes_are_named() {
+        assert_eq!(
+            parse("show conns --listener pg --idle-over 5m --json"),
+            Ok(Request::ShowConns {
+                listener: Some("pg".into()),
+                idle_over: Some(Duration::from_secs(300)),
+                json: true
+            })
+        );
+        assert_eq!(
+            parse("show conns"),
+            Ok(Request::ShowConns { listener: None, idle_over: None, json: false })
+        );
+        assert_eq!(parse("  show   listeners --json "), Ok(Request::ShowListeners { json: true }));
+        assert_eq!(parse("kill 3 17"), Ok(Request::Kill(Selector::Ids(vec![3, 17]))));
+        assert_eq!(
+            parse("kill --client 127.0.0.1:4000"),
+            Ok(Request::Kill(Selector::Client(ClientMatch::Exact("127.0.0.1:4000".parse().unwrap()))))
+        );
+        assert_eq!(
+            parse("kill --client ::1"),
+            Ok(Request::Kill(Selector::Client(ClientMatch::Address("::1".parse().unwrap()))))
+        );
+        assert_eq!(parse("kill --listener pg"), Ok(Request::Kill(Selector::Listener("pg".into()))));
+        assert_eq!(parse("reload"), Ok(Request::Reload));
+        assert_eq!(parse("upgrade"), Ok(Request::Upgrade));
+        for (line, says) in [
+            ("", "empty"),
+            ("show conns --json --bogus", "--bogus"),
+            ("show conns --listener", "needs a value"),
+            ("show conns --idle-over soon", "--idle-over"),
+            ("show sessions", "sessions"),
+            ("kill 3 x", "\"x\" is not a connection id"),
+            ("kill --client somewhere", "expected IP"),
+            ("reboot", "unknown command \"reboot\""),
+            ("reload now", "reload takes nothing after it"),
+        ] {
+            let e = parse(line).unwrap_err();
+            assert!(e.contains(says), "{line:?}: {e}");
+        }
+    }
+}

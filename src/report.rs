@@ -1,0 +1,189 @@
+//! What the control socket answers with, as data: one row per connection ([`ConnRow`]) and per
+//! listener ([`ListenerRow`]), and their two forms — an aligned table for a person, JSON for a
+//! program (`--json`, and `idlereaperctl top`). The daemon fills the rows; `idlereaperctl`
+//! reads them back. A leaf: it knows nothing of where the numbers come from.
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+/// One open connection, as `show conns` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnRow {
+    /// Unique for the daemon's lifetime; the close line's `id=`.
+    pub id: u64,
+    pub listener: String,
+    /// `IP:port`, or `unix`.
+    pub client: String,
+    /// The upstream's address (`-` for a sink).
+    pub upstream: String,
+    /// `connecting`, `relaying`, `half_closed` or `sink`.
+    pub state: String,
+    pub age_ms: u64,
+    /// Since the last byte moved (or since accept, while connecting).
+    pub idle_ms: u64,
+    /// Until the daemon closes it, unless something moves first.
+    pub reap_in_ms: u64,
+    /// Which deadline is next: `idle`, `max_lifetime`, `half_close` or `connect`.
+    pub reap_reason: String,
+    /// The idle timeout it is subject to (for `top`'s bar).
+    pub idle_timeout_ms: u64,
+    pub bytes_from_client: u64,
+    pub bytes_from_upstream: u64,
+}
+
+/// One listener in force, as `show listeners` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerRow {
+    pub name: String,
+    pub listen: String,
+    /// The upstream entries, comma-separated (`-` for a sink).
+    pub upstream: String,
+    pub open: u64,
+    pub accepted: u64,
+    /// Connections closed, by reason (only reasons that occurred).
+    pub closed: Vec<(String, u64)>,
+    pub refused: u64,
+    pub idle_timeout_ms: u64,
+    pub bytes_from_client: u64,
+    pub bytes_from_upstream: u64,
+}
+
+/// A duration in milliseconds as a person reads it: `850ms`, `12.3s`, `4m05s`, `2h03m`.
+pub fn human_ms(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+/// Rows as an aligned table under a header line.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            let _ = write!(text, "{cell:<w$}");
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// `show conns`: a table, soonest to be reaped first (the order given).
+pub fn conns_table(rows: &[ConnRow]) -> String {
+    let header = [
+        "id",
+        "listener",
+        "client",
+        "upstream",
+        "state",
+        "age",
+        "idle",
+        "reap_in",
+        "reap_reason",
+        "from_client",
+        "from_upstream",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.listener.clone(),
+                r.client.clone(),
+                r.upstream.clone(),
+                r.state.clone(),
+                human_ms(r.age_ms),
+                human_ms(r.idle_ms),
+                human_ms(r.reap_in_ms),
+                r.reap_reason.clone(),
+                r.bytes_from_client.to_string(),
+                r.bytes_from_upstream.to_string(),
+            ]
+        })
+        .collect();
+    table(&header, &cells)
+}
+
+/// `show listeners`: a table.
+pub fn listeners_table(rows: &[ListenerRow]) -> String {
+    let header = ["name", "listen", "upstream", "open", "accepted", "refused", "idle_timeout", "closed"];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let closed: Vec<String> = r.closed.iter().map(|(reason, n)| format!("{reason}={n}")).collect();
+            vec![
+                r.name.clone(),
+                r.listen.clone(),
+                r.upstream.clone(),
+                r.open.to_string(),
+                r.accepted.to_string(),
+                r.refused.to_string(),
+                human_ms(r.idle_timeout_ms),
+                if closed.is_empty() { "-".to_owned() } else { closed.join(",") },
+            ]
+        })
+        .collect();
+    table(&header, &cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: u64, reap_in_ms: u64) -> ConnRow {
+        ConnRow {
+            id,
+            listener: "pg".into(),
+            client: "127.0.0.1:40000".into(),
+            upstream: "127.0.0.1:5432".into(),
+            state: "relaying".into(),
+            age_ms: 65_000,
+            idle_ms: 1_500,
+            reap_in_ms,
+            reap_reason: "idle".into(),
+            idle_timeout_ms: 300_000,
+            bytes_from_client: 10,
+            bytes_from_upstream: 2048,
+        }
+    }
+
+    #[test]
+    fn durations_read_as_a_person_writes_them() {
+        assert_eq!(human_ms(850), "850ms");
+        assert_eq!(human_ms(12_345), "12.3s");
+        assert_eq!(human_ms(245_000), "4m05s");
+        assert_eq!(human_ms(7_380_000), "2h03m");
+    }
+
+    #[test]
+    fn a_table_aligns_its_columns_and_json_reads_back() {
+        let rows = vec![row(7, 298_500), row(12345, 5)];
+        let text = conns_table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("id     listener  client"), "{text}");
+        assert!(lines[1].contains("4m58s") && lines[2].contains("5ms"), "{text}");
+        let column = |l: &str| l.find("relaying");
+        assert_eq!(column(lines[1]), column(lines[2]), "aligned:\n{text}");
+        let json = serde_json::to_string(&rows).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<ConnRow>>(&json).unwrap(), rows);
+    }
+}

@@ -1,0 +1,104 @@
+//! What the control socket asks of a worker: a row per open connection (`show conns`), and
+//! closing chosen connections at once (`kill`, reason `killed`). Both are answered from the
+//! slots and the wheel's deadlines, with no system call but one `getpeername` per upstream.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::Core;
+use crate::report::ConnRow;
+use crate::stream::Peer;
+use crate::vocab::CloseReason;
+
+/// Which connections `kill` closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// By connection id.
+    Ids(Vec<u64>),
+    /// By client: one address and port, or every port of an address.
+    Client(ClientMatch),
+    /// Every connection of the listener of that name.
+    Listener(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientMatch {
+    Exact(SocketAddr),
+    Address(IpAddr),
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Core {
+    /// A row for every open connection, as of `now`.
+    pub(super) fn inspect(&self, now: Instant) -> Vec<ConnRow> {
+        self.slots
+            .iter()
+            .map(|(_, slot)| {
+                let conn = &slot.conn;
+                let config = &self.listeners[slot.listener].config;
+                let connecting = conn.is_connecting();
+                let reap_in = self.clock.until(now, slot.deadlines.earliest());
+                let age = now.saturating_duration_since(slot.accepted);
+                // The idle deadline is the last movement plus idle_timeout (to the tick).
+                let idle = match connecting {
+                    true => age,
+                    false => {
+                        config.idle_timeout.saturating_sub(self.clock.until(now, slot.deadlines.activity))
+                    }
+                };
+                let reap_reason = match slot.deadlines.reason(connecting) {
+                    CloseReason::MaxLifetime => "max_lifetime",
+                    CloseReason::HalfCloseTimeout => "half_close",
+                    CloseReason::ConnectTimeout => "connect",
+                    _ => "idle",
+                };
+                let state = match (conn.upstream(), connecting, conn.awaited_fin()) {
+                    (None, _, _) => "sink",
+                    (Some(_), true, _) => "connecting",
+                    (Some(_), false, Some(_)) => "half_closed",
+                    (Some(_), false, None) => "relaying",
+                };
+                let upstream = match conn.upstream() {
+                    None => "-".to_owned(),
+                    Some(stream) => stream.peer_label(),
+                };
+                ConnRow {
+                    id: slot.id,
+                    listener: config.name.clone(),
+                    client: slot.peer.to_string(),
+                    upstream,
+                    state: state.to_owned(),
+                    age_ms: millis(age),
+                    idle_ms: millis(idle.min(age)),
+                    reap_in_ms: millis(reap_in),
+                    reap_reason: reap_reason.to_owned(),
+                    idle_timeout_ms: millis(config.idle_timeout),
+                    bytes_from_client: conn.bytes_from_client(),
+                    bytes_from_upstream: conn.bytes_from_upstream(),
+                }
+            })
+            .collect()
+    }
+
+    /// Closes the connections `selector` names, at once (reason `killed`); returns how many.
+    pub(super) fn kill(&mut self, selector: &Selector) -> usize {
+        let chosen: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| match selector {
+                Selector::Ids(ids) => ids.contains(&slot.id),
+                Selector::Client(ClientMatch::Exact(addr)) => slot.peer == Peer::Ip(*addr),
+                Selector::Client(ClientMatch::Address(ip)) => slot.peer.ip() == Some(ip.to_canonical()),
+                Selector::Listener(name) => self.listeners[slot.listener].config.name == *name,
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for &key in &chosen {
+            self.close(key, CloseReason::Killed, None);
+        }
+        chosen.len()
+    }
+}
