@@ -113,6 +113,7 @@ class Results:
             "stall": max(vals("stall_ms"), default=None),
             "stall_rep": worst.get("rep"),
             "base_max": max(vals("pp_base_max_ms"), default=None),
+            "stall_wait": max(vals("stall_wait_ms"), default=None),
             "pause": max(vals("pause_ms"), default=None),
             "reload": max(vals("reload_ms"), default=None),
             "old": int(max(vals("old_conns"))) if vals("old_conns") else None,
@@ -317,6 +318,7 @@ def summary(res, outdir, errors, load_lines):
         target("≤ 50 ms")
         row(name, "ping-pong stall during the upgrade (ms), worst run", g("stall"), False, absolute=lambda v: v <= 50)
         target("")
+        row(name, f"ping-pong longest round trip over the {m.get('upgrade_wait', '?')} s after the signal (ms)", g("stall_wait"), None)
         row(name, "ping-pong longest round trip in the second before (ms)", g("base_max"), None)
         row(name, "pause logged by idlereaper (ms), worst run", g("pause"), None)
         row(name, "signal to upgraded / new worker up (ms), worst run", g("reload"), None, digits=1)
@@ -359,8 +361,9 @@ def summary(res, outdir, errors, load_lines):
             "idlereaper gets `kill -USR2` (re-executes in the same process and takes over every connection), HAProxy "
             "in master-worker mode `kill -USR2` to its master (a new worker; the old one keeps its connections), nginx "
             "`kill -USR2` then `-WINCH` to its master (binary upgrade; the old workers keep theirs). Stall: the longest "
-            "ping-pong round trip under way between the signal and "
-            f"{m.get('upgrade_wait', '?')} s later. Old process: one still running the replaced binary. Cut: "
+            "ping-pong round trip under way from the signal to 1 s after the relay said it was done (idlereaper's "
+            "`upgraded` line, HAProxy's new worker, nginx's new master and workers); over the whole "
+            f"{m.get('upgrade_wait', '?')} s it also catches other processes' hiccups. Old process: one still running the replaced binary. Cut: "
             "connections that saw EOF or a reset when the old HAProxy worker or the old nginx master was sent SIGTERM "
             "(a graceful stop would wait for them to end)."
         )

@@ -32,14 +32,18 @@ EOF or a reset were cut. Finally one new connection must relay a byte.
 
 It prints one line:
     scenario=upgrade kind=… conns=N wait_s=… pid_before=… pid_after=… same_pid=0|1
-    reload_ms=… [pause_ms=… log_connections=… log_listeners=… | refused="…"]
-    stall_ms=… stall_at_ms=… pp_base_p50_us=… pp_base_max_ms=… pp_trips=… pp_broken=0|1
+    reload_ms=… [pause_ms=… log_connections=… log_listeners=… | refused="…"] stall_ms=…
+    stall_at_ms=… stall_window_ms=… stall_wait_ms=… stall_wait_at_ms=… pp_base_p50_us=…
+    pp_base_max_ms=… pp_trips=… pp_broken=0|1
     old_conns=… new_conns=… gone_conns=… working_after=… lost=…
     [stop_cut=… stop_eof=… stop_reset=… stop_timeout=… working_after_stop=…] new_conn_ok=0|1
-stall_ms is the longest round trip of the ping-pong that was under way at any time between the
-signal and WAIT seconds later (if the ping-pong broke, pp_broken=1: from its last completed
-round trip to the end of that window); stall_at_ms when it started, from the signal. pp_base_* are the same
-stream's round trips in the second before the signal (ended before it). lost = N - working_after.
+stall_ms is the longest round trip of the ping-pong that was under way at any time from the
+signal to 1 s after the relay said it was done (stall_window_ms after the signal; the whole
+WAIT if it never said so); if the ping-pong broke (pp_broken=1), from its last completed round
+trip to the end of that window. stall_at_ms: when it started, from the signal. stall_wait_ms:
+the same over the whole WAIT, which on a shared machine also catches other work's hiccups.
+pp_base_* are the same stream's round trips in the second before the signal (ended before it).
+lost = N - working_after.
 --samples writes the ping-pong's round trips from 1 s before the signal to WAIT after it
 (`t_ms rtt_ms`, t from the signal; every trip of 1 ms or more, one in ten of the others).
 
@@ -542,26 +546,38 @@ def run_main(args):
     finally:
         stop_pingpong()
 
-    # The ping-pong: the longest round trip under way in [signal, signal + wait].
+    # The ping-pong: the longest round trip under way from the signal to 1 s after the relay
+    # said it was done (to the end of the window if it never did), and over the whole window.
     if os.path.exists(samples_tmp):
         trips, broken = read_pingpong(samples_tmp)
     else:
         trips, broken = [], (t_sig, now_ns(), "no-samples")
+    t_win = min(t_end, t_done + 1_000_000_000) if outcome in ("upgraded", "reloaded") else t_end
+
+    def longest(until):
+        during = [(r, t) for t, r in trips if t + r >= t_sig and t <= until]
+        stall, at = max(during) if during else (0, t_sig)
+        if broken:
+            # Unfinished: the wait so far. Broken: the stream never came back, so the stall
+            # lasts at least from its last round trip to the end of the window.
+            last = max((t + r for t, r in trips), default=t_sig)
+            if last <= until:
+                lasted = (broken[1] if broken[2] == "unfinished" else max(until, broken[1])) - last
+                if lasted > stall:
+                    stall, at = lasted, last
+        return stall, at, len(during)
+
+    stall, stall_at, n_during = longest(t_win)
+    stall_wait, stall_wait_at, _ = longest(t_end)
     base = [r for t, r in trips if t_sig - 1_000_000_000 <= t and t + r < t_sig]
-    during = [(r, t) for t, r in trips if t + r >= t_sig and t <= t_end]
-    stall, stall_at = max(during) if during else (0, t_sig)
-    if broken:
-        # Unfinished: the wait so far. Broken: the stream never came back, so the stall lasts
-        # at least from its last round trip to the end of the window.
-        last = max((t + r for t, r in trips), default=t_sig)
-        lasted = (broken[1] if broken[2] == "unfinished" else max(t_end, broken[1])) - last
-        if lasted > stall:
-            stall, stall_at = lasted, last
     fields["stall_ms"] = f"{stall / 1e6:.2f}"
     fields["stall_at_ms"] = f"{(stall_at - t_sig) / 1e6:.1f}"
+    fields["stall_window_ms"] = f"{(t_win - t_sig) / 1e6:.0f}"
+    fields["stall_wait_ms"] = f"{stall_wait / 1e6:.2f}"
+    fields["stall_wait_at_ms"] = f"{(stall_wait_at - t_sig) / 1e6:.1f}"
     fields["pp_base_p50_us"] = f"{statistics.median(base) / 1e3:.1f}" if base else "-"
     fields["pp_base_max_ms"] = f"{max(base) / 1e6:.2f}" if base else "-"
-    fields["pp_trips"] = len(during)
+    fields["pp_trips"] = n_during
     # "unfinished": a round trip still under way when the ping-pong was told to stop (its wait
     # counts as a stall above); anything else is an error on the connection.
     fields["pp_broken"] = 1 if broken and broken[2] != "unfinished" else 0
