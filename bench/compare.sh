@@ -2,7 +2,7 @@
 # bench/compare.sh: idlereaper side by side with HAProxy and nginx (stream), on loopback.
 #
 # One command from a fresh clone (as root, on Debian 12):
-#     bash bench/compare.sh                  # full run, ~20 minutes
+#     bash bench/compare.sh                  # full run, ~23 minutes
 #     SCALE=smoke bash bench/compare.sh      # every scenario at a tiny size, < 2 minutes
 #
 # It installs what is missing (haproxy, nginx, libnginx-mod-stream, iperf3, matplotlib; for the
