@@ -248,13 +248,13 @@ step "conffile $CONF registered" grep -q "^ $CONF [0-9a-f]\{32\}\$" <<<"$conffil
 step "conffile /etc/logrotate.d/idlereaper registered" grep -q "^ /etc/logrotate.d/idlereaper [0-9a-f]\{32\}\$" <<<"$conffiles"
 
 files_ok=1
-for f in "$BIN" "$CONF" "$UNIT" \
+for f in "$BIN" "$CONF" "$UNIT" /usr/sbin/idlereaperctl /usr/share/man/man8/idlereaperctl.8.gz \
     /usr/share/man/man8/idlereaper.8.gz /usr/share/man/man5/idlereaper.toml.5.gz \
     /usr/share/doc/idlereaper/copyright /usr/share/doc/idlereaper/changelog.Debian.gz; do
     [ -f "$f" ] || { note "missing: $f"; files_ok=0; }
 done
-[ -x "$BIN" ] || { note "not executable: $BIN"; files_ok=0; }
-step "binary, config, unit, man pages, copyright, changelog in place" [ "$files_ok" = 1 ]
+[ -x "$BIN" ] && [ -x /usr/sbin/idlereaperctl ] || { note "not executable: $BIN or idlereaperctl"; files_ok=0; }
+step "binaries (idlereaper, idlereaperctl), config, unit, man pages, copyright, changelog in place" [ "$files_ok" = 1 ]
 
 user_ok() {
     local entry
@@ -464,7 +464,7 @@ systemd_like() {
     sed 's/^/      log: /' "$work/fg.log"
     note "exit status $s"
     local logged=1
-    grep -q 'conn closed listener=[^ ]* client=127\.0\.0\.1:[0-9]* reason=client_closed lifetime_ms=[0-9]* bytes_from_client=25 bytes_from_upstream=25' "$work/fg.log" \
+    grep -q 'conn closed id=[0-9]* listener=[^ ]* client=127\.0\.0\.1:[0-9]* reason=client_closed lifetime_ms=[0-9]* bytes_from_client=25 bytes_from_upstream=25' "$work/fg.log" \
         || { note "no 'conn closed ... reason=client_closed ... bytes_from_client=25 bytes_from_upstream=25' line"; logged=0; }
     grep -q 'INFO reloaded ' "$work/fg.log" || { note "no 'reloaded' line for SIGHUP"; logged=0; }
     grep -q 'stats .*connections=' "$work/fg.log" || { note "no stats line for SIGUSR1"; logged=0; }
@@ -721,6 +721,14 @@ elif step "upgrade: $cur_version-1 installed, daemon started by hand, $UPGRADE_C
             && grep -q "^idlereaper: pid $upid now runs $next_version" "$work/dpkg-upgrade.log"
     }
     step "upgrade: the same pid $upid runs the new $BIN (not \"(deleted)\"), postinst says so" same_process
+    through_control() {
+        grep -q "upgrading pid $upid in place (idlereaperctl upgrade)" "$work/dpkg-upgrade.log" \
+            && ! grep -q "trying SIGUSR2" "$work/dpkg-upgrade.log" \
+            && /usr/sbin/idlereaperctl show conns | grep -c " relaying " >"$work/ctl-conns" \
+            && note "idlereaperctl show conns: $(cat "$work/ctl-conns") relaying" \
+            && [ "$(cat "$work/ctl-conns")" -ge "$UPGRADE_CONNS" ]
+    }
+    step "upgrade: postinst asked through the control socket (idlereaperctl upgrade), which shows every connection after" through_control
 
     version_shown() {
         local v i line

@@ -68,12 +68,19 @@ for key in user group; do
     n=$(grep -c "^#${key} = \"_idlereaper\"" "$sample" || true)
     [ "$n" -eq 1 ] || die "$sample must contain exactly one line starting with '#${key} = \"_idlereaper\"' (found $n); the packaged config is derived by uncommenting it"
 done
-sed -e 's/^#\(user = "_idlereaper"\)/\1/' \
-    -e 's/^#\(group = "_idlereaper"\)/\1/' \
+for line in '[control]' 'socket = "/run/idlereaper/control.sock"'; do
+    n=$(grep -cxF "#$line" "$sample" || true)
+    [ "$n" -eq 1 ] || die "$sample must contain exactly one line '#$line' (found $n); the packaged config turns the control socket on by uncommenting it"
+done
+sed -e 's/^#\(user = "_idlereaper"\)$/\1/' \
+    -e 's/^#\(group = "_idlereaper"\)$/\1/' \
+    -e 's/^#\(\[control\]\)$/\1/' \
+    -e 's|^#\(socket = "/run/idlereaper/control.sock"\)$|\1|' \
     "$sample" >"$out/idlereaper.toml"
-# Exactly those two lines differ, nothing else.
+# Exactly those four lines differ, nothing else.
 changed=$(diff "$sample" "$out/idlereaper.toml" | grep -c '^>' || true)
-[ "$changed" -eq 2 ] || die "deriving the packaged config changed $changed lines, expected 2"
+[ "$changed" -eq 4 ] || die "deriving the packaged config changed $changed lines, expected 4"
+grep -q '^\[control\]$' "$out/idlereaper.toml" || die "packaged config has no [control] table"
 grep -q '^user = "_idlereaper"' "$out/idlereaper.toml" || die "packaged config has no user line"
 grep -q '^group = "_idlereaper"' "$out/idlereaper.toml" || die "packaged config has no group line"
 
@@ -90,6 +97,7 @@ fi
 
 # --- 3. man pages and changelog, compressed as Debian Policy wants ----------
 gzip -9n -c packaging/idlereaper.8 >"$out/idlereaper.8.gz"
+gzip -9n -c packaging/idlereaperctl.8 >"$out/idlereaperctl.8.gz"
 gzip -9n -c packaging/idlereaper.toml.5 >"$out/idlereaper.toml.5.gz"
 gzip -9n -c packaging/changelog >"$out/changelog.Debian.gz"
 

@@ -26,6 +26,12 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         println!("{}", versions.join(" "));
         return Ok(());
     }
+    if let Some(fd) = cli.handover_check {
+        let state = exec::read(fd).map_err(|e| Error::io("the sample state", e))?;
+        upgrade::check(&state)?;
+        println!("ok: connections={} listeners={}", state.connections(), state.in_force.len());
+        return Ok(());
+    }
     if let Some(fd) = cli.handover {
         return resume(fd);
     }
@@ -119,7 +125,12 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
         return serve(server);
     }
     match daemon::daemonize()? {
-        Forked::Starter(outcome) => outcome,
+        Forked::Starter(outcome) => {
+            // The sockets are the daemon's now: the starter must not remove their files (a Unix
+            // listener's, the control socket) as it drops its copies.
+            std::mem::forget(listeners);
+            outcome
+        }
         Forked::Daemon(notifier) => {
             let daemon = pidfile_with_pid(pidfile)
                 .and_then(|pidfile| {
@@ -246,6 +257,7 @@ fn resume(fd: i32) -> Result<(), Error> {
         listeners: thawed.listeners,
         stop: state.stop,
         reply: state.reply_fd,
+        retired: state.retired.clone(),
     };
     let services = Services { endpoint, control };
     let supervisor = Supervisor::resumed(thawed, runtime, metrics, services, upgraded)

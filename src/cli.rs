@@ -79,6 +79,11 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub handover_versions: bool,
 
+    /// Read the sample handover state in this descriptor as an upgrade would, and exit 0 if
+    /// it can be restored (checked before a live upgrade to this binary).
+    #[arg(long, value_name = "FD", hide = true)]
+    pub handover_check: Option<i32>,
+
     /// Print the version (--version: with the build's features) and exit.
     #[arg(short = 'V', long, visible_short_alias = 'v', action = ArgAction::Version)]
     version: Option<bool>,

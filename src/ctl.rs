@@ -63,10 +63,13 @@ pub fn ask(socket: &Path, request: &str) -> Result<String, Failure> {
         |e: io::Error| Failure::Unreachable(format!("cannot reach the daemon at {}: {e}", socket.display()));
     let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(unreachable)?;
-    stream.write_all(format!("{request}\n").as_bytes()).map_err(unreachable)?;
+    // A daemon that refuses the peer answers at once and closes, perhaps before the request
+    // is written: its answer is read all the same.
+    let sent = stream.write_all(format!("{request}\n").as_bytes());
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).map_err(unreachable)?;
+    let read = stream.read_to_string(&mut answer);
     if answer.is_empty() {
+        sent.and(read).map_err(unreachable)?;
         return Err(Failure::Unreachable(format!(
             "the daemon at {} closed without an answer",
             socket.display()

@@ -113,24 +113,22 @@ pub fn at_urgent_mark(socket: &impl AsFd) -> io::Result<bool> {
 }
 
 /// Clears close-on-exec on a descriptor this process owns, so that it survives `execve` with its
-/// number (the live upgrade hands it to the new image).
+/// number (the live upgrade hands it to the new image). One system call per descriptor.
 pub fn inherit(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl with F_GETFD/F_SETFD only reads and sets the descriptor flags of a number;
-    // one that is not open fails with EBADF.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
+    // SAFETY: F_SETFD sets the descriptor flags of a number (close-on-exec is the only one); one
+    // that is not open fails with EBADF.
+    match unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
-    Ok(())
 }
 
-/// Takes ownership of descriptor `fd`, inherited across `execve` (see [`inherit`]), and sets
-/// close-on-exec on it again. An `fd` that is not open is an error.
+/// Takes ownership of descriptor `fd`, inherited across `execve` (see [`inherit`]), setting
+/// close-on-exec on it again — one system call, which also fails for a number that is not open.
 pub fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_GETFD/F_SETFD on a number: an unopened one fails with EBADF, and nothing else
-    // in the process owns it yet (the state that names it is the only record of it).
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-    if fd < 0 || flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+    // SAFETY: F_SETFD on a number: an unopened one fails with EBADF (and a negative one with
+    // EBADF too).
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(e.kind(), format!("inherited descriptor {fd}: {e}")));
     }

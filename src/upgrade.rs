@@ -68,6 +68,7 @@ pub fn state_of(carried: Carried<'_>, frozen_at: u64, frozen: Vec<Frozen>) -> St
         }
     }
     let mut workers = Vec::with_capacity(frozen.len());
+    let mut retired = Vec::new();
     for (i, worker) in frozen.into_iter().enumerate() {
         for (index, listener) in listeners.iter_mut().enumerate() {
             if i == 0 {
@@ -77,6 +78,7 @@ pub fn state_of(carried: Carried<'_>, frozen_at: u64, frozen: Vec<Frozen>) -> St
                 listener.unix_path = Some(path.clone());
             }
         }
+        retired.extend(worker.retired);
         workers.push(worker.state);
     }
     State {
@@ -91,11 +93,19 @@ pub fn state_of(carried: Carried<'_>, frozen_at: u64, frozen: Vec<Frozen>) -> St
         endpoint_fd: carried.endpoint_fd,
         control_fd: carried.control_fd,
         reply_fd: carried.reply_fd,
+        retired,
         texts: texts.iter().map(|t| t.to_string()).collect(),
         listeners,
         in_force: carried.in_force.to_vec(),
         counters: carried.metrics.carried(),
         workers,
+    }
+}
+
+/// Closes what the state retired (see [`State::retired`]), once the new loops run.
+pub fn close_retired(state_retired: &[std::os::fd::RawFd]) {
+    for &fd in state_retired {
+        drop(crate::sys::adopt(fd));
     }
 }
 
@@ -112,9 +122,57 @@ pub struct Thawed {
     pub listeners: usize,
 }
 
-/// Rebuilds the daemon from `state`, its counters in `metrics` (made by
-/// [`Metrics::resumed`]).
-pub fn thaw(state: &State, metrics: &Metrics) -> Result<Thawed, Error> {
+/// A state like the one an upgrade will write, to check the new binary with before anything is
+/// frozen (`handover::exec::preflight`): everything but descriptors, and one connection per
+/// worker with every part a connection can have.
+pub fn sample_of(carried: Carried<'_>, workers: usize) -> State {
+    use crate::handover::state::{ConnState, HalfState, RelayState, SocketState, WorkerState};
+    let table = carried.sources.len();
+    let half = HalfState {
+        pending: Some(vec![0]),
+        pipe: Some((-1, -1, 1, 65536)),
+        urgent: Some(0),
+        ..HalfState::default()
+    };
+    let socket = SocketState { fd: -1, unix: false, flags: 0 };
+    let conn = ConnState {
+        listener: carried.in_force.first().copied().unwrap_or(0),
+        peer: Some("127.0.0.1:1".into()),
+        lifetime: Some(0),
+        half_close: Some(0),
+        wire_seen: Some(0),
+        attempts: Some((vec!["127.0.0.1:1".into(), "unix:/x".into()], 0, 1)),
+        relay: RelayState {
+            phase: 1,
+            client: socket.clone(),
+            upstream: Some(socket),
+            to_upstream: half.clone(),
+            to_client: half,
+            first_fin: Some(0),
+            preamble: Some(vec![0]),
+        },
+        ..ConnState::default()
+    };
+    let frozen = (0..workers)
+        .map(|worker| Frozen {
+            worker,
+            state: WorkerState { listeners: vec![None; table], conns: vec![conn.clone()], next_id: 1 },
+            counters: Vec::new(),
+            unix_paths: Vec::new(),
+            retired: None,
+        })
+        .collect();
+    state_of(carried, 0, frozen)
+}
+
+/// What `idlereaper --handover-check FD` does in the new binary: reads the sample state as it
+/// would read the real one, configuration texts included.
+pub fn check(state: &State) -> Result<(), Error> {
+    configs_of(state).map(drop)
+}
+
+/// The configurations of the state's texts, each listener of the table found in its text.
+fn configs_of(state: &State) -> Result<Vec<Config>, Error> {
     let path = Path::new(&state.config_path);
     let configs = state
         .texts
@@ -122,6 +180,19 @@ pub fn thaw(state: &State, metrics: &Metrics) -> Result<Thawed, Error> {
         .map(|text| Config::parse(text, path))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::Message(format!("the configuration handed over: {e}")))?;
+    match state.listeners.iter().find(|l| configs[l.text].listeners.len() <= l.position) {
+        Some(l) => Err(Error::Message(format!(
+            "the state names listener {} of a configuration that has fewer",
+            l.position
+        ))),
+        None => Ok(configs),
+    }
+}
+
+/// Rebuilds the daemon from `state`, its counters in `metrics` (made by
+/// [`Metrics::resumed`]).
+pub fn thaw(state: &State, metrics: &Metrics) -> Result<Thawed, Error> {
+    let configs = configs_of(state)?;
     // What the process already has stays: its pidfile and its number of workers.
     let mut config = configs[0].clone();
     config.daemon.pidfile = state.pidfile.clone().into();
@@ -131,12 +202,7 @@ pub fn thaw(state: &State, metrics: &Metrics) -> Result<Thawed, Error> {
     let (mut sources, mut counters) = (Vec::new(), Vec::new());
     let mut upstreams = vec![None; config.listeners.len()];
     for (index, ls) in state.listeners.iter().enumerate() {
-        let lc = configs[ls.text].listeners.get(ls.position).ok_or_else(|| {
-            Error::Message(format!(
-                "the state names listener {} of a configuration that has fewer",
-                ls.position
-            ))
-        })?;
+        let lc = &configs[ls.text].listeners[ls.position];
         let listener_metrics = ListenerMetrics::new(&lc.name);
         listener_metrics.restore(&ls.counters);
         let in_force = state.in_force.iter().position(|&i| i == index);

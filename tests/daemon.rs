@@ -309,3 +309,34 @@ fn sigint_stops_like_term() {
     assert_eq!(status.code(), Some(0));
     assert!(!daemon.pidfile.exists());
 }
+
+#[test]
+fn daemonized_unix_socket_files_stay_until_the_daemon_stops() {
+    become_child_subreaper();
+    let dir = tempfile::tempdir().unwrap();
+    let (unix, control) = (dir.path().join("relay.sock"), dir.path().join("control.sock"));
+    let config = dir.path().join("idlereaper.toml");
+    let text = format!(
+        "[daemon]\npidfile = \"{}\"\nlog = \"{}\"\nshutdown_timeout = \"2s\"\n\n\
+         [[listener]]\nname = \"u\"\nlisten = \"unix:{}\"\nidle_timeout = \"30s\"\n\n\
+         [control]\nsocket = \"{}\"\n",
+        dir.path().join("idlereaper.pid").display(),
+        dir.path().join("idlereaper.log").display(),
+        unix.display(),
+        control.display()
+    );
+    fs::write(&config, text).unwrap();
+    let started = run(dir.path(), &["-c", config.to_str().unwrap()]);
+    assert!(started.status.success(), "start: {:?}\n{}", started.status, started.stderr);
+    let daemon = DetachedDaemon::from_pidfile(&dir.path().join("idlereaper.pid"), &config);
+    // The starter has exited: the files it bound are still there, and answer.
+    assert!(std::os::unix::net::UnixStream::connect(&unix).is_ok(), "{} is served", unix.display());
+    let mut ctl = std::os::unix::net::UnixStream::connect(&control).expect("the control socket is served");
+    ctl.write_all(b"show listeners\n").unwrap();
+    let mut answer = String::new();
+    io::Read::read_to_string(&mut ctl, &mut answer).unwrap();
+    assert!(answer.contains("unix:"), "{answer}");
+    send_signal(daemon.pid, libc::SIGTERM);
+    assert_eq!(daemon.wait_gone(Duration::from_secs(10)), Some(Some(0)));
+    assert!(!unix.exists() && !control.exists(), "both files are removed on stop");
+}

@@ -50,12 +50,16 @@ fn the_configuration_table_is_one_table_in_the_order_of_the_file() {
     let rows = config_table();
     let keys: Vec<String> = rows.iter().flat_map(|r| row_keys(r)).collect();
     assert!(keys.iter().any(|k| k == "metrics.listen"), "a blank line ends the table early: {keys:?}");
-    let order = |k: &String| ["daemon.", "listener.", "metrics."].iter().position(|t| k.starts_with(t));
+    let order =
+        |k: &String| ["daemon.", "listener.", "metrics.", "control."].iter().position(|t| k.starts_with(t));
     let tables: Vec<_> = keys.iter().map(order).collect();
-    assert!(tables.iter().all(Option::is_some), "every row is a daemon, listener or metrics key: {keys:?}");
+    assert!(
+        tables.iter().all(Option::is_some),
+        "every row is a daemon, listener, metrics or control key: {keys:?}"
+    );
     assert!(
         tables.windows(2).all(|w| w[0] <= w[1]),
-        "[daemon], [[listener]], [metrics] rows in order: {keys:?}"
+        "[daemon], [[listener]], [metrics], [control] rows in order: {keys:?}"
     );
 }
 

@@ -63,7 +63,7 @@ fn a_refused_upgrade_keeps_every_connection_and_a_later_one_succeeds() {
 
     /// What the refusal says, and how the file is spoiled for it.
     type Refusal<'a> = (&'a str, Box<dyn Fn() + 'a>);
-    let refusals: [Refusal; 4] = [
+    let refusals: [Refusal; 5] = [
         ("No such file", Box::new(|| fs::remove_file(&exe).unwrap())),
         (
             "rejects the configuration: exit status: 2: this build rejects it",
@@ -73,12 +73,23 @@ fn a_refused_upgrade_keeps_every_connection_and_a_later_one_succeeds() {
             "reads handover state versions [99], not this one's (1)",
             Box::new(|| replace(&exe, &script("--handover-versions) echo 99; exit 0;;"), true)),
         ),
-        // Every check passes, then the file is gone when the exec comes: the old code carries
-        // on from the state it had already written.
+        // One that says it reads this version but cannot restore the state (a format changed
+        // without a new version number): the sample state shows it before anything is frozen.
+        (
+            "cannot restore this version's state",
+            Box::new(|| {
+                let case =
+                    "--handover-check) echo 'handover state: a list is longer than the state' >&2; exit 1;;";
+                replace(&exe, &script(case), true)
+            }),
+        ),
+        // Every check passes (the last one renames the file), then the file is gone when the
+        // exec comes: the old code carries on from the state it had already written.
         (
             "cannot execute",
             Box::new(|| {
-                replace(&exe, &script("--handover-versions) mv \"$0\" \"$0.gone\"; echo 1; exit 0;;"), true)
+                let case = format!("--handover-check) mv \"$0\" \"$0.gone\"; exec {BIN} \"$@\";;");
+                replace(&exe, &script(&case), true)
             }),
         ),
     ];
@@ -96,7 +107,7 @@ fn a_refused_upgrade_keeps_every_connection_and_a_later_one_succeeds() {
         assert_echo(&mut new, b"a new client is served");
         conns.push(new);
     }
-    assert_eq!(sample(metrics, "idlereaper_upgrades_total{result=\"refused\"}"), 4);
+    assert_eq!(sample(metrics, "idlereaper_upgrades_total{result=\"refused\"}"), 5);
     assert!(!daemon.log().contains("upgraded from="), "{}", daemon.log());
 
     let _ = fs::remove_file(exe.with_extension("gone"));
@@ -105,7 +116,7 @@ fn a_refused_upgrade_keeps_every_connection_and_a_later_one_succeeds() {
     daemon.wait_log("upgraded from=", Duration::from_secs(20));
     all_echo(&mut conns, 9);
     assert_eq!(sample(metrics, "idlereaper_upgrades_total{result=\"success\"}"), 1);
-    assert_eq!(sample(metrics, "idlereaper_upgrades_total{result=\"refused\"}"), 4, "carried over");
+    assert_eq!(sample(metrics, "idlereaper_upgrades_total{result=\"refused\"}"), 5, "carried over");
     assert_eq!(sample(metrics, "idlereaper_connections_active{listener=\"r\"}"), conns.len() as u64);
     drop(conns);
     assert!(daemon.stop().success(), "{}", daemon.log());

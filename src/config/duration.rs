@@ -123,7 +123,7 @@ pub(super) fn parse(text: &str) -> Result<Duration, String> {
     if total == u128::MAX {
         return Ok(Duration::MAX); // saturated
     }
-    if total % 1_000_000 != 0 {
+    if !total.is_multiple_of(1_000_000) {
         return Err(format!("{text:?} is not a whole number of milliseconds"));
     }
     Ok(u64::try_from(total).map_or(Duration::MAX, Duration::from_nanos))
@@ -160,7 +160,7 @@ fn nanos(number: &str, ms: u128) -> Option<Option<u128>> {
     }
     let scale = 10u128.pow(fraction.len() as u32);
     let part = fraction.parse::<u128>().expect("digits") * unit;
-    Some((part % scale == 0).then(|| whole.saturating_add(part / scale)))
+    Some(part.is_multiple_of(scale).then(|| whole.saturating_add(part / scale)))
 }
 
 #[cfg(test)]

@@ -135,14 +135,37 @@ fn sample_shows_the_defaults_of_its_commented_keys() {
 }
 
 #[test]
-fn packaged_variant_with_user_and_group_parses() {
-    // What the Debian package does to the sample: uncomment exactly these two lines.
-    let (user, group) = ("\n#user = \"_idlereaper\"\n", "\n#group = \"_idlereaper\"\n");
-    assert_eq!((SAMPLE.matches(user).count(), SAMPLE.matches(group).count()), (1, 1));
-    let packaged = SAMPLE.replace(user, &user.replace('#', "")).replace(group, &group.replace('#', ""));
-    let daemon = ok(&packaged).daemon;
-    assert_eq!(daemon.user.as_deref(), Some("_idlereaper"));
-    assert_eq!(daemon.group.as_deref(), Some("_idlereaper"));
+fn packaged_variant_with_user_group_and_control_parses() {
+    // What the Debian package does to the sample: uncomment exactly these four lines.
+    let lines = [
+        "\n#user = \"_idlereaper\"\n",
+        "\n#group = \"_idlereaper\"\n",
+        "\n#[control]\n",
+        "\n#socket = \"/run/idlereaper/control.sock\"\n",
+    ];
+    let mut packaged = SAMPLE.to_owned();
+    for line in lines {
+        assert_eq!(SAMPLE.matches(line).count(), 1, "{line}");
+        packaged = packaged.replace(line, &line.replacen('#', "", 1));
+    }
+    let config = ok(&packaged);
+    assert_eq!(config.daemon.user.as_deref(), Some("_idlereaper"));
+    assert_eq!(config.daemon.group.as_deref(), Some("_idlereaper"));
+    let control = ControlConfig { socket: "/run/idlereaper/control.sock".into(), mode: 0o660 };
+    assert_eq!(config.control, Some(control));
+}
+
+#[test]
+fn a_control_table_needs_an_absolute_socket_of_its_own_and_an_octal_mode() {
+    let with = |table: &str| format!("{LISTENER}[control]\n{table}\n");
+    let config = ok(&with("socket = \"/run/x/control.sock\"\nmode = \"0600\""));
+    assert_eq!(config.control, Some(ControlConfig { socket: "/run/x/control.sock".into(), mode: 0o600 }));
+    rejected(&with("mode = \"0600\""), "control.socket", 5, "required");
+    rejected(&with("socket = \"control.sock\""), "control.socket", 6, "relative path");
+    rejected(&with("socket = \"/run/c.sock\"\nmode = \"rw\""), "control.mode", 7, "octal");
+    rejected(&with("socket = \"/run/c.sock\"\nowner = \"x\""), "control.owner", 7, "unknown field");
+    let clash = "[[listener]]\nname = \"u\"\nlisten = \"unix:/run/c.sock\"\nidle_timeout = \"1s\"\n[control]\nsocket = \"/run/c.sock\"\n";
+    rejected(clash, "control.socket", 6, "is the socket of listener[0]");
 }
 
 #[test]

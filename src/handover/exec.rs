@@ -20,11 +20,15 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HANDOVER_ARG: &str = "--handover";
 /// The option with which a binary lists the state versions it reads.
 pub const VERSIONS_ARG: &str = "--handover-versions";
+/// The option with which a binary reads a sample state and says whether it can restore it.
+pub const CHECK_ARG: &str = "--handover-check";
 
 /// Checks, without committing to anything, that `exe` can take over: it is an executable file,
-/// it accepts the configuration (its own `--check`, with `config_args`), and it reads this
-/// binary's state version. `Err` says why not, for the "upgrade refused" line.
-pub fn preflight(exe: &Path, config_args: &[&OsStr]) -> Result<(), String> {
+/// it accepts the configuration (its own `--check`, with `config_args`), it reads this binary's
+/// state version, and it reads `sample` — a state like the one to come, with the configuration
+/// texts in force and a connection of every worker, but no descriptor — through and through.
+/// `Err` says why not, for the "upgrade refused" line.
+pub fn preflight(exe: &Path, config_args: &[&OsStr], sample: &State) -> Result<(), String> {
     let meta = std::fs::metadata(exe).map_err(|e| format!("{}: {e}", exe.display()))?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
         return Err(format!("{}: not an executable file", exe.display()));
@@ -42,6 +46,10 @@ pub fn preflight(exe: &Path, config_args: &[&OsStr]) -> Result<(), String> {
             versions.trim()
         ));
     }
+    let memfd = write(sample).map_err(|e| format!("cannot write a sample state: {e}"))?;
+    let fd = memfd.as_raw_fd().to_string();
+    run(exe, &[OsStr::new(CHECK_ARG), OsStr::new(&fd)])
+        .map_err(|e| format!("{} cannot restore this version's state: {e}", exe.display()))?;
     Ok(())
 }
 

@@ -39,6 +39,10 @@ pub struct State {
     pub control_fd: Option<RawFd>,
     /// The control client that asked for the upgrade: the new image answers it.
     pub reply_fd: Option<RawFd>,
+    /// Descriptors to close once the new image runs: the old loops' epoll instances (closing
+    /// one with every socket still registered takes milliseconds per thousand sockets, which
+    /// the pause need not include).
+    pub retired: Vec<RawFd>,
     /// Configuration texts the listeners come from; `texts[0]` is the one in force.
     pub texts: Vec<String>,
     /// The workers' listener table, by index (closed ones too: their connections may be open).
@@ -87,7 +91,7 @@ pub struct WorkerState {
 }
 
 /// A connection and the loop's bookkeeping for it.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct ConnState {
     /// Unique for the daemon's lifetime (the close line's `id=`).
     pub id: u64,
@@ -108,7 +112,7 @@ pub struct ConnState {
 }
 
 /// The relay state machine ([`crate::conn::Conn`]).
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct RelayState {
     /// 0 connecting, 1 relaying, 2 sink.
     pub phase: u8,
@@ -122,7 +126,7 @@ pub struct RelayState {
 }
 
 /// A connected socket and the readiness the relay believed it had.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct SocketState {
     pub fd: RawFd,
     pub unix: bool,
@@ -131,7 +135,7 @@ pub struct SocketState {
 }
 
 /// One direction of a relay, with the bytes it holds.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct HalfState {
     pub pending: Option<Vec<u8>>,
     /// A splice pipe: read end, write end, bytes in it, capacity.
@@ -150,6 +154,7 @@ impl State {
         fds.extend(self.endpoint_fd);
         fds.extend(self.control_fd);
         fds.extend(self.reply_fd);
+        fds.extend(&self.retired);
         for worker in &self.workers {
             fds.extend(worker.listeners.iter().flatten());
             for conn in &worker.conns {
@@ -183,6 +188,7 @@ impl State {
         for fd in [self.endpoint_fd, self.control_fd, self.reply_fd] {
             w.option(fd.as_ref(), |w, fd| w.i32(*fd));
         }
+        w.list(&self.retired, |w, fd| w.i32(*fd));
         w.list(&self.texts, |w, t| w.str(t));
         w.list(&self.listeners, |w, l| {
             w.usize(l.text);
@@ -228,6 +234,7 @@ impl State {
             endpoint_fd: r.option(Reader::i32)?,
             control_fd: r.option(Reader::i32)?,
             reply_fd: r.option(Reader::i32)?,
+            retired: r.list(Reader::i32)?,
             texts: r.list(Reader::str)?,
             listeners: r.list(|r| {
                 Ok(ListenerState {
@@ -416,6 +423,7 @@ mod tests {
             endpoint_fd: Some(4),
             control_fd: Some(20),
             reply_fd: Some(21),
+            retired: vec![22],
             texts: vec!["[daemon]\n".into(), "old".into()],
             listeners: vec![
                 ListenerState {
@@ -452,7 +460,7 @@ mod tests {
         assert_eq!(back, state);
         let mut fds = back.descriptors();
         fds.sort();
-        assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11, 20, 21]);
+        assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11, 20, 21, 22]);
         assert_eq!(back.connections(), 1);
     }
 

@@ -68,6 +68,8 @@ pub struct Upgraded {
     pub stop: bool,
     /// The control client that asked for the upgrade, to be told how it went.
     pub reply: Option<std::os::fd::RawFd>,
+    /// What to close once the loops run (see `handover::State::retired`).
+    pub retired: Vec<std::os::fd::RawFd>,
 }
 
 /// The sockets the supervisor serves besides the signals: `GET /metrics` and the control
@@ -299,7 +301,11 @@ impl Supervisor {
                 }
                 broadcast(&threads.remotes, || Command::Ping);
             }
-            let signals: Vec<Signal> = self.signals.pending().collect();
+            // An upgrade execs: it is taken last, so that the rest of the batch is not lost with
+            // this image (signal-hook hands a batch over in signal-number order, once each:
+            // USR2 before TERM). A TERM with it then stops first, and the USR2 is ignored.
+            let mut signals: Vec<Signal> = self.signals.pending().collect();
+            signals.sort_by_key(|s| *s == Signal::Upgrade);
             for signal in signals {
                 match signal {
                     Signal::Stop => self.stop(&threads.remotes),

@@ -45,7 +45,8 @@ impl Supervisor {
         if self.runtime.pidfile_overridden {
             args.extend([OsStr::new("--pidfile"), self.config.daemon.pidfile.as_os_str()]);
         }
-        if let Err(reason) = exec::preflight(&exe, &args) {
+        let sample = upgrade::sample_of(self.carried(false, None, None, None), turn.threads.remotes.len());
+        if let Err(reason) = exec::preflight(&exe, &args, &sample) {
             self.upgrade_refused(reason, asker);
             return Ok(());
         }
@@ -83,21 +84,7 @@ impl Supervisor {
             }
             None => (None, None),
         };
-        let carried = Carried {
-            config: &self.config,
-            stop,
-            foreground: self.runtime.foreground,
-            pidfile: &self.config.daemon.pidfile,
-            pidfile_overridden: self.runtime.pidfile_overridden,
-            pidfile_fd: self.runtime.pidfile_fd,
-            endpoint_fd,
-            control_fd,
-            reply_fd,
-            sources: &self.sources,
-            in_force: &self.slots,
-            upstreams: &self.upstreams,
-            metrics: &self.metrics,
-        };
+        let carried = self.carried(stop, endpoint_fd, control_fd, reply_fd);
         let state = upgrade::state_of(carried, frozen_at, frozen);
         let failure =
             match exec::write(&state).and_then(|memfd| exec::inherit(&state, &memfd).map(|()| memfd)) {
@@ -126,6 +113,7 @@ impl Supervisor {
             self.endpoint = Some(endpoint);
         }
         self.control = self.adopt_control(state.control_fd)?;
+        upgrade::close_retired(&state.retired);
         signals::unblock();
         let reason = format!("cannot execute {}: {failure}", exe.display());
         tell(state.reply_fd, &format!("error: upgrade refused: {reason}"));
@@ -134,6 +122,31 @@ impl Supervisor {
             self.stop(&turn.threads.remotes);
         }
         Ok(())
+    }
+
+    /// What the state carries besides the workers' part.
+    fn carried(
+        &self,
+        stop: bool,
+        endpoint_fd: Option<RawFd>,
+        control_fd: Option<RawFd>,
+        reply_fd: Option<RawFd>,
+    ) -> Carried<'_> {
+        Carried {
+            config: &self.config,
+            stop,
+            foreground: self.runtime.foreground,
+            pidfile: &self.config.daemon.pidfile,
+            pidfile_overridden: self.runtime.pidfile_overridden,
+            pidfile_fd: self.runtime.pidfile_fd,
+            endpoint_fd,
+            control_fd,
+            reply_fd,
+            sources: &self.sources,
+            in_force: &self.slots,
+            upstreams: &self.upstreams,
+            metrics: &self.metrics,
+        }
     }
 
     /// The control socket a state carried, registered on this poll.
@@ -174,6 +187,7 @@ impl Supervisor {
         );
         info!("{line}");
         tell(upgraded.reply, &line);
+        upgrade::close_retired(&upgraded.retired);
         match self.apply_reload(remotes, log) {
             Ok(changes) => info!("upgrade: reloaded {}: {changes}", self.config.path.display()),
             Err(e) => {

@@ -128,6 +128,7 @@ impl Core {
 
     /// Closes every connection (a stop whose drain time is over, or a second stop).
     pub(super) fn close_all(&mut self, reason: CloseReason) {
+        self.adopt_some(usize::MAX);
         let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
         for key in keys {
             self.close(key, reason, None);

@@ -39,6 +39,12 @@ impl Attempts {
         Ok(Attempts { targets, start: *start, tried: *tried })
     }
 
+    /// The address being tried now.
+    pub(super) fn current(&self) -> Option<&Target> {
+        let n = self.targets.len();
+        (self.tried > 0 && n > 0).then(|| &self.targets[(self.start + self.tried - 1) % n])
+    }
+
     /// Every address has been tried.
     pub(super) fn exhausted(&self) -> bool {
         self.tried >= self.targets.len()

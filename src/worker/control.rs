@@ -82,10 +82,14 @@ impl Core {
                 Command::Freeze { at, reply } => {
                     let _ = reply.send(self.freeze(at));
                 }
+                // Connections an upgrade handed over are all taken over first: they are shown
+                // and can be killed like the others.
                 Command::Inspect { reply } => {
+                    self.adopt_some(usize::MAX);
                     let _ = reply.send(self.inspect(Instant::now()));
                 }
                 Command::Kill { selector, reply } => {
+                    self.adopt_some(usize::MAX);
                     let _ = reply.send(self.kill(&selector));
                 }
             }

@@ -24,6 +24,10 @@ pub struct Frozen {
     pub counters: Vec<Vec<u64>>,
     /// Each listener's Unix socket file, if it is still to be removed on close.
     pub unix_paths: Vec<Option<String>>,
+    /// A second descriptor of the loop's epoll instance, so that the loop's end does not tear
+    /// it down (with every socket still registered) during the upgrade's pause: the new image
+    /// closes it once it runs.
+    pub retired: Option<std::os::fd::RawFd>,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -67,11 +71,23 @@ impl Core {
                 relay: conn.freeze(&mut self.pool, &mut self.pipes),
             });
         }
+        // Connections of the last upgrade not taken over yet go on as they are, their times
+        // moved from that upgrade's instant to this one's.
+        let since = nanos(at.saturating_duration_since(self.adopt_since));
+        for (mut c, _) in self.adopting.drain(..) {
+            c.age = c.age.saturating_add(since);
+            c.activity = c.activity.saturating_sub(since);
+            c.lifetime = c.lifetime.map(|t| t.saturating_sub(since));
+            c.half_close = c.half_close.map(|t| t.saturating_sub(since));
+            conns.push(c);
+        }
         self.wheel = crate::wheel::Wheel::new();
         let counters = self.listeners.iter().map(|l| l.metrics.counters()).collect();
         let (listeners, unix_paths) = self.listeners.iter_mut().map(|l| l.freeze()).unzip();
         self.phase = Phase::Stopped;
+        let retired = nix::unistd::dup(&self.registry).ok().map(std::os::fd::IntoRawFd::into_raw_fd);
         Frozen {
+            retired,
             worker: self.worker,
             state: WorkerState { listeners, conns, next_id: self.next_id },
             counters,
@@ -79,17 +95,25 @@ impl Core {
         }
     }
 
-    /// Takes over one connection of a frozen worker: admitted again (listener and per-address
-    /// counts), registered, its timer armed for the same instant as before.
-    fn thaw(&mut self, c: &ConnState, frozen: Instant) -> io::Result<()> {
-        let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
-        if c.listener >= self.listeners.len() {
-            return Err(invalid(format!("listener {} is not known", c.listener)));
+    /// Takes over up to `budget` of the connections waiting to be (most recently active
+    /// first): their descriptors adopted, registered, timers armed. One that cannot be (a bug:
+    /// the state was checked before the upgrade) is logged and uncounted.
+    pub(super) fn adopt_some(&mut self, budget: usize) {
+        for _ in 0..budget {
+            let Some((c, peer)) = self.adopting.pop_front() else { return };
+            if let Err(e) = self.thaw(&c, peer) {
+                error!("upgrade: connection id={} client={peer} could not be taken over: {e}", c.id);
+                let listener = &self.listeners[c.listener];
+                listener.release(peer.ip(), c.per_ip_counted);
+                listener.metrics.active_add(-1);
+            }
         }
-        let peer = match &c.peer {
-            Some(addr) => Peer::Ip(addr.parse().map_err(|e| invalid(format!("client {addr}: {e}")))?),
-            None => Peer::Unix,
-        };
+    }
+
+    /// Takes over one connection: registered, its timer armed for the same instant as before
+    /// (it was admitted again when it was queued).
+    fn thaw(&mut self, c: &ConnState, peer: Peer) -> io::Result<()> {
+        let frozen = self.adopt_since;
         let attempts = c.attempts.as_ref().map(Attempts::thaw).transpose()?.map(Box::new);
         let conn = Conn::thaw(&c.relay, &mut self.pool, &mut self.pipes)?;
         let tick = |ns: u64| self.clock.deadline(frozen + Duration::from_nanos(ns), Duration::ZERO);
@@ -98,9 +122,6 @@ impl Core {
             lifetime: c.lifetime.map(tick),
             half_close: c.half_close.map(tick),
         };
-        let listener = &self.listeners[c.listener];
-        listener.readmit(peer.ip(), c.per_ip_counted);
-        listener.metrics.active_add(1);
         self.install(Slot {
             id: c.id,
             conn,
@@ -120,20 +141,50 @@ impl Core {
 
 impl Worker {
     /// Takes over the connections of a frozen worker (`frozen`: the instant their times are
-    /// relative to). Returns how many were taken over; one that cannot be (a bug: the state
-    /// was checked before the upgrade) is logged and its descriptors closed.
+    /// relative to): each is admitted again at once (listener and per-address counts), and
+    /// queued to be registered by the loop, [`ADOPTS_PER_ITERATION`](super::ADOPTS_PER_ITERATION)
+    /// per turn, most recently active first — so that a busy connection moves again within a
+    /// turn of the upgrade, however many idle ones there are. Returns how many were queued; one
+    /// that names no listener or client (a bug) is logged, and its descriptors closed.
     pub fn adopt(&mut self, state: &WorkerState, frozen: Instant) -> usize {
-        self.core.next_id = self.core.next_id.max(state.next_id);
-        let mut adopted = 0;
-        for conn in &state.conns {
-            match self.core.thaw(conn, frozen) {
-                Ok(()) => adopted += 1,
-                Err(e) => error!(
-                    "upgrade: a connection of client={} could not be taken over: {e}",
-                    conn.peer.as_deref().unwrap_or("unix")
-                ),
+        let core = &mut self.core;
+        core.next_id = core.next_id.max(state.next_id);
+        core.adopt_since = frozen;
+        let mut queued: Vec<(ConnState, Peer)> = Vec::with_capacity(state.conns.len());
+        for c in &state.conns {
+            let peer = match (&c.peer, core.listeners.get(c.listener)) {
+                (_, None) => Err(format!("listener {} is not known", c.listener)),
+                (None, Some(_)) => Ok(Peer::Unix),
+                (Some(addr), Some(_)) => {
+                    addr.parse().map(Peer::Ip).map_err(|e| format!("client {addr}: {e}"))
+                }
+            };
+            match peer {
+                Ok(peer) => {
+                    let listener = &core.listeners[c.listener];
+                    listener.readmit(peer.ip(), c.per_ip_counted);
+                    listener.metrics.active_add(1);
+                    queued.push((c.clone(), peer));
+                }
+                Err(e) => {
+                    error!("upgrade: connection id={} cannot be taken over: {e}", c.id);
+                    discard(c);
+                }
             }
         }
-        adopted
+        // The more time left before the idle deadline, the more recently it was active.
+        queued.sort_by_key(|(c, _)| std::cmp::Reverse(c.activity));
+        core.adopting.extend(queued);
+        core.adopting.len()
+    }
+}
+
+/// Closes the descriptors a connection's state names (one that cannot be taken over).
+fn discard(c: &ConnState) {
+    let r = &c.relay;
+    let sockets = std::iter::once(r.client.fd).chain(r.upstream.as_ref().map(|s| s.fd));
+    let pipes = [&r.to_upstream, &r.to_client].into_iter().flat_map(|h| h.pipe.map(|p| [p.0, p.1])).flatten();
+    for fd in sockets.chain(pipes) {
+        drop(crate::sys::adopt(fd));
     }
 }

@@ -61,9 +61,12 @@ impl Core {
                     (Some(_), false, Some(_)) => "half_closed",
                     (Some(_), false, None) => "relaying",
                 };
-                let upstream = match conn.upstream() {
-                    None => "-".to_owned(),
-                    Some(stream) => stream.peer_label(),
+                // While connecting, the address being tried (the kernel has no peer yet).
+                let trying = slot.attempts.as_ref().filter(|_| connecting).and_then(|a| a.current());
+                let upstream = match (conn.upstream(), trying) {
+                    (None, _) => "-".to_owned(),
+                    (Some(_), Some(target)) => target.to_string(),
+                    (Some(stream), None) => stream.peer_label(),
                 };
                 ConnRow {
                     id: slot.id,

@@ -66,6 +66,8 @@ const MAX_PIPES: usize = 64;
 /// Reads per direction per drive: 16 × 64 KiB = 1 MiB before another connection gets a turn.
 const READS_PER_DRIVE: usize = 16;
 const EVENTS_CAPACITY: usize = 1024;
+/// Connections handed over by a live upgrade that a turn of the loop takes over (registers).
+const ADOPTS_PER_ITERATION: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -144,6 +146,10 @@ struct Core {
     /// Workers in the process, and the sequence number of this one's next connection id.
     workers: usize,
     next_id: u64,
+    /// Connections a live upgrade handed over, admitted but not yet registered (see
+    /// [`Worker::adopt`]), and the instant their times are relative to.
+    adopting: VecDeque<(crate::handover::state::ConnState, Peer)>,
+    adopt_since: Instant,
 }
 
 impl Worker {
@@ -193,6 +199,8 @@ impl Worker {
                 generation: 0,
                 workers: config.daemon.workers.max(1),
                 next_id: 1,
+                adopting: VecDeque::new(),
+                adopt_since: Instant::now(),
             },
         };
         Ok((worker, Remote::new(sender, waker)))
@@ -201,6 +209,9 @@ impl Worker {
     /// Runs until a stop signal has been handled and the connections are drained or closed.
     pub fn run(&mut self) -> io::Result<()> {
         while self.core.phase != Phase::Stopped {
+            if !self.core.adopting.is_empty() {
+                self.core.adopt_some(ADOPTS_PER_ITERATION);
+            }
             let timeout = self.core.poll_timeout(Instant::now());
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => {}
@@ -232,6 +243,7 @@ impl Core {
     /// with the alarm armed for the wheel's next deadline; forever when nothing is due.
     fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
         if self.expiry_backlog
+            || !self.adopting.is_empty()
             || !self.again.is_empty()
             || !self.closing_upstreams.is_empty()
             || self.listeners.iter().any(|l| l.resumable(now) || l.can_accept())
@@ -303,7 +315,7 @@ impl Core {
         self.expire(Instant::now());
         self.close_upstreams(Instant::now());
         if let Phase::Draining { until } = self.phase {
-            if self.slots.is_empty() {
+            if self.slots.is_empty() && self.adopting.is_empty() {
                 self.phase = Phase::Stopped;
             } else if Instant::now() >= until {
                 self.close_all(CloseReason::Shutdown);

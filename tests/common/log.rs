@@ -59,7 +59,7 @@ impl CloseLine {
 }
 
 /// The close reasons the log format documents.
-pub const REASONS: [&str; 12] = [
+pub const REASONS: [&str; 13] = [
     "idle",
     "client_closed",
     "upstream_closed",
@@ -72,6 +72,7 @@ pub const REASONS: [&str; 12] = [
     "limit",
     "max_lifetime",
     "half_close_timeout",
+    "killed",
 ];
 
 /// `2026-11-27T03:24:57.123Z` or `2026-11-27T03:24:57Z` (UTC, optional fraction).
