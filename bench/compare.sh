@@ -2,14 +2,14 @@
 # bench/compare.sh: idlereaper side by side with HAProxy and nginx (stream), on loopback.
 #
 # One command from a fresh clone (as root, on Debian 12):
-#     bash bench/compare.sh                  # full run, ~20 minutes
+#     bash bench/compare.sh                  # full run, ~23 minutes
 #     SCALE=smoke bash bench/compare.sh      # every scenario at a tiny size, < 2 minutes
 #
 # It installs what is missing (haproxy, nginx, libnginx-mod-stream, iperf3, matplotlib; for the
 # real-client scenarios postgresql and redis-server, redis-tools), builds the release binaries,
 # starts each relay in front of upstreams served by `loadgen` and in front of the run's own
 # PostgreSQL and redis-server, runs the scenarios (hold, reap, bulk, ping-pong, churn; pgbench
-# and redis-benchmark) and writes bench/results/<timestamp>/:
+# and redis-benchmark; live upgrade) and writes bench/results/<timestamp>/:
 #     results.txt   one line per measurement: relay=… rep=… scenario=… key=value…
 #     summary.md    the table (medians over REPS), ratios and targets, anomalies
 #     charts/*.png  memory per connection vs N, reap lateness, throughput, churn, ping-pong,
@@ -27,12 +27,13 @@
 #     WORKERS=N             idlereaper `daemon.workers = N`, HAProxy `nbthread N`, nginx
 #                           `worker_processes N` (+ reuseport); unset: 1 thread each, no
 #                           `workers` key in idlereaper's config
-#     SCENARIOS="hold reap bulk pingpong churn pgbench redis"
+#     SCENARIOS="hold reap bulk pingpong churn pgbench redis upgrade"
 #     REPS=3                repetitions of the quick scenarios (all but hold)
 #     HOLD_N=9000 HOLD_SECS=30 HOLD_CURVE="1000 3000" HOLD_CURVE_SECS=5
 #     REAP_CONNS=2000 REAP_TIMEOUT=2s BULK_SECS=10 CHURN_SECS=10 CHURN_THREADS=4
 #     PING_COUNT=20000 INSTALL=1 BUILD=1 OUT=bench/results/<timestamp>
 #     PGBENCH_SECS=10 PGBENCH_SCALE=10 REDIS_N_P16=2000000 REDIS_N_P1=300000
+#     UPGRADE_CONNS=9000 UPGRADE_WAIT=10
 #
 # The real clients (pgbench, redis-benchmark) talk to servers this script starts and stops: a
 # PostgreSQL cluster made by initdb in a temporary directory under /tmp (run as the `postgres`
@@ -55,11 +56,13 @@ full)
     : "${REPS:=3}" "${HOLD_N:=9000}" "${HOLD_SECS:=30}" "${HOLD_CURVE=1000 3000}" "${HOLD_CURVE_SECS:=5}"
     : "${REAP_CONNS:=2000}" "${BULK_SECS:=10}" "${CHURN_SECS:=10}" "${PING_COUNT:=20000}"
     : "${PGBENCH_SECS:=10}" "${REDIS_N_P16:=2000000}" "${REDIS_N_P1:=300000}"
+    : "${UPGRADE_CONNS:=9000}" "${UPGRADE_WAIT:=10}"
     ;;
 smoke)
     : "${REPS:=1}" "${HOLD_N:=50}" "${HOLD_SECS:=2}" "${HOLD_CURVE=20}" "${HOLD_CURVE_SECS:=1}"
     : "${REAP_CONNS:=50}" "${BULK_SECS:=2}" "${CHURN_SECS:=2}" "${PING_COUNT:=1000}"
     : "${PGBENCH_SECS:=2}" "${REDIS_N_P16:=20000}" "${REDIS_N_P1:=5000}"
+    : "${UPGRADE_CONNS:=500}" "${UPGRADE_WAIT:=2}"
     ;;
 *)
     echo "compare.sh: SCALE must be full or smoke, not '$SCALE'" >&2
@@ -69,7 +72,7 @@ esac
 : "${REAP_TIMEOUT:=2s}" "${CHURN_THREADS:=4}" "${INSTALL:=1}" "${BUILD:=1}" "${PUBLISH:=auto}"
 # pgbench -i -s 10 takes about a second here; smoke runs use the same scale.
 : "${PGBENCH_SCALE:=10}"
-ALL_SCENARIOS="hold reap bulk pingpong churn pgbench redis"
+ALL_SCENARIOS="hold reap bulk pingpong churn pgbench redis upgrade"
 : "${SCENARIOS:=$ALL_SCENARIOS}"
 LONG_TIMEOUT=10m # idle timeout of the non-reap listeners: longer than any scenario
 WORKERS=${WORKERS:-}
@@ -95,7 +98,7 @@ for r in $RELAYS; do
 done
 for s in $SCENARIOS; do
     case "$s" in
-    hold | reap | bulk | pingpong | churn | pgbench | redis) ;;
+    hold | reap | bulk | pingpong | churn | pgbench | redis | upgrade) ;;
     *)
         echo "compare.sh: unknown scenario '$s' ($ALL_SCENARIOS)" >&2
         exit 2
@@ -169,10 +172,34 @@ stop_servers() {
         SERVERS_TMP=""
     fi
 }
+# The upgrade scenario's relays run from their own copies of their binaries (UPGRADE_EXES),
+# and nginx's new master is not a process this script started: they are found by executable.
+# exe_pids PATH...: the processes whose /proc/PID/exe is PATH (or PATH, replaced since).
+UPGRADE_EXES=()
+exe_pids() {
+    local d link x
+    for d in /proc/[0-9]*; do
+        link=$(readlink "$d/exe" 2>/dev/null) || continue
+        for x in "$@"; do
+            if [ "$link" = "$x" ] || [ "$link" = "$x (deleted)" ]; then
+                echo "${d#/proc/}"
+                break
+            fi
+        done
+    done
+}
+stop_upgrade_relays() {
+    local pids
+    [ ${#UPGRADE_EXES[@]} -gt 0 ] || return 0
+    pids=$(exe_pids "${UPGRADE_EXES[@]}")
+    # shellcheck disable=SC2086
+    [ -z "$pids" ] || stop_pids $pids
+}
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_servers
+    stop_upgrade_relays
     if [ ${#PIDS[@]} -gt 0 ]; then stop_pids "${PIDS[@]}"; fi
     exit "$rc"
 }
@@ -296,6 +323,10 @@ if [ $((HOLD_N * 2 + 200)) -gt "$FDS" ]; then
     echo "compare.sh: HOLD_N=$HOLD_N needs $((HOLD_N * 2 + 200)) descriptors, the limit is $FDS" >&2
     exit 2
 fi
+if has_scenario upgrade && [ $((UPGRADE_CONNS * 2 + 200)) -gt "$FDS" ]; then
+    echo "compare.sh: UPGRADE_CONNS=$UPGRADE_CONNS needs $((UPGRADE_CONNS * 2 + 200)) descriptors, the limit is $FDS" >&2
+    exit 2
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Machine and versions.
@@ -304,6 +335,7 @@ fi
     echo "scale=$SCALE reps=$REPS workers=${WORKERS:-unset} relays=\"$RELAYS\" scenarios=\"$SCENARIOS\""
     echo "hold_n=$HOLD_N hold_secs=$HOLD_SECS hold_curve=\"$HOLD_CURVE\" hold_curve_secs=$HOLD_CURVE_SECS"
     echo "reap_conns=$REAP_CONNS reap_timeout=$REAP_TIMEOUT bulk_secs=$BULK_SECS churn_secs=$CHURN_SECS churn_threads=$CHURN_THREADS ping_count=$PING_COUNT"
+    echo "upgrade_conns=$UPGRADE_CONNS upgrade_wait=$UPGRADE_WAIT"
     echo "nproc=$(nproc)"
     echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
     echo "cpu_mhz=$(grep -m1 'cpu MHz' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
@@ -646,6 +678,110 @@ scenario_churn() {
     [ "$(field "$line" conns)" -gt 0 ] || fail "$r: churn rep $rep: no connection completed"
 }
 
+# upgrade RELAY REP: a live upgrade under load (issue 13). A fresh relay, run from its own copy
+# of its binary (run/upgrade-RELAY/bin/), holds UPGRADE_CONNS idle connections through its echo
+# listener and a 64-byte ping-pong on one more. bench/upgrade.py replaces the binary with a
+# fresh copy (a new inode, as a package upgrade does), upgrades the relay the way each one
+# documents (idlereaper: USR2; HAProxy in master-worker mode: USR2 to the master; nginx: USR2,
+# then WINCH, to the master, "Upgrading Executable on the Fly"), and measures the ping-pong's
+# longest stall, which processes (old binary or new) hold the connections UPGRADE_WAIT seconds
+# later, whether each still relays, and for HAProxy and nginx how many a hard stop of the old
+# processes cuts. nginx runs with `daemon on` here: it refuses a binary upgrade while the
+# process that started it lives (`daemon off` under a shell or systemd); upgrade.py's
+# subreaper keeps it a descendant of this script, which the load monitor counts as ours.
+scenario_upgrade() {
+    local r=$1 rep=$2 tag="upgrade-$1-$2" run=$OUT/run/upgrade-$1 log=$OUT/logs/relay-upgrade-$1-$2.log
+    local exe conf root line rc=0 target=() pids f
+    rm -rf "$run"
+    mkdir -p "$run/bin"
+    case "$r" in
+    idlereaper)
+        exe=$run/bin/idlereaper
+        cp "$IDLEREAPER" "$exe"
+        conf=$OUT/configs/idlereaper-upgrade.toml
+        render "$BENCH/idlereaper.toml.in" "$conf" "$r"
+        # Its own run directory; log_level info for the `upgraded …` line.
+        sed -i -e "s|$OUT/run/$r/|$run/|g" -e 's|^log_level = .*|log_level = "info"|' "$conf"
+        "$exe" -f -c "$conf" >>"$log" 2>&1 &
+        target=(--pidfile "$run/idlereaper.pid" --log "$run/idlereaper.log")
+        ;;
+    haproxy)
+        exe=$run/bin/haproxy
+        cp "$(command -v haproxy)" "$exe"
+        conf=$OUT/configs/haproxy-upgrade.cfg
+        render "$BENCH/haproxy.cfg.in" "$conf" "$r"
+        # -W: master-worker mode, the one HAProxy reloads in (USR2 to the master).
+        "$exe" -W -db -f "$conf" >>"$log" 2>&1 &
+        ;;
+    nginx)
+        exe=$run/bin/nginx
+        cp "$(command -v nginx)" "$exe"
+        conf=$OUT/configs/nginx-upgrade.conf
+        render "$BENCH/nginx.conf.in" "$conf" "$r"
+        sed -i -e "s|$OUT/run/$r/|$run/|g" -e 's|^daemon off;|daemon on;|' "$conf"
+        "$PY" "$BENCH/upgrade.py" subreaper -- "$exe" -p "$run/" -e "$run/error.log" -c "$conf" >>"$log" 2>&1 &
+        target=(--pidfile "$run/nginx.pid" --workers "$THREADS")
+        ;;
+    esac
+    root=$!
+    track "$root"
+    UPGRADE_EXES+=("$exe")
+    [ "$r" = haproxy ] && target=(--pid "$root")
+    if ! wait_until 15 all_listening "$(p_echo "$r")" "$(p_reap "$r")" "$(p_bulk "$r")" "$(p_pg "$r")" "$(p_redis "$r")"; then
+        fail "$r: upgrade rep $rep: the relay did not start (log: logs/${log##*/})"
+    else
+        timeout $((UPGRADE_WAIT + 400)) "$PY" "$BENCH/upgrade.py" run --kind "$r" \
+            --connect "127.0.0.1:$(p_echo "$r")" --conns "$UPGRADE_CONNS" --wait "$UPGRADE_WAIT" \
+            --exe "$exe" "${target[@]}" --samples "$OUT/samples/$tag.txt" \
+            >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
+        if client_result "$tag" "$rc" "$r: upgrade rep $rep"; then
+            line=$RESULT_LINE
+            record "$r" "$rep" "$line"
+            upgrade_checks "$r" "$rep" "$line"
+        fi
+    fi
+    # Everything that runs either binary (nginx's new master is not ours), and the starter.
+    pids=$(exe_pids "$exe")
+    # shellcheck disable=SC2086
+    stop_pids $pids "$root"
+    # The relay's own log, less its per-connection lines (idlereaper's close lines, nginx's
+    # "open socket … left in connection" at the hard stop), which are counted instead.
+    for f in "$run"/*.log; do
+        [ -s "$f" ] || continue
+        awk '/ conn closed |open socket #[0-9]+ left in connection/ {n++; next} {print}
+            END {if (n) print "(compare.sh: " n " per-connection lines left out)"}' "$f" \
+            >"$OUT/logs/$r-upgrade-$rep-$(basename "$f")"
+    done
+    # Let the upstream see the closes before the next relay.
+    # shellcheck disable=SC2317
+    upstream_drained() { [ "$(established "$(u_echo "$r")")" -lt 10 ]; }
+    wait_until 20 upstream_drained || true
+}
+
+# upgrade_checks RELAY REP LINE: what must hold whatever the timings. idlereaper: it upgraded
+# (no refusal), in the same process, which now runs the new binary, and every connection still
+# relays. The peers: the reload
+# happened and every connection still relays UPGRADE_WAIT s later (on the old processes). For
+# all: a new connection relays, and the ping-pong did not break.
+upgrade_checks() {
+    local r=$1 rep=$2 line=$3 want=reloaded
+    [ "$r" = idlereaper ] && want=upgraded
+    if [ "$(field "$line" outcome)" != "$want" ]; then
+        fail "$r: upgrade rep $rep: no upgrade (outcome=$(field "$line" outcome)$([ -n "$(field "$line" refused)" ] && echo " refused=$(field "$line" refused)"))"
+        return 0
+    fi
+    if [ "$r" = idlereaper ]; then
+        [ "$(field "$line" same_pid)" = 1 ] ||
+            fail "$r: upgrade rep $rep: the pid changed ($(field "$line" pid_before) -> $(field "$line" pid_after))"
+        [ "$(field "$line" exe_new)" = 1 ] ||
+            fail "$r: upgrade rep $rep: the process does not run the binary now on disk (/proc/PID/exe)"
+    fi
+    [ "$(field "$line" lost)" = 0 ] ||
+        fail "$r: upgrade rep $rep: $(field "$line" lost) of $UPGRADE_CONNS connections no longer relay after the upgrade"
+    [ "$(field "$line" pp_broken)" = 0 ] || fail "$r: upgrade rep $rep: the ping-pong connection broke"
+    [ "$(field "$line" new_conn_ok)" = 1 ] || fail "$r: upgrade rep $rep: a new connection does not relay afterwards"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Real clients: pgbench against the run's own PostgreSQL, redis-benchmark against its own
 # redis-server; one of each for the whole run, shared by every relay (and by "direct").
@@ -870,6 +1006,18 @@ for s in reap bulk pingpong churn pgbench redis; do
 done
 for r in $RELAYS; do stop_relay "$r"; done
 stop_servers
+
+# Live upgrade: last, with a fresh relay each time (it leaves old processes and a burst of
+# closed connections behind); HAProxy with its default thread count is not upgraded.
+if has_scenario upgrade; then
+    for rep in $(seq 1 "$REPS"); do
+        for r in $RELAYS; do
+            [ "$r" = haproxy-auto ] && continue
+            say "upgrade: $r, $UPGRADE_CONNS connections + ping-pong, rep $rep"
+            scenario_upgrade "$r" "$rep"
+        done
+    done
+fi
 
 # Relays' own complaints (idlereaper logs at warn; nginx's error log) are kept with the results.
 for r in $RELAYS; do

@@ -5,7 +5,9 @@ Reads RESULTS_DIR/results.txt (one `relay=… rep=… scenario=… key=value…`
 samples/reap-*.txt (reap lateness, µs, one per line), machine.txt, load.txt and errors.txt.
 Quick scenarios are reported as the median over repetitions; reap's max is the max over them
 and its early count the sum. The real clients (pgbench, redis-benchmark) add their throughput,
-latency and the relay's CPU seconds per 100,000 transactions or requests. Ratios are idlereaper against the better of HAProxy and nginx
+latency and the relay's CPU seconds per 100,000 transactions or requests. The live upgrade
+(bench/upgrade.py) reports its worst run: the ping-pong's longest stall, idlereaper's own pause,
+and the connections left on an old process, lost, or cut. Ratios are idlereaper against the better of HAProxy and nginx
 (both pinned to the same thread count as idlereaper); "haproxy-auto", HAProxy with its default
 thread count, is shown for information and not used in ratios.
 """
@@ -99,6 +101,27 @@ class Results:
         per_conn = num(row.get("tree_bytes_per_conn" if multi else "bytes_per_conn"))
         cpu = num(row.get("tree_idle_cpu_s" if multi else "idle_cpu_s"))
         return per_conn, cpu, num(row.get("alive_after"))
+
+    def upgrade(self, relay):
+        """The live upgrade over its runs: worst stall and pause, sums of lost and cut."""
+        rows = self.select(relay, "upgrade")
+        if not rows:
+            return {}
+        vals = lambda k: [v for v in (num(r.get(k)) for r in rows) if v is not None]  # noqa: E731
+        worst = max(rows, key=lambda r: num(r.get("stall_ms")) or 0.0)
+        return {
+            "stall": max(vals("stall_ms"), default=None),
+            "stall_rep": worst.get("rep"),
+            "base_max": max(vals("pp_base_max_ms"), default=None),
+            "stall_wait": max(vals("stall_wait_ms"), default=None),
+            "pause": max(vals("pause_ms"), default=None),
+            "reload": max(vals("reload_ms"), default=None),
+            "old": int(max(vals("old_conns"))) if vals("old_conns") else None,
+            "lost": int(sum(vals("lost"))) if vals("lost") else None,
+            "cut": int(sum(vals("stop_cut"))) if vals("stop_cut") else None,
+            "conns": sum(vals("conns")),
+            "rows": rows,
+        }
 
     def hold_ns(self):
         return sorted({int(r["conns"]) for r in self.rows if r.get("scenario") == "hold"})
@@ -287,6 +310,24 @@ def summary(res, outdir, errors, load_lines):
         fails = {c: sum(int(r.get("failed", 0)) for r in res.select(c, "churn")) for c in cols}
         if any(fails.values()):
             row(f"churn, {m.get('churn_threads', '?')} threads", "failed connections (all runs)", fails, None)
+    # live upgrade
+    up = {c: res.upgrade(c) for c in cols}
+    if any(up.values()):
+        g = lambda k: {c: (up[c].get(k) if up[c] else None) for c in cols}  # noqa: E731
+        name = f"upgrade, {fmt(num(m.get('upgrade_conns')))} idle + ping-pong"
+        target("≤ 50 ms")
+        row(name, "ping-pong stall during the upgrade (ms), worst run", g("stall"), False, absolute=lambda v: v <= 50)
+        target("")
+        row(name, f"ping-pong longest round trip over the {m.get('upgrade_wait', '?')} s after the signal (ms)", g("stall_wait"), None)
+        row(name, "ping-pong longest round trip in the second before (ms)", g("base_max"), None)
+        row(name, "pause logged by idlereaper (ms), worst run", g("pause"), None)
+        row(name, "signal to upgraded / new worker up (ms), worst run", g("reload"), None, digits=1)
+        row(name, f"connections on an old process {m.get('upgrade_wait', '?')} s after, worst run", g("old"), None)
+        target("0")
+        row(name, "connections lost by the upgrade (all runs)", g("lost"), None, absolute=lambda v: v == 0)
+        target("")
+        row(name, "connections cut by a hard stop of the old process (all runs)", g("cut"), None)
+
     # real clients
     for scenario, match, name, unit, key, _ in REAL_CLIENTS:
         tput = {c: res.med(c, scenario, key, **match) for c in cols}
@@ -312,6 +353,20 @@ def summary(res, outdir, errors, load_lines):
         "Ratios: idlereaper ÷ the better of HAProxy and nginx in this run (lower is better for memory, CPU and latency; "
         "higher for throughput and churn). HAProxy with its default thread count, where shown, is for information."
     )
+    if any(up.values()):
+        add("")
+        add(
+            f"Live upgrade: {fmt(num(m.get('upgrade_conns')))} idle connections through each relay's echo listener and "
+            "a 64-byte ping-pong on one more; the relay's binary (its own copy) is replaced by a fresh copy, then "
+            "idlereaper gets `kill -USR2` (re-executes in the same process and takes over every connection), HAProxy "
+            "in master-worker mode `kill -USR2` to its master (a new worker; the old one keeps its connections), nginx "
+            "`kill -USR2` then `-WINCH` to its master (binary upgrade; the old workers keep theirs). Stall: the longest "
+            "ping-pong round trip under way from the signal to 1 s after the relay said it was done (idlereaper's "
+            "`upgraded` line, HAProxy's new worker, nginx's new master and workers); over the whole "
+            f"{m.get('upgrade_wait', '?')} s it also catches other processes' hiccups. Old process: one still running the replaced binary. Cut: "
+            "connections that saw EOF or a reset when the old HAProxy worker or the old nginx master was sent SIGTERM "
+            "(a graceful stop would wait for them to end)."
+        )
     if any(res.select(c, s) for c in cols for s in ("pgbench", "pgbench_connect", "redis")):
         add("")
         add(
@@ -351,6 +406,19 @@ def summary(res, outdir, errors, load_lines):
         for r in res.select(c, "churn"):
             if int(r.get("failed", 0)):
                 notes.append(f"{label[c]}: churn rep {r.get('rep')}: {r['failed']} failed connections of {int(r['failed']) + int(r['conns'])}.")
+        for r in (up.get(c) or {}).get("rows", []):
+            what = f"{label[c]}: upgrade rep {r.get('rep')}"
+            if r.get("outcome") not in ("upgraded", "reloaded"):
+                notes.append(f"{what}: no upgrade (outcome {r.get('outcome')}" + (f", refused {r['refused']}" if r.get("refused") else "") + ").")
+            if r.get("lost") not in (None, "0"):
+                notes.append(f"{what}: {r['lost']} of {r.get('conns')} connections no longer relay after it.")
+            if c == "idlereaper" and r.get("same_pid") != "1":
+                if r.get("pid_before") == r.get("pid_after"):
+                    notes.append(f"{what}: process {r.get('pid_before')} is gone.")
+                else:
+                    notes.append(f"{what}: pid {r.get('pid_before')} before, {r.get('pid_after')} after.")
+            if r.get("pp_broken") == "1":
+                notes.append(f"{what}: the ping-pong connection broke.")
         for r in res.select(c, "hold"):
             if r.get("alive_after") != r.get("conns"):
                 notes.append(f"{label[c]}: hold {r.get('conns')}: {r.get('alive_after')} still relaying after the hold.")
@@ -539,6 +607,43 @@ def charts(res, outdir, label):
         ax.set_ylabel("round trip, µs (median; whiskers min–max)")
         ax.set_title("64-byte ping-pong latency (lower is better)")
         save(fig, "pingpong.png")
+    # Live upgrade: the ping-pong's round trips around the signal, each relay's worst run.
+    ups = {r: res.upgrade(r) for r in relays}
+    ups = {r: u for r, u in ups.items() if u}
+    if ups:
+        fig, ax = plt.subplots(figsize=(9, 4.2))
+        plotted = False
+        for r, u in ups.items():
+            path = os.path.join(sdir, f"upgrade-{r}-{u['stall_rep']}.txt")
+            if not os.path.exists(path):
+                continue
+            xs, ys = [], []
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("#") or not line.strip():
+                        continue
+                    t, v = line.split()
+                    xs.append(float(t))
+                    ys.append(float(v))
+            if xs:
+                ax.scatter(xs, ys, s=4, color=COLORS[r], label=f"{label[r]} (longest {u['stall']:.1f} ms)")
+                plotted = True
+        if plotted:
+            ax.axvline(0, color="black", lw=0.8, label="signal")
+            ax.axhline(50, color="red", lw=0.8, ls="--", label="target: stall ≤ 50 ms")
+            ax.set_yscale("log")
+            ax.set_xlabel("time from the upgrade signal (ms)")
+            ax.set_ylabel("ping-pong round trip (ms, log)")
+            ax.set_title(
+                f"64-byte ping-pong during a live upgrade with {fmt(num(res.machine.get('upgrade_conns')))} idle connections\n"
+                "(every round trip ≥ 1 ms, one in ten of the rest; worst run per relay)",
+                fontsize=10,
+            )
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            save(fig, "upgrade_pingpong.png")
+        else:
+            plt.close(fig)
     # Real clients: throughput above, the relay's CPU per 100k transactions below; a column each.
     tests = [t for t in REAL_CLIENTS if any(res.select(s, t[0], **t[1]) for s in series_all)]
     if tests:
