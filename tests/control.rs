@@ -144,15 +144,13 @@ fn show_conns_tells_what_each_connection_did() {
 #[test]
 fn kill_closes_exactly_the_connections_it_names() {
     let upstream = Upstream::echo();
-    let (a, b) = (free_addr(), free_addr());
+    let (a, b, metrics) = (free_addr(), free_addr(), free_addr());
     let dir = tempfile::tempdir().unwrap();
     let (control, socket) = control_section(dir.path(), "0660");
     let config = daemon_section(dir.path(), "2s")
         + &relay_listener("a", a, upstream.addr, "60s")
         + &relay_listener("b", b, upstream.addr, "60s")
-        + "[metrics]\nlisten = \""
-        + &free_addr().to_string()
-        + "\"\n\n"
+        + &format!("[metrics]\nlisten = \"{metrics}\"\n\n")
         + &control;
     let daemon = Daemon::start_in(dir, &config);
     let mut on_a: Vec<TcpStream> = (0..4).map(|_| connect(a)).collect();
@@ -190,6 +188,18 @@ fn kill_closes_exactly_the_connections_it_names() {
         daemon.log().lines().filter(|l| l.contains("conn closed") && l.contains("reason=killed")).count()
             as u64;
     assert_eq!(killed, 5);
+    let scrape = {
+        let mut s = connect(metrics);
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    for (listener, n) in [("a", 2), ("b", 3)] {
+        let sample =
+            format!("idlereaper_connections_closed_total{{listener=\"{listener}\",reason=\"killed\"}} {n}\n");
+        assert!(scrape.contains(&sample), "{sample} in\n{scrape}");
+    }
     let out = ctl(&socket, &["kill", "--client", "nowhere"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }

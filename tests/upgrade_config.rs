@@ -1,7 +1,9 @@
 //! A live upgrade reads the configuration file again and applies it as a reload would: an added
 //! listener is bound, a removed one closed while its connections run on, a kept one keeps its
 //! socket. A Unix socket listener's file stays in place across the exec and is removed on stop;
-//! the per-address counts of open connections carry over, so a limit still holds.
+//! the per-address counts of open connections carry over, so a limit still holds; a PROXY
+//! protocol header not yet sent (the upstream connect still in progress) is sent by the new
+//! image, before the client's bytes.
 
 mod common;
 
@@ -81,4 +83,40 @@ fn an_upgrade_applies_the_file_keeps_unix_sockets_and_per_address_counts() {
     drop((on_kept, on_removed, on_unix, again));
     assert!(daemon.stop().success(), "{}", daemon.log());
     assert!(!socket.exists(), "the socket file is removed on stop");
+}
+
+#[test]
+fn a_proxy_header_not_yet_sent_crosses_an_upgrade() {
+    let (upstream, fillers) = unanswering_upstream();
+    let listen = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_section(dir.path(), "2s")
+        + &relay_listener("pp", listen, upstream.local_addr().unwrap(), "60s")
+        + "proxy_protocol = \"v1\"\nconnect_timeout = \"30s\"\n\n";
+    let mut daemon = Daemon::start_in(dir, &config);
+    // The upstream's backlog is full: the daemon's connect is in progress, its PROXY header and
+    // the client's bytes waiting.
+    let mut client = connect(listen);
+    client.write_all(b"hello").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    daemon.signal(libc::SIGUSR2);
+    daemon.wait_log("upgraded from=", Duration::from_secs(20));
+
+    // Make room: the daemon's next SYN is answered, and the new image finishes the connect.
+    for _ in &fillers {
+        drop(upstream.accept().unwrap());
+    }
+    upstream.set_nonblocking(true).unwrap();
+    let accepted = wait_for(Duration::from_secs(10), || upstream.accept().ok());
+    let (mut relayed, _) = accepted.expect("the daemon connects after the upgrade");
+    relayed.set_nonblocking(false).unwrap();
+    with_timeouts(&relayed);
+    let me = client.local_addr().unwrap();
+    let header = format!("PROXY TCP4 {} {} {} {}\r\n", me.ip(), listen.ip(), me.port(), listen.port());
+    let got = read_n(&mut relayed, header.len() + 5);
+    assert_eq!(String::from_utf8_lossy(&got), format!("{header}hello"));
+    relayed.write_all(b"world").unwrap();
+    assert_eq!(read_n(&mut client, 5), b"world");
+    drop((client, relayed, fillers));
+    assert!(daemon.stop().success(), "{}", daemon.log());
 }
