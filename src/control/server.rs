@@ -41,7 +41,6 @@ pub struct Server {
     registry: Option<Registry>,
     base: Option<Token>,
     clients: Slots<Client>,
-    accept_again: Option<Instant>,
 }
 
 struct Client {
@@ -73,14 +72,7 @@ impl Server {
     }
 
     fn on(listener: mio::net::UnixListener, path: UnixPath) -> Server {
-        Server {
-            listener,
-            path,
-            registry: None,
-            base: None,
-            clients: Slots::new(MAX_CLIENTS),
-            accept_again: None,
-        }
+        Server { listener, path, registry: None, base: None, clients: Slots::new(MAX_CLIENTS) }
     }
 
     /// Gives up the listening socket for a live upgrade, open, by its number; the file stays.
@@ -146,13 +138,12 @@ impl Server {
 
     /// When the next client deadline passes, or accepting is to resume.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.clients.next_deadline().into_iter().chain(self.accept_again).min()
+        self.clients.next_deadline()
     }
 
     /// Closes clients whose deadline passed, and accepts the clients a pass left waiting.
     pub fn expire(&mut self, now: Instant) {
-        self.clients.expire(now);
-        if self.accept_again.is_some_and(|t| t <= now) {
+        if self.clients.expire(now) {
             self.accept(now);
         }
     }
@@ -161,7 +152,7 @@ impl Server {
     /// not ask, gets one error line and is closed.
     fn accept(&mut self, now: Instant) {
         let (Some(base), Some(registry)) = (self.base, self.registry.as_ref()) else { return };
-        self.accept_again = None;
+        self.clients.accept_again(None);
         for _ in 0..ACCEPTS_PER_PASS {
             let mut stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
@@ -173,7 +164,7 @@ impl Server {
                 }
                 Err(e) => {
                     debug!("control: accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}");
-                    self.accept_again = Some(now + ACCEPT_PAUSE);
+                    self.clients.accept_again(Some(now + ACCEPT_PAUSE));
                     return;
                 }
             };
@@ -195,7 +186,7 @@ impl Server {
                 Err(e) => debug!("control: a client cannot be registered: {e}"),
             }
         }
-        self.accept_again = Some(now); // budget spent: more may be waiting, with no event to say so
+        self.clients.accept_again(Some(now)); // budget spent: more may be waiting, with no event to say so
     }
 }
 

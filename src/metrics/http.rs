@@ -52,9 +52,6 @@ pub struct Endpoint {
     base: Option<Token>,
     clients: Slots<Client>,
     timeout: Duration,
-    /// When to accept again without a new event: the last pass stopped at its budget (then
-    /// at once), or on an error such as running out of descriptors (then after a pause).
-    accept_again: Option<Instant>,
 }
 
 /// What a token of the endpoint stands for.
@@ -88,14 +85,7 @@ impl Endpoint {
     }
 
     fn on(listener: TcpListener, timeout: Duration) -> Endpoint {
-        Endpoint {
-            listener,
-            registry: None,
-            base: None,
-            clients: Slots::new(MAX_CLIENTS),
-            timeout,
-            accept_again: None,
-        }
+        Endpoint { listener, registry: None, base: None, clients: Slots::new(MAX_CLIENTS), timeout }
     }
 
     /// The address bound (useful with port 0).
@@ -150,13 +140,12 @@ impl Endpoint {
     /// When the next client deadline passes, or accepting is to resume: the supervisor's poll
     /// timeout. `None` if there is nothing to wait for.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.clients.next_deadline().into_iter().chain(self.accept_again).min()
+        self.clients.next_deadline()
     }
 
     /// Closes clients whose deadline passed, and accepts the clients a pass left waiting.
     pub fn expire(&mut self, now: Instant) {
-        self.clients.expire(now);
-        if self.accept_again.is_some_and(|t| t <= now) {
+        if self.clients.expire(now) {
             if let Some(registry) = self.registry.take() {
                 self.accept(&registry, now);
                 self.registry = Some(registry);
@@ -173,7 +162,7 @@ impl Endpoint {
     /// Accepts until `WouldBlock` or the budget; a client beyond [`MAX_CLIENTS`] is closed at once.
     fn accept(&mut self, registry: &Registry, now: Instant) {
         let Some(base) = self.base else { return };
-        self.accept_again = None;
+        self.clients.accept_again(None);
         for _ in 0..ACCEPTS_PER_PASS {
             let (mut stream, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
@@ -182,7 +171,7 @@ impl Endpoint {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     debug!("metrics: accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}");
-                    self.accept_again = Some(now + ACCEPT_PAUSE);
+                    self.clients.accept_again(Some(now + ACCEPT_PAUSE));
                     return;
                 }
             };
@@ -196,7 +185,7 @@ impl Endpoint {
                 Err(e) => debug!("metrics: client={peer} cannot be registered: {e}"),
             }
         }
-        self.accept_again = Some(now); // budget spent: more may be waiting, with no event to say so
+        self.clients.accept_again(Some(now)); // budget spent: more may be waiting, with no event to say so
     }
 }
 
