@@ -9,7 +9,7 @@ use crate::config::{Config, ConfigError};
 use crate::control;
 use crate::daemon::{self, Credentials, Forked, Pidfile};
 use crate::error::Error;
-use crate::handover::{exec, state};
+use crate::handover::{codec, exec};
 use crate::listener::{self, Listener};
 use crate::logging::{self, Destination};
 use crate::metrics::http::Endpoint;
@@ -22,7 +22,7 @@ use crate::worker::Worker;
 /// Runs the command.
 pub fn run(cli: Cli) -> Result<(), Error> {
     if cli.handover_versions {
-        let versions: Vec<String> = state::READS.iter().map(u32::to_string).collect();
+        let versions: Vec<String> = codec::READS.iter().map(u32::to_string).collect();
         println!("{}", versions.join(" "));
         return Ok(());
     }

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::state::{State, VERSION};
+use super::codec::VERSION;
+use super::state::State;
 
 /// How long the new binary may take to answer each pre-flight question.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
