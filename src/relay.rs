@@ -17,7 +17,11 @@
 //! only; at the mark its urgent byte is taken with `MSG_OOB` and sent on with `MSG_OOB` after
 //! every byte before it, so the receiver sees it where the sender put it, out of band; then the
 //! inline read goes on past the mark.
+//!
+//! A live upgrade gives a socket and a direction up, and takes them over again, in
+//! [`handover`].
 
+mod handover;
 mod urgent;
 
 use std::io::{self, Read, Write};
@@ -27,7 +31,6 @@ use crate::stream::Stream;
 use nix::fcntl::{splice, SpliceFFlags};
 
 use crate::buffer::{Buf, Pool};
-use crate::handover::state::{HalfState, SocketState};
 use crate::pipe::{Pipe, PipePool};
 use crate::sys;
 use crate::vocab::{IoFailure, Side};
@@ -80,28 +83,6 @@ impl Socket {
         }
     }
 
-    /// Gives up the socket for a live upgrade: its number and the readiness believed.
-    pub fn freeze(self) -> SocketState {
-        let unix = matches!(self.stream, Stream::Unix(_));
-        let bits = [self.readable, self.writable, self.closing, self.error, self.urgent, self.reset];
-        let flags = bits.iter().enumerate().fold(0u8, |acc, (i, &b)| acc | (u8::from(b) << i));
-        SocketState { fd: self.stream.into_raw(), unix, flags }
-    }
-
-    /// The socket a live upgrade handed over, as the old image left it.
-    pub fn thaw(state: &SocketState) -> io::Result<Socket> {
-        let bit = |i: u8| state.flags & (1 << i) != 0;
-        Ok(Socket {
-            stream: Stream::from_fd(sys::adopt(state.fd)?, state.unix),
-            readable: bit(0),
-            writable: bit(1),
-            closing: bit(2),
-            error: bit(3),
-            urgent: bit(4),
-            reset: bit(5),
-        })
-    }
-
     /// After a read of `n` bytes into a buffer of `capacity`: a short read of a TCP socket means
     /// its receive queue is empty now, and any byte that arrives later raises a new edge, so the
     /// read that would only return `WouldBlock` is skipped (as nginx does) — two system calls
@@ -151,52 +132,6 @@ impl Half {
     pub fn queue(&mut self, bytes: &[u8], pool: &mut Pool) {
         debug_assert!(self.pending.is_none() && self.bytes == 0, "queued after relaying began");
         self.pending = Some(pool.take(bytes));
-    }
-
-    /// Gives up this direction for a live upgrade: the bytes it holds (a pipe's stay in the
-    /// kernel), its flags and count.
-    pub fn freeze(&mut self, pool: &mut Pool, pipes: &mut PipePool) -> HalfState {
-        let pending = self.pending.take().map(|buf| {
-            let bytes = buf.pending().to_vec();
-            pool.give(buf);
-            bytes
-        });
-        HalfState {
-            pending,
-            pipe: self.pipe.take().map(|pipe| pipes.freeze(pipe)),
-            bulk: self.bulk,
-            urgent: self.urgent,
-            read_eof: self.read_eof,
-            write_shut: self.write_shut,
-            bytes: self.bytes,
-        }
-    }
-
-    /// The direction a live upgrade handed over, holding the same bytes.
-    pub fn thaw(state: &HalfState, pool: &mut Pool, pipes: &mut PipePool) -> io::Result<Half> {
-        // Checked before any descriptor is adopted: the only failure after that is a
-        // descriptor that is not open, which leaves nothing to close.
-        if let Some(bytes) = state.pending.as_deref().filter(|b| b.is_empty() || b.len() > pool.buffer_size())
-        {
-            let msg = format!("held bytes: {} do not fit a buffer of {}", bytes.len(), pool.buffer_size());
-            return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
-        }
-        let pipe = match state.pipe {
-            Some((read, write, len, capacity)) => {
-                let (read, write) = (sys::adopt(read)?, sys::adopt(write)?);
-                Some(pipes.thaw(read, write, len, capacity))
-            }
-            None => None,
-        };
-        Ok(Half {
-            pending: state.pending.as_deref().map(|bytes| pool.take(bytes)),
-            pipe,
-            bulk: state.bulk,
-            urgent: state.urgent,
-            read_eof: state.read_eof,
-            write_shut: state.write_shut,
-            bytes: state.bytes,
-        })
     }
 
     /// Gives buffers and pipes back (the connection is closing).
