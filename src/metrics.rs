@@ -18,19 +18,22 @@
 //! the listeners in configuration order; label values are escaped as the format requires.
 //! Close and refusal reasons are written even at zero, so that `rate()` sees them from the start;
 //! their names are those of the close log line ([`CloseReason::as_str`]).
+//!
+//! Here: the counters and how they are bumped. [`render`] writes a scrape's families,
+//! [`exposition`] the text format, [`export`] reads the counters out whole (a live upgrade, the
+//! control socket), [`http`] and [`request`] serve `GET /metrics`.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::handover::state::Counters;
 use crate::vocab::CloseReason;
 
+mod export;
 mod exposition;
 pub mod http;
+mod render;
 mod request;
-
-use exposition::{Exposition, Seconds};
 
 /// Every close reason, in the order the metrics show them: the ends of accepted connections,
 /// then the refusals at accept. [`reason_slot`] is the position in this list.
@@ -158,40 +161,6 @@ impl ListenerMetrics {
         self.upstream_connect_errors.fetch_add(1, Relaxed);
     }
 
-    /// What `idlereaperctl show listeners` shows of these counters.
-    pub fn fill(&self, row: &mut crate::report::ListenerRow) {
-        row.open = u64::try_from(self.active.load(Relaxed)).unwrap_or(0);
-        row.accepted = self.accepted.load(Relaxed);
-        row.closed = REASONS[..CLOSES]
-            .iter()
-            .zip(&self.closed)
-            .map(|(reason, n)| (reason.as_str().to_owned(), n.load(Relaxed)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        row.refused = self.refused.iter().map(|n| n.load(Relaxed)).sum();
-        row.bytes_from_client = self.bytes_from_client.load(Relaxed);
-        row.bytes_from_upstream = self.bytes_from_upstream.load(Relaxed);
-    }
-
-    /// Every counter, in a fixed order, for a live upgrade to carry over (the active gauge is
-    /// not one: the new image counts the connections it takes over).
-    pub fn counters(&self) -> Vec<u64> {
-        self.counter_cells().map(|c| c.load(Relaxed)).collect()
-    }
-
-    /// Adds counts carried over by a live upgrade (from [`ListenerMetrics::counters`]).
-    pub fn restore(&self, counts: &[u64]) {
-        self.counter_cells().zip(counts).for_each(|(cell, &n)| {
-            cell.fetch_add(n, Relaxed);
-        });
-    }
-
-    fn counter_cells(&self) -> impl Iterator<Item = &AtomicU64> {
-        let singles = [&self.accepted, &self.upstream_connect_errors, &self.bytes_from_client];
-        let more = [&self.bytes_from_upstream, &self.lifetime_micros];
-        singles.into_iter().chain(more).chain(&self.closed).chain(&self.refused).chain(&self.lifetimes)
-    }
-
     /// Bytes relayed since the last call (`idlereaper_bytes_total`): deltas, not totals.
     pub fn bytes(&self, from_client: u64, from_upstream: u64) {
         if from_client > 0 {
@@ -224,24 +193,6 @@ struct Inner {
     upgrades_refused: AtomicU64,
     /// Since the Unix epoch.
     started: Duration,
-}
-
-/// What a scrape reads from the process rather than from counters.
-#[derive(Debug, Clone, Copy, Default)]
-struct Process {
-    open_fds: Option<u64>,
-    max_fds: Option<u64>,
-}
-
-impl Process {
-    fn read() -> Process {
-        // The listing holds a descriptor of its own while it runs: not one of ours.
-        let open_fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count().saturating_sub(1) as u64);
-        let max_fds = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .ok()
-            .map(|(soft, _hard)| soft);
-        Process { open_fds, max_fds }
-    }
 }
 
 impl Metrics {
@@ -348,132 +299,6 @@ impl Metrics {
     pub fn upgrade(&self, ok: bool) {
         let counter = if ok { &self.inner.upgrades_ok } else { &self.inner.upgrades_refused };
         counter.fetch_add(1, Relaxed);
-    }
-
-    /// The process-wide counters, for a live upgrade to carry over.
-    pub fn carried(&self) -> Counters {
-        let i = &self.inner;
-        Counters {
-            started: u64::try_from(i.started.as_nanos()).unwrap_or(u64::MAX),
-            reloads_ok: i.reloads_ok.load(Relaxed),
-            reloads_failed: i.reloads_failed.load(Relaxed),
-            upgrades_ok: i.upgrades_ok.load(Relaxed),
-            upgrades_refused: i.upgrades_refused.load(Relaxed),
-        }
-    }
-
-    /// Metrics for `workers` event loops that go on from the counters a live upgrade carried:
-    /// the process start time and the counts do not reset.
-    pub fn resumed(workers: usize, carried: &Counters) -> Metrics {
-        let metrics = Metrics::started_at(workers, Duration::from_nanos(carried.started));
-        let i = &metrics.inner;
-        i.reloads_ok.store(carried.reloads_ok, Relaxed);
-        i.reloads_failed.store(carried.reloads_failed, Relaxed);
-        i.upgrades_ok.store(carried.upgrades_ok, Relaxed);
-        i.upgrades_refused.store(carried.upgrades_refused, Relaxed);
-        metrics
-    }
-
-    /// The Prometheus text exposition (version 0.0.4) of everything, with the process-wide
-    /// numbers read now.
-    pub fn render(&self) -> String {
-        self.render_with(Process::read())
-    }
-
-    fn render_with(&self, process: Process) -> String {
-        let listeners = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut out = Exposition { text: String::with_capacity(2048 + 4096 * listeners.len()), family: "" };
-        let ls = &listeners[..];
-        out.per_listener(
-            ls,
-            "idlereaper_connections_accepted_total",
-            "counter",
-            "Connections admitted.",
-            |o, l| o.sample("", &[l.label()], l.accepted.load(Relaxed)),
-        );
-        out.per_listener(ls, "idlereaper_connections_active", "gauge", "Connections open now.", |o, l| {
-            o.sample("", &[l.label()], l.active.load(Relaxed))
-        });
-        let help = "Connections closed, by reason (the reason of the close log line).";
-        out.per_listener(ls, "idlereaper_connections_closed_total", "counter", help, |o, l| {
-            l.reasons(o, &l.closed, 0..CLOSES)
-        });
-        let help = "Clients closed at accept, by reason (limit, per_ip_limit, denied, out_of_descriptors).";
-        out.per_listener(ls, "idlereaper_connections_refused_total", "counter", help, |o, l| {
-            l.reasons(o, &l.refused, CLOSES..REASONS.len())
-        });
-        let help = "Upstream connections that failed or timed out.";
-        out.per_listener(ls, "idlereaper_upstream_connect_errors_total", "counter", help, |o, l| {
-            o.sample("", &[l.label()], l.upstream_connect_errors.load(Relaxed))
-        });
-        out.per_listener(ls, "idlereaper_bytes_total", "counter", "Bytes relayed, by direction.", |o, l| {
-            for (direction, n) in
-                [("from_client", &l.bytes_from_client), ("from_upstream", &l.bytes_from_upstream)]
-            {
-                o.sample("", &[l.label(), ("direction", direction)], n.load(Relaxed));
-            }
-        });
-        let help = "Time from accept to close of closed connections.";
-        out.per_listener(ls, "idlereaper_connection_lifetime_seconds", "histogram", help, |o, l| {
-            l.histogram(o)
-        });
-
-        let i = &self.inner;
-        out.family("idlereaper_timers", "gauge", "Timers live in the timing wheels of all workers.");
-        out.sample("", &[], i.timers.iter().map(|t| t.load(Relaxed)).sum::<u64>());
-        out.family("idlereaper_reloads_total", "counter", "Configuration reloads, by result.");
-        out.sample("", &[("result", "success")], i.reloads_ok.load(Relaxed));
-        out.sample("", &[("result", "failure")], i.reloads_failed.load(Relaxed));
-        out.family("idlereaper_upgrades_total", "counter", "Live upgrades (SIGUSR2), by result.");
-        out.sample("", &[("result", "success")], i.upgrades_ok.load(Relaxed));
-        out.sample("", &[("result", "refused")], i.upgrades_refused.load(Relaxed));
-        if let Some(n) = process.open_fds {
-            out.family("idlereaper_open_fds", "gauge", "Open file descriptors.");
-            out.sample("", &[], n);
-        }
-        if let Some(n) = process.max_fds {
-            out.family("idlereaper_max_fds", "gauge", "Most file descriptors the process may open.");
-            out.sample("", &[], n);
-        }
-        out.family("idlereaper_build_info", "gauge", "Always 1; the version of idlereaper is a label.");
-        out.sample("", &[("version", env!("CARGO_PKG_VERSION"))], 1);
-        out.family(
-            "idlereaper_start_time_seconds",
-            "gauge",
-            "Start time of the process since the Unix epoch.",
-        );
-        out.sample("", &[], Seconds(i.started));
-        out.text
-    }
-}
-
-impl ListenerMetrics {
-    fn label(&self) -> (&'static str, &str) {
-        ("listener", &self.name)
-    }
-
-    /// One sample per reason of `expected`, and one for any other reason counted here.
-    fn reasons(&self, out: &mut Exposition, counts: &[AtomicU64], expected: std::ops::Range<usize>) {
-        for (slot, reason) in REASONS.iter().enumerate() {
-            let n = counts[slot].load(Relaxed);
-            if expected.contains(&slot) || n > 0 {
-                out.sample("", &[self.label(), ("reason", reason.as_str())], n);
-            }
-        }
-    }
-
-    /// Cumulative `_bucket`s, `_sum` and `_count`, the count being the `+Inf` bucket.
-    fn histogram(&self, out: &mut Exposition) {
-        let mut cumulative = 0;
-        for (i, &(_, le)) in LIFETIME_BUCKETS.iter().enumerate() {
-            cumulative += self.lifetimes[i].load(Relaxed);
-            out.sample("_bucket", &[self.label(), ("le", le)], cumulative);
-        }
-        cumulative += self.lifetimes[LIFETIME_BUCKETS.len()].load(Relaxed);
-        out.sample("_bucket", &[self.label(), ("le", "+Inf")], cumulative);
-        let sum = Seconds(Duration::from_micros(self.lifetime_micros.load(Relaxed)));
-        out.sample("_sum", &[self.label()], sum);
-        out.sample("_count", &[self.label()], cumulative);
     }
 }
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token, Waker};
 
+use super::exposition::Seconds;
 use super::http::{Endpoint, MAX_CLIENTS, MAX_HEAD};
+use super::render::Process;
 use super::*;
 
 #[test]
