@@ -10,13 +10,16 @@
 //! must call [`Conn::drive`] again without waiting for a new event. Spurious events (including
 //! ones meant for a connection that previously used the same slab key) are harmless: the calls
 //! they lead to return `WouldBlock`.
+//!
+//! A live upgrade gives a connection up and takes it over again in [`handover`].
+
+mod handover;
 
 use std::io::{self, Read};
 
 use crate::stream::Stream;
 
 use crate::buffer::Pool;
-use crate::handover::state::RelayState;
 use crate::pipe::PipePool;
 use crate::relay::{pump, Half, Io, Socket};
 use crate::sys::{tcp_progress, TcpProgress};
@@ -266,53 +269,6 @@ impl Conn {
             },
         };
         let _ = socket2::SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
-    }
-
-    /// Gives up the connection for a live upgrade: both sockets open, every byte it holds, and
-    /// where the state machine stood.
-    pub fn freeze(self, pool: &mut Pool, pipes: &mut PipePool) -> RelayState {
-        let Conn { client, upstream, state, mut to_upstream, mut to_client, first_fin, preamble } = self;
-        RelayState {
-            phase: match state {
-                State::Connecting => 0,
-                State::Relaying => 1,
-                State::Sink => 2,
-            },
-            client: client.freeze(),
-            upstream: upstream.map(Socket::freeze),
-            to_upstream: to_upstream.freeze(pool, pipes),
-            to_client: to_client.freeze(pool, pipes),
-            first_fin: first_fin.map(|side| side.index() as u8),
-            preamble: preamble.map(Vec::from),
-        }
-    }
-
-    /// The connection a live upgrade handed over, as the old image left it.
-    pub fn thaw(r: &RelayState, pool: &mut Pool, pipes: &mut PipePool) -> io::Result<Conn> {
-        let state = match (r.phase, &r.upstream) {
-            (0, Some(_)) => State::Connecting,
-            (1, Some(_)) => State::Relaying,
-            (2, None) => State::Sink,
-            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "a relay without an upstream")),
-        };
-        let mut conn = Conn {
-            client: Socket::thaw(&r.client)?,
-            upstream: r.upstream.as_ref().map(Socket::thaw).transpose()?,
-            state,
-            to_upstream: Half::default(),
-            to_client: Half::default(),
-            first_fin: r.first_fin.map(|i| if i == 0 { Side::Client } else { Side::Upstream }),
-            preamble: r.preamble.as_deref().map(Box::from),
-        };
-        conn.to_upstream = Half::thaw(&r.to_upstream, pool, pipes)?;
-        match Half::thaw(&r.to_client, pool, pipes) {
-            Ok(half) => conn.to_client = half,
-            Err(e) => {
-                conn.release(pool, pipes);
-                return Err(e);
-            }
-        }
-        Ok(conn)
     }
 
     /// Checks a non-blocking connect: `Ok(true)` once connected, `Ok(false)` while in progress.
