@@ -133,6 +133,22 @@ fn show_conns_tells_what_each_connection_did() {
     let idle_long: Vec<ConnRow> =
         serde_json::from_str(&ctl_ok(&socket, &["show", "conns", "--idle-over", "1h", "--json"])).unwrap();
     assert!(idle_long.is_empty(), "{idle_long:?}");
+    // A limit keeps the soonest to be reaped (nothing moves between the two questions).
+    let everything: Vec<u64> = conns(&socket).iter().map(|r| r.id).collect();
+    let first_two: Vec<ConnRow> =
+        serde_json::from_str(&ctl_ok(&socket, &["show", "conns", "--limit", "2", "--json"])).unwrap();
+    assert_eq!(first_two.iter().map(|r| r.id).collect::<Vec<_>>(), everything[..2], "{first_two:?}");
+    let soonest_relayed: Vec<ConnRow> = serde_json::from_str(&ctl_ok(
+        &socket,
+        &["show", "conns", "--listener", "relay", "--limit", "1", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(
+        soonest_relayed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![h.id],
+        "half-close is due first"
+    );
+    assert_eq!(ctl(&socket, &["show", "conns", "--limit", "0"]).status.code(), Some(2));
     let table = ctl_ok(&socket, &["show", "conns"]);
     assert!(table.starts_with("id ") && table.lines().count() == 5, "{table}");
     let listeners: Vec<ListenerRow> =

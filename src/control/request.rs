@@ -2,15 +2,13 @@
 //! written (`show conns --listener pg --idle-over 5m --json`). Parsing is strict: an unknown
 //! word is an error that names it, so a typo never means "everything".
 
-use std::time::Duration;
-
-use crate::worker::{ClientMatch, Selector};
+use crate::worker::{ClientMatch, Query, Selector};
 
 /// What a control client asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Every open connection, soonest to be reaped first.
-    ShowConns { listener: Option<String>, idle_over: Option<Duration>, json: bool },
+    /// The open connections `query` chooses, soonest to be reaped first.
+    ShowConns { query: Query, json: bool },
     /// The listeners in force, with their counters.
     ShowListeners { json: bool },
     /// Close connections at once.
@@ -25,7 +23,7 @@ pub enum Request {
 
 /// What `help` answers.
 pub const HELP: &str = "\
-show conns [--listener NAME] [--idle-over DURATION] [--json]
+show conns [--listener NAME] [--idle-over DURATION] [--limit N] [--json]
 show listeners [--json]
 kill ID... | kill --client IP[:PORT] | kill --listener NAME
 reload
@@ -38,22 +36,28 @@ pub fn parse(line: &str) -> Result<Request, String> {
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.as_slice() {
         ["show", "conns", rest @ ..] => {
-            let (mut listener, mut idle_over, mut json) = (None, None, false);
+            let (mut query, mut json) = (Query::default(), false);
             let mut rest = rest.iter();
             while let Some(&word) = rest.next() {
                 match word {
                     "--json" => json = true,
-                    "--listener" => listener = Some(value(word, rest.next())?.to_owned()),
+                    "--listener" => query.listener = Some(value(word, rest.next())?.to_owned()),
                     "--idle-over" => {
                         let text = value(word, rest.next())?;
-                        let d = humantime::parse_duration(text)
+                        query.idle_over = humantime::parse_duration(text)
                             .map_err(|e| format!("--idle-over {text:?}: {e} (write \"30s\", \"5m\")"))?;
-                        idle_over = Some(d);
+                    }
+                    "--limit" => {
+                        let text = value(word, rest.next())?;
+                        match text.parse::<usize>() {
+                            Ok(n) if n > 0 => query.limit = Some(n),
+                            _ => return Err(format!("--limit {text:?}: expected a count of at least 1")),
+                        }
                     }
                     other => return Err(format!("show conns: unknown option {other:?}")),
                 }
             }
-            Ok(Request::ShowConns { listener, idle_over, json })
+            Ok(Request::ShowConns { query, json })
         }
         ["show", "listeners"] => Ok(Request::ShowListeners { json: false }),
         ["show", "listeners", "--json"] => Ok(Request::ShowListeners { json: true }),
@@ -94,22 +98,24 @@ fn value<'a>(option: &str, next: Option<&&'a str>) -> Result<&'a str, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
     fn each_command_reads_and_mistakes_are_named() {
         assert_eq!(
-            parse("show conns --listener pg --idle-over 5m --json"),
+            parse("show conns --listener pg --idle-over 5m --limit 20 --json"),
             Ok(Request::ShowConns {
-                listener: Some("pg".into()),
-                idle_over: Some(Duration::from_secs(300)),
+                query: Query {
+                    listener: Some("pg".into()),
+                    idle_over: Duration::from_secs(300),
+                    limit: Some(20)
+                },
                 json: true
             })
         );
-        assert_eq!(
-            parse("show conns"),
-            Ok(Request::ShowConns { listener: None, idle_over: None, json: false })
-        );
+        assert_eq!(parse("show conns"), Ok(Request::ShowConns { query: Query::default(), json: false }));
         assert_eq!(parse("  show   listeners --json "), Ok(Request::ShowListeners { json: true }));
         assert_eq!(parse("kill 3 17"), Ok(Request::Kill(Selector::Ids(vec![3, 17]))));
         assert_eq!(
@@ -128,6 +134,9 @@ mod tests {
             ("show conns --json --bogus", "--bogus"),
             ("show conns --listener", "needs a value"),
             ("show conns --idle-over soon", "--idle-over"),
+            ("show conns --limit 0", "at least 1"),
+            ("show conns --limit many", "at least 1"),
+            ("show conns --limit", "needs a value"),
             ("show sessions", "sessions"),
             ("kill 3 x", "\"x\" is not a connection id"),
             ("kill --client somewhere", "expected IP"),

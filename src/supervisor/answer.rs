@@ -46,12 +46,14 @@ impl Supervisor {
         let text = match request {
             Err(e) => format!("error: {e}\n"),
             Ok(Request::Help) => HELP.to_owned(),
-            Ok(Request::ShowConns { listener, idle_over, json: as_json }) => {
+            Ok(Request::ShowConns { query, json: as_json }) => {
                 let mut rows: Vec<ConnRow> =
-                    ask(remotes, |reply| Command::Inspect { reply }).into_iter().flatten().collect();
-                let over = idle_over.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                rows.retain(|r| listener.as_ref().is_none_or(|l| *l == r.listener) && r.idle_ms >= over);
+                    ask(remotes, |reply| Command::Inspect { query: query.clone(), reply })
+                        .into_iter()
+                        .flatten()
+                        .collect();
                 rows.sort_by_key(|r| (r.reap_in_ms, r.id));
+                rows.truncate(query.limit.unwrap_or(usize::MAX));
                 if as_json {
                     json(&rows)
                 } else {

@@ -9,7 +9,7 @@ use log::{error, info};
 use mio::{Interest, Waker};
 
 use super::handover::Frozen;
-use super::inspect::Selector;
+use super::inspect::{Query, Selector};
 use super::token::Target;
 use super::{Core, Phase};
 use crate::config::ListenerConfig;
@@ -29,8 +29,8 @@ pub enum Command {
     /// A live upgrade: give up every listener handle and connection, with times relative to
     /// `at`, send them back on `reply`, and stop.
     Freeze { at: Instant, reply: Sender<Frozen> },
-    /// A row for every open connection (`show conns`).
-    Inspect { reply: Sender<Vec<ConnRow>> },
+    /// A row for each open connection `query` chooses (`show conns`).
+    Inspect { query: Query, reply: Sender<Vec<ConnRow>> },
     /// Close the connections `selector` names, at once; reply with how many.
     Kill { selector: Selector, reply: Sender<usize> },
 }
@@ -84,9 +84,9 @@ impl Core {
                 }
                 // Connections an upgrade handed over are all taken over first: they are shown
                 // and can be killed like the others.
-                Command::Inspect { reply } => {
+                Command::Inspect { query, reply } => {
                     self.adopt_some(usize::MAX);
-                    let _ = reply.send(self.inspect(Instant::now()));
+                    let _ = reply.send(self.inspect(Instant::now(), &query));
                 }
                 Command::Kill { selector, reply } => {
                     self.adopt_some(usize::MAX);

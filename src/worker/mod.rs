@@ -54,7 +54,7 @@ use accept::Starved;
 pub use control::{Command, ListenerChange, Reload, Remote};
 use deadlines::Deadlines;
 pub use handover::Frozen;
-pub use inspect::{ClientMatch, Selector};
+pub use inspect::{ClientMatch, Query, Selector};
 use token::Target;
 
 /// Relay buffer size: one read, and the most a direction holds while its reader is stalled.

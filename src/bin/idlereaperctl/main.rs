@@ -56,6 +56,9 @@ enum Show {
         /// Only connections idle at least this long ("30s", "5m").
         #[arg(long, value_name = "DURATION")]
         idle_over: Option<String>,
+        /// At most this many rows: the soonest to be reaped.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
         /// A JSON array of objects (durations in milliseconds).
         #[arg(long)]
         json: bool,
@@ -86,7 +89,7 @@ fn request_line(command: &Command) -> Option<String> {
     let mut words: Vec<String> = Vec::new();
     let mut push = |w: &str| words.push(w.to_owned());
     match command {
-        Command::Show(Show::Conns { listener, idle_over, json }) => {
+        Command::Show(Show::Conns { listener, idle_over, limit, json }) => {
             push("show");
             push("conns");
             if let Some(l) = listener {
@@ -96,6 +99,10 @@ fn request_line(command: &Command) -> Option<String> {
             if let Some(d) = idle_over {
                 push("--idle-over");
                 push(&d.replace(' ', ""));
+            }
+            if let Some(n) = limit {
+                push("--limit");
+                push(&n.to_string());
             }
             if *json {
                 push("--json");

@@ -8,6 +8,8 @@ pub(super) struct View {
     pub(super) socket: String,
     pub(super) listeners: Vec<ListenerLine>,
     pub(super) conns: Vec<ConnRow>,
+    /// How many connections are open (`conns` may be only the first of them).
+    pub(super) open: u64,
 }
 
 impl View {
@@ -16,6 +18,7 @@ impl View {
             socket: socket.display().to_string(),
             listeners: listener_lines(previous, current),
             conns: current.conns.clone(),
+            open: current.open(),
         }
     }
 }
@@ -51,7 +54,7 @@ pub(super) fn render(frame: &mut Frame, view: &View) {
     render_title(frame, title, view);
     render_listeners(frame, listeners, view);
     let shown = view.conns.len().min(conns.height.saturating_sub(1) as usize);
-    let text = match view.conns.len() {
+    let text = match usize::try_from(view.open).unwrap_or(usize::MAX).max(view.conns.len()) {
         0 => "No open connections".to_owned(),
         n if shown < n => format!("Connections, soonest to be reaped first ({shown} of {n})"),
         n => format!("Connections, soonest to be reaped first ({n})"),

@@ -101,6 +101,12 @@ fn keyboard(tx: Sender<Input>) -> io::Result<()> {
     Ok(())
 }
 
+/// How many connections a refresh asks for: as many as the terminal has lines, more than the
+/// view can show (its title, listeners and captions take lines too), so it never runs short.
+pub(super) fn rows() -> usize {
+    terminal::size().map_or(100, |(_, height)| usize::from(height))
+}
+
 /// Whether what one read of the raw terminal brought is a quitting key: q, Q, Ctrl-C, or Esc
 /// alone. An escape sequence (an arrow key, Alt+q) comes whole in one read, and does not quit.
 pub(super) fn quits(bytes: &[u8]) -> bool {
@@ -119,7 +125,7 @@ fn sampler(socket: PathBuf, start: Instant, tx: Sender<Input>) {
         loop {
             thread::sleep(deadline.saturating_duration_since(Instant::now()));
             deadline = next_deadline(deadline, Instant::now());
-            let sample = Sample::take(&socket);
+            let sample = Sample::take(&socket, rows());
             let failed = sample.is_err();
             if tx.send(Input::Sample(sample)).is_err() || failed {
                 return;
