@@ -148,7 +148,9 @@ fn show_conns_tells_what_each_connection_did() {
         vec![h.id],
         "half-close is due first"
     );
-    assert_eq!(ctl(&socket, &["show", "conns", "--limit", "0"]).status.code(), Some(2));
+    let zero = ctl(&socket, &["show", "conns", "--limit", "0"]);
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("expected a count of at least 1"), "{zero:?}");
     let table = ctl_ok(&socket, &["show", "conns"]);
     assert!(table.starts_with("id ") && table.lines().count() == 5, "{table}");
     let listeners: Vec<ListenerRow> =

@@ -57,7 +57,7 @@ enum Show {
         #[arg(long, value_name = "DURATION")]
         idle_over: Option<String>,
         /// At most this many rows: the soonest to be reaped.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "N", value_parser = count)]
         limit: Option<u64>,
         /// A JSON array of objects (durations in milliseconds).
         #[arg(long)]
@@ -82,6 +82,14 @@ struct Kill {
     /// Every connection of this listener.
     #[arg(long, value_name = "NAME")]
     listener: Option<String>,
+}
+
+/// A count of at least 1 (`--limit`, `top -n`), refused in words otherwise.
+fn count(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("expected a count of at least 1".to_owned()),
+    }
 }
 
 /// The request line for a one-shot command.

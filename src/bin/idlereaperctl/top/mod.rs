@@ -49,7 +49,7 @@ const WAKE_SLICE: Duration = Duration::from_millis(50);
 pub struct Options {
     /// Stop after this many refreshes (default: until q, Esc or Ctrl-C; off a terminal, until
     /// killed or the output is closed).
-    #[arg(short = 'n', long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'n', long, value_name = "COUNT", value_parser = crate::count)]
     pub count: Option<u64>,
 }
 
