@@ -245,8 +245,8 @@ fn plain(socket: &Path, count: Option<u64>, first: Sample) -> Result<(), Failure
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------------------
-// On a terminal: the live view.
+// The live view on a terminal is `screen.rs` (the terminal, keys, signals) and `render.rs` (one
+// frame).
 
 #[cfg(test)]
 mod tests;
