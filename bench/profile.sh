@@ -4,6 +4,8 @@
 # `redis-benchmark -t get -c 50 -P 1 -n 300000` to one redis-server, one after the other, with
 # `perf record -g` on the relay's process alone; for each it prints the share of the relay's
 # samples under each path (a syscall's share includes the loopback TCP work done inside it).
+# Then the TCP segments each relay's traffic takes (nstat around 100,000 GETs, direct too):
+# the kernel work a relay cannot avoid.
 #
 #     bash bench/profile.sh          # as root, ~1 minute; needs perf (linux-perf), redis,
 #                                    # haproxy, nginx with the stream module (compare.sh installs
@@ -13,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$(pwd)/target/release/idlereaper}
-for tool in perf redis-server redis-benchmark redis-cli haproxy nginx; do
+for tool in perf nstat redis-server redis-benchmark redis-cli haproxy nginx; do
     command -v "$tool" >/dev/null || { echo "profile.sh: $tool is missing" >&2; exit 1; }
 done
 [ -x "$BIN" ] || { echo "profile.sh: $BIN is missing (cargo build --release)" >&2; exit 1; }
@@ -94,4 +96,16 @@ for relay in idlereaper nginx haproxy; do
         }'
     perf report -i "$D/perf.$relay" --no-children --sort dso 2>/dev/null |
         awk '/^ +[0-9.]+%/ { printf "  self in %-30s %s\n", $2, $1 }' | head -4
+done
+
+echo "== TCP segments around 100,000 GETs (-c 50 -P 1), all of this machine's (nstat)"
+for relay in direct idlereaper nginx haproxy; do
+    case $relay in
+    direct) port=16379 ;; idlereaper) port=16002 ;; nginx) port=16003 ;; haproxy) port=16004 ;;
+    esac
+    nstat -n >/dev/null
+    timeout 60 redis-benchmark -p "$port" -t get -c 50 -P 1 -n 100000 -q >/dev/null 2>&1
+    nstat 2>/dev/null | awk -v r="$relay" '
+        $1 == "TcpOutSegs" { out = $2 } $1 == "TcpExtTCPPureAcks" { pure = $2 }
+        END { printf "  %-12s TcpOutSegs %s  TcpExtTCPPureAcks %s\n", r, out, pure }'
 done
