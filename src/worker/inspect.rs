@@ -44,7 +44,8 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Core {
-    /// A row for each open connection `query` chooses, as of `now`, soonest to be reaped first.
+    /// A row for each open connection `query` chooses, as of `now`, in no particular order: the
+    /// supervisor merges the workers' rows and sorts them once.
     pub(super) fn inspect(&self, now: Instant, query: &Query) -> Vec<ConnRow> {
         let over = millis(query.idle_over);
         let mut chosen: Vec<(Duration, u64, usize)> = self
@@ -61,7 +62,6 @@ impl Core {
             chosen.select_nth_unstable(limit);
             chosen.truncate(limit);
         }
-        chosen.sort_unstable();
         chosen.into_iter().map(|(reap_in, _, key)| self.row(now, &self.slots[key], reap_in)).collect()
     }
 

@@ -54,7 +54,7 @@ pub(super) fn render(frame: &mut Frame, view: &View) {
     render_title(frame, title, view);
     render_listeners(frame, listeners, view);
     let shown = view.conns.len().min(conns.height.saturating_sub(1) as usize);
-    let text = match usize::try_from(view.open).unwrap_or(usize::MAX).max(view.conns.len()) {
+    let text = match usize::try_from(view.open).unwrap_or(usize::MAX) {
         0 => "No open connections".to_owned(),
         n if shown < n => format!("Connections, soonest to be reaped first ({shown} of {n})"),
         n => format!("Connections, soonest to be reaped first ({n})"),
