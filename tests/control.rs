@@ -77,13 +77,15 @@ fn show_conns_tells_what_each_connection_did() {
 
     let mut relaying = connect(relay);
     assert_echo(&mut relaying, &[7u8; 1000]);
+    // The relaying connection's last movement was before this instant: its idle time is
+    // measured against it below.
+    let last_activity = Instant::now();
     let mut half = connect(relay);
     assert_echo(&mut half, b"12345");
     half.shutdown(Shutdown::Write).unwrap();
     let mut sinking = connect(sink);
     sinking.write_all(&[1u8; 300]).unwrap();
     let _connecting = connect(stuck);
-    let last_activity = Instant::now();
 
     let rows = wait_for(Duration::from_secs(5), || {
         let rows = conns(&socket);
