@@ -244,13 +244,12 @@ pub fn thaw(state: &State, metrics: &Metrics) -> Result<Thawed, Error> {
     }
     counters.sort_by_key(|(k, _)| *k);
     metrics.set_listeners(counters.into_iter().map(|(_, m)| m).collect());
-    let frozen = crate::clock::instant_of(state.frozen_at);
     let mut workers = Vec::with_capacity(tables.len());
     let mut connections = 0;
     for (i, (table, part)) in tables.into_iter().zip(&state.workers).enumerate() {
         let (mut worker, remote) =
             Worker::new(&config, i, table, metrics.clone()).map_err(|e| Error::io("event loop", e))?;
-        connections += worker.adopt(part, frozen);
+        connections += worker.adopt(part, state.frozen_at);
         workers.push((worker, remote));
     }
     let listeners = state.in_force.len();

@@ -89,7 +89,8 @@ pub struct ConnState {
     pub peer: Option<String>,
     /// Nanoseconds from accept to `frozen_at`.
     pub age: u64,
-    /// Nanoseconds from `frozen_at` to each deadline (0: due already).
+    /// Nanoseconds from `frozen_at` to each deadline: to the start of its tick, a boundary of
+    /// every clock of that tick length (0: due already).
     pub activity: u64,
     pub lifetime: Option<u64>,
     pub half_close: Option<u64>,

@@ -6,7 +6,6 @@ use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::fd::RawFd;
 use std::sync::mpsc;
-use std::time::Instant;
 
 use log::{error, info, warn};
 
@@ -68,9 +67,9 @@ impl Supervisor {
                 }
             }
         }
-        let (at, frozen_at) = (Instant::now(), monotonic_ns());
+        let frozen_at = monotonic_ns();
         let (reply, replies) = mpsc::channel::<Frozen>();
-        broadcast(&turn.threads.remotes, || Command::Freeze { at, reply: reply.clone() });
+        broadcast(&turn.threads.remotes, || Command::Freeze { at: frozen_at, reply: reply.clone() });
         drop(reply);
         let mut frozen: Vec<Frozen> = replies.iter().collect();
         frozen.sort_by_key(|f| f.worker);

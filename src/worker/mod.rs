@@ -147,9 +147,9 @@ struct Core {
     workers: usize,
     next_id: u64,
     /// Connections a live upgrade handed over, admitted but not yet registered (see
-    /// [`Worker::adopt`]), and the instant their times are relative to.
+    /// [`Worker::adopt`]), and the instant their times are relative to (`CLOCK_MONOTONIC`).
     adopting: VecDeque<(crate::handover::state::ConnState, Peer)>,
-    adopt_since: Instant,
+    adopt_since: u64,
 }
 
 impl Worker {
@@ -200,7 +200,7 @@ impl Worker {
                 workers: config.daemon.workers.max(1),
                 next_id: 1,
                 adopting: VecDeque::new(),
-                adopt_since: Instant::now(),
+                adopt_since: crate::clock::monotonic_ns(),
             },
         };
         Ok((worker, Remote::new(sender, waker)))
