@@ -27,37 +27,42 @@ pub struct TcpProgress {
     /// Bytes the peer acknowledged plus bytes received from it: grows whenever a byte moves on
     /// the wire in either direction, whether or not the relay made a call.
     pub moved: u64,
-    /// Milliseconds since the kernel last received data from the peer (jiffies-based: see
-    /// [`JIFFY_SLACK_MS`]).
+    /// Milliseconds since the kernel last took in data from the peer (`tcpi_last_data_recv`;
+    /// jiffies-based, as the two below: see [`JIFFY_SLACK_MS`]). Only data the connection
+    /// accepts moves it: not a keepalive or zero-window probe, nor data beyond the window.
     pub since_data_ms: u32,
-    /// Milliseconds since the kernel last received an acknowledgement (of data, or of a
-    /// keepalive or window probe).
+    /// Milliseconds since the kernel last sent a data segment (`tcpi_last_data_sent`), new
+    /// bytes or sent again. Keepalive and zero-window probes carry no data and do not move it.
+    pub since_sent_ms: u32,
+    /// Milliseconds since the kernel last received an acknowledgement (`tcpi_last_ack_recv`):
+    /// of data, or the answer to a keepalive or zero-window probe.
     pub since_ack_ms: u32,
     /// Bytes written to the socket and not yet acknowledged by the peer (in flight or unsent).
     pub unacknowledged: bool,
     /// The peer's FIN has arrived (or the connection is gone), whether or not it was read.
     pub peer_finished: bool,
-    /// The kernel is backing off: retransmission or zero-window probes go unanswered by
-    /// progress, so recent acknowledgements are probe answers, not movement.
-    pub backing_off: bool,
 }
 
 impl TcpProgress {
     /// For a socket the kernel reports nothing of (not TCP): no movement ever.
     pub fn quiet() -> TcpProgress {
-        TcpProgress { since_data_ms: u32::MAX, since_ack_ms: u32::MAX, ..TcpProgress::default() }
+        TcpProgress {
+            since_data_ms: u32::MAX,
+            since_sent_ms: u32::MAX,
+            since_ack_ms: u32::MAX,
+            ..TcpProgress::default()
+        }
     }
 
-    /// Milliseconds since a byte last moved on this socket, as far as the kernel can tell: the
-    /// last data received, or the last acknowledgement while bytes sent are outstanding and
-    /// the kernel is not probing a closed window (then acknowledgements answer the probes and
-    /// say nothing of movement). An acknowledgement with nothing outstanding (a keepalive
-    /// answer, or the end of a drain) does not count.
+    /// Milliseconds since a byte last moved on this socket, at the least, as far as the
+    /// kernel's timestamps tell: the last data received, or the last data sent that the peer
+    /// has acknowledged — sent no later than the last data segment and no later than the last
+    /// acknowledgement, so the later of the two "ago"s. Probes carry no data and their answers
+    /// acknowledge none: a reader that stopped, whose kernel answers zero-window probes, and a
+    /// keepalive's answers move neither the data received nor the data sent, so they are no
+    /// movement; every window a slow reader opens is (the data sent into it).
     pub fn since_movement_ms(&self) -> u32 {
-        match self.unacknowledged && !self.backing_off {
-            true => self.since_data_ms.min(self.since_ack_ms),
-            false => self.since_data_ms,
-        }
+        self.since_data_ms.min(self.since_sent_ms.max(self.since_ack_ms))
     }
 }
 
@@ -90,13 +95,13 @@ pub fn tcp_progress(socket: &impl AsFd) -> io::Result<TcpProgress> {
     Ok(TcpProgress {
         moved: info.tcpi_bytes_acked.wrapping_add(info.tcpi_bytes_received),
         since_data_ms: info.tcpi_last_data_recv,
+        since_sent_ms: info.tcpi_last_data_sent,
         since_ack_ms: info.tcpi_last_ack_recv,
         unacknowledged: info.tcpi_unacked > 0 || info.tcpi_notsent_bytes > 0,
         peer_finished: matches!(
             info.tcpi_state,
             TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_TIME_WAIT | TCP_CLOSE
         ),
-        backing_off: info.tcpi_backoff > 0 || info.tcpi_probes > 0,
     })
 }
 
@@ -167,6 +172,59 @@ mod tests {
         a.shutdown(Shutdown::Write).unwrap();
         assert_eq!(b.read(&mut buf).unwrap(), 0);
         assert!(tcp_progress(&b).unwrap().peer_finished);
+    }
+
+    /// What the liveness review relies on, checked on the running kernel: a peer that stopped
+    /// reading answers zero-window probes, which move the time of the last acknowledgement but
+    /// not the time of the last data sent, nor the byte counters (once the window is shut: a
+    /// probe into a window too small to fill carries data, and is movement).
+    #[test]
+    fn zero_window_probe_answers_move_no_data_timestamp() {
+        let (a, b) = pair();
+        a.set_nonblocking(true).unwrap();
+        let chunk = [5u8; 64 * 1024];
+        // Until the peer's window and our buffer are full (a few MiB at most).
+        for _ in 0..10_000 {
+            if (&a).write(&chunk).is_err() {
+                break;
+            }
+        }
+        // The first persist timer may still send what fits a window too small to fill: wait
+        // until nothing has moved for 300 ms.
+        let mut full = tcp_progress(&a).unwrap();
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let now = tcp_progress(&a).unwrap();
+            if now.moved == full.moved {
+                break;
+            }
+            full = now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        let later = tcp_progress(&a).unwrap();
+        assert_eq!(later.moved, full.moved, "{full:?} → {later:?}");
+        assert!(later.unacknowledged);
+        assert!(later.since_sent_ms >= 1000 && later.since_movement_ms() >= 1000, "{later:?}");
+        assert!(later.since_ack_ms < later.since_sent_ms, "probes were answered since: {later:?}");
+        drop(b);
+    }
+
+    /// The same for keepalive answers on an idle connection.
+    #[test]
+    fn keepalive_answers_move_no_data_timestamp() {
+        let (mut a, mut b) = pair();
+        a.write_all(b"ping").unwrap();
+        b.read_exact(&mut [0; 4]).unwrap();
+        let every_second = socket2::TcpKeepalive::new()
+            .with_time(std::time::Duration::from_secs(1))
+            .with_interval(std::time::Duration::from_secs(1));
+        SockRef::from(&a).set_tcp_keepalive(&every_second).unwrap();
+        let before = tcp_progress(&a).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let after = tcp_progress(&a).unwrap();
+        assert_eq!(after.moved, before.moved, "{before:?} → {after:?}");
+        assert!(after.since_ack_ms < 1000, "a keepalive was answered: {after:?}");
+        assert!(after.since_movement_ms() >= 1500, "{after:?}");
     }
 
     #[test]

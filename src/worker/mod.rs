@@ -103,7 +103,8 @@ struct Slot {
     timer: Option<TimerKey>,
     /// What the timer is armed for.
     deadlines: Deadlines,
-    /// Both sockets' kernel byte counters at the last idle review (see [`liveness`]).
+    /// The sum of both sockets' kernel byte counters (acknowledged and received) at the last
+    /// idle review (see [`liveness`]).
     wire_seen: Option<u64>,
     /// Counted in the listener's per-address table (to be uncounted at close).
     per_ip_counted: bool,
