@@ -208,7 +208,7 @@ fn slow_readers_on_loopback_keep_their_connection_while_bytes_move_and_are_reape
 fn slow_readers_over_an_mtu_1500_link_keep_their_connection_while_bytes_move() {
     let root = nix::unistd::geteuid().is_root();
     let hint = "run as root; apt-get install iproute2";
-    if !require("root and ip (network namespaces)", root && std::path::Path::new(IP).exists(), hint) {
+    if !require("root and ip (network namespaces)", root && std::path::Path::new(IP_COMMAND).exists(), hint) {
         return;
     }
     let pair = match NetnsPair::create(1500) {

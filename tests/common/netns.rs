@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The `ip` program.
-pub const IP: &str = "/usr/sbin/ip";
+pub const IP_COMMAND: &str = "/usr/sbin/ip";
 
 /// Two namespaces, `0` and `1`, linked by a veth pair: namespace `i` has address `addrs[i]`.
 pub struct NetnsPair {
@@ -23,7 +23,7 @@ pub struct NetnsPair {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(IP).args(args).output().map_err(|e| format!("{IP}: {e}"))?;
+    let out = Command::new(IP_COMMAND).args(args).output().map_err(|e| format!("{IP_COMMAND}: {e}"))?;
     match out.status.success() {
         true => Ok(()),
         false => Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())),
