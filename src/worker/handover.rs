@@ -167,10 +167,10 @@ impl Core {
 impl Worker {
     /// Takes over the connections of a frozen worker (`frozen_at`: the `CLOCK_MONOTONIC`
     /// reading their times are relative to): each is admitted again at once (listener and
-    /// per-address counts), and
-    /// queued to be registered by the loop, [`ADOPTS_PER_ITERATION`](super::ADOPTS_PER_ITERATION)
-    /// per turn, most recently active first — so that a busy connection moves again within a
-    /// turn of the upgrade, however many idle ones there are. Returns how many were queued; one
+    /// per-address counts), and queued to be registered by the loop,
+    /// [`ADOPTS_PER_ITERATION`](super::ADOPTS_PER_ITERATION) per turn, most recently active
+    /// first — so that a busy connection moves again within a turn of the upgrade, however many
+    /// idle ones there are. Returns how many were queued; one
     /// that names no listener or client (a bug) is logged, and its descriptors closed.
     pub fn adopt(&mut self, state: &WorkerState, frozen_at: u64) -> usize {
         let core = &mut self.core;
