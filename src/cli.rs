@@ -74,6 +74,13 @@ pub struct Cli {
     #[arg(long, value_name = "FD", hide = true)]
     pub handover: Option<i32>,
 
+    /// Internal: the guardian of a live upgrade (with --handover): the read end of the pipe on
+    /// which the new image says whether it took over, the new image's pid, and a process
+    /// descriptor of it (-1: none).
+    #[arg(long, value_names = ["FD", "PID", "PIDFD"], num_args = 3, requires = "handover", hide = true,
+          allow_negative_numbers = true)]
+    pub handover_guard: Option<Vec<i32>>,
+
     /// Print the handover state versions this binary reads (checked before a live upgrade to
     /// it), and exit.
     #[arg(long, hide = true)]

@@ -11,6 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -93,6 +94,30 @@ impl Destination {
 }
 
 impl Destination {
+    /// [`Destination::open`] in a daemon rebuilt by a live upgrade, which may have the log file
+    /// the previous image had open (`kept`, a descriptor it inherited): a file it cannot open
+    /// again — a directory only root may write to, the file rotated away — is a warning (the
+    /// second value), and the lines go on to the kept file, as after a SIGUSR1 that cannot
+    /// reopen it. A kept file not needed is closed.
+    pub fn reopen(
+        target: &LogTarget,
+        foreground: bool,
+        kept: Option<RawFd>,
+    ) -> Result<(Destination, Option<String>), crate::error::Error> {
+        let kept = kept.and_then(|fd| crate::sys::adopt(fd).ok());
+        match (Destination::open(target, foreground), kept, target) {
+            (Ok(destination), _, _) => Ok((destination, None)),
+            (Err(e), Some(kept), LogTarget::File(path)) => {
+                let warning = format!(
+                    "{e}; logging on to the file the previous image had open (SIGUSR1 tries {} again)",
+                    path.display()
+                );
+                Ok((Destination::File { path: path.clone(), file: File::from(kept) }, Some(warning)))
+            }
+            (Err(e), _, _) => Err(e),
+        }
+    }
+
     /// The log file, if logging to one.
     pub fn file(&self) -> Option<&File> {
         match self {
@@ -127,6 +152,15 @@ impl LogHandle {
     /// [`detached_problem`]) instead of pointing it at /dev/null.
     pub fn on_stderr(&self) -> bool {
         self.on_stderr
+    }
+
+    /// The log file's descriptor, if logging to one (a live upgrade carries it over).
+    pub fn descriptor(&self) -> Option<RawFd> {
+        let output = self.logger?.output.lock().ok()?;
+        match &*output {
+            Output::File { file, .. } => Some(file.as_raw_fd()),
+            _ => None,
+        }
     }
 
     /// Changes the level (a reload).

@@ -2,7 +2,8 @@
 //! directory and stopped with real signals, its log parsed, in-process upstream servers, loopback
 //! addresses that parallel tests do not share, a reproducible byte stream to check relayed data
 //! against, scripted peers that record what they observed, and real services (Redis,
-//! PostgreSQL) started for a test and reached through the daemon in each address form.
+//! PostgreSQL) started for a test and reached through the daemon in each address form, and
+//! what live upgrades are tested with (a binary to replace, traffic to keep busy).
 //!
 //! Rules every test follows: no fixed sleep for readiness (wait for a condition, with a deadline);
 //! every loop bounded in count and time; every socket with read and write timeouts, so that a bug
@@ -24,11 +25,12 @@ mod redis;
 mod routes;
 mod services;
 mod skip;
+mod upgrade;
 
 #[allow(unused_imports)]
 pub use {
     bytes::*, cli::*, daemon::*, load::*, log::*, net::*, peer::*, postgres::*, redis::*, routes::*,
-    services::*, skip::*,
+    services::*, skip::*, upgrade::*,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};
