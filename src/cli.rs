@@ -17,8 +17,9 @@ Once it has returned, the daemon writes nothing to the terminal.
 
 Signals: TERM or INT stop gracefully (open connections get up to daemon.shutdown_timeout; a
 second one stops at once), HUP reloads the configuration, USR1 reopens the log file and logs
-statistics, USR2 upgrades in place: the binary is executed again from disk in the same process,
-and every listener and connection carries on in the new code.
+statistics, USR2 upgrades in place: the binary at the path the daemon was started as is
+executed again from disk in the same process, and every listener and connection carries on in
+the new code (or in the old, if the new one fails).
 
 Exit status: 0 success, 2 usage or configuration error, 1 any other failure.
 

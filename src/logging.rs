@@ -295,4 +295,28 @@ mod tests {
         let msg = detached_problem_with(&LogTarget::Stderr, true, true).unwrap();
         assert!(msg.contains("--foreground") && msg.contains("\"syslog\" or a file path"), "{msg}");
     }
+
+    #[test]
+    fn a_log_file_that_cannot_be_opened_again_is_written_on_to_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept_path = dir.path().join("rotated.log");
+        let kept = || {
+            let file = open_log_file(&kept_path).unwrap();
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
+            crate::sys::inherit(fd).unwrap();
+            fd
+        };
+        let gone = LogTarget::File(dir.path().join("no-such-dir").join("idlereaper.log"));
+        let (destination, warning) = Destination::reopen(&gone, false, Some(kept())).unwrap();
+        let warning = warning.unwrap();
+        assert!(warning.contains("cannot open log file") && warning.contains("no-such-dir"), "{warning}");
+        let Destination::File { mut file, .. } = destination else { panic!("a file destination") };
+        file.write_all(b"on\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&kept_path).unwrap(), "on\n", "written to the kept file");
+        assert!(Destination::reopen(&gone, false, None).is_err(), "nothing kept: the error stands");
+        // A file that opens is used (the kept descriptor is closed).
+        let fine = LogTarget::File(dir.path().join("idlereaper.log"));
+        let (destination, warning) = Destination::reopen(&fine, false, Some(kept())).unwrap();
+        assert!(warning.is_none() && destination.file().is_some());
+    }
 }

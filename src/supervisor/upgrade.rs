@@ -244,8 +244,8 @@ impl Supervisor {
             None => ("unknown".to_owned(), "unknown".to_owned()),
         };
         let line = format!(
-            "upgraded from={} to={} binary={binary} resolved={resolved} connections={} listeners={} \
-             pause_ms={pause_ms:.1}",
+            "upgraded from={} to={} connections={} listeners={} pause_ms={pause_ms:.1} binary={binary} \
+             resolved={resolved}",
             upgraded.from,
             env!("CARGO_PKG_VERSION"),
             upgraded.connections,
