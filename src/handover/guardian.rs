@@ -60,6 +60,9 @@ pub const TAKEOVER_DEADLINE: Duration = Duration::from_secs(10);
 const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// How long a killed new image may take to be gone, and a guardian told `ok` to exit.
 const EXIT_WAIT: Duration = Duration::from_secs(5);
+/// How long the guardian, carrying on, waits for the failed new image to be reaped by its parent
+/// (systemd, init, a subreaper: at once, as a rule), whose wait status it can then tell.
+const REAP_WAIT: Duration = Duration::from_secs(1);
 /// The longest line the guardian reads from the pipe.
 const MAX_LINE: usize = 4096;
 const TAKEN: &str = "ok";
@@ -221,34 +224,40 @@ pub enum Cause {
 
 impl Failure {
     /// Why the upgrade failed, for the log and the control client that asked: the cause, and
-    /// how the new image ended where the kernel tells (once its parent has reaped it).
+    /// how the new image ended where the kernel tells (once its parent has reaped it: waits up
+    /// to [`REAP_WAIT`] for that).
     pub fn describe(&self) -> String {
-        let ended = self.pidfd.as_ref().and_then(|pidfd| {
-            readable_hangup(pidfd, Duration::from_millis(250));
-            sys::pidfd_exit_status(pidfd)
-        });
-        let how = ended.map(|status| match WaitStatus::from_raw(Pid::from_raw(self.image as i32), status) {
+        let image = format!("the new image (pid {})", self.image);
+        match &self.cause {
+            Cause::Said(why) => format!("{image} could not take over: {why}"),
+            Cause::Ended => match self.ended() {
+                Some(how) => format!("{image} {how} before taking over"),
+                None => format!("{image} ended before taking over"),
+            },
+            Cause::Silent => {
+                format!("{image} did not take over within {} s: killed", TAKEOVER_DEADLINE.as_secs())
+            }
+            Cause::Unwatched(why) => format!("the guardian could not watch {image} ({why}): killed"),
+        }
+    }
+
+    /// How the new image ended ("exited with status 1"), if the kernel tells.
+    fn ended(&self) -> Option<String> {
+        let pidfd = self.pidfd.as_ref()?;
+        wait_reaped(pidfd, REAP_WAIT);
+        let status = sys::pidfd_exit_status(pidfd)?;
+        Some(match WaitStatus::from_raw(Pid::from_raw(self.image as i32), status) {
             Ok(WaitStatus::Exited(_, code)) => format!("exited with status {code}"),
             Ok(WaitStatus::Signaled(_, signal, _)) => {
                 format!("was killed by signal {} ({signal})", signal as i32)
             }
             _ => format!("ended (wait status {status:#x})"),
-        });
-        let image = format!("the new image (pid {})", self.image);
-        match (&self.cause, how) {
-            (Cause::Said(why), _) => format!("{image} could not take over: {why}"),
-            (Cause::Ended, Some(how)) => format!("{image} {how} before taking over"),
-            (Cause::Ended, None) => format!("{image} ended before taking over"),
-            (Cause::Silent, _) => {
-                format!("{image} did not take over within {} s: killed", TAKEOVER_DEADLINE.as_secs())
-            }
-            (Cause::Unwatched(why), _) => format!("the guardian could not watch {image} ({why}): killed"),
-        }
+        })
     }
 }
 
 /// Waits up to `limit` for a process descriptor to report its process reaped (`POLLHUP`).
-fn readable_hangup(pidfd: &impl AsFd, limit: Duration) {
+fn wait_reaped(pidfd: &impl AsFd, limit: Duration) {
     let until = Instant::now() + limit;
     while Instant::now() < until {
         let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
