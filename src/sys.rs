@@ -1,15 +1,18 @@
 //! Linux socket queries that neither std, mio, socket2 nor nix wrap: `TCP_INFO` (what the kernel
 //! moved on a socket's behalf while the relay made no call) and `SIOCATMARK` (whether the next
-//! read starts at TCP urgent data). Both are read-only queries of a socket we own. And the two
-//! ends of a live upgrade's descriptor passing: [`inherit`] (keep a descriptor across `execve`)
-//! and [`adopt`] (own a descriptor inherited by number). This module is, with `daemon.rs`, one
-//! of the two places that use `unsafe`.
+//! read starts at TCP urgent data). Both are read-only queries of a socket we own. And the
+//! process calls of a live upgrade that no crate wraps: the two ends of its descriptor passing,
+//! [`inherit`] (keep a descriptor across `execve`) and [`adopt`] (own a descriptor inherited by
+//! number); process descriptors ([`pidfd_open`], [`pidfd_kill`], [`pidfd_exit_status`]) with
+//! which its guardian watches the new image; and [`spawn_blocking`], a child started with
+//! signals blocked. This module is, with `daemon.rs`, one of the two places that use `unsafe`.
 
 #![allow(unsafe_code)]
 
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
 
 /// `SIOCATMARK` from `<asm-generic/sockios.h>` (the same on every Linux architecture we build).
 const SIOCATMARK: libc::c_ulong = 0x8905;
@@ -142,6 +145,101 @@ pub fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Sets close-on-exec again on a descriptor this process keeps (one [`inherit`] cleared for an
+/// `execve` that failed).
+pub fn close_on_exec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD sets the descriptor flags of a number; one that is not open fails (EBADF).
+    match unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// A process descriptor of `pid` (`pidfd_open(2)`, Linux 5.3), close-on-exec: it names that
+/// process and no other, even once its number is reused.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: pidfd_open takes a pid and flags (none) and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created this descriptor (it fits an int), and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends SIGKILL to the process of a process descriptor (`pidfd_send_signal(2)`); one that has
+/// exited already is not an error.
+pub fn pidfd_kill(pidfd: &impl AsFd) -> io::Result<()> {
+    let fd = pidfd.as_fd().as_raw_fd();
+    // SAFETY: pidfd_send_signal takes a descriptor, a signal number, a null siginfo (the kernel
+    // fills in one as kill(2) would) and flags (none).
+    let rc =
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, std::ptr::null::<u8>(), 0) };
+    match rc {
+        0 => Ok(()),
+        _ => match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            e => Err(e),
+        },
+    }
+}
+
+/// `struct pidfd_info` of `<linux/pidfd.h>` as Linux 6.15 first defined it (64 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    ids: [u32; 11],
+    exit_code: i32,
+}
+
+/// `PIDFD_GET_INFO`: `_IOWR(0xFF, 11, struct pidfd_info)`, for the 64-byte structure above.
+const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+/// The `mask` bit that asks for (and reports) the exit status.
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+
+/// How the process of a process descriptor ended, as a wait status (`WIFEXITED` …), once its
+/// parent has reaped it (`PIDFD_GET_INFO`, Linux 6.15; it works for a process that is not our
+/// child). `None` while it runs or is not reaped yet, or on an older kernel.
+pub fn pidfd_exit_status(pidfd: &impl AsFd) -> Option<i32> {
+    let mut info = PidfdInfo { mask: PIDFD_INFO_EXIT, ..PidfdInfo::default() };
+    // SAFETY: PIDFD_GET_INFO writes at most the size its number encodes (64 bytes, the size of
+    // `info`) into the structure it is given, which lives through the call.
+    let rc =
+        unsafe { libc::ioctl(pidfd.as_fd().as_raw_fd(), PIDFD_GET_INFO as _, &mut info as *mut PidfdInfo) };
+    (rc == 0 && info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code)
+}
+
+/// Spawns `command` with `signals` blocked in the child from its first instruction on (std
+/// clears the signal mask of the children it starts; a signal meant for the daemon then waits
+/// in the child's pending set instead of killing it).
+pub fn spawn_blocking(
+    command: &mut std::process::Command,
+    signals: &[i32],
+) -> io::Result<std::process::Child> {
+    // SAFETY: sigemptyset and sigaddset only write the set they are given.
+    let set = unsafe {
+        let mut set = MaybeUninit::<libc::sigset_t>::zeroed();
+        libc::sigemptyset(set.as_mut_ptr());
+        for &signal in signals {
+            libc::sigaddset(set.as_mut_ptr(), signal);
+        }
+        set.assume_init()
+    };
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed: it makes one, pthread_sigmask, on a set prepared before the fork, and
+    // neither allocates nor takes a lock.
+    unsafe {
+        command.pre_exec(move || match libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        });
+    }
+    command.spawn()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +343,28 @@ mod tests {
         let n = b.read(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"after");
         assert!(!at_urgent_mark(&b).unwrap());
+    }
+
+    #[test]
+    fn a_child_spawned_blocking_starts_with_those_signals_blocked() {
+        let mut command = std::process::Command::new("grep");
+        command.args(["^SigBlk:", "/proc/self/status"]).stdout(std::process::Stdio::piped());
+        let child = spawn_blocking(&mut command, &[libc::SIGUSR2, libc::SIGTERM]).unwrap();
+        let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+        let mask = u64::from_str_radix(out.trim_start_matches("SigBlk:").trim(), 16).unwrap();
+        assert_eq!(mask, 1 << (libc::SIGUSR2 - 1) | 1 << (libc::SIGTERM - 1), "{out}");
+    }
+
+    #[test]
+    fn a_process_descriptor_kills_its_process_and_tells_how_it_ended() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pidfd = pidfd_open(child.id()).unwrap();
+        assert_eq!(pidfd_exit_status(&pidfd), None, "running");
+        pidfd_kill(&pidfd).unwrap();
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        pidfd_kill(&pidfd).unwrap(); // gone: not an error
+                                     // PIDFD_GET_INFO tells the wait status once reaped (Linux 6.15; before, nothing).
+        assert!(matches!(pidfd_exit_status(&pidfd), None | Some(libc::SIGKILL)));
     }
 }

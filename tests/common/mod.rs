@@ -3,7 +3,8 @@
 //! addresses that parallel tests do not share, a reproducible byte stream to check relayed data
 //! against, scripted peers that record what they observed, real services (Redis, PostgreSQL)
 //! started for a test and reached through the daemon in each address form, a client's own view
-//! of the wire (`TCP_INFO`), and network namespaces a test makes, joined by a veth link.
+//! of the wire (`TCP_INFO`), network namespaces a test makes, joined by a veth link, and what
+//! live upgrades are tested with (a binary to replace, traffic to keep busy).
 //!
 //! Rules every test follows: no fixed sleep for readiness (wait for a condition, with a deadline);
 //! every loop bounded in count and time; every socket with read and write timeouts, so that a bug
@@ -27,12 +28,13 @@ mod redis;
 mod routes;
 mod services;
 mod skip;
+mod upgrade;
 mod wire;
 
 #[allow(unused_imports)]
 pub use {
     bytes::*, cli::*, daemon::*, load::*, log::*, net::*, netns::*, peer::*, postgres::*, redis::*,
-    routes::*, services::*, skip::*, wire::*,
+    routes::*, services::*, skip::*, upgrade::*, wire::*,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};
