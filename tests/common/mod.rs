@@ -25,6 +25,7 @@ mod peer;
 mod postgres;
 mod redis;
 mod routes;
+mod scrape;
 mod services;
 mod skip;
 mod wire;
@@ -32,7 +33,7 @@ mod wire;
 #[allow(unused_imports)]
 pub use {
     bytes::*, cli::*, daemon::*, load::*, log::*, net::*, netns::*, peer::*, postgres::*, redis::*,
-    routes::*, services::*, skip::*, wire::*,
+    routes::*, scrape::*, services::*, skip::*, wire::*,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};
