@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Install test of the Debian package (issue 3): build it, lint it, install it,
-# run the daemon from the packaged /etc/idlereaper.toml, stop it, upgrade it in
-# place under a running daemon to a second package one version up (issue 13),
+# Install test of the Debian package: build it, lint it, install it,
+# check what postinst made and said, run the daemon from the packaged
+# /etc/idlereaper.toml, stop it, rotate its log with the packaged logrotate
+# file, upgrade it in place under a running daemon to a second package one
+# version up, remove it with a daemon running (what prerm says),
 # purge it.
 #
 #   bash .ci/deb-test.sh        (as root, from the repository root)
