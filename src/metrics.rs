@@ -19,9 +19,13 @@
 //! Close and refusal reasons are written even at zero, so that `rate()` sees them from the start;
 //! their names are those of the close log line ([`CloseReason::as_str`]).
 //!
-//! Here: the counters and how they are bumped. [`render`] writes a scrape's families,
+//! The process's own numbers are the standard `process_*` family of the Prometheus client
+//! libraries (CPU time, memory, descriptors, start time), read at scrape time.
+//!
+//! Here: the counters and how they are bumped. [`render`] writes a scrape's families (and
+//! lists them all, [`render::FAMILIES`]), [`process`] reads the process's numbers,
 //! [`exposition`] the text format, [`export`] reads the counters out whole (a live upgrade, the
-//! control socket), [`http`] and [`request`] serve `GET /metrics`.
+//! control socket), [`http`] and [`request`] serve `GET /metrics`, `/healthz` and `/readyz`.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -31,7 +35,9 @@ use crate::vocab::CloseReason;
 
 mod export;
 mod exposition;
+pub mod health;
 pub mod http;
+mod process;
 mod render;
 mod request;
 
@@ -161,7 +167,7 @@ impl ListenerMetrics {
         self.upstream_connect_errors.fetch_add(1, Relaxed);
     }
 
-    /// Bytes relayed since the last call (`idlereaper_bytes_total`): deltas, not totals.
+    /// Bytes relayed since the last call (`idlereaper_relayed_bytes_total`): deltas, not totals.
     pub fn bytes(&self, from_client: u64, from_upstream: u64) {
         if from_client > 0 {
             self.bytes_from_client.fetch_add(from_client, Relaxed);
@@ -322,5 +328,7 @@ pub enum UpgradeResult {
     Failed,
 }
 
+#[cfg(test)]
+mod endpoint_tests;
 #[cfg(test)]
 mod tests;

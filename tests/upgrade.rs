@@ -56,7 +56,7 @@ fn monotonic(samples: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
         .iter()
         .filter(|(k, _)| {
             k.starts_with("idlereaper_connections_accepted_total{")
-                || k.starts_with("idlereaper_bytes_total{")
+                || k.starts_with("idlereaper_relayed_bytes_total{")
         })
         .map(|(k, v)| (k.clone(), *v))
         .collect()

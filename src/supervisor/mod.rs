@@ -8,11 +8,13 @@
 //! bytes.
 //!
 //! One job per file: this one runs the loop and the signals; [`reload`], [`upgrade`],
-//! [`answer`] (the control socket's requests) and [`watchdog`] (systemd's) do the rest.
+//! [`answer`] (the control socket's requests), [`watchdog`] (systemd's) and [`vitals`] (what
+//! `/healthz` and `/readyz` ask) do the rest.
 
 mod answer;
 mod reload;
 mod upgrade;
+mod vitals;
 mod watchdog;
 
 use std::io;
@@ -273,12 +275,13 @@ impl Supervisor {
                 break;
             }
             if let Some(endpoint) = self.endpoint.as_mut() {
+                let vitals = vitals::Probed { stopping: self.stopping, threads: &threads };
                 for event in events.iter() {
                     if endpoint.owns(event.token()) {
-                        endpoint.handle(self.poll.registry(), event, &self.metrics);
+                        endpoint.handle(self.poll.registry(), event, &self.metrics, &vitals);
                     }
                 }
-                endpoint.expire(Instant::now());
+                endpoint.expire(Instant::now(), &self.metrics, &vitals);
             }
             let mut asked = Vec::new();
             if let Some(control) = self.control.as_mut() {

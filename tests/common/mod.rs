@@ -26,6 +26,7 @@ mod peer;
 mod postgres;
 mod redis;
 mod routes;
+mod scrape;
 mod services;
 mod skip;
 mod upgrade;
@@ -34,7 +35,7 @@ mod wire;
 #[allow(unused_imports)]
 pub use {
     bytes::*, cli::*, daemon::*, load::*, log::*, net::*, netns::*, peer::*, postgres::*, redis::*,
-    routes::*, services::*, skip::*, upgrade::*, wire::*,
+    routes::*, scrape::*, services::*, skip::*, upgrade::*, wire::*,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};
