@@ -33,6 +33,7 @@ pub(crate) mod logging;
 pub(crate) mod metrics;
 pub mod net;
 pub(crate) mod notify;
+pub(crate) mod observe;
 pub(crate) mod pipe;
 pub(crate) mod proxy_protocol;
 pub(crate) mod relay;
