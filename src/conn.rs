@@ -20,8 +20,9 @@ use std::io::{self, Read};
 use crate::stream::Stream;
 
 use crate::buffer::Pool;
+use crate::observe::{Farewell, Observer};
 use crate::pipe::PipePool;
-use crate::relay::{pump, Half, Io, Socket};
+use crate::relay::{pump, Half, Io, Socket, Way};
 use crate::sys::{tcp_progress, TcpProgress};
 use crate::vocab::{is_reset, CloseReason, IoFailure, Side};
 
@@ -68,6 +69,8 @@ pub struct Conn {
     first_fin: Option<Side>,
     /// Bytes to send the upstream before the client's (a PROXY protocol header).
     preamble: Option<Box<[u8]>>,
+    /// What the service makes of the bytes, on a protocol listener.
+    observer: Option<Observer>,
 }
 
 /// Closing after an I/O failure, with the reason it implies.
@@ -93,10 +96,17 @@ impl Conn {
     }
 
     /// A relay connection whose upstream connect (non-blocking) is in progress; `preamble` is
-    /// sent to the upstream once connected, before any byte from the client.
-    pub fn relay(client: Stream, upstream: Stream, preamble: Option<Box<[u8]>>) -> Conn {
+    /// sent to the upstream once connected, before any byte from the client; `observer`, on a
+    /// protocol listener, is shown every byte relayed.
+    pub fn relay(
+        client: Stream,
+        upstream: Stream,
+        preamble: Option<Box<[u8]>>,
+        observer: Option<Observer>,
+    ) -> Conn {
         let mut conn = Conn::new(client, Some(upstream), State::Connecting);
         conn.preamble = preamble;
+        conn.observer = observer;
         conn
     }
 
@@ -109,7 +119,13 @@ impl Conn {
             to_client: Half::default(),
             first_fin: None,
             preamble: None,
+            observer: None,
         }
+    }
+
+    /// The protocol observer, on a protocol listener.
+    pub fn observed(&self) -> Option<&Observer> {
+        self.observer.as_ref()
     }
 
     /// True while the upstream connect is in progress (the timer is then `connect_timeout`).
@@ -241,6 +257,29 @@ impl Conn {
         let _ = std::io::Write::write(&mut self.client.stream, bytes);
     }
 
+    /// Writes what a closing observed connection says last, each part only to a peer that is
+    /// not being reset (`abort`, `[client, upstream]`) and that the daemon holds no byte for
+    /// (so it comes after everything relayed to it, at a message boundary the observer vouched
+    /// for), and only if its socket takes it at once. Returns the peers that took part of it
+    /// only: a cut message must end in a reset, not a FIN.
+    pub fn farewell(&mut self, farewell: &Farewell, abort: [bool; 2]) -> [bool; 2] {
+        let mut cut = [false; 2];
+        let parts = [(Side::Client, farewell.to_client), (Side::Upstream, farewell.to_server)];
+        for (side, bytes) in parts {
+            let Some(bytes) = bytes.filter(|_| !abort[side.index()]) else { continue };
+            let (socket, half) = match side {
+                Side::Client => (Some(&mut self.client), &self.to_client),
+                Side::Upstream => (self.upstream.as_mut(), &self.to_upstream),
+            };
+            let Some(socket) = socket.filter(|_| !half.holds_bytes() && !half.write_shut) else { continue };
+            match std::io::Write::write(&mut socket.stream, bytes) {
+                Ok(n) if n < bytes.len() && n > 0 => cut[side.index()] = true,
+                _ => {}
+            }
+        }
+        cut
+    }
+
     /// Starts over with another upstream socket whose connect is in progress (the previous
     /// address failed): the client's bytes and the preamble are still waiting.
     pub fn retarget(&mut self, upstream: Stream) {
@@ -332,10 +371,13 @@ impl Conn {
 
     fn drive_relay(&mut self, io: &mut Io<'_>) -> Progress {
         let upstream = self.upstream.as_mut().expect("a relay has an upstream");
+        let observer = &mut self.observer;
         io.other_done = self.to_client.done();
-        let up = pump(&mut self.to_upstream, &mut self.client, upstream, Side::Client, io);
+        let way = Way { src: &mut self.client, dst: upstream, src_side: Side::Client, observer };
+        let up = pump(&mut self.to_upstream, way, io);
         io.other_done = self.to_upstream.done();
-        let down = pump(&mut self.to_client, upstream, &mut self.client, Side::Upstream, io);
+        let way = Way { src: upstream, dst: &mut self.client, src_side: Side::Upstream, observer };
+        let down = pump(&mut self.to_client, way, io);
         let active = up.moved || down.moved;
         let had_fin = self.first_fin.is_some();
         for (half, side) in [(&self.to_upstream, Side::Client), (&self.to_client, Side::Upstream)] {

@@ -19,6 +19,7 @@ compile_error!(
 pub(crate) mod alarm;
 pub mod app;
 pub(crate) mod buffer;
+pub(crate) mod cancel;
 pub mod cli;
 pub(crate) mod clock;
 pub(crate) mod config;

@@ -5,6 +5,10 @@
 //! A new format gets a new [`VERSION`]; a binary lists the versions it reads in [`READS`]
 //! (`idlereaper --handover-versions`), and the old image upgrades only to a binary that reads
 //! its version (and restores a sample of its state: `handover::exec::preflight`).
+//!
+//! Version 2 adds, at the end of each connection's record, its protocol observer's state
+//! (`RelayState::observer`). A version-1 state is still read: its connections have no observer
+//! (an older image had none), and are idle by bytes, as they were.
 
 use std::io;
 
@@ -14,16 +18,22 @@ use super::state::{
 use super::wire::{Reader, Writer};
 
 /// The version this binary writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The versions this binary reads.
-pub const READS: &[u32] = &[1];
+pub const READS: &[u32] = &[1, 2];
 const MAGIC: &[u8; 8] = b"IRHANDOV";
 
 impl State {
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_as(VERSION)
+    }
+
+    /// The state in the format of `version` (one of [`READS`]): an older one leaves out the
+    /// fields it did not have.
+    fn encode_as(&self, version: u32) -> Vec<u8> {
         let mut w = Writer::default();
         w.bytes.extend_from_slice(MAGIC);
-        w.u32(VERSION);
+        w.u32(version);
         w.str(&self.from);
         w.u64(self.frozen_at);
         w.bool(self.stop);
@@ -51,7 +61,7 @@ impl State {
         }
         w.list(&self.workers, |w, worker| {
             w.list(&worker.listeners, |w, fd| w.option(fd.as_ref(), |w, fd| w.i32(*fd)));
-            w.list(&worker.conns, put_conn);
+            w.list(&worker.conns, |w, c| put_conn(w, c, version));
             w.u64(worker.next_id);
         });
         w.bytes
@@ -103,7 +113,7 @@ impl State {
             workers: r.list(|r| {
                 Ok(WorkerState {
                     listeners: r.list(|r| r.option(Reader::i32))?,
-                    conns: r.list(get_conn)?,
+                    conns: r.list(|r| get_conn(r, version))?,
                     next_id: r.u64()?,
                 })
             })?,
@@ -151,7 +161,7 @@ fn get_half(r: &mut Reader<'_>) -> io::Result<HalfState> {
     })
 }
 
-fn put_conn(w: &mut Writer, c: &ConnState) {
+fn put_conn(w: &mut Writer, c: &ConnState, version: u32) {
     w.u64(c.id);
     w.usize(c.listener);
     w.option(c.peer.as_ref(), |w, p| w.str(p));
@@ -174,10 +184,14 @@ fn put_conn(w: &mut Writer, c: &ConnState) {
     put_half(w, &r.to_client);
     w.option(r.first_fin.as_ref(), |w, s| w.u8(*s));
     w.option(r.preamble.as_ref(), |w, b| w.bytes(b));
+    if version >= 2 {
+        w.option(r.observer.as_ref(), |w, b| w.bytes(b));
+    }
 }
 
-fn get_conn(r: &mut Reader<'_>) -> io::Result<ConnState> {
-    Ok(ConnState {
+/// A connection's record in a state of `version`.
+fn get_conn(r: &mut Reader<'_>, version: u32) -> io::Result<ConnState> {
+    let mut conn = ConnState {
         id: r.u64()?,
         listener: r.usize()?,
         peer: r.option(Reader::str)?,
@@ -196,8 +210,13 @@ fn get_conn(r: &mut Reader<'_>) -> io::Result<ConnState> {
             to_client: get_half(r)?,
             first_fin: r.option(Reader::u8)?,
             preamble: r.option(Reader::bytes)?,
+            observer: None,
         },
-    })
+    };
+    if version >= 2 {
+        conn.relay.observer = r.option(Reader::bytes)?;
+    }
+    Ok(conn)
 }
 
 #[cfg(test)]
@@ -233,6 +252,7 @@ mod tests {
                 to_client: HalfState::default(),
                 first_fin: Some(1),
                 preamble: Some(b"PROXY UNKNOWN\r\n".to_vec()),
+                observer: Some(vec![1, 5, 0, 73]),
             },
         };
         State {
@@ -286,6 +306,16 @@ mod tests {
         fds.sort();
         assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11, 20, 21, 22]);
         assert_eq!(back.connections(), 1);
+    }
+
+    #[test]
+    fn a_version_1_state_reads_with_no_observers() {
+        let state = sample();
+        let back = State::decode(&state.encode_as(1)).unwrap();
+        let mut expected = state;
+        expected.workers[0].conns[0].relay.observer = None;
+        assert_eq!(back, expected);
+        assert_eq!(State::decode(&expected.encode()).unwrap(), expected, "none in version 2 too");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::exposition::{Exposition, Seconds};
-use super::{ListenerMetrics, Metrics, CLOSES, LIFETIME_BUCKETS, REASONS};
+use super::{reason_slot, ListenerMetrics, Metrics, CLOSES, LIFETIME_BUCKETS, SHOWN};
+use crate::observe::Cause;
 
 /// What a scrape reads from the process rather than from counters.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,7 +53,14 @@ impl Metrics {
         });
         let help = "Clients closed at accept, by reason (limit, per_ip_limit, denied, out_of_descriptors).";
         out.per_listener(ls, "idlereaper_connections_refused_total", "counter", help, |o, l| {
-            l.reasons(o, &l.refused, CLOSES..REASONS.len())
+            l.reasons(o, &l.refused, CLOSES..SHOWN.len())
+        });
+        let help =
+            "Connections a protocol observer stopped following (byte idleness from then on), by cause.";
+        out.per_listener(ls, "idlereaper_protocol_opaque_total", "counter", help, |o, l| {
+            for cause in Cause::ALL {
+                o.sample("", &[l.label(), ("cause", cause.as_str())], l.opaque[cause.index()].load(Relaxed));
+            }
         });
         let help = "Upstream connections that failed or timed out.";
         out.per_listener(ls, "idlereaper_upstream_connect_errors_total", "counter", help, |o, l| {
@@ -104,11 +112,11 @@ impl ListenerMetrics {
         ("listener", &self.name)
     }
 
-    /// One sample per reason of `expected`, and one for any other reason counted here.
+    /// One sample per reason of `SHOWN[expected]`, and one for any other reason counted here.
     fn reasons(&self, out: &mut Exposition, counts: &[AtomicU64], expected: std::ops::Range<usize>) {
-        for (slot, reason) in REASONS.iter().enumerate() {
-            let n = counts[slot].load(Relaxed);
-            if expected.contains(&slot) || n > 0 {
+        for (shown, reason) in SHOWN.iter().enumerate() {
+            let n = counts[reason_slot(*reason)].load(Relaxed);
+            if expected.contains(&shown) || n > 0 {
                 out.sample("", &[self.label(), ("reason", reason.as_str())], n);
             }
         }

@@ -5,7 +5,7 @@
 /// A word being matched against a table of at most 16 candidates. Packed: three bytes where
 /// the parsers keep it, not four.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(packed)]
+#[repr(C, packed)]
 pub(super) struct Matcher {
     /// Bit `i`: candidate `i` matches every byte seen so far.
     live: u16,

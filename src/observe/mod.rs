@@ -2,7 +2,7 @@
 //! `protocol = "postgres"` or `"redis"`.
 //!
 //! An observer is fed the bytes the relay already moves, per direction and in the order it
-//! reads them ([`Observer::from_client`], [`Observer::from_server`]), and keeps a small `Copy`
+//! reads them ([`Observer::client_sent`], [`Observer::server_sent`]), and keeps a small `Copy`
 //! state per connection from which the loop reads the connection's [`State`] and the idle
 //! [`Timer`] that state runs. It never sees a socket, a timer or the clock, never changes,
 //! delays or buffers a byte, and never allocates: it follows the protocol's framing (a type and
@@ -213,18 +213,18 @@ impl Observer {
     }
 
     /// Bytes the client sent, in order.
-    pub fn from_client(&mut self, bytes: &[u8]) {
+    pub fn client_sent(&mut self, bytes: &[u8]) {
         match self {
-            Observer::Postgres(s) => s.from_client(bytes),
-            Observer::Redis(s) => s.from_client(bytes),
+            Observer::Postgres(s) => s.client_sent(bytes),
+            Observer::Redis(s) => s.client_sent(bytes),
         }
     }
 
     /// Bytes the server sent, in order.
-    pub fn from_server(&mut self, bytes: &[u8]) {
+    pub fn server_sent(&mut self, bytes: &[u8]) {
         match self {
-            Observer::Postgres(s) => s.from_server(bytes),
-            Observer::Redis(s) => s.from_server(bytes),
+            Observer::Postgres(s) => s.server_sent(bytes),
+            Observer::Redis(s) => s.server_sent(bytes),
         }
     }
 
@@ -245,7 +245,7 @@ impl Observer {
     }
 
     /// The state as bytes, for a live upgrade to carry: a protocol byte, then the session's.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(self) -> Vec<u8> {
         match self {
             Observer::Postgres(s) => [&[1][..], &s.to_bytes()].concat(),
             Observer::Redis(s) => [&[2][..], &s.to_bytes()].concat(),
@@ -364,7 +364,7 @@ mod tests {
     fn a_state_crosses_an_upgrade_as_bytes() {
         for protocol in [Protocol::Postgres, Protocol::Redis] {
             let mut o = Observer::new(protocol).unwrap();
-            o.from_client(b"\0\0\0\x08\x04\xd2\x16\x2f");
+            o.client_sent(b"\0\0\0\x08\x04\xd2\x16\x2f");
             let back = Observer::from_bytes(&o.to_bytes()).unwrap();
             assert_eq!(back, o);
             // Cut short: the protocol is kept, the connection no longer followed.

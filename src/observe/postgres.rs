@@ -30,7 +30,7 @@
 //! out: the error does not come from a line of its source.
 
 use super::pg_frame::Frame;
-pub use super::pg_messages::{fatal, BackendKey};
+pub use super::pg_messages::BackendKey;
 use super::pg_messages::{ADMINISTRATOR, CANCEL_REQUEST, IDLE_IN_TRANSACTION, IDLE_SESSION, TERMINATE};
 use super::{Cause, Closing, Farewell, Fields, Record, State};
 
@@ -119,7 +119,7 @@ impl Session {
     }
 
     /// Bytes the client sent.
-    pub fn from_client(&mut self, mut bytes: &[u8]) {
+    pub fn client_sent(&mut self, mut bytes: &[u8]) {
         while let Some(&first) = bytes.first() {
             let typed = match self.phase {
                 Phase::Opaque(_) => return,
@@ -195,7 +195,7 @@ impl Session {
     }
 
     /// Bytes the server sent.
-    pub fn from_server(&mut self, mut bytes: &[u8]) {
+    pub fn server_sent(&mut self, mut bytes: &[u8]) {
         while let Some(&first) = bytes.first() {
             match self.phase {
                 Phase::Opaque(_) => return,
@@ -329,7 +329,7 @@ impl Session {
     }
 
     /// The state as bytes (a live upgrade).
-    pub(super) fn to_bytes(&self) -> Vec<u8> {
+    pub(super) fn to_bytes(self) -> Vec<u8> {
         let (phase, cause) = match self.phase {
             Phase::Startup => (0, 0),
             Phase::SslAsked => (1, 0),

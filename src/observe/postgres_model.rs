@@ -193,8 +193,8 @@ impl Sim {
 
 fn feed(session: &mut Session, from_client: bool, bytes: &[u8]) {
     match from_client {
-        true => session.from_client(bytes),
-        false => session.from_server(bytes),
+        true => session.client_sent(bytes),
+        false => session.server_sent(bytes),
     }
 }
 
@@ -237,8 +237,8 @@ proptest! {
         let mut rng = Rng::new(seed);
         let mut session = Session::new();
         if rng.chance(50) {
-            session.from_client(&startup());
-            session.from_server(&welcome());
+            session.client_sent(&startup());
+            session.server_sent(&welcome());
         }
         for _ in 0..20 {
             let n = rng.size(2000);

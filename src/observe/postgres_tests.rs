@@ -1,6 +1,7 @@
 //! Hand-picked conversations with a PostgreSQL server, each fed whole and one byte at a time.
 
 use super::*;
+use crate::observe::pg_messages::fatal;
 
 pub(super) fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
     let mut m = vec![kind];
@@ -40,13 +41,13 @@ fn play(script: Script) -> Session {
     let mut bytewise = Session::new();
     for (from_client, bytes) in script {
         match from_client {
-            true => whole.from_client(bytes),
-            false => whole.from_server(bytes),
+            true => whole.client_sent(bytes),
+            false => whole.server_sent(bytes),
         }
         for b in bytes.chunks(1) {
             match from_client {
-                true => bytewise.from_client(b),
-                false => bytewise.from_server(b),
+                true => bytewise.client_sent(b),
+                false => bytewise.server_sent(b),
             }
         }
     }

@@ -13,6 +13,7 @@
 //!   connection is monitoring until a RESET's `+RESET`.
 //! - **RESET** ends subscriptions and MONITOR once its `+RESET` arrives.
 //! - **CLIENT REPLY OFF | SKIP**: replies no longer follow commands: opaque.
+//!
 //! A reply nobody waits for, a subscription or MONITOR inside MULTI (their replies would come
 //! inside EXEC's), and bytes Redis would refuse are not followed: opaque.
 //!
@@ -107,7 +108,7 @@ impl Session {
     }
 
     /// Bytes the client sent.
-    pub fn from_client(&mut self, mut bytes: &[u8]) {
+    pub fn client_sent(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() && self.cause().is_none() {
             match self.commands.read(bytes) {
                 Ok((used, done)) => {
@@ -122,7 +123,7 @@ impl Session {
     }
 
     /// Bytes the server sent.
-    pub fn from_server(&mut self, mut bytes: &[u8]) {
+    pub fn server_sent(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() && self.cause().is_none() {
             match self.replies.read(bytes) {
                 Ok((used, done)) => {
@@ -308,7 +309,7 @@ impl Session {
     }
 
     /// The state as bytes (a live upgrade).
-    pub(super) fn to_bytes(&self) -> Vec<u8> {
+    pub(super) fn to_bytes(self) -> Vec<u8> {
         let (args, n, (live, seen), arg, small) = self.commands.parts();
         let mut r = Record::new().u32(args).u32(n).u16(live).u8(seen).u16(arg);
         for b in small {

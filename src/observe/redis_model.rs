@@ -298,8 +298,8 @@ impl Sim {
 
 fn feed(session: &mut Session, from_client: bool, bytes: &[u8]) {
     match from_client {
-        true => session.from_client(bytes),
-        false => session.from_server(bytes),
+        true => session.client_sent(bytes),
+        false => session.server_sent(bytes),
     }
 }
 

@@ -17,13 +17,13 @@ fn play(script: &[(bool, &[u8])]) -> Session {
     let (mut whole, mut bytewise) = (Session::new(), Session::new());
     for &(from_client, bytes) in script {
         match from_client {
-            true => whole.from_client(bytes),
-            false => whole.from_server(bytes),
+            true => whole.client_sent(bytes),
+            false => whole.server_sent(bytes),
         }
         for b in bytes.chunks(1) {
             match from_client {
-                true => bytewise.from_client(b),
-                false => bytewise.from_server(b),
+                true => bytewise.client_sent(b),
+                false => bytewise.server_sent(b),
             }
         }
     }

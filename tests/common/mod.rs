@@ -14,11 +14,13 @@
 
 mod bytes;
 mod cli;
+mod ctl;
 mod daemon;
 mod load;
 mod log;
 mod net;
 mod peer;
+mod pgwire;
 mod postgres;
 mod redis;
 mod routes;
@@ -27,8 +29,8 @@ mod skip;
 
 #[allow(unused_imports)]
 pub use {
-    bytes::*, cli::*, daemon::*, load::*, log::*, net::*, peer::*, postgres::*, redis::*, routes::*,
-    services::*, skip::*,
+    bytes::*, cli::*, ctl::*, daemon::*, load::*, log::*, net::*, peer::*, pgwire::*, postgres::*, redis::*,
+    routes::*, services::*, skip::*,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -26,8 +26,9 @@ impl View {
 /// Below this the view does not fit; it says so instead.
 const MIN_WIDTH: u16 = 40;
 const MIN_HEIGHT: u16 = 6;
-/// The connection table's fixed columns: the state (`half_closed`), the time to reap (`59.9s`).
-const STATE_WIDTH: u16 = 11;
+/// The connection table's fixed columns: the state (`idle_in_transaction`), the time to reap
+/// (`59.9s`).
+const STATE_WIDTH: u16 = 19;
 const REAP_IN_WIDTH: u16 = 7;
 
 fn bold() -> Style {
@@ -165,7 +166,7 @@ fn render_conns(frame: &mut Frame, area: Rect, conns: &[ConnRow]) {
             Cell::from(fit_end(&c.listener, widths[1] as usize)),
             Cell::from(fit_middle(&c.client, widths[2] as usize)),
             Cell::from(fit_end(&c.state, widths[3] as usize)),
-            right(&human_ms(c.reap_in_ms)),
+            right(&c.reap_in_ms.map_or_else(|| "-".to_owned(), human_ms)),
             Cell::from(idle_bar(c, widths[5] as usize)),
         ])
     });
