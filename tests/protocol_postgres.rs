@@ -291,3 +291,21 @@ fn a_stop_past_shutdown_timeout_tells_the_client_57p01() {
     relay.daemon.closes()[0].assert_reason("shutdown");
     server_log_is_clean(&pg);
 }
+
+#[test]
+fn a_sessions_state_crosses_a_live_upgrade() {
+    let Some(pg) = Postgres::start() else { return };
+    let mut relay = Relay::start(Route::Ip, &pg.addrs(), &pg.socket_name(), "2s", PROTOCOL);
+    let mut busy = PgWire::connect(&relay.front, Postgres::DATABASE, "");
+    busy.stream.write_all(&pg_query("select 'done', pg_sleep(4)")).unwrap();
+    let mut idle = PgWire::connect(&relay.front, Postgres::DATABASE, "");
+    idle.query("select 1");
+    relay.daemon.signal(libc::SIGUSR2);
+    relay.daemon.wait_log(" INFO upgraded ", Duration::from_secs(20));
+    // Still busy after the upgrade: not reaped at idle_timeout, the query's answer comes.
+    let answer = busy.until_ready().expect("the 4 s query's answer");
+    assert!(answer.iter().any(|m| m.kind == b'D' && m.body.windows(4).any(|w| w == b"done")), "{answer:?}");
+    // Still known to be idle: reaped and told so in PostgreSQL's words.
+    let (messages, _) = idle.until_closed(Duration::from_secs(10));
+    the_error(&messages, "57P05");
+}
