@@ -113,6 +113,20 @@ pub(super) fn number(n: &mut u32, bits: &mut u8, bytes: &[u8]) -> Result<(usize,
     Ok((bytes.len(), false))
 }
 
+/// A whole number line at hand (digits, CR, LF; no sign): its value and length; `None` when
+/// the line is not all there or not that simple (the stages then read it).
+pub(super) fn quick_line(bytes: &[u8]) -> Option<(u32, usize)> {
+    let len = bytes.iter().take(11).position(|b| !b.is_ascii_digit())?;
+    if len == 0 || bytes.get(len..len + 2) != Some(b"\r\n") {
+        return None;
+    }
+    let mut value: u32 = 0;
+    for &d in &bytes[..len] {
+        value = value.checked_mul(10)?.checked_add(u32::from(d - b'0'))?;
+    }
+    Some((value, len + 2))
+}
+
 fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
@@ -121,9 +135,27 @@ impl Commands {
     /// Reads from `bytes` at most to the end of the command under way. Returns how many bytes
     /// it took and the command, if it ended.
     pub(super) fn read(&mut self, bytes: &[u8]) -> Result<(usize, Option<Command>), ()> {
+        let mut used = 0;
+        while used < bytes.len() {
+            let (n, done) = self.step(&bytes[used..])?;
+            used += n;
+            if done.is_some() {
+                return Ok((used, done));
+            }
+        }
+        Ok((used, None))
+    }
+
+    /// One stage of [`Self::read`]: what `bytes` holds of the part under way.
+    fn step(&mut self, bytes: &[u8]) -> Result<(usize, Option<Command>), ()> {
         let Some(&first) = bytes.first() else { return Ok((0, None)) };
         match self.stage {
             START => {
+                if first == b'*' {
+                    if let Some((used, command)) = self.whole(bytes) {
+                        return Ok((used, Some(command)));
+                    }
+                }
                 (self.n, self.bits, self.arg, self.kind) = (0, 0, 0, PLAIN);
                 if first == b'*' {
                     self.stage = COUNT;
@@ -172,11 +204,38 @@ impl Commands {
                     self.stage = DOLLAR;
                     return Ok((take, None));
                 }
-                self.stage = START;
-                Ok((take, Some(self.command())))
+                let command = self.command();
+                *self = Commands::default(); // between commands, nothing is kept
+                Ok((take, Some(command)))
             }
             _ => self.inline(bytes),
         }
+    }
+
+    /// The usual case, a whole array command at hand (pipelined ones are): read at once, as
+    /// the stages would read it. `None`, with nothing changed, when it is not all there or not
+    /// that simple: the stages read it then.
+    fn whole(&mut self, bytes: &[u8]) -> Option<(usize, Command)> {
+        let (count, used) = quick_line(bytes.get(1..)?)?;
+        if count == 0 || count > i32::MAX as u32 {
+            return None;
+        }
+        let mut c = Commands { args: 0, n: 0, arg: 0, kind: PLAIN, bits: 0, stage: START, ..*self };
+        let mut at = 1 + used;
+        for _ in 0..count {
+            if bytes.get(at) != Some(&b'$') {
+                return None;
+            }
+            let (len, used) = quick_line(&bytes[at + 1..])?;
+            let body = at + 1 + used;
+            let end = body.checked_add(len as usize + 2).filter(|&end| end <= bytes.len())?;
+            c.matcher = c.look_at();
+            c.feed(&bytes[body..body + len as usize]);
+            c.argument_ended();
+            at = end;
+        }
+        *self = Commands::default();
+        Some((at, c.command()))
     }
 
     /// Whether the argument about to start is worth looking at, and against what.
@@ -246,9 +305,10 @@ impl Commands {
         if self.bits & IN_WORD != 0 {
             self.argument_ended();
         }
-        self.stage = START;
         // A line without a word is no command.
-        Ok((end + 1, (self.arg > 0).then(|| self.command())))
+        let command = (self.arg > 0).then(|| self.command());
+        *self = Commands::default();
+        Ok((end + 1, command))
     }
 
     fn inline_byte(&mut self, b: u8) {

@@ -10,7 +10,7 @@
 //! string reply is `RESET`.
 
 use super::matcher::Matcher;
-use super::resp_commands::{number, NEG};
+use super::resp_commands::{number, quick_line, NEG};
 
 /// The first element of a pub/sub message, as Redis writes it: confirmations (the first six;
 /// the third and sixth are a shard channel's), then messages.
@@ -81,6 +81,26 @@ pub(super) struct Replies {
     capture: u8,
 }
 
+/// The usual case, a whole scalar reply at hand (a bulk string, a status, an error, an
+/// integer): read at once. `None` when it is not all there, or is anything else: the stages
+/// read it then.
+fn whole_scalar(bytes: &[u8]) -> Option<(usize, Reply)> {
+    let top = *bytes.first()?;
+    let used = match top {
+        b'$' => {
+            let (len, used) = quick_line(&bytes[1..])?;
+            Some(1 + used + len as usize + 2).filter(|&end| end <= bytes.len())?
+        }
+        b'+' | b'-' | b':' => {
+            let end = bytes.iter().take(256).position(|&b| b == b'\n')?;
+            (end >= 2 && bytes[end - 1] == b'\r').then_some(end + 1)?
+        }
+        _ => return None,
+    };
+    let reset = top == b'+' && &bytes[1..used - 2] == b"RESET";
+    Some((used, Reply { top, elems: 0, pubsub: None, count: None, reset }))
+}
+
 fn is_aggregate(kind: u8) -> bool {
     matches!(kind, b'*' | b'~' | b'>' | b'%' | b'|')
 }
@@ -89,9 +109,27 @@ impl Replies {
     /// Reads from `bytes` at most to the end of the reply under way. Returns how many bytes
     /// it took and the reply, if it ended.
     pub(super) fn read(&mut self, bytes: &[u8]) -> Result<(usize, Option<Reply>), ()> {
+        let mut used = 0;
+        while used < bytes.len() {
+            let (n, done) = self.step(&bytes[used..])?;
+            used += n;
+            if done.is_some() {
+                return Ok((used, done));
+            }
+        }
+        Ok((used, None))
+    }
+
+    /// One stage of [`Self::read`]: what `bytes` holds of the part under way.
+    fn step(&mut self, bytes: &[u8]) -> Result<(usize, Option<Reply>), ()> {
         let Some(&first) = bytes.first() else { return Ok((0, None)) };
         match self.stage {
             START => {
+                if self.left == 0 {
+                    if let Some((used, reply)) = whole_scalar(bytes) {
+                        return Ok((used, Some(reply)));
+                    }
+                }
                 self.start(first)?;
                 Ok((1, None))
             }
@@ -206,7 +244,7 @@ impl Replies {
         }
         self.left = (self.left - 1).checked_add(owed).ok_or(())?;
         self.stage = START;
-        Ok((self.left == 0).then(|| self.reply()))
+        Ok(self.reply_if_whole())
     }
 
     /// A scalar (or a null) ended.
@@ -225,7 +263,14 @@ impl Replies {
         self.capture = NOTHING;
         self.stage = START;
         self.left -= 1;
-        (self.left == 0).then(|| self.reply())
+        self.reply_if_whole()
+    }
+
+    /// The reply, once no value is owed; between replies, nothing is kept.
+    fn reply_if_whole(&mut self) -> Option<Reply> {
+        let reply = (self.left == 0).then(|| self.reply())?;
+        *self = Replies::default();
+        Some(reply)
     }
 
     /// The reply just completed. A flat reply of three elements ends with its third, so `n`

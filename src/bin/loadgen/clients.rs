@@ -23,7 +23,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// makes such collisions vanish, for idlereaper and the peers alike.
 static NEXT_SOURCE: AtomicU32 = AtomicU32::new(0);
 
-pub(crate) fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.ip().is_loopback() && addr.is_ipv4() {
         let n =
