@@ -11,6 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -93,6 +94,30 @@ impl Destination {
 }
 
 impl Destination {
+    /// [`Destination::open`] in a daemon rebuilt by a live upgrade, which may have the log file
+    /// the previous image had open (`kept`, a descriptor it inherited): a file it cannot open
+    /// again — a directory only root may write to, the file rotated away — is a warning (the
+    /// second value), and the lines go on to the kept file, as after a SIGUSR1 that cannot
+    /// reopen it. A kept file not needed is closed.
+    pub fn reopen(
+        target: &LogTarget,
+        foreground: bool,
+        kept: Option<RawFd>,
+    ) -> Result<(Destination, Option<String>), crate::error::Error> {
+        let kept = kept.and_then(|fd| crate::sys::adopt(fd).ok());
+        match (Destination::open(target, foreground), kept, target) {
+            (Ok(destination), _, _) => Ok((destination, None)),
+            (Err(e), Some(kept), LogTarget::File(path)) => {
+                let warning = format!(
+                    "{e}; logging on to the file the previous image had open (SIGUSR1 tries {} again)",
+                    path.display()
+                );
+                Ok((Destination::File { path: path.clone(), file: File::from(kept) }, Some(warning)))
+            }
+            (Err(e), _, _) => Err(e),
+        }
+    }
+
     /// The log file, if logging to one.
     pub fn file(&self) -> Option<&File> {
         match self {
@@ -127,6 +152,15 @@ impl LogHandle {
     /// [`detached_problem`]) instead of pointing it at /dev/null.
     pub fn on_stderr(&self) -> bool {
         self.on_stderr
+    }
+
+    /// The log file's descriptor, if logging to one (a live upgrade carries it over).
+    pub fn descriptor(&self) -> Option<RawFd> {
+        let output = self.logger?.output.lock().ok()?;
+        match &*output {
+            Output::File { file, .. } => Some(file.as_raw_fd()),
+            _ => None,
+        }
     }
 
     /// Changes the level (a reload).
@@ -260,5 +294,29 @@ mod tests {
         }
         let msg = detached_problem_with(&LogTarget::Stderr, true, true).unwrap();
         assert!(msg.contains("--foreground") && msg.contains("\"syslog\" or a file path"), "{msg}");
+    }
+
+    #[test]
+    fn a_log_file_that_cannot_be_opened_again_is_written_on_to_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept_path = dir.path().join("rotated.log");
+        let kept = || {
+            let file = open_log_file(&kept_path).unwrap();
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
+            crate::sys::inherit(fd).unwrap();
+            fd
+        };
+        let gone = LogTarget::File(dir.path().join("no-such-dir").join("idlereaper.log"));
+        let (destination, warning) = Destination::reopen(&gone, false, Some(kept())).unwrap();
+        let warning = warning.unwrap();
+        assert!(warning.contains("cannot open log file") && warning.contains("no-such-dir"), "{warning}");
+        let Destination::File { mut file, .. } = destination else { panic!("a file destination") };
+        file.write_all(b"on\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&kept_path).unwrap(), "on\n", "written to the kept file");
+        assert!(Destination::reopen(&gone, false, None).is_err(), "nothing kept: the error stands");
+        // A file that opens is used (the kept descriptor is closed).
+        let fine = LogTarget::File(dir.path().join("idlereaper.log"));
+        let (destination, warning) = Destination::reopen(&fine, false, Some(kept())).unwrap();
+        assert!(warning.is_none() && destination.file().is_some());
     }
 }

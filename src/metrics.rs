@@ -230,6 +230,7 @@ struct Inner {
     reloads_failed: AtomicU64,
     upgrades_ok: AtomicU64,
     upgrades_refused: AtomicU64,
+    upgrades_failed: AtomicU64,
     /// Since the Unix epoch.
     started: Duration,
 }
@@ -252,6 +253,7 @@ impl Metrics {
                 reloads_failed: AtomicU64::new(0),
                 upgrades_ok: AtomicU64::new(0),
                 upgrades_refused: AtomicU64::new(0),
+                upgrades_failed: AtomicU64::new(0),
                 started,
             }),
         }
@@ -334,11 +336,29 @@ impl Metrics {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// A live upgrade completed (`ok`) or was refused (`idlereaper_upgrades_total{result}`).
-    pub fn upgrade(&self, ok: bool) {
-        let counter = if ok { &self.inner.upgrades_ok } else { &self.inner.upgrades_refused };
+    /// A live upgrade's end (`idlereaper_upgrades_total{result}`).
+    pub fn upgrade(&self, result: UpgradeResult) {
+        let i = &self.inner;
+        let counter = match result {
+            UpgradeResult::Success => &i.upgrades_ok,
+            UpgradeResult::Refused => &i.upgrades_refused,
+            UpgradeResult::Failed => &i.upgrades_failed,
+        };
         counter.fetch_add(1, Relaxed);
     }
+}
+
+/// How a live upgrade ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeResult {
+    /// The new code runs.
+    Success,
+    /// Not attempted (the pre-flight checks, or an `execve` that failed): the running code
+    /// carries on.
+    Refused,
+    /// The new image did not take over after the `execve`: the old code carries on, in the
+    /// upgrade's guardian.
+    Failed,
 }
 
 #[cfg(test)]

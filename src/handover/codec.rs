@@ -4,11 +4,12 @@
 //!
 //! A new format gets a new [`VERSION`]; a binary lists the versions it reads in [`READS`]
 //! (`idlereaper --handover-versions`), and the old image upgrades only to a binary that reads
-//! its version (and restores a sample of its state: `handover::exec::preflight`).
-//!
-//! Version 2 adds, at the end of each connection's record, its protocol observer's state
-//! (`RelayState::observer`). A version-1 state is still read: its connections have no observer
-//! (an older image had none), and are idle by bytes, as they were.
+//! its version (and restores a sample of its state: `handover::exec::preflight`). Format 2 adds,
+//! after the workers, the path the daemon was started as, the log file's descriptor, the
+//! guardian and the count of failed upgrades; a state of format 1 (from a binary without a
+//! guardian) reads with none of them. Format 2 also adds, at the end of each connection's
+//! record, its protocol observer's state (`RelayState::observer`); the connections of a state of
+//! format 1 (from a binary without observers) read with none, idle by bytes as they were.
 
 use std::io;
 
@@ -28,8 +29,7 @@ impl State {
         self.encode_as(VERSION)
     }
 
-    /// The state in the format of `version` (one of [`READS`]): an older one leaves out the
-    /// fields it did not have.
+    /// The state in format `version` (what format 1 lacks is left out).
     fn encode_as(&self, version: u32) -> Vec<u8> {
         let mut w = Writer::default();
         w.bytes.extend_from_slice(MAGIC);
@@ -64,6 +64,15 @@ impl State {
             w.list(&worker.conns, |w, c| put_conn(w, c, version));
             w.u64(worker.next_id);
         });
+        if version >= 2 {
+            w.option(self.started_as.as_ref(), |w, p| w.str(p));
+            w.option(self.log_fd.as_ref(), |w, fd| w.i32(*fd));
+            w.option(self.guardian.as_ref(), |w, (fd, pid)| {
+                w.i32(*fd);
+                w.u32(*pid);
+            });
+            w.u64(self.counters.upgrades_failed);
+        }
         w.bytes
     }
 
@@ -79,7 +88,7 @@ impl State {
         if !READS.contains(&version) {
             return Err(invalid(format!("handover state version {version}, this binary reads {READS:?}")));
         }
-        let state = State {
+        let mut state = State {
             from: r.str()?,
             frozen_at: r.u64()?,
             stop: r.bool()?,
@@ -109,6 +118,7 @@ impl State {
                 reloads_failed: r.u64()?,
                 upgrades_ok: r.u64()?,
                 upgrades_refused: r.u64()?,
+                upgrades_failed: 0,
             },
             workers: r.list(|r| {
                 Ok(WorkerState {
@@ -117,7 +127,16 @@ impl State {
                     next_id: r.u64()?,
                 })
             })?,
+            started_as: None,
+            log_fd: None,
+            guardian: None,
         };
+        if version >= 2 {
+            state.started_as = r.option(Reader::str)?;
+            state.log_fd = r.option(Reader::i32)?;
+            state.guardian = r.option(|r| Ok((r.i32()?, r.u32()?)))?;
+            state.counters.upgrades_failed = r.u64()?;
+        }
         r.finish()?;
         state.check()?;
         Ok(state)
@@ -292,8 +311,12 @@ mod tests {
                 reloads_failed: 3,
                 upgrades_ok: 4,
                 upgrades_refused: 5,
+                upgrades_failed: 6,
             },
             workers: vec![WorkerState { listeners: vec![Some(5), None], conns: vec![conn], next_id: 43 }],
+            started_as: Some("/opt/idlereaper/current/idlereaper".into()),
+            log_fd: Some(23),
+            guardian: Some((24, 4321)),
         }
     }
 
@@ -304,18 +327,23 @@ mod tests {
         assert_eq!(back, state);
         let mut fds = back.descriptors();
         fds.sort();
-        assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11, 20, 21, 22]);
+        assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11, 20, 21, 22, 23], "every one but the guardian's pipe");
         assert_eq!(back.connections(), 1);
     }
 
     #[test]
-    fn a_version_1_state_reads_with_no_observers() {
+    fn a_state_of_format_1_reads_without_what_format_2_added() {
         let state = sample();
         let back = State::decode(&state.encode_as(1)).unwrap();
-        let mut expected = state;
-        expected.workers[0].conns[0].relay.observer = None;
-        assert_eq!(back, expected);
-        assert_eq!(State::decode(&expected.encode()).unwrap(), expected, "none in version 2 too");
+        assert_eq!((back.started_as.as_ref(), back.log_fd, back.guardian), (None, None, None));
+        assert_eq!(back.counters.upgrades_failed, 0);
+        assert_eq!(back.workers[0].conns[0].relay.observer, None, "a connection without an observer");
+        let mut same = sample();
+        (same.started_as, same.log_fd, same.guardian) = (None, None, None);
+        same.counters.upgrades_failed = 0;
+        same.workers[0].conns[0].relay.observer = None;
+        assert_eq!(back, same, "everything else as written");
+        assert_eq!(State::decode(&same.encode()).unwrap(), same, "none in format 2 too");
     }
 
     #[test]

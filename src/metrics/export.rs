@@ -59,6 +59,7 @@ impl Metrics {
             reloads_failed: i.reloads_failed.load(Relaxed),
             upgrades_ok: i.upgrades_ok.load(Relaxed),
             upgrades_refused: i.upgrades_refused.load(Relaxed),
+            upgrades_failed: i.upgrades_failed.load(Relaxed),
         }
     }
 
@@ -71,6 +72,7 @@ impl Metrics {
         i.reloads_failed.store(carried.reloads_failed, Relaxed);
         i.upgrades_ok.store(carried.upgrades_ok, Relaxed);
         i.upgrades_refused.store(carried.upgrades_refused, Relaxed);
+        i.upgrades_failed.store(carried.upgrades_failed, Relaxed);
         metrics
     }
 }

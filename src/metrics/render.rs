@@ -87,6 +87,7 @@ impl Metrics {
         out.family("idlereaper_upgrades_total", "counter", "Live upgrades (SIGUSR2), by result.");
         out.sample("", &[("result", "success")], i.upgrades_ok.load(Relaxed));
         out.sample("", &[("result", "refused")], i.upgrades_refused.load(Relaxed));
+        out.sample("", &[("result", "failed")], i.upgrades_failed.load(Relaxed));
         if let Some(n) = process.open_fds {
             out.family("idlereaper_open_fds", "gauge", "Open file descriptors.");
             out.sample("", &[], n);

@@ -136,6 +136,7 @@ idlereaper_reloads_total{{result="failure"}} 2
 # TYPE idlereaper_upgrades_total counter
 idlereaper_upgrades_total{{result="success"}} 0
 idlereaper_upgrades_total{{result="refused"}} 0
+idlereaper_upgrades_total{{result="failed"}} 0
 # HELP idlereaper_open_fds Open file descriptors.
 # TYPE idlereaper_open_fds gauge
 idlereaper_open_fds 12

@@ -50,17 +50,17 @@ pub struct Runtime {
     /// `--pidfile` was given: the file's `daemon.pidfile` does not count.
     pub pidfile_overridden: bool,
     pub foreground: bool,
-    /// The binary to execute on USR2: the one the process was started from (`None`: unknown,
-    /// and an upgrade is refused).
-    pub exe: Option<PathBuf>,
+    /// The path the daemon was started as, symlinks kept: what USR2 executes, resolved then
+    /// (`None`: unknown, and an upgrade is refused).
+    pub started_as: Option<PathBuf>,
     /// The locked pidfile's descriptor, kept open across an upgrade's exec.
     pub pidfile_fd: std::os::fd::RawFd,
     /// The arguments it was started with (without a `--handover`), passed again on an upgrade.
     pub args: Vec<std::ffi::OsString>,
 }
 
-/// The new image of a live upgrade, before its first turn: what to say, and whether a stop
-/// was asked for meanwhile.
+/// The new image of a live upgrade (or its guardian, carrying on after the new image failed),
+/// before its first turn: what to say, and whether a stop was asked for meanwhile.
 pub struct Upgraded {
     pub from: String,
     /// `CLOCK_MONOTONIC` when the old image froze its workers: the pause runs from here.
@@ -72,6 +72,10 @@ pub struct Upgraded {
     pub reply: Option<std::os::fd::RawFd>,
     /// What to close once the loops run (see `handover::State::retired`).
     pub retired: Vec<std::os::fd::RawFd>,
+    /// The path the daemon was started as, and the file that runs now.
+    pub binary: Option<(PathBuf, PathBuf)>,
+    /// Set in the upgrade's guardian, which carries on because the new image did not take over.
+    pub failed: Option<crate::handover::guardian::Failure>,
 }
 
 /// The sockets the supervisor serves besides the signals: `GET /metrics` and the control

@@ -105,7 +105,8 @@ struct Slot {
     timer: Option<TimerKey>,
     /// What the timer is armed for.
     deadlines: Deadlines,
-    /// Both sockets' kernel byte counters at the last idle review (see [`liveness`]).
+    /// The sum of both sockets' kernel byte counters (acknowledged and received) at the last
+    /// idle review (see [`liveness`]).
     wire_seen: Option<u64>,
     /// Counted in the listener's per-address table (to be uncounted at close).
     per_ip_counted: bool,
@@ -149,9 +150,9 @@ struct Core {
     workers: usize,
     next_id: u64,
     /// Connections a live upgrade handed over, admitted but not yet registered (see
-    /// [`Worker::adopt`]), and the instant their times are relative to.
+    /// [`Worker::adopt`]), and the instant their times are relative to (`CLOCK_MONOTONIC`).
     adopting: VecDeque<(crate::handover::state::ConnState, Peer)>,
-    adopt_since: Instant,
+    adopt_since: u64,
     /// CancelRequests for the queries of busy PostgreSQL sessions it closes (off the loop).
     cancels: Canceller,
 }
@@ -204,7 +205,7 @@ impl Worker {
                 workers: config.daemon.workers.max(1),
                 next_id: 1,
                 adopting: VecDeque::new(),
-                adopt_since: Instant::now(),
+                adopt_since: crate::clock::monotonic_ns(),
                 cancels: Canceller::new(worker),
             },
         };

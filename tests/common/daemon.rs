@@ -83,11 +83,24 @@ impl Daemon {
         config: &str,
         prepare: impl FnOnce(&Path, &mut Command),
     ) -> Daemon {
+        let log_path = dir.path().join("stderr.log");
+        Daemon::start_logging_to(program, dir, config, &log_path, prepare)
+    }
+
+    /// [`Daemon::start_program`] with a configuration whose `daemon.log` is the file `log_path`
+    /// (stderr still goes to `stderr.log`).
+    pub fn start_logging_to(
+        program: &Path,
+        dir: tempfile::TempDir,
+        config: &str,
+        log_path: &Path,
+        prepare: impl FnOnce(&Path, &mut Command),
+    ) -> Daemon {
         let config_path = dir.path().join("idlereaper.toml");
         fs::write(&config_path, config).expect("write config");
         let pidfile = dir.path().join("idlereaper.pid");
-        let log_path = dir.path().join("stderr.log");
-        let stderr = File::create(&log_path).expect("create log file");
+        let log_path = log_path.to_path_buf();
+        let stderr = File::create(dir.path().join("stderr.log")).expect("create the stderr file");
         let mut command = Command::new(program);
         command
             .arg("-f")
