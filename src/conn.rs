@@ -11,8 +11,10 @@
 //! ones meant for a connection that previously used the same slab key) are harmless: the calls
 //! they lead to return `WouldBlock`.
 //!
-//! A live upgrade gives a connection up and takes it over again in [`handover`].
+//! A live upgrade gives a connection up and takes it over again in [`handover`]; what an
+//! observed connection says as the daemon closes it is [`farewell`]'s.
 
+mod farewell;
 mod handover;
 
 use std::io::{self, Read};
@@ -20,7 +22,7 @@ use std::io::{self, Read};
 use crate::stream::Stream;
 
 use crate::buffer::Pool;
-use crate::observe::{Farewell, Observer};
+use crate::observe::Observer;
 use crate::pipe::PipePool;
 use crate::relay::{pump, Half, Io, Socket, Way};
 use crate::sys::{tcp_progress, TcpProgress};
@@ -255,29 +257,6 @@ impl Conn {
     /// close); never waits, and drops what does not fit.
     pub fn notify_client(&mut self, bytes: &[u8]) {
         let _ = std::io::Write::write(&mut self.client.stream, bytes);
-    }
-
-    /// Writes what a closing observed connection says last, each part only to a peer that is
-    /// not being reset (`abort`, `[client, upstream]`) and that the daemon holds no byte for
-    /// (so it comes after everything relayed to it, at a message boundary the observer vouched
-    /// for), and only if its socket takes it at once. Returns the peers that took part of it
-    /// only: a cut message must end in a reset, not a FIN.
-    pub fn farewell(&mut self, farewell: &Farewell, abort: [bool; 2]) -> [bool; 2] {
-        let mut cut = [false; 2];
-        let parts = [(Side::Client, farewell.to_client), (Side::Upstream, farewell.to_server)];
-        for (side, bytes) in parts {
-            let Some(bytes) = bytes.filter(|_| !abort[side.index()]) else { continue };
-            let (socket, half) = match side {
-                Side::Client => (Some(&mut self.client), &self.to_client),
-                Side::Upstream => (self.upstream.as_mut(), &self.to_upstream),
-            };
-            let Some(socket) = socket.filter(|_| !half.holds_bytes() && !half.write_shut) else { continue };
-            match std::io::Write::write(&mut socket.stream, bytes) {
-                Ok(n) if n < bytes.len() && n > 0 => cut[side.index()] = true,
-                _ => {}
-            }
-        }
-        cut
     }
 
     /// Starts over with another upstream socket whose connect is in progress (the previous

@@ -168,6 +168,10 @@ fn widths_and_cuts() {
     big[0].id = u64::MAX;
     big[0].client = "127.0.0.1:5".into();
     assert_eq!(conn_widths(80, &big), [20, 16, 11, 11, 7, 10]);
+    // A protocol listener's longest state widens its column; the bar gives way first.
+    let mut observed = conns.clone();
+    observed[3].state = "idle_in_transaction".into();
+    assert_eq!(conn_widths(80, &observed), [2, 16, 21, 19, 7, 10]);
     assert_eq!(fit_end("abcdef", 4), "abc…");
     assert_eq!(fit_start("/run/idlereaper/control.sock", 10), "…trol.sock");
     assert_eq!(fit_middle("[2001:db8::1]:5432", 12), "[2001:…:5432");
