@@ -64,6 +64,7 @@ use toml::{Spanned, Value};
 
 use locate::Source;
 
+pub use crate::observe::Protocol;
 pub use address::{Listen, Upstream};
 
 mod address;
@@ -74,6 +75,7 @@ mod duration;
 mod host;
 mod listener;
 mod locate;
+mod protocol;
 
 /// Where the daemon looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/idlereaper.toml";
@@ -202,8 +204,15 @@ pub struct ListenerConfig {
     /// How a connection closed by `idle_timeout`, `max_lifetime` or `half_close_timeout` ends.
     pub idle_close: IdleClose,
     /// Bytes written to the client just before an idle close, if it can take them at once.
-    /// Never with [`IdleClose::Rst`] (a reset discards them).
+    /// Never with [`IdleClose::Rst`] (a reset discards them), nor with a protocol.
     pub idle_notice: Option<std::sync::Arc<[u8]>>,
+    /// What idle means for its connections (default [`Protocol::Tcp`]: nothing moved). Set in
+    /// the file only for a relay listener.
+    pub protocol: Protocol,
+    /// PostgreSQL idle in a transaction: `daemon.tick`..=30 days, default `idle_timeout`.
+    pub idle_in_transaction_timeout: Duration,
+    /// Redis subscribers with no message for this long; `None` (unset or `"0s"`): never.
+    pub subscriber_idle_timeout: Option<Duration>,
 }
 
 /// Which upstream address a new connection tries first.

@@ -19,6 +19,7 @@ compile_error!(
 pub(crate) mod alarm;
 pub mod app;
 pub(crate) mod buffer;
+pub(crate) mod cancel;
 pub mod cli;
 pub(crate) mod clock;
 pub(crate) mod config;
@@ -33,6 +34,7 @@ pub(crate) mod logging;
 pub(crate) mod metrics;
 pub mod net;
 pub(crate) mod notify;
+pub(crate) mod observe;
 pub(crate) mod pipe;
 pub(crate) mod proxy_protocol;
 pub(crate) mod relay;

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::observe::Cause;
 use crate::vocab::CloseReason;
 
 mod export;
@@ -41,9 +42,10 @@ mod process;
 mod render;
 mod request;
 
-/// Every close reason, in the order the metrics show them: the ends of accepted connections,
-/// then the refusals at accept. [`reason_slot`] is the position in this list.
-const REASONS: [CloseReason; 16] = [
+/// Every close reason, where its counter is kept: [`reason_slot`] is the position. The order
+/// is fixed (a live upgrade carries the counters in it, see `export`): a new reason goes at the
+/// end. [`SHOWN`] is the order the metrics show them in.
+const REASONS: [CloseReason; 18] = [
     CloseReason::ClientClosed,
     CloseReason::UpstreamClosed,
     CloseReason::ClientReset,
@@ -60,9 +62,35 @@ const REASONS: [CloseReason; 16] = [
     CloseReason::PerIpLimit,
     CloseReason::Denied,
     CloseReason::OutOfDescriptors,
+    CloseReason::IdleInTransaction,
+    CloseReason::SubscriberIdle,
 ];
-/// `REASONS[..CLOSES]` end accepted connections; the rest are refusals.
-const CLOSES: usize = 12;
+/// How many reasons the format carried across an upgrade had before the protocol ones.
+const REASONS_BEFORE_PROTOCOLS: usize = 16;
+/// The ends of accepted connections, in the order the metrics show them, then the refusals at
+/// accept from [`CLOSES`] on.
+const SHOWN: [CloseReason; 18] = [
+    CloseReason::ClientClosed,
+    CloseReason::UpstreamClosed,
+    CloseReason::ClientReset,
+    CloseReason::UpstreamReset,
+    CloseReason::Idle,
+    CloseReason::IdleInTransaction,
+    CloseReason::SubscriberIdle,
+    CloseReason::MaxLifetime,
+    CloseReason::HalfCloseTimeout,
+    CloseReason::ConnectTimeout,
+    CloseReason::UpstreamRefused,
+    CloseReason::Error,
+    CloseReason::Shutdown,
+    CloseReason::Killed,
+    CloseReason::Limit,
+    CloseReason::PerIpLimit,
+    CloseReason::Denied,
+    CloseReason::OutOfDescriptors,
+];
+/// `SHOWN[..CLOSES]` end accepted connections; the rest are refusals.
+const CLOSES: usize = 14;
 
 /// The index of `reason` in [`REASONS`]. A `match`, so that a new reason does not compile
 /// until it has a place here.
@@ -84,6 +112,8 @@ fn reason_slot(reason: CloseReason) -> usize {
         CloseReason::PerIpLimit => 13,
         CloseReason::Denied => 14,
         CloseReason::OutOfDescriptors => 15,
+        CloseReason::IdleInTransaction => 16,
+        CloseReason::SubscriberIdle => 17,
     }
 }
 
@@ -117,6 +147,8 @@ pub struct ListenerMetrics {
     lifetimes: [AtomicU64; LIFETIME_BUCKETS.len() + 1],
     /// Sum of the lifetimes in microseconds (wraps after 584,000 years of connections).
     lifetime_micros: AtomicU64,
+    /// Connections a protocol observer stopped following, by [`Cause::index`].
+    opaque: [AtomicU64; Cause::ALL.len()],
 }
 
 impl ListenerMetrics {
@@ -133,7 +165,14 @@ impl ListenerMetrics {
             bytes_from_upstream: AtomicU64::new(0),
             lifetimes: Default::default(),
             lifetime_micros: AtomicU64::new(0),
+            opaque: Default::default(),
         })
+    }
+
+    /// A protocol observer stopped following a connection
+    /// (`idlereaper_protocol_opaque_total{cause}`).
+    pub fn protocol_opaque(&self, cause: Cause) {
+        self.opaque[cause.index()].fetch_add(1, Relaxed);
     }
 
     /// A connection was admitted (`idlereaper_connections_accepted_total`).

@@ -134,6 +134,7 @@ pub struct Thawed {
 /// worker with every part a connection can have.
 pub fn sample_of(carried: Carried<'_>, workers: usize) -> State {
     use crate::handover::state::{ConnState, HalfState, RelayState, SocketState, WorkerState};
+    use crate::observe::{Observer, Protocol};
     let table = carried.sources.len();
     let half = HalfState {
         pending: Some(vec![0]),
@@ -157,6 +158,7 @@ pub fn sample_of(carried: Carried<'_>, workers: usize) -> State {
             to_client: half,
             first_fin: Some(0),
             preamble: Some(vec![0]),
+            observer: Observer::new(Protocol::Postgres).map(|o| o.to_bytes()),
         },
         ..ConnState::default()
     };

@@ -7,7 +7,9 @@
 //! its version (and restores a sample of its state: `handover::exec::preflight`). Format 2 adds,
 //! after the workers, the path the daemon was started as, the log file's descriptor, the
 //! guardian and the count of failed upgrades; a state of format 1 (from a binary without a
-//! guardian) reads with none of them.
+//! guardian) reads with none of them. Format 2 also adds, at the end of each connection's
+//! record, its protocol observer's state (`RelayState::observer`); the connections of a state of
+//! format 1 (from a binary without observers) read with none, idle by bytes as they were.
 
 use std::io;
 
@@ -59,7 +61,7 @@ impl State {
         }
         w.list(&self.workers, |w, worker| {
             w.list(&worker.listeners, |w, fd| w.option(fd.as_ref(), |w, fd| w.i32(*fd)));
-            w.list(&worker.conns, put_conn);
+            w.list(&worker.conns, |w, c| put_conn(w, c, version));
             w.u64(worker.next_id);
         });
         if version >= 2 {
@@ -121,7 +123,7 @@ impl State {
             workers: r.list(|r| {
                 Ok(WorkerState {
                     listeners: r.list(|r| r.option(Reader::i32))?,
-                    conns: r.list(get_conn)?,
+                    conns: r.list(|r| get_conn(r, version))?,
                     next_id: r.u64()?,
                 })
             })?,
@@ -178,7 +180,7 @@ fn get_half(r: &mut Reader<'_>) -> io::Result<HalfState> {
     })
 }
 
-fn put_conn(w: &mut Writer, c: &ConnState) {
+fn put_conn(w: &mut Writer, c: &ConnState, version: u32) {
     w.u64(c.id);
     w.usize(c.listener);
     w.option(c.peer.as_ref(), |w, p| w.str(p));
@@ -201,10 +203,14 @@ fn put_conn(w: &mut Writer, c: &ConnState) {
     put_half(w, &r.to_client);
     w.option(r.first_fin.as_ref(), |w, s| w.u8(*s));
     w.option(r.preamble.as_ref(), |w, b| w.bytes(b));
+    if version >= 2 {
+        w.option(r.observer.as_ref(), |w, b| w.bytes(b));
+    }
 }
 
-fn get_conn(r: &mut Reader<'_>) -> io::Result<ConnState> {
-    Ok(ConnState {
+/// A connection's record in a state of `version`.
+fn get_conn(r: &mut Reader<'_>, version: u32) -> io::Result<ConnState> {
+    let mut conn = ConnState {
         id: r.u64()?,
         listener: r.usize()?,
         peer: r.option(Reader::str)?,
@@ -223,8 +229,13 @@ fn get_conn(r: &mut Reader<'_>) -> io::Result<ConnState> {
             to_client: get_half(r)?,
             first_fin: r.option(Reader::u8)?,
             preamble: r.option(Reader::bytes)?,
+            observer: None,
         },
-    })
+    };
+    if version >= 2 {
+        conn.relay.observer = r.option(Reader::bytes)?;
+    }
+    Ok(conn)
 }
 
 #[cfg(test)]
@@ -260,6 +271,7 @@ mod tests {
                 to_client: HalfState::default(),
                 first_fin: Some(1),
                 preamble: Some(b"PROXY UNKNOWN\r\n".to_vec()),
+                observer: Some(vec![1, 5, 0, 73]),
             },
         };
         State {
@@ -325,10 +337,13 @@ mod tests {
         let back = State::decode(&state.encode_as(1)).unwrap();
         assert_eq!((back.started_as.as_ref(), back.log_fd, back.guardian), (None, None, None));
         assert_eq!(back.counters.upgrades_failed, 0);
+        assert_eq!(back.workers[0].conns[0].relay.observer, None, "a connection without an observer");
         let mut same = sample();
         (same.started_as, same.log_fd, same.guardian) = (None, None, None);
         same.counters.upgrades_failed = 0;
+        same.workers[0].conns[0].relay.observer = None;
         assert_eq!(back, same, "everything else as written");
+        assert_eq!(State::decode(&same.encode()).unwrap(), same, "none in format 2 too");
     }
 
     #[test]

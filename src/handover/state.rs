@@ -123,6 +123,9 @@ pub struct RelayState {
     /// 0 client, 1 upstream.
     pub first_fin: Option<u8>,
     pub preamble: Option<Vec<u8>>,
+    /// A protocol listener's observer, as `observe::Observer::to_bytes` writes it (format
+    /// version 2; a connection of version 1 has none).
+    pub observer: Option<Vec<u8>>,
 }
 
 /// A connected socket and the readiness the relay believed it had.

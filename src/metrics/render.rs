@@ -7,18 +7,20 @@ use std::time::Duration;
 
 use super::exposition::{Exposition, Seconds};
 use super::process::Process;
-use super::{ListenerMetrics, Metrics, CLOSES, LIFETIME_BUCKETS, REASONS};
+use super::{reason_slot, ListenerMetrics, Metrics, CLOSES, LIFETIME_BUCKETS, SHOWN};
+use crate::observe::Cause;
 
 /// Every family a scrape can show, in the order it shows them. With at least one listener and
 /// every process reading at hand a scrape shows each of them (a unit test holds the renderer to
 /// this list); without listeners the per-listener ones are left out, and a process reading that
 /// cannot be taken leaves its family out. The documentation, the packaged alerting rules and
 /// the dashboard are checked against it.
-pub const FAMILIES: [&str; 17] = [
+pub const FAMILIES: [&str; 18] = [
     "idlereaper_connections_accepted_total",
     "idlereaper_connections_active",
     "idlereaper_connections_closed_total",
     "idlereaper_connections_refused_total",
+    "idlereaper_protocol_opaque_total",
     "idlereaper_upstream_connect_errors_total",
     "idlereaper_relayed_bytes_total",
     "idlereaper_connection_lifetime_seconds",
@@ -61,7 +63,14 @@ impl Metrics {
         });
         let help = "Clients closed at accept, by reason (limit, per_ip_limit, denied, out_of_descriptors).";
         out.per_listener(ls, "idlereaper_connections_refused_total", "counter", help, |o, l| {
-            l.reasons(o, &l.refused, CLOSES..REASONS.len())
+            l.reasons(o, &l.refused, CLOSES..SHOWN.len())
+        });
+        let help =
+            "Connections a protocol observer stopped following (byte idleness from then on), by cause.";
+        out.per_listener(ls, "idlereaper_protocol_opaque_total", "counter", help, |o, l| {
+            for cause in Cause::ALL {
+                o.sample("", &[l.label(), ("cause", cause.as_str())], l.opaque[cause.index()].load(Relaxed));
+            }
         });
         let help = "Upstream connections that failed or timed out.";
         out.per_listener(ls, "idlereaper_upstream_connect_errors_total", "counter", help, |o, l| {
@@ -135,11 +144,11 @@ impl ListenerMetrics {
         ("listener", &self.name)
     }
 
-    /// One sample per reason of `expected`, and one for any other reason counted here.
+    /// One sample per reason of `SHOWN[expected]`, and one for any other reason counted here.
     fn reasons(&self, out: &mut Exposition, counts: &[AtomicU64], expected: std::ops::Range<usize>) {
-        for (slot, reason) in REASONS.iter().enumerate() {
-            let n = counts[slot].load(Relaxed);
-            if expected.contains(&slot) || n > 0 {
+        for (shown, reason) in SHOWN.iter().enumerate() {
+            let n = counts[reason_slot(*reason)].load(Relaxed);
+            if expected.contains(&shown) || n > 0 {
                 out.sample("", &[self.label(), ("reason", reason.as_str())], n);
             }
         }

@@ -13,10 +13,19 @@ fn reason_slots_match_the_list() {
     for (slot, reason) in REASONS.iter().enumerate() {
         assert_eq!(reason_slot(*reason), slot, "{reason}");
     }
-    assert!(REASONS[CLOSES..].iter().all(|r| matches!(
-        r,
-        CloseReason::Limit | CloseReason::PerIpLimit | CloseReason::Denied | CloseReason::OutOfDescriptors
-    )));
+    let refusal = |r: &CloseReason| {
+        matches!(
+            r,
+            CloseReason::Limit
+                | CloseReason::PerIpLimit
+                | CloseReason::Denied
+                | CloseReason::OutOfDescriptors
+        )
+    };
+    assert!(SHOWN[CLOSES..].iter().all(refusal) && !SHOWN[..CLOSES].iter().any(refusal));
+    let mut shown = SHOWN.map(reason_slot);
+    shown.sort_unstable();
+    assert_eq!(shown.to_vec(), (0..REASONS.len()).collect::<Vec<_>>(), "every reason shown once");
 }
 
 #[test]
@@ -96,6 +105,8 @@ idlereaper_connections_closed_total{{listener="relay",reason="upstream_closed"}}
 idlereaper_connections_closed_total{{listener="relay",reason="client_reset"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="upstream_reset"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="idle"}} 1
+idlereaper_connections_closed_total{{listener="relay",reason="idle_in_transaction"}} 0
+idlereaper_connections_closed_total{{listener="relay",reason="subscriber_idle"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="max_lifetime"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="half_close_timeout"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="connect_timeout"}} 0
@@ -109,6 +120,13 @@ idlereaper_connections_refused_total{{listener="relay",reason="limit"}} 0
 idlereaper_connections_refused_total{{listener="relay",reason="per_ip_limit"}} 1
 idlereaper_connections_refused_total{{listener="relay",reason="denied"}} 0
 idlereaper_connections_refused_total{{listener="relay",reason="out_of_descriptors"}} 0
+# HELP idlereaper_protocol_opaque_total Connections a protocol observer stopped following (byte idleness from then on), by cause.
+# TYPE idlereaper_protocol_opaque_total counter
+idlereaper_protocol_opaque_total{{listener="relay",cause="tls"}} 0
+idlereaper_protocol_opaque_total{{listener="relay",cause="gss"}} 0
+idlereaper_protocol_opaque_total{{listener="relay",cause="replication"}} 0
+idlereaper_protocol_opaque_total{{listener="relay",cause="reply_off"}} 0
+idlereaper_protocol_opaque_total{{listener="relay",cause="unparsable"}} 0
 # HELP idlereaper_upstream_connect_errors_total Upstream connections that failed or timed out.
 # TYPE idlereaper_upstream_connect_errors_total counter
 idlereaper_upstream_connect_errors_total{{listener="relay"}} 1
@@ -222,4 +240,41 @@ fn a_listener_kept_across_reload_keeps_its_counters() {
     metrics.set_listeners(vec![Arc::clone(&a)]);
     assert!(Arc::ptr_eq(&metrics.listener("a"), &a));
     assert!(!Arc::ptr_eq(&metrics.listener("b"), &a));
+}
+
+#[test]
+fn counters_carried_by_an_upgrade_keep_their_places_across_versions() {
+    let old = ListenerMetrics::new("pg");
+    old.accepted();
+    old.closed(CloseReason::Idle, Duration::from_millis(5));
+    old.refused(CloseReason::Limit);
+    old.closed(CloseReason::IdleInTransaction, Duration::from_secs(2));
+    old.protocol_opaque(Cause::Tls);
+    let carried = old.counters();
+    // A binary from before the protocol observers carried the first 46 of them.
+    let before = 5 + 2 * REASONS_BEFORE_PROTOCOLS + LIFETIME_BUCKETS.len() + 1;
+    let from_older = ListenerMetrics::new("pg");
+    from_older.restore(&carried[..before]);
+    let shown = |m: &ListenerMetrics| {
+        let mut row = crate::report::ListenerRow {
+            name: String::new(),
+            listen: String::new(),
+            upstream: String::new(),
+            open: 0,
+            accepted: 0,
+            closed: Vec::new(),
+            refused: 0,
+            idle_timeout_ms: 0,
+            bytes_from_client: 0,
+            bytes_from_upstream: 0,
+        };
+        m.fill(&mut row);
+        (row.accepted, row.closed, row.refused)
+    };
+    let idle = ("idle".to_owned(), 1);
+    assert_eq!(shown(&from_older), (1, vec![idle.clone()], 1), "the older counters in their places");
+    let same = ListenerMetrics::new("pg");
+    same.restore(&carried);
+    assert_eq!(shown(&same), (1, vec![idle, ("idle_in_transaction".to_owned(), 1)], 1));
+    assert_eq!(same.opaque[Cause::Tls.index()].load(Relaxed), 1);
 }

@@ -17,6 +17,7 @@ use super::token::{Target, GEN_MASK, KEY_MASK};
 use super::{Core, Slot};
 use crate::conn::Conn;
 use crate::net::{is_out_of_descriptors, open_spare, tune_tcp, ACCEPT_PAUSE};
+use crate::observe::Observer;
 use crate::proxy_protocol;
 use crate::stream::{Peer, Stream};
 use crate::vocab::{CloseReason, IoFailure, Side};
@@ -152,7 +153,8 @@ impl Core {
                             }
                             .into_boxed_slice()
                         });
-                        (Conn::relay(client, upstream, preamble), Some(Box::new(attempts)))
+                        let observer = Observer::new(config.protocol);
+                        (Conn::relay(client, upstream, preamble, observer), Some(Box::new(attempts)))
                     }
                     Err((reason, failure)) => {
                         self.listeners[i].release(peer.ip(), per_ip_counted);

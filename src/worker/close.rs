@@ -11,10 +11,14 @@ use std::time::Duration;
 use log::info;
 
 use super::Core;
-use crate::config::IdleClose;
+use crate::cancel::Canceller;
+use crate::config::{IdleClose, ListenerConfig};
 use crate::conn::Conn;
+use crate::observe::Closing;
+use crate::proxy_protocol;
 use crate::stream::{Peer, Stream};
 use crate::sys::TcpProgress;
+use crate::upstream::Target;
 use crate::vocab::{CloseReason, IoFailure, Side};
 
 /// What the ledger records.
@@ -73,10 +77,11 @@ impl Core {
             }
         }
         let conn = &mut slot.conn;
-        let rst = self.listeners[slot.listener].config.idle_close == IdleClose::Rst;
-        for (side, abort) in
-            [Side::Client, Side::Upstream].into_iter().zip(abort_sides(conn, reason, kernel, rst))
-        {
+        let config = &self.listeners[slot.listener].config;
+        let rst = config.idle_close == IdleClose::Rst;
+        let abort = abort_sides(conn, reason, kernel, rst);
+        let abort = farewell(conn, reason, abort, &mut self.cancels, config);
+        for (side, abort) in [Side::Client, Side::Upstream].into_iter().zip(abort) {
             if abort {
                 conn.abort(side);
             }
@@ -146,13 +151,49 @@ fn abort_sides(conn: &Conn, reason: CloseReason, kernel: Option<[TcpProgress; 2]
         CloseReason::ClientReset => [false, true],
         CloseReason::UpstreamReset => [true, false],
         CloseReason::Error => [true, true],
-        CloseReason::Idle | CloseReason::MaxLifetime | CloseReason::HalfCloseTimeout if rst => [true, true],
+        CloseReason::Idle
+        | CloseReason::IdleInTransaction
+        | CloseReason::SubscriberIdle
+        | CloseReason::MaxLifetime
+        | CloseReason::HalfCloseTimeout
+            if rst =>
+        {
+            [true, true]
+        }
         r if r.is_forced() => {
             let kernel = kernel.or_else(|| conn.kernel_progress());
             [Side::Client, Side::Upstream].map(|side| conn.undelivered_toward(side, kernel.as_ref()))
         }
         _ => [false, false],
     }
+}
+
+/// What an observed connection's peers are told as the daemon closes it for `reason` (see
+/// `observe::Farewell`: PostgreSQL's FATAL error and Terminate, each at a message boundary and
+/// after every byte relayed), and the CancelRequest for a busy session's query, queued to the
+/// upstream address that served it. Returns `abort` with any peer that took part of its message
+/// only: a cut message ends in a reset.
+fn farewell(
+    conn: &mut Conn,
+    reason: CloseReason,
+    abort: [bool; 2],
+    cancels: &mut Canceller,
+    config: &ListenerConfig,
+) -> [bool; 2] {
+    let Some(observer) = conn.observed() else { return abort };
+    let closing = match reason {
+        CloseReason::Idle => Closing::Idle,
+        CloseReason::IdleInTransaction => Closing::IdleInTransaction,
+        CloseReason::Killed | CloseReason::Shutdown | CloseReason::MaxLifetime => Closing::Administrator,
+        _ => return abort,
+    };
+    let farewell = observer.farewell(closing);
+    if let (Some(key), Some(to)) = (farewell.cancel, conn.upstream().and_then(Target::of)) {
+        let preamble = config.proxy_protocol.map(|v| proxy_protocol::header_unknown(v).into_boxed_slice());
+        cancels.cancel(to, preamble, key, config.connect_timeout);
+    }
+    let cut = conn.farewell(&farewell, abort);
+    [abort[0] || cut[0], abort[1] || cut[1]]
 }
 
 /// The one log line per closed connection (`key=value` fields; the format is documented).

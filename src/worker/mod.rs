@@ -33,18 +33,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::stream::{Peer, Stream};
-use log::warn;
+use log::{debug, warn};
 use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
 use crate::alarm::Alarm;
 use crate::buffer::Pool;
+use crate::cancel::Canceller;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Conn, Next};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::net::open_spare;
+use crate::observe::State;
 use crate::pipe::PipePool;
 use crate::relay::Io;
 use crate::vocab::CloseReason;
@@ -151,6 +153,8 @@ struct Core {
     /// [`Worker::adopt`]), and the instant their times are relative to (`CLOCK_MONOTONIC`).
     adopting: VecDeque<(crate::handover::state::ConnState, Peer)>,
     adopt_since: u64,
+    /// CancelRequests for the queries of busy PostgreSQL sessions it closes (off the loop).
+    cancels: Canceller,
 }
 
 impl Worker {
@@ -202,6 +206,7 @@ impl Worker {
                 next_id: 1,
                 adopting: VecDeque::new(),
                 adopt_since: crate::clock::monotonic_ns(),
+                cancels: Canceller::new(worker),
             },
         };
         Ok((worker, Remote::new(sender, waker)))
@@ -339,12 +344,18 @@ impl Core {
         let conn = &mut slot.conn;
         let before = (conn.bytes_from_client(), conn.bytes_from_upstream());
         let was_connecting = conn.is_connecting();
+        let was_followed = conn.observed().is_some_and(|o| !matches!(o.state(), State::Opaque(_)));
         let progress = conn.drive(&mut io);
         let listener = &self.listeners[slot.listener];
         if progress.active {
             let (client, upstream) =
                 (conn.bytes_from_client() - before.0, conn.bytes_from_upstream() - before.1);
             listener.metrics.bytes(client, upstream);
+        }
+        if let Some(State::Opaque(cause)) = conn.observed().map(|o| o.state()).filter(|_| was_followed) {
+            listener.metrics.protocol_opaque(cause);
+            let (id, name) = (slot.id, &listener.config.name);
+            debug!("conn opaque id={id} listener={name} cause={}: idle by bytes from now on", cause.as_str());
         }
         let connected = was_connecting && !conn.is_connecting();
         if connected {

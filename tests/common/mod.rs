@@ -17,12 +17,14 @@
 
 mod bytes;
 mod cli;
+mod ctl;
 mod daemon;
 mod load;
 mod log;
 mod net;
 mod netns;
 mod peer;
+mod pgwire;
 mod postgres;
 mod redis;
 mod routes;
@@ -34,8 +36,8 @@ mod wire;
 
 #[allow(unused_imports)]
 pub use {
-    bytes::*, cli::*, daemon::*, load::*, log::*, net::*, netns::*, peer::*, postgres::*, redis::*,
-    routes::*, scrape::*, services::*, skip::*, upgrade::*, wire::*,
+    bytes::*, cli::*, ctl::*, daemon::*, load::*, log::*, net::*, netns::*, peer::*, pgwire::*, postgres::*,
+    redis::*, routes::*, scrape::*, services::*, skip::*, upgrade::*, wire::*,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};
