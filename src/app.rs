@@ -186,7 +186,7 @@ struct Ready {
     log: logging::LogHandle,
     pidfile: Pidfile,
     /// The `started` line (the new image of an upgrade says `upgraded` instead).
-    started: Option<String>,
+    started: Option<Started>,
     /// Logged once logging is up.
     warnings: Vec<String>,
 }
@@ -209,7 +209,7 @@ fn setup(
     credentials: &Option<Credentials>,
     pidfile: Pidfile,
 ) -> Result<Ready, Error> {
-    let started = started_line(config);
+    let started = Started::of(config);
     let runtime = Runtime {
         pidfile_overridden,
         foreground,
@@ -234,8 +234,9 @@ fn setup(
         Supervisor::new(config.clone(), runtime, workers, metrics, services, upstreams)
             .map_err(|e| Error::io("signal handlers", e))
     });
-    let installed =
-        built.and_then(|supervisor| Ok((supervisor, logging::install(log, config.daemon.log_level)?)));
+    let installed = built.and_then(|supervisor| {
+        Ok((supervisor, logging::install(log, config.daemon.log_level, config.daemon.log_format)?))
+    });
     match installed {
         Ok((supervisor, log)) => Ok(Ready { supervisor, log, pidfile, started: Some(started), warnings }),
         Err(e) => {
@@ -298,30 +299,38 @@ fn syslog_socket() -> bool {
     std::path::Path::new(logging::SYSLOG_SOCKET).exists()
 }
 
-fn started_line(config: &Config) -> String {
-    let listeners: Vec<String> = config
-        .listeners
-        .iter()
-        .map(|l| match l.upstream.is_empty() {
-            true => format!("{}={} sink", l.name, l.listen),
-            false => {
-                let ups: Vec<String> = l.upstream.iter().map(ToString::to_string).collect();
-                format!("{}={}->{}", l.name, l.listen, ups.join(","))
-            }
-        })
-        .collect();
-    format!(
-        "started version={} pid={} workers={} listeners=\"{}\"",
-        env!("CARGO_PKG_VERSION"),
-        std::process::id(),
-        config.daemon.workers,
-        listeners.join(", ")
-    )
+/// The `started` line: what runs, logged once logging is up.
+struct Started {
+    workers: usize,
+    /// `name=listen->upstream,…` or `name=listen sink`, for each listener.
+    listeners: String,
+}
+
+impl Started {
+    fn of(config: &Config) -> Started {
+        let listeners: Vec<String> = config
+            .listeners
+            .iter()
+            .map(|l| match l.upstream.is_empty() {
+                true => format!("{}={} sink", l.name, l.listen),
+                false => {
+                    let ups: Vec<String> = l.upstream.iter().map(ToString::to_string).collect();
+                    format!("{}={}->{}", l.name, l.listen, ups.join(","))
+                }
+            })
+            .collect();
+        Started { workers: config.daemon.workers, listeners: listeners.join(", ") }
+    }
+
+    fn log(&self) {
+        let (version, pid) = (env!("CARGO_PKG_VERSION"), std::process::id());
+        info!(version, pid, workers = self.workers, listeners = self.listeners.as_str(); "started");
+    }
 }
 
 fn serve(Ready { supervisor, log, pidfile, started, warnings }: Ready) -> Result<(), Error> {
     if let Some(started) = started {
-        info!("{started}");
+        started.log();
     }
     for warning in warnings {
         log::warn!("{warning}");
