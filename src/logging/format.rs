@@ -8,6 +8,7 @@
 //! is left out of both forms. In the text form a value is written as it is unless it is empty
 //! or holds a space, a quote, `=`, a backslash or a control character: then it is quoted, with
 //! `"` and `\` escaped (logfmt's rule), so that `key=value` pairs can always be split again.
+//! No field is named `time`, `level` or `msg`, the members every JSON line starts with.
 
 use std::fmt::{self, Write as _};
 
@@ -68,6 +69,9 @@ fn json_into(out: &mut String, time: &str, record: &Record<'_>) {
     out.push('}');
 }
 
+/// The members every JSON line has: no field may take these names.
+const RESERVED: [&str; 3] = ["time", "level", "msg"];
+
 /// Writes each present field, ` key=value` (text) or `,"key":value` (JSON), straight into the
 /// line: a field is written, then taken back if its value turns out to be absent, and a value
 /// is copied aside only when it must be quoted or escaped.
@@ -78,6 +82,7 @@ struct Fields<'a> {
 
 impl<'kvs> VisitSource<'kvs> for Fields<'_> {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), kv::Error> {
+        debug_assert!(!RESERVED.contains(&key.as_str()), "a field named {key} would repeat a JSON member");
         let mark = self.out.len();
         match self.json {
             true => {
