@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use log::info;
 
+use crate::activation::Inherited;
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError};
 use crate::control;
@@ -83,6 +84,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
 /// Everything that can fail before the event loop runs, in the order that keeps errors on the
 /// terminal and leaves nothing behind on failure.
 fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<(), Error> {
+    // First: descriptors 3 and up are still only what systemd passed, if it did.
+    let mut inherited = Inherited::take();
     // Before daemonizing changes the directory a relative path is relative to.
     let started_as = invoked_as();
     if !foreground {
@@ -95,7 +98,7 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
     let pidfile = Pidfile::lock(&config.daemon.pidfile)?;
     let metrics = Metrics::new(config.daemon.workers);
     let owner = credentials.as_ref().map(|c| (c.uid.as_raw(), c.gid.as_raw()));
-    let bound = listener::bind(config, &metrics, owner).and_then(|listeners| {
+    let bound = listener::bind(config, &metrics, owner, &mut inherited).and_then(|listeners| {
         let endpoint = match &config.metrics {
             None => None,
             Some(m) => Some(
@@ -115,7 +118,9 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
                     .map_err(|e| Error::io(format!("control: cannot listen on {}", c.socket.display()), e))?,
             ),
         };
-        Ok((Bound { listeners, services: Services { endpoint, control }, metrics }, log))
+        // A socket systemd passed that no listener took is closed now.
+        let warnings = std::mem::take(&mut inherited).close_the_rest();
+        Ok((Bound { listeners, services: Services { endpoint, control }, metrics, warnings }, log))
     });
     let (listeners, log) = match bound {
         Ok(ok) => ok,
@@ -186,7 +191,7 @@ struct Ready {
     log: logging::LogHandle,
     pidfile: Pidfile,
     /// The `started` line (the new image of an upgrade says `upgraded` instead).
-    started: Option<String>,
+    started: Option<Started>,
     /// Logged once logging is up.
     warnings: Vec<String>,
 }
@@ -197,6 +202,8 @@ struct Bound {
     listeners: Vec<Vec<Listener>>,
     services: Services,
     metrics: Metrics,
+    /// Logged once logging is up.
+    warnings: Vec<String>,
 }
 
 /// In the process that will serve: drop privileges, build the event loops, install the signal
@@ -204,12 +211,12 @@ struct Bound {
 fn setup(
     config: &Config,
     (pidfile_overridden, foreground, started_as): (bool, bool, Option<PathBuf>),
-    Bound { listeners, services, metrics }: Bound,
+    Bound { listeners, services, metrics, warnings: bound_warnings }: Bound,
     log: Destination,
     credentials: &Option<Credentials>,
     pidfile: Pidfile,
 ) -> Result<Ready, Error> {
-    let started = started_line(config);
+    let started = Started::of(config);
     let runtime = Runtime {
         pidfile_overridden,
         foreground,
@@ -217,7 +224,8 @@ fn setup(
         pidfile_fd: pidfile.descriptor(),
         args: started_args(),
     };
-    let warnings = config_writable_warning(config).into_iter().collect(); // while we may still be root
+    let mut warnings: Vec<String> = config_writable_warning(config).into_iter().collect(); // while we may still be root
+    warnings.extend(bound_warnings);
 
     // Two descriptors per connection, and some for listeners, pipes and the like per worker.
     let connections: usize = config.listeners.iter().map(|l| l.max_connections).sum();
@@ -234,8 +242,9 @@ fn setup(
         Supervisor::new(config.clone(), runtime, workers, metrics, services, upstreams)
             .map_err(|e| Error::io("signal handlers", e))
     });
-    let installed =
-        built.and_then(|supervisor| Ok((supervisor, logging::install(log, config.daemon.log_level)?)));
+    let installed = built.and_then(|supervisor| {
+        Ok((supervisor, logging::install(log, config.daemon.log_level, config.daemon.log_format)?))
+    });
     match installed {
         Ok((supervisor, log)) => Ok(Ready { supervisor, log, pidfile, started: Some(started), warnings }),
         Err(e) => {
@@ -298,30 +307,38 @@ fn syslog_socket() -> bool {
     std::path::Path::new(logging::SYSLOG_SOCKET).exists()
 }
 
-fn started_line(config: &Config) -> String {
-    let listeners: Vec<String> = config
-        .listeners
-        .iter()
-        .map(|l| match l.upstream.is_empty() {
-            true => format!("{}={} sink", l.name, l.listen),
-            false => {
-                let ups: Vec<String> = l.upstream.iter().map(ToString::to_string).collect();
-                format!("{}={}->{}", l.name, l.listen, ups.join(","))
-            }
-        })
-        .collect();
-    format!(
-        "started version={} pid={} workers={} listeners=\"{}\"",
-        env!("CARGO_PKG_VERSION"),
-        std::process::id(),
-        config.daemon.workers,
-        listeners.join(", ")
-    )
+/// The `started` line: what runs, logged once logging is up.
+struct Started {
+    workers: usize,
+    /// `name=listen->upstream,…` or `name=listen sink`, for each listener.
+    listeners: String,
+}
+
+impl Started {
+    fn of(config: &Config) -> Started {
+        let listeners: Vec<String> = config
+            .listeners
+            .iter()
+            .map(|l| match l.upstream.is_empty() {
+                true => format!("{}={} sink", l.name, l.listen),
+                false => {
+                    let ups: Vec<String> = l.upstream.iter().map(ToString::to_string).collect();
+                    format!("{}={}->{}", l.name, l.listen, ups.join(","))
+                }
+            })
+            .collect();
+        Started { workers: config.daemon.workers, listeners: listeners.join(", ") }
+    }
+
+    fn log(&self) {
+        let (version, pid) = (env!("CARGO_PKG_VERSION"), std::process::id());
+        info!(version, pid, workers = self.workers, listeners = self.listeners.as_str(); "started");
+    }
 }
 
 fn serve(Ready { supervisor, log, pidfile, started, warnings }: Ready) -> Result<(), Error> {
     if let Some(started) = started {
-        info!("{started}");
+        started.log();
     }
     for warning in warnings {
         log::warn!("{warning}");

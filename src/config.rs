@@ -128,6 +128,8 @@ pub struct DaemonConfig {
     pub log_at: Option<Position>,
     /// Default `Info`; never `Off`.
     pub log_level: log::LevelFilter,
+    /// How each line is written. Default [`LogFormat::Text`].
+    pub log_format: LogFormat,
     /// Timing-wheel resolution, 1ms..=1s. Default 1ms.
     pub tick: Duration,
     /// How long open connections may run after TERM, 0s..=1h (0 = close at once). Default 10s.
@@ -151,6 +153,24 @@ pub enum LogTarget {
     Stderr,
     /// An absolute path.
     File(PathBuf),
+}
+
+/// How a log line is written: `time LEVEL message key=value …`, or one JSON object with the
+/// same fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// The word the file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 /// One `[[listener]]` table.
@@ -325,10 +345,11 @@ impl Config {
         };
         let resolve = dc.resolve_interval.map_or("off".to_owned(), d);
         let daemon = format!(
-            "daemon: pidfile {}, log {log} ({}), tick {}, shutdown_timeout {}, workers {}, \
+            "daemon: pidfile {}, log {log} ({}, {}), tick {}, shutdown_timeout {}, workers {}, \
              resolve_interval {resolve}{user}",
             dc.pidfile.display(),
             dc.log_level.as_str().to_lowercase(),
+            dc.log_format.as_str(),
             d(dc.tick),
             d(dc.shutdown_timeout),
             dc.workers

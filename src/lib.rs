@@ -16,6 +16,7 @@ compile_error!(
     "idlereaper runs on Linux only: it relies on epoll, splice(2), timerfd, TCP_INFO, SIOCATMARK and /proc"
 );
 
+pub(crate) mod activation;
 pub(crate) mod alarm;
 pub mod app;
 pub(crate) mod buffer;

@@ -1,7 +1,8 @@
 //! The `log` backend, chosen in one place: stderr, an append-only file, or syslog (`/dev/log`,
 //! RFC 3164). In the foreground, "syslog" and "stderr" both mean stderr (a supervisor such as
 //! systemd captures it); a file stays a file. A log file is reopened on request (SIGUSR1), for
-//! `logrotate`.
+//! `logrotate`. Each line is text or JSON (`daemon.log_format`, changed by a reload), written by
+//! [`format`] from the record's message and fields.
 //!
 //! A daemon writes nothing to the terminal it was started from once the start command has
 //! returned. So daemonizing is refused, before anything is done, when its log lines could only
@@ -9,18 +10,22 @@
 //! terminal ([`detached_problem`]); and a syslog socket that refuses the connection fails the
 //! start rather than falling back to stderr.
 
+mod format;
+
+pub use format::text;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use crate::config::LogTarget;
+use crate::config::{LogFormat, LogTarget};
 
 type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
 
@@ -137,6 +142,8 @@ enum Output {
 struct Logger {
     /// A `LevelFilter` as `usize`, so that a reload can change it.
     level: AtomicUsize,
+    /// [`LogFormat::Json`] rather than text (a reload can change it too).
+    json: AtomicBool,
     output: Mutex<Output>,
 }
 
@@ -171,6 +178,13 @@ impl LogHandle {
         }
     }
 
+    /// Changes the format (a reload).
+    pub fn set_format(&self, format: LogFormat) {
+        if let Some(logger) = self.logger {
+            logger.json.store(format == LogFormat::Json, Ordering::Relaxed);
+        }
+    }
+
     /// Reopens a log file (after `logrotate` moved it); a no-op for stderr and syslog. On
     /// failure the old file stays in use and the error is logged there.
     pub fn reopen(&self) {
@@ -180,16 +194,37 @@ impl LogHandle {
         match open_log_file(path) {
             Ok(new) => *file = new,
             Err(e) => {
-                let line = format!("{} ERROR cannot reopen log file {}: {e}\n", now(), path.display());
-                let _ = file.write_all(line.as_bytes());
+                let message = format_args!("cannot reopen log file {}: {e}", path.display());
+                let record = Record::builder().level(Level::Error).args(message).build();
+                let _ = file.write_all(format::line(logger.format(), now(), &record).as_bytes());
             }
         }
     }
 }
 
+/// Logs `message` with `fields` at `level`: for a line whose fields are built as a list, because
+/// its text form (see [`text`]) is also shown elsewhere; the `log` macros take fields too
+/// (`info!(id, listener; "conn closed")`).
+pub fn log_fields(level: Level, message: &str, fields: &dyn log::kv::Source) {
+    if level <= log::max_level() {
+        log::logger().log(
+            &Record::builder()
+                .level(level)
+                .target(module_path!())
+                .args(format_args!("{message}"))
+                .key_values(fields)
+                .build(),
+        );
+    }
+}
+
 /// Installs the global logger. Call once, in the process that will log (after daemonizing). Fails
 /// only when syslog cannot be reached: a daemon has no terminal to fall back to.
-pub fn install(destination: Destination, level: LevelFilter) -> Result<LogHandle, crate::error::Error> {
+pub fn install(
+    destination: Destination,
+    level: LevelFilter,
+    format: LogFormat,
+) -> Result<LogHandle, crate::error::Error> {
     let output = match destination {
         Destination::Stderr => Output::Stderr,
         Destination::File { path, file } => Output::File { path, file },
@@ -210,14 +245,26 @@ pub fn install(destination: Destination, level: LevelFilter) -> Result<LogHandle
     };
     // The logger lives as long as the process; leaking it gives the `&'static` that both the
     // `log` facade and the reopen handle need, without a global of our own.
-    let logger: &'static Logger =
-        Box::leak(Box::new(Logger { level: AtomicUsize::new(level as usize), output: Mutex::new(output) }));
+    let logger: &'static Logger = Box::leak(Box::new(Logger {
+        level: AtomicUsize::new(level as usize),
+        json: AtomicBool::new(format == LogFormat::Json),
+        output: Mutex::new(output),
+    }));
     let installed = log::set_logger(logger).is_ok();
     if installed {
         log::set_max_level(level);
     }
     let on_stderr = matches!(logger.output.lock().as_deref(), Ok(Output::Stderr));
     Ok(LogHandle { logger: installed.then_some(logger), on_stderr })
+}
+
+impl Logger {
+    fn format(&self) -> LogFormat {
+        match self.json.load(Ordering::Relaxed) {
+            true => LogFormat::Json,
+            false => LogFormat::Text,
+        }
+    }
 }
 
 impl Log for Logger {
@@ -232,12 +279,14 @@ impl Log for Logger {
         let Ok(mut output) = self.output.lock() else {
             return;
         };
+        let format = self.format();
         // A log write that fails has nowhere to be reported; dropping the line is the only option.
+        // Each line is one `write`, so that lines never interleave.
         let _ = match &mut *output {
-            Output::Stderr => write_line(&mut io::stderr().lock(), record),
-            Output::File { file, .. } => write_line(file, record),
+            Output::Stderr => io::stderr().lock().write_all(format::line(format, now(), record).as_bytes()),
+            Output::File { file, .. } => file.write_all(format::line(format, now(), record).as_bytes()),
             Output::Syslog(syslog) => {
-                let message = record.args().to_string();
+                let message = format::syslog_message(format, now(), record);
                 match record.level() {
                     Level::Error => syslog.err(message),
                     Level::Warn => syslog.warning(message),
@@ -258,12 +307,6 @@ impl Log for Logger {
             };
         }
     }
-}
-
-/// `2026-11-27T03:24:57.123Z INFO message`, written with one `write` so lines never interleave.
-fn write_line(w: &mut impl Write, record: &Record<'_>) -> io::Result<()> {
-    let line = format!("{} {} {}\n", now(), record.level(), record.args());
-    w.write_all(line.as_bytes())
 }
 
 fn now() -> humantime::Rfc3339Timestamp {

@@ -317,9 +317,10 @@ impl Metrics {
             .sum()
     }
 
-    /// The statistics line logged on USR1 (after `stats `), read from the same counters as
-    /// `/metrics`, summed over the listeners configured now and over the workers.
-    pub fn stats_line(&self) -> String {
+    /// The fields of the statistics line logged on USR1 (`stats connections=… accepted=…`), read
+    /// from the same counters as `/metrics`, summed over the listeners configured now and over
+    /// the workers.
+    pub fn stats(&self) -> [(&'static str, i64); 6] {
         let sum = |v: &[AtomicU64]| v.iter().map(|a| a.load(Relaxed)).sum::<u64>();
         let (mut accepted, mut closed, mut refused) = (0, 0, 0);
         for l in self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).iter() {
@@ -327,13 +328,15 @@ impl Metrics {
             closed += sum(&l.closed);
             refused += sum(&l.refused);
         }
-        format!(
-            "connections={} accepted={accepted} closed={closed} refused={refused} timers={} \
-             buffers_in_use={}",
-            self.open_connections(),
-            sum(&self.inner.timers),
-            sum(&self.inner.buffers)
-        )
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        [
+            ("connections", self.open_connections()),
+            ("accepted", count(accepted)),
+            ("closed", count(closed)),
+            ("refused", count(refused)),
+            ("timers", count(sum(&self.inner.timers))),
+            ("buffers_in_use", count(sum(&self.inner.buffers))),
+        ]
     }
 
     /// A reload was applied (`ok`) or rejected (`idlereaper_reloads_total{result}`).

@@ -110,6 +110,23 @@ fn an_unknown_key_in_daemon_is_rejected() {
 }
 
 #[test]
+fn a_log_format_other_than_text_or_json_is_rejected_and_check_prints_the_format() {
+    let listen = free_addr();
+    let with = |format: &str| {
+        config_with(&sink_listener("a", listen, "5s"))
+            .replace("tick = \"1ms\"\n", &format!("tick = \"1ms\"\nlog_format = \"{format}\"\n"))
+    };
+    for args in [&["--check"][..], &["--foreground"][..]] {
+        let outcome = run_with(args, Some(&with("logfmt")));
+        assert_rejected(&outcome, &["\"text\" or \"json\", got \"logfmt\""], Some(listen));
+        assert_at(&outcome, 5, "daemon.log_format");
+    }
+    let check = run_with(&["--check"], Some(&with("json")));
+    assert_eq!(check.status.code(), Some(0), "{}", check.stderr);
+    assert!(check.stdout.contains(", log stderr (info, json), "), "{}", check.stdout);
+}
+
+#[test]
 fn a_duration_with_a_bad_unit_is_rejected() {
     let listen = free_addr();
     let text = config_with(&sink_listener("a", listen, "5x"));

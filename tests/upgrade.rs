@@ -307,7 +307,10 @@ fn an_upgrade_keeps_every_connection_and_byte() {
         idle_for,
         closed - signalled
     );
-    daemon.wait_close_of(short_me, Duration::from_secs(5)).assert_reason("idle");
+    let short_line = daemon.wait_close_of(short_me, Duration::from_secs(5));
+    short_line.assert_reason("idle");
+    // The address that served it crossed the upgrade with the connection.
+    assert_eq!(short_line.get("upstream"), Some(echo.addr.to_string().as_str()), "{}", short_line.raw);
 
     // The half-closed client gets the whole response, then EOF.
     half_go.store(true, Ordering::SeqCst);

@@ -116,7 +116,7 @@ fn rebuild(
         _ => None,
     };
     let (destination, warning) = Destination::reopen(&config.daemon.log, state.foreground, state.log_fd)?;
-    let log = logging::install(destination, config.daemon.log_level)?;
+    let log = logging::install(destination, config.daemon.log_level, config.daemon.log_format)?;
     let started_as = state.started_as.as_ref().map(PathBuf::from).or_else(invoked_as);
     let resolved = std::env::current_exe().ok();
     let runtime = Runtime {

@@ -142,8 +142,11 @@ impl ListenerConfig {
             line.push_str(", ");
             line.push_str(&part);
         };
-        if matches!(self.listen, Listen::Unix(_)) {
-            add(format!("socket_mode {:04o}", self.socket_mode));
+        match &self.listen {
+            Listen::Unix(_) => add(format!("socket_mode {:04o}", self.socket_mode)),
+            // Nothing to check now: systemd passes it to the daemon it starts.
+            Listen::Systemd(name) => add(format!("the socket systemd passes as {name:?}, taken at start")),
+            Listen::Tcp(_) => {}
         }
         if self.upstream.len() > 1 || self.balance != Balance::First {
             add(format!("balance {}", if self.balance == Balance::First { "first" } else { "round_robin" }));

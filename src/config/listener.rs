@@ -189,6 +189,9 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
             [("allow", &l.allow), ("deny", &l.deny), ("max_connections_per_ip", &l.max_connections_per_ip)];
         let msg = "does not apply to a Unix socket listener: its clients have no address";
         none_set(src, &key, &by_address, msg)?;
+    } else if matches!(listen_addr, Listen::Systemd(_)) {
+        let msg = "does not apply to a socket systemd passes: its .socket unit sets the mode (SocketMode=)";
+        none_set(src, &key, &[("socket_mode", &l.socket_mode)], msg)?;
     } else {
         let msg = "only applies to a Unix socket listener (listen = \"unix:/path\")";
         none_set(src, &key, &[("socket_mode", &l.socket_mode)], msg)?;

@@ -96,6 +96,7 @@ fn sample_parses_to_what_it_says() {
             log: LogTarget::Syslog,
             log_at: Some(Position { line: line_of(SAMPLE, "log = \"syslog\""), column: 7 }),
             log_level: log::LevelFilter::Info,
+            log_format: LogFormat::Text,
             tick: ms(1),
             shutdown_timeout: Duration::from_secs(10),
             user: None,
@@ -111,7 +112,7 @@ fn sample_parses_to_what_it_says() {
     };
     assert_eq!(config, expected);
     let summary = [
-        "daemon: pidfile /run/idlereaper/idlereaper.pid, log syslog (info), tick 1ms, shutdown_timeout 10s, \
+        "daemon: pidfile /run/idlereaper/idlereaper.pid, log syslog (info, text), tick 1ms, shutdown_timeout 10s, \
          workers 1, resolve_interval 30s",
         "listener example-relay: 127.0.0.1:16380 -> 127.0.0.1:16379 relay, protocol tcp, idle_timeout 5m, \
          connect_timeout 5s, max_connections 10000, half_close_timeout 30s",

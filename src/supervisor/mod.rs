@@ -25,12 +25,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use log::{error, info, warn};
+use log::{error, warn, Level};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
 use crate::control;
-use crate::logging::LogHandle;
+use crate::logging::{self, LogHandle};
 use crate::metrics::http::{self, Endpoint};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -322,7 +322,7 @@ impl Supervisor {
                     Signal::Reload => drop(self.reload(&threads.remotes, &log)),
                     Signal::Stats => {
                         log.reopen();
-                        info!("stats {}", self.metrics.stats_line());
+                        logging::log_fields(Level::Info, "stats", &self.metrics.stats());
                     }
                     Signal::Upgrade if self.stopping => warn!("SIGUSR2 while stopping: ignored"),
                     Signal::Upgrade => {

@@ -10,13 +10,15 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use log::{error, info, warn};
+use log::kv::Value;
+use log::{error, info, warn, Level};
 
 use super::{broadcast, watch_list, Supervisor, Threads, Turn, Upgraded, CONTROL, METRICS};
 use crate::clock::monotonic_ns;
 use crate::control;
 use crate::handover::state::State;
 use crate::handover::{exec, guardian};
+use crate::logging;
 use crate::metrics::http::Endpoint;
 use crate::metrics::UpgradeResult;
 use crate::signals::{self, Signal};
@@ -125,7 +127,7 @@ impl Supervisor {
                 }
                 Signal::Stats => {
                     log.reopen();
-                    info!("stats {}", self.metrics.stats_line());
+                    logging::log_fields(Level::Info, "stats", &self.metrics.stats());
                 }
             }
         }
@@ -242,15 +244,19 @@ impl Supervisor {
             Some((path, file)) => (path.display().to_string(), file.display().to_string()),
             None => ("unknown".to_owned(), "unknown".to_owned()),
         };
-        let line = format!(
-            "upgraded from={} to={} connections={} listeners={} pause_ms={pause_ms:.1} binary={binary} \
-             resolved={resolved}",
-            upgraded.from,
-            env!("CARGO_PKG_VERSION"),
-            upgraded.connections,
-            upgraded.listeners
-        );
-        info!("{line}");
+        // Tenths of a millisecond: what the pause can be told to.
+        let pause_ms = (pause_ms * 10.0).round() / 10.0;
+        let fields: [(&str, Value<'_>); 7] = [
+            ("from", upgraded.from.as_str().into()),
+            ("to", env!("CARGO_PKG_VERSION").into()),
+            ("connections", upgraded.connections.into()),
+            ("listeners", upgraded.listeners.into()),
+            ("pause_ms", pause_ms.into()),
+            ("binary", binary.as_str().into()),
+            ("resolved", resolved.as_str().into()),
+        ];
+        logging::log_fields(Level::Info, "upgraded", &fields);
+        let line = logging::text("upgraded", &fields);
         tell(upgraded.reply, &line);
         upgrade::close_retired(&upgraded.retired);
         match self.apply_reload(remotes, log) {

@@ -154,12 +154,12 @@ impl Core {
                             .into_boxed_slice()
                         });
                         let observer = Observer::new(config.protocol);
-                        (Conn::relay(client, upstream, preamble, observer), Some(Box::new(attempts)))
+                        (Conn::relay(client, upstream, preamble, observer), Some(attempts))
                     }
                     Err((reason, failure)) => {
                         self.listeners[i].release(peer.ip(), per_ip_counted);
                         let id = self.new_id();
-                        return self.closed_at_once(i, id, peer, reason, failure, attempts.tried);
+                        return self.closed_at_once(i, id, peer, reason, failure, attempts.tried());
                     }
                 }
             }
@@ -221,9 +221,9 @@ impl Core {
             _ => 2,
         };
         if let Some(held_back) = listener.refusals[kind].admit(now) {
-            let name = &listener.config.name;
-            let more = if held_back > 0 { format!(" refused_unlogged={held_back}") } else { String::new() };
-            info!("conn refused listener={name} client={peer} reason={reason}{more}");
+            let listener = listener.config.name.as_str();
+            let refused_unlogged = (held_back > 0).then_some(held_back);
+            info!(listener, client:% = peer, reason:% = reason, refused_unlogged; "conn refused");
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use log::info;
+use log::kv::Value;
 
 use super::Core;
 use crate::cancel::Canceller;
@@ -95,9 +96,12 @@ impl Core {
         let lifetime = slot.accepted.elapsed();
         self.record(slot.listener, Entry::Closed { reason, lifetime });
         let bytes = (conn.bytes_from_client(), conn.bytes_from_upstream());
-        let tried = slot.attempts.as_ref().map_or(0, |a| a.tried);
+        let attempts = slot.attempts.as_ref();
+        let tried = attempts.map_or(0, |a| a.tried());
+        // The address that served the connection: none for a sink, or while still connecting.
+        let upstream = attempts.filter(|_| !conn.is_connecting()).and_then(|a| a.current());
         let (id, peer, failure) = (slot.id, slot.peer, failure.as_ref());
-        let line = CloseLine { id, peer, lifetime, bytes, reason, failure, tried };
+        let line = CloseLine { id, peer, lifetime, bytes, reason, failure, tried, upstream };
         line.log(&listener.config.name);
         // Dropping the connection closes the client's descriptor, and dropping the upstream
         // closes the other; closing also removes them from the epoll set (they are never
@@ -127,6 +131,7 @@ impl Core {
             reason,
             failure: Some(&failure),
             tried,
+            upstream: None,
         };
         line.log(&self.listeners[i].config.name);
     }
@@ -196,7 +201,8 @@ fn farewell(
     [abort[0] || cut[0], abort[1] || cut[1]]
 }
 
-/// The one log line per closed connection (`key=value` fields; the format is documented).
+/// The one log line per closed connection (fields in the documented order; text or JSON, see
+/// `logging`).
 struct CloseLine<'a> {
     id: u64,
     peer: Peer,
@@ -207,23 +213,25 @@ struct CloseLine<'a> {
     failure: Option<&'a IoFailure>,
     /// Upstream addresses tried, shown when the connect failed.
     tried: usize,
+    /// The upstream address connected, for a relay whose connect succeeded.
+    upstream: Option<&'a Target>,
 }
 
 impl CloseLine<'_> {
     fn log(&self, listener: &str) {
         let CloseLine { id, peer, reason, .. } = self;
-        let lifetime = self.lifetime.as_millis();
-        let (from_client, from_upstream) = self.bytes;
-        let error = self.failure.map(|f| format!(" error=\"{f}\"")).unwrap_or_default();
-        let tried = match reason {
-            CloseReason::UpstreamRefused | CloseReason::ConnectTimeout => {
-                format!(" upstreams_tried={}", self.tried)
-            }
-            _ => String::new(),
+        let lifetime_ms = u64::try_from(self.lifetime.as_millis()).unwrap_or(u64::MAX);
+        let (bytes_from_client, bytes_from_upstream) = self.bytes;
+        let upstream = self.upstream.map(Value::from_display);
+        let upstreams_tried = match reason {
+            CloseReason::UpstreamRefused | CloseReason::ConnectTimeout => Some(self.tried),
+            _ => None,
         };
+        let error = self.failure.map(Value::from_display);
         info!(
-            "conn closed id={id} listener={listener} client={peer} reason={reason} lifetime_ms={lifetime} \
-             bytes_from_client={from_client} bytes_from_upstream={from_upstream}{tried}{error}"
+            id, listener, client:% = peer, reason:% = reason, lifetime_ms, bytes_from_client,
+            bytes_from_upstream, upstream, upstreams_tried, error;
+            "conn closed"
         );
     }
 }

@@ -138,7 +138,7 @@ impl Core {
     /// (it was admitted again when it was queued).
     fn thaw(&mut self, c: &ConnState, peer: Peer) -> io::Result<()> {
         let (clock, at) = (self.clock, self.adopt_since);
-        let attempts = c.attempts.as_ref().map(Attempts::thaw).transpose()?.map(Box::new);
+        let attempts = c.attempts.as_ref().map(Attempts::thaw).transpose()?;
         let conn = Conn::thaw(&c.relay, &mut self.pool, &mut self.pipes)?;
         let tick = |left: u64| tick_of_left(&clock, at, left);
         let deadlines = Deadlines {

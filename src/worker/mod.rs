@@ -110,8 +110,8 @@ struct Slot {
     wire_seen: Option<u64>,
     /// Counted in the listener's per-address table (to be uncounted at close).
     per_ip_counted: bool,
-    /// A relay's upstream addresses and how many were tried, until one connects.
-    attempts: Option<Box<connect::Attempts>>,
+    /// A relay's upstream addresses, how many were tried, and the one that connected.
+    attempts: Option<connect::Attempts>,
 }
 
 /// Everything but the poll's event buffer, so that events can be iterated while handling them.
@@ -358,9 +358,6 @@ impl Core {
             debug!("conn opaque id={id} listener={name} cause={}: idle by bytes from now on", cause.as_str());
         }
         let connected = was_connecting && !conn.is_connecting();
-        if connected {
-            slot.attempts = None;
-        }
         // The activity path is a store into the slot, which is in cache anyway: a later deadline
         // leaves the wheel alone, and when the timer fires early `expiry` re-arms it (lazy
         // re-arm). The entry moves only for a deadline that moves earlier, and once when the

@@ -59,7 +59,7 @@ impl Daemon {
     }
 
     /// Writes `config` into `dir` and starts the daemon in the foreground on it; returns once the
-    /// log says `started` (listeners bound, pidfile written), or panics with the log.
+    /// log says `started` (listeners bound, pidfile written; text or JSON), or panics with the log.
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
         Daemon::start_in_with(dir, config, |_, _| {})
     }
@@ -113,7 +113,7 @@ impl Daemon {
         let child = command.spawn().expect("spawn idlereaper");
         let mut daemon = Daemon { dir, config_path, pidfile, log_path, child, status: None };
         let ready = wait_for(START_DEADLINE, || {
-            if daemon.log().contains(" INFO started ") {
+            if daemon.log().lines().any(is_started_line) {
                 return Some(true);
             }
             daemon.poll_exit().map(|_| false)
@@ -232,6 +232,11 @@ impl Daemon {
         let (_, fields) = line.split_once(" stats ").expect("a stats line");
         parse_fields(fields)
     }
+}
+
+/// Whether `line` is the daemon's `started` line, in either log format.
+pub fn is_started_line(line: &str) -> bool {
+    line.contains(" INFO started ") || line.starts_with('{') && line.contains(r#","msg":"started","#)
 }
 
 /// For [`Daemon::start_in_with`]: the child gets `RLIMIT_NOFILE` = `limit` (soft and hard).
