@@ -17,6 +17,7 @@ mod abuse;
 mod architecture;
 mod cli;
 mod config_errors;
+mod config_reference;
 mod control;
 mod ctl_top;
 mod daemon;
