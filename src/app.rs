@@ -239,7 +239,9 @@ fn resume(fd: i32) -> Result<(), Error> {
     let endpoint = state.endpoint_fd.map(Endpoint::adopt).transpose().map_err(|e| Error::io("metrics", e))?;
     let control = match (state.control_fd, &config.control) {
         (Some(fd), Some(c)) => {
-            Some(control::Server::adopt(fd, &c.socket).map_err(|e| Error::io("control socket", e))?)
+            let frozen = crate::clock::instant_of(state.frozen_at);
+            let server = control::Server::adopt(fd, &c.socket, &state.control_clients, frozen);
+            Some(server.map_err(|e| Error::io("control socket", e))?)
         }
         _ => None,
     };

@@ -9,44 +9,15 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use idlereaper::report::{ConnRow, ListenerRow};
 
-const CTL: &str = env!("CARGO_BIN_EXE_idlereaperctl");
-
-/// `idlereaperctl -s SOCKET args…`, bounded by the socket timeouts it sets itself.
-fn ctl(socket: &Path, args: &[&str]) -> Output {
-    Command::new(CTL)
-        .arg("-s")
-        .arg(socket)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run idlereaperctl")
-}
-
-fn ctl_ok(socket: &Path, args: &[&str]) -> String {
-    let out = ctl(socket, args);
-    assert!(
-        out.status.success(),
-        "idlereaperctl {args:?}: {:?} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn conns(socket: &Path) -> Vec<ConnRow> {
     serde_json::from_str(&ctl_ok(socket, &["show", "conns", "--json"])).expect("JSON rows")
-}
-
-fn control_section(dir: &Path, mode: &str) -> (String, PathBuf) {
-    let socket = dir.join("control.sock");
-    (format!("[control]\nsocket = \"{}\"\nmode = \"{mode}\"\n\n", socket.display()), socket)
 }
 
 #[test]
@@ -309,14 +280,7 @@ fn hostile_control_clients_do_not_disturb_the_relay_or_leak() {
     assert_echo(&mut relayed, b"before");
     let baseline = daemon.fds().total();
 
-    let answer_of = |bytes: &[u8]| {
-        let mut s = UnixStream::connect(&socket).unwrap();
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        let _ = s.write_all(bytes);
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        answer
-    };
+    let answer_of = |bytes: &[u8]| control_answer(&socket, bytes);
     let long = answer_of(&vec![b'a'; 10_000]);
     assert!(long.starts_with("error: request line longer than 4096 bytes"), "{long}");
     let garbage = answer_of(b"\xff\xfe\x00\x01\n");

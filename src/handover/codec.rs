@@ -4,19 +4,22 @@
 //!
 //! A new format gets a new [`VERSION`]; a binary lists the versions it reads in [`READS`]
 //! (`idlereaper --handover-versions`), and the old image upgrades only to a binary that reads
-//! its version (and restores a sample of its state: `handover::exec::preflight`).
+//! its version (and restores a sample of its state: `handover::exec::preflight`). A version
+//! adds fields at the end of the top-level record, so reading an older one stops early and
+//! leaves the newer fields at their defaults. Version 2 adds the control clients.
 
 use std::io;
 
 use super::state::{
-    ConnState, Counters, HalfState, ListenerState, RelayState, SocketState, State, WorkerState,
+    ConnState, ControlClientState, Counters, HalfState, ListenerState, RelayState, SocketState, State,
+    WorkerState,
 };
 use super::wire::{Reader, Writer};
 
 /// The version this binary writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The versions this binary reads.
-pub const READS: &[u32] = &[1];
+pub const READS: &[u32] = &[1, 2];
 const MAGIC: &[u8; 8] = b"IRHANDOV";
 
 impl State {
@@ -54,11 +57,18 @@ impl State {
             w.list(&worker.conns, put_conn);
             w.u64(worker.next_id);
         });
+        // Version 2.
+        w.list(&self.control_clients, |w, c| {
+            w.i32(c.fd);
+            w.u8(c.phase);
+            w.bytes(&c.bytes);
+            w.u64(c.deadline);
+        });
         w.bytes
     }
 
-    /// Reads a state of this binary's [`VERSION`]; any other version, or malformed bytes, is an
-    /// error.
+    /// Reads a state of a version in [`READS`] (the fields an older one lacks left at their
+    /// defaults); any other version, or malformed bytes, is an error.
     pub fn decode(bytes: &[u8]) -> io::Result<State> {
         let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
         let Some(rest) = bytes.strip_prefix(MAGIC) else {
@@ -69,7 +79,7 @@ impl State {
         if !READS.contains(&version) {
             return Err(invalid(format!("handover state version {version}, this binary reads {READS:?}")));
         }
-        let state = State {
+        let mut state = State {
             from: r.str()?,
             frozen_at: r.u64()?,
             stop: r.bool()?,
@@ -107,7 +117,13 @@ impl State {
                     next_id: r.u64()?,
                 })
             })?,
+            control_clients: Vec::new(),
         };
+        if version >= 2 {
+            state.control_clients = r.list(|r| {
+                Ok(ControlClientState { fd: r.i32()?, phase: r.u8()?, bytes: r.bytes()?, deadline: r.u64()? })
+            })?;
+        }
         r.finish()?;
         state.check()?;
         Ok(state)
@@ -274,6 +290,10 @@ mod tests {
                 upgrades_refused: 5,
             },
             workers: vec![WorkerState { listeners: vec![Some(5), None], conns: vec![conn], next_id: 43 }],
+            control_clients: vec![
+                ControlClientState { fd: 23, phase: 0, bytes: b"show co".to_vec(), deadline: 4_000_000_000 },
+                ControlClientState { fd: 24, phase: 2, bytes: b"[]\n\n".to_vec(), deadline: 0 },
+            ],
         }
     }
 
@@ -284,7 +304,7 @@ mod tests {
         assert_eq!(back, state);
         let mut fds = back.descriptors();
         fds.sort();
-        assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11, 20, 21, 22]);
+        assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11, 20, 21, 22, 23, 24]);
         assert_eq!(back.connections(), 1);
     }
 
@@ -300,5 +320,22 @@ mod tests {
         let mut state = sample();
         state.workers[0].conns[0].listener = 5;
         assert!(State::decode(&state.encode()).is_err(), "a connection of no listener");
+        let mut state = sample();
+        state.control_clients[0].phase = 3;
+        assert!(State::decode(&state.encode()).is_err(), "a control client in no known phase");
+    }
+
+    #[test]
+    fn a_version_1_state_reads_with_no_control_client() {
+        // Version 1 is version 2 without the control clients' list at the end.
+        let mut state = sample();
+        state.control_clients.clear();
+        let mut bytes = state.encode();
+        bytes.truncate(bytes.len() - 8);
+        bytes[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(State::decode(&bytes).unwrap(), state);
+        // Version 2 requires the list.
+        bytes[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&2u32.to_le_bytes());
+        assert!(State::decode(&bytes).is_err(), "version 2 cut short");
     }
 }

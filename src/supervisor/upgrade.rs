@@ -1,6 +1,9 @@
 //! A live upgrade, the supervisor's part (SIGUSR2, `idlereaperctl upgrade`): ask the new binary,
-//! freeze the workers, write the state and exec; or, if the exec fails, carry on from the same
-//! state. And the new image's first turn ([`Supervisor::upgrade_done`]).
+//! answer the control requests that came meanwhile, freeze the workers, write the state and
+//! exec; or, if the exec fails, carry on from the same state. And the new image's first turn
+//! ([`Supervisor::upgrade_done`]). Every control client that asked for the upgrade, before it
+//! or during it, is told its result; the others are answered before the freeze, or handed over
+//! with what they sent or are still to read.
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
@@ -14,30 +17,56 @@ use super::{broadcast, watch_list, Supervisor, Threads, Turn, Upgraded, CONTROL,
 use crate::clock::monotonic_ns;
 use crate::control;
 use crate::handover::exec;
+use crate::handover::state::ControlClientState;
 use crate::metrics::http::Endpoint;
 use crate::signals::{self, Signal};
 use crate::upgrade::{self, Carried};
 use crate::worker::{Command, Frozen, Remote};
 
-/// Writes `line` to the control client whose descriptor a state carried, and closes it.
+/// Writes `line` (and the end of the answer) to the control client a version 1 state carried
+/// as the one that asked for the upgrade, and closes it.
 fn tell(fd: Option<RawFd>, line: &str) {
     if let Some(fd) = fd {
         if let Ok(fd) = crate::sys::adopt(fd) {
             let mut client = std::os::unix::net::UnixStream::from(fd);
-            let _ = client.write_all(format!("{line}\n").as_bytes());
+            let mut answer = format!("{line}\n").into_bytes();
+            answer.extend_from_slice(control::server::END);
+            let _ = client.write_all(&answer);
         }
     }
 }
 
 impl Supervisor {
+    /// The loop's last step in a turn: an upgrade if a SIGUSR2 came (`signalled`) or a control
+    /// client asked for one — one upgrade for all of them. Not while stopping.
+    pub(super) fn upgrade_if_asked(&mut self, signalled: bool, turn: &mut Turn<'_>) -> io::Result<()> {
+        let asked = self.control.as_ref().is_some_and(control::Server::upgrade_asked);
+        if !(signalled || asked) {
+            return Ok(());
+        }
+        if self.stopping {
+            if signalled {
+                warn!("SIGUSR2 while stopping: ignored");
+            }
+            if let Some(control) = self.control.as_mut() {
+                control.tell_upgrade("error: the daemon is stopping\n");
+            }
+            return Ok(());
+        }
+        self.upgrading = true;
+        let upgraded = self.upgrade(turn);
+        self.upgrading = false;
+        upgraded
+    }
+
     /// A live upgrade: check the new binary, freeze the workers, exec it with the state. Returns
     /// only if the upgrade was refused (the running code carries on, with every connection),
-    /// having told `asker` (a control client) why; `Err` if, after a failed exec, the workers
-    /// could not be rebuilt.
-    pub(super) fn upgrade(&mut self, turn: &mut Turn<'_>, asker: Option<usize>) -> io::Result<()> {
+    /// having told the control clients that asked for it why; `Err` if, after a failed exec,
+    /// the workers could not be rebuilt.
+    fn upgrade(&mut self, turn: &mut Turn<'_>) -> io::Result<()> {
         self.notifier.reloading();
         let Some(exe) = self.runtime.exe.clone() else {
-            self.upgrade_refused("the path of the running binary is not known".to_owned(), asker);
+            self.upgrade_refused("the path of the running binary is not known".to_owned());
             return Ok(());
         };
         info!("upgrade: checking {}", exe.display());
@@ -45,9 +74,10 @@ impl Supervisor {
         if self.runtime.pidfile_overridden {
             args.extend([OsStr::new("--pidfile"), self.config.daemon.pidfile.as_os_str()]);
         }
-        let sample = upgrade::sample_of(self.carried(false, None, None, None), turn.threads.remotes.len());
+        let sample =
+            upgrade::sample_of(self.carried(false, None, None, Vec::new()), turn.threads.remotes.len());
         if let Err(reason) = exec::preflight(&exe, &args, &sample) {
-            self.upgrade_refused(reason, asker);
+            self.upgrade_refused(reason);
             return Ok(());
         }
         // From here on a signal waits for the image that will handle it; those that came
@@ -68,6 +98,15 @@ impl Supervisor {
                 }
             }
         }
+        // Control requests that came during the checks are answered now (an `upgrade` joins
+        // this one), and every `show conns` in progress is completed: the workers' rows do not
+        // cross the exec. Clients still in the backlog are the new image's.
+        if let Some(control) = self.control.as_mut() {
+            for (client, request) in control.take_in() {
+                self.answer(client, request, &turn.threads.remotes, turn.log);
+            }
+        }
+        self.complete_listings();
         let (at, frozen_at) = (Instant::now(), monotonic_ns());
         let (reply, replies) = mpsc::channel::<Frozen>();
         broadcast(&turn.threads.remotes, || Command::Freeze { at, reply: reply.clone() });
@@ -77,14 +116,14 @@ impl Supervisor {
         turn.threads.join(turn.finished);
         let registry = self.poll.registry();
         let endpoint_fd = self.endpoint.take().map(|e| e.freeze(registry));
-        let (control_fd, reply_fd) = match self.control.take() {
+        let (control_fd, control_clients) = match self.control.take() {
             Some(control) => {
-                let (fd, reply) = control.freeze(registry, asker);
-                (Some(fd), reply)
+                let (fd, clients) = control.freeze(registry, at);
+                (Some(fd), clients)
             }
-            None => (None, None),
+            None => (None, Vec::new()),
         };
-        let carried = self.carried(stop, endpoint_fd, control_fd, reply_fd);
+        let carried = self.carried(stop, endpoint_fd, control_fd, control_clients);
         let state = upgrade::state_of(carried, frozen_at, frozen);
         let failure =
             match exec::write(&state).and_then(|memfd| exec::inherit(&state, &memfd).map(|()| memfd)) {
@@ -112,12 +151,10 @@ impl Supervisor {
             endpoint.register(self.poll.registry(), METRICS)?;
             self.endpoint = Some(endpoint);
         }
-        self.control = self.adopt_control(state.control_fd)?;
+        self.control = self.adopt_control(state.control_fd, &state.control_clients, at)?;
         upgrade::close_retired(&state.retired);
         signals::unblock();
-        let reason = format!("cannot execute {}: {failure}", exe.display());
-        tell(state.reply_fd, &format!("error: upgrade refused: {reason}"));
-        self.upgrade_refused(reason, None);
+        self.upgrade_refused(format!("cannot execute {}: {failure}", exe.display()));
         if stop {
             self.stop(&turn.threads.remotes);
         }
@@ -130,7 +167,7 @@ impl Supervisor {
         stop: bool,
         endpoint_fd: Option<RawFd>,
         control_fd: Option<RawFd>,
-        reply_fd: Option<RawFd>,
+        control_clients: Vec<ControlClientState>,
     ) -> Carried<'_> {
         Carried {
             config: &self.config,
@@ -141,7 +178,9 @@ impl Supervisor {
             pidfile_fd: self.runtime.pidfile_fd,
             endpoint_fd,
             control_fd,
-            reply_fd,
+            // The clients that asked for the upgrade are among the control clients.
+            reply_fd: None,
+            control_clients,
             sources: &self.sources,
             in_force: &self.slots,
             upstreams: &self.upstreams,
@@ -149,26 +188,33 @@ impl Supervisor {
         }
     }
 
-    /// The control socket a state carried, registered on this poll.
-    pub(super) fn adopt_control(&self, fd: Option<RawFd>) -> io::Result<Option<control::Server>> {
+    /// The control socket a state carried, with its clients (their deadlines counted from
+    /// `frozen`), registered on this poll.
+    pub(super) fn adopt_control(
+        &self,
+        fd: Option<RawFd>,
+        clients: &[ControlClientState],
+        frozen: Instant,
+    ) -> io::Result<Option<control::Server>> {
         let (Some(fd), Some(config)) = (fd, self.config.control.as_ref()) else { return Ok(None) };
-        let mut server = control::Server::adopt(fd, &config.socket)?;
+        let mut server = control::Server::adopt(fd, &config.socket, clients, frozen)?;
         server.register(self.poll.registry(), CONTROL)?;
         Ok(Some(server))
     }
 
-    /// An upgrade that did not happen: said, counted, the service manager and `asker` told.
-    fn upgrade_refused(&mut self, reason: String, asker: Option<usize>) {
+    /// An upgrade that did not happen: said, counted, the service manager and the control
+    /// clients that asked for it told.
+    fn upgrade_refused(&mut self, reason: String) {
         error!("upgrade refused: {reason}");
         self.metrics.upgrade(false);
-        if let (Some(client), Some(control)) = (asker, self.control.as_mut()) {
-            control.answer(client, format!("error: upgrade refused: {reason}\n"));
+        if let Some(control) = self.control.as_mut() {
+            control.tell_upgrade(&format!("error: upgrade refused: {reason}\n"));
         }
         self.last_change = format!("upgrade refused: {reason}");
         self.notifier.send(&format!("READY=1\nSTATUS={}", self.status()));
     }
 
-    /// The new image's first turn: the `upgraded` line (also to the control client that asked),
+    /// The new image's first turn: the `upgraded` line (also to the control clients that asked),
     /// the configuration file read again (as a reload), and a stop that was asked for during
     /// the upgrade.
     pub(super) fn upgrade_done(
@@ -187,6 +233,9 @@ impl Supervisor {
         );
         info!("{line}");
         tell(upgraded.reply, &line);
+        if let Some(control) = self.control.as_mut() {
+            control.tell_upgrade(&format!("{line}\n"));
+        }
         upgrade::close_retired(&upgraded.retired);
         match self.apply_reload(remotes, log) {
             Ok(changes) => info!("upgrade: reloaded {}: {changes}", self.config.path.display()),

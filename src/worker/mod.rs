@@ -54,7 +54,7 @@ use accept::Starved;
 pub use control::{Command, ListenerChange, Reload, Remote};
 use deadlines::Deadlines;
 pub use handover::Frozen;
-pub use inspect::{ClientMatch, Query, Selector};
+pub use inspect::{ClientMatch, Query, Rows, Selector};
 use token::Target;
 
 /// Relay buffer size: one read, and the most a direction holds while its reader is stalled.
@@ -150,6 +150,8 @@ struct Core {
     /// [`Worker::adopt`]), and the instant their times are relative to.
     adopting: VecDeque<(crate::handover::state::ConnState, Peer)>,
     adopt_since: Instant,
+    /// The `show conns` being answered, a batch of rows per turn (see [`inspect`]).
+    inspections: Vec<inspect::Inspection>,
 }
 
 impl Worker {
@@ -201,6 +203,7 @@ impl Worker {
                 next_id: 1,
                 adopting: VecDeque::new(),
                 adopt_since: Instant::now(),
+                inspections: Vec::new(),
             },
         };
         Ok((worker, Remote::new(sender, waker)))
@@ -244,6 +247,7 @@ impl Core {
     fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
         if self.expiry_backlog
             || !self.adopting.is_empty()
+            || self.rows_wanted()
             || !self.again.is_empty()
             || !self.closing_upstreams.is_empty()
             || self.listeners.iter().any(|l| l.resumable(now) || l.can_accept())
@@ -314,6 +318,9 @@ impl Core {
         }
         self.expire(Instant::now());
         self.close_upstreams(Instant::now());
+        if self.rows_wanted() {
+            self.inspect_some();
+        }
         if let Phase::Draining { until } = self.phase {
             if self.slots.is_empty() && self.adopting.is_empty() {
                 self.phase = Phase::Stopped;

@@ -14,6 +14,7 @@
 
 mod bytes;
 mod cli;
+mod control;
 mod daemon;
 mod load;
 mod log;
@@ -27,8 +28,8 @@ mod skip;
 
 #[allow(unused_imports)]
 pub use {
-    bytes::*, cli::*, daemon::*, load::*, log::*, net::*, peer::*, postgres::*, redis::*, routes::*,
-    services::*, skip::*,
+    bytes::*, cli::*, control::*, daemon::*, load::*, log::*, net::*, peer::*, postgres::*, redis::*,
+    routes::*, services::*, skip::*,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};

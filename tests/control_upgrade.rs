@@ -1,0 +1,239 @@
+//! The control socket across live upgrades: a request made while the daemon upgrades is
+//! answered — by the old image, or by the new one, which takes over every client with what it
+//! sent and what it is still to read — and an `upgrade` asked for while one is under way is
+//! told that upgrade's result. What an operator would notice is checked: every `idlereaperctl`
+//! run succeeds, every answer is whole.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use idlereaper::report::ConnRow;
+
+/// How long an upgrade may take, from USR2 to the `upgraded` line (it runs the new binary's
+/// checks first), on a loaded 2-core machine with a debug build.
+const UPGRADE_DEADLINE: Duration = Duration::from_secs(20);
+
+fn upgraded_lines(daemon: &Daemon) -> Vec<String> {
+    daemon.log().lines().filter(|l| l.contains(" INFO upgraded from=")).map(str::to_owned).collect()
+}
+
+/// Waits until the log has `n` `upgraded` lines.
+fn wait_upgrades(daemon: &Daemon, n: usize) {
+    let done = wait_for(UPGRADE_DEADLINE, || (upgraded_lines(daemon).len() >= n).then_some(()));
+    assert!(done.is_some(), "{n} upgrades expected; log:\n{}", daemon.log());
+}
+
+/// A control client connected and accepted by the daemon (its descriptor is open there).
+fn accepted_client(daemon: &Daemon, socket: &Path) -> UnixStream {
+    let before = daemon.fds().total();
+    let client = UnixStream::connect(socket).unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let accepted = wait_for(Duration::from_secs(5), || (daemon.fds().total() > before).then_some(()));
+    assert!(accepted.is_some(), "the daemon did not accept the control client");
+    client
+}
+
+fn read_rest(client: &mut UnixStream) -> String {
+    let mut answer = String::new();
+    if let Err(e) = client.read_to_string(&mut answer) {
+        panic!("reading the answer: {e} after {answer:?}");
+    }
+    answer
+}
+
+fn sink_daemon(workers: usize) -> (Daemon, std::net::SocketAddr, std::path::PathBuf) {
+    let listen = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let (control, socket) = control_section(dir.path(), "0660");
+    let config = daemon_section(dir.path(), "2s")
+        .replace("[daemon]\n", &format!("[daemon]\nworkers = {workers}\n"))
+        + &sink_listener("sink", listen, "10m")
+        + &control;
+    (Daemon::start_in(dir, &config), listen, socket)
+}
+
+#[test]
+fn clients_caught_by_an_upgrade_are_answered_and_an_upgrade_asked_meanwhile_joins_it() {
+    let (mut daemon, listen, socket) = sink_daemon(2);
+    // Enough connections for a `show conns --json` answer larger than the socket's buffers.
+    let held: Vec<TcpStream> = (0..1500).map(|_| connect(listen)).collect();
+    let open = wait_for(Duration::from_secs(10), || {
+        let listed: Vec<ConnRow> =
+            serde_json::from_str(&ctl_ok(&socket, &["show", "conns", "--json"])).ok()?;
+        (listed.len() == held.len()).then_some(())
+    });
+    assert!(open.is_some(), "1500 connections listed");
+
+    // One client has sent half its request, one nothing yet; one has read a byte of a long answer.
+    let mut halfway = accepted_client(&daemon, &socket);
+    halfway.write_all(b"show lis").unwrap();
+    let mut asker = accepted_client(&daemon, &socket);
+    let mut reader = accepted_client(&daemon, &socket);
+    reader.write_all(b"show conns --json\n").unwrap();
+    let mut first = [0u8; 1];
+    reader.read_exact(&mut first).unwrap();
+
+    daemon.signal(libc::SIGUSR2);
+    // Asked while the upgrade is under way (it checks the new binary for tens of milliseconds).
+    asker.write_all(b"upgrade\n").unwrap();
+    halfway.write_all(b"teners\n").unwrap();
+
+    let told = read_rest(&mut asker);
+    assert!(told.starts_with("upgraded from=") && told.ends_with("\n\n"), "{told:?}");
+    wait_upgrades(&daemon, 1);
+    let lines = upgraded_lines(&daemon);
+    assert!(lines[0].ends_with(told.trim_end()), "told the upgrade that happened: {told:?}, log: {lines:?}");
+    let listeners = read_rest(&mut halfway);
+    assert!(listeners.starts_with("name ") && listeners.contains("\nsink ") && listeners.ends_with("\n\n"));
+    let rest = read_rest(&mut reader);
+    let whole = format!("{}{rest}", first[0] as char);
+    assert!(whole.ends_with("]\n\n"), "the answer's end: {:?}", &whole[whole.len().saturating_sub(40)..]);
+    let rows: Vec<ConnRow> = serde_json::from_str(&whole).expect("the whole answer");
+    assert_eq!(rows.len(), held.len(), "a row per connection");
+    assert!(rows.windows(2).all(|w| (w[0].reap_in_ms, w[0].id) <= (w[1].reap_in_ms, w[1].id)));
+    assert_eq!(upgraded_lines(&daemon).len(), 1, "one upgrade for the signal and the request");
+}
+
+/// One request as a slow client sends it: its first word, a pause, the rest; the answer read
+/// to the end. `Err` says what went wrong.
+fn ask_slowly(socket: &Path, request: &str) -> Result<String, String> {
+    let mut client = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let (first, rest) = request.split_at(request.find(' ').unwrap_or(0));
+    client.write_all(first.as_bytes()).map_err(|e| format!("write: {e}"))?;
+    thread::sleep(Duration::from_millis(1));
+    client.write_all(format!("{rest}\n").as_bytes()).map_err(|e| format!("write: {e}"))?;
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).map_err(|e| format!("read: {e} after {answer:?}"))?;
+    match answer.ends_with("\n\n") && !answer.starts_with("error:") {
+        true => Ok(answer),
+        false => Err(format!("answer {answer:?}")),
+    }
+}
+
+#[test]
+fn show_requests_in_a_loop_across_upgrades_all_succeed() {
+    let (mut daemon, listen, socket) = sink_daemon(1);
+    let _held: Vec<TcpStream> = (0..20).map(|_| connect(listen)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    // idlereaperctl as an operator runs it, and clients that send their request in two parts.
+    let requests = ["show listeners", "show conns", "show conns --json", "show listeners", "show conns"];
+    let askers: Vec<_> = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| {
+            let (socket, stop) = (socket.clone(), Arc::clone(&stop));
+            thread::spawn(move || {
+                let (mut runs, mut failures) = (0, Vec::new());
+                let since = Instant::now();
+                while !stop.load(Ordering::SeqCst)
+                    && runs < 5000
+                    && since.elapsed() < Duration::from_secs(120)
+                {
+                    runs += 1;
+                    if i >= 3 {
+                        failures.extend(ask_slowly(&socket, request).err());
+                        continue;
+                    }
+                    let out = ctl(&socket, &request.split(' ').collect::<Vec<_>>());
+                    if !out.status.success() || out.stdout.is_empty() {
+                        failures.push(format!("{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr)));
+                    }
+                }
+                (
+                    format!("{request} ({})", if i >= 3 { "in two parts" } else { "idlereaperctl" }),
+                    runs,
+                    failures,
+                )
+            })
+        })
+        .collect();
+    const UPGRADES: usize = 20;
+    for n in 1..=UPGRADES {
+        daemon.signal(libc::SIGUSR2);
+        wait_upgrades(&daemon, n);
+    }
+    stop.store(true, Ordering::SeqCst);
+    for asker in askers {
+        let (request, runs, failures) = asker.join().unwrap();
+        eprintln!("{request}: {runs} runs across {UPGRADES} upgrades");
+        assert!(runs >= UPGRADES, "{request}: only {runs} runs");
+        assert!(failures.is_empty(), "{request}: {} of {runs} failed: {failures:?}", failures.len());
+    }
+}
+
+#[test]
+fn idlereaperctl_upgrade_racing_a_sigusr2_reports_the_upgrade() {
+    let (mut daemon, _listen, socket) = sink_daemon(1);
+    for round in 0..5 {
+        let ctl = Command::new(CTL)
+            .arg("-s")
+            .arg(&socket)
+            .arg("upgrade")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        daemon.signal(libc::SIGUSR2);
+        let out = ctl.wait_with_output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "round {round}: {:?} {stderr}; log:\n{}", out.status, daemon.log());
+        assert!(stdout.starts_with("upgraded from="), "round {round}: {stdout:?}");
+        assert!(
+            daemon.log().contains(stdout.trim_end()),
+            "round {round}: the upgrade that happened: {stdout}"
+        );
+    }
+    let status = daemon.stop();
+    assert!(status.success(), "{status:?}; log:\n{}", daemon.log());
+}
+
+#[test]
+fn an_upgrade_refused_or_whose_exec_fails_is_told_and_clients_caught_in_it_are_answered() {
+    let listen = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("idlereaper");
+    std::fs::copy(BIN, &exe).unwrap();
+    let (control, socket) = control_section(dir.path(), "0660");
+    let config = daemon_section(dir.path(), "2s") + &sink_listener("sink", listen, "10m") + &control;
+    let daemon = Daemon::start_program(&exe, dir, &config, |_, _| {});
+
+    // Refused at the checks: no binary.
+    std::fs::rename(&exe, exe.with_extension("away")).unwrap();
+    let out = ctl(&socket, &["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("upgrade refused: ") && err.contains("No such file"), "{err}");
+
+    // Every check passes, then the binary is gone when the exec comes: the old code takes the
+    // state back, control clients with it, and tells the asker.
+    let exec_real = format!(
+        "#!/bin/sh\ncase \"$1\" in\n--handover-check) mv \"$0\" \"$0.gone\";;\nesac\nexec {BIN} \"$@\"\n"
+    );
+    std::fs::write(&exe, exec_real).unwrap();
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut halfway = accepted_client(&daemon, &socket);
+    halfway.write_all(b"show lis").unwrap();
+    let mut asker = accepted_client(&daemon, &socket);
+    asker.write_all(b"upgrade\n").unwrap();
+    let told = read_rest(&mut asker);
+    assert!(
+        told.starts_with("error: upgrade refused: cannot execute ") && told.ends_with("\n\n"),
+        "{told:?}"
+    );
+    halfway.write_all(b"teners\n").unwrap();
+    let listeners = read_rest(&mut halfway);
+    assert!(listeners.starts_with("name ") && listeners.ends_with("\n\n"), "{listeners:?}");
+    assert!(!daemon.log().contains("upgraded from="), "{}", daemon.log());
+}
