@@ -17,19 +17,33 @@ pub struct ConnRow {
     pub client: String,
     /// The upstream's address (`-` for a sink).
     pub upstream: String,
-    /// `connecting`, `relaying`, `half_closed` or `sink`.
+    /// `tcp`, `postgres` or `redis`: what idle means for it.
+    pub protocol: String,
+    /// `tcp`: `connecting`, `relaying`, `half_closed` or `sink`. A protocol's, once connected:
+    /// `starting`, `idle`, `idle_in_transaction`, `busy`, `subscribed`, `monitoring`, `opaque`
+    /// (`half_closed` after a FIN).
     pub state: String,
+    /// The inactivity timer its state runs: `idle`, `idle_in_transaction`, `subscriber_idle`,
+    /// or `none` (never closed as idle); `connect` while connecting.
+    pub timer: String,
     pub age_ms: u64,
     /// Since the last byte moved (or since accept, while connecting).
     pub idle_ms: u64,
-    /// Until the daemon closes it, unless something moves first.
-    pub reap_in_ms: u64,
-    /// Which deadline is next: `idle`, `max_lifetime`, `half_close` or `connect`.
+    /// Until the daemon closes it, unless something moves first; none when no deadline runs.
+    pub reap_in_ms: Option<u64>,
+    /// Which deadline is next: `idle`, `idle_in_transaction`, `subscriber_idle`,
+    /// `max_lifetime`, `half_close`, `connect`, or `none`.
     pub reap_reason: String,
-    /// The idle timeout it is subject to (for `top`'s bar).
+    /// The length of its inactivity timer (0 for none; for `top`'s bar).
     pub idle_timeout_ms: u64,
     pub bytes_from_client: u64,
     pub bytes_from_upstream: u64,
+}
+
+/// The order `show conns` lists connections in: soonest to be reaped first, then by id; one
+/// that no deadline runs for (`reap_in_ms` none) after every other.
+pub fn reap_order(reap_in_ms: Option<u64>, id: u64) -> (u64, u64) {
+    (reap_in_ms.unwrap_or(u64::MAX), id)
 }
 
 /// One listener in force, as `show listeners` shows it.
@@ -95,12 +109,14 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-const CONNS_HEADER: [&str; 11] = [
+const CONNS_HEADER: [&str; 13] = [
     "id",
     "listener",
     "client",
     "upstream",
+    "protocol",
     "state",
+    "timer",
     "age",
     "idle",
     "reap_in",
@@ -115,10 +131,12 @@ fn conn_cells(r: &ConnRow) -> Vec<String> {
         r.listener.clone(),
         r.client.clone(),
         r.upstream.clone(),
+        r.protocol.clone(),
         r.state.clone(),
+        r.timer.clone(),
         human_ms(r.age_ms),
         human_ms(r.idle_ms),
-        human_ms(r.reap_in_ms),
+        r.reap_in_ms.map_or_else(|| "-".to_owned(), human_ms),
         r.reap_reason.clone(),
         r.bytes_from_client.to_string(),
         r.bytes_from_upstream.to_string(),
@@ -215,15 +233,24 @@ mod tests {
             listener: "pg".into(),
             client: "127.0.0.1:40000".into(),
             upstream: "127.0.0.1:5432".into(),
+            protocol: "tcp".into(),
             state: "relaying".into(),
+            timer: "idle".into(),
             age_ms: 65_000,
             idle_ms: 1_500,
-            reap_in_ms,
+            reap_in_ms: Some(reap_in_ms),
             reap_reason: "idle".into(),
             idle_timeout_ms: 300_000,
             bytes_from_client: 10,
             bytes_from_upstream: 2048,
         }
+    }
+
+    #[test]
+    fn connections_no_deadline_runs_for_are_listed_last_then_by_id() {
+        let mut keys = [(None, 1), (Some(u64::MAX - 1), 9), (Some(5), 7), (None, 0), (Some(5), 2)];
+        keys.sort_by_key(|&(reap_in, id)| reap_order(reap_in, id));
+        assert_eq!(keys, [(Some(5), 2), (Some(5), 7), (Some(u64::MAX - 1), 9), (None, 0), (None, 1)]);
     }
 
     #[test]
@@ -236,10 +263,15 @@ mod tests {
 
     #[test]
     fn a_table_aligns_its_columns_and_json_reads_back() {
-        let rows = vec![row(7, 298_500), row(12345, 5)];
+        let mut busy = row(8, 0);
+        (busy.protocol, busy.state, busy.timer, busy.reap_in_ms) =
+            ("postgres".into(), "busy".into(), "none".into(), None);
+        busy.reap_reason = "none".into();
+        let rows = vec![row(7, 298_500), row(12345, 5), busy];
         let text = conns_table(&rows);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 4);
+        assert!(lines[3].contains("postgres  busy      none") && lines[3].contains("  -  "), "{text}");
         assert!(lines[0].starts_with("id     listener  client"), "{text}");
         assert!(lines[1].contains("4m58s") && lines[2].contains("5ms"), "{text}");
         let column = |l: &str| l.find("relaying");
@@ -265,6 +297,14 @@ mod tests {
         assert_eq!(column(lines[0].replace("state", "relaying").as_str()), column(lines[1]));
         assert!(column(lines[3]) > column(lines[1]), "{text}");
         assert_eq!(column(lines[4]), column(lines[1]), "{text}");
+        // A later part with the observers' columns and a connection no deadline runs for.
+        let mut idle = row(9, 0);
+        (idle.protocol, idle.state, idle.timer, idle.reap_in_ms) =
+            ("redis".into(), "subscribed".into(), "none".into(), None);
+        let mut text = String::new();
+        ConnsTable::start(&rows[..1], &mut text).more(&[idle], &mut text);
+        let last = text.lines().nth(2).unwrap();
+        assert!(last.contains("redis") && last.contains("subscribed") && last.contains("  -  "), "{text}");
         for n in [0, 1, 5] {
             let (mut json, mut array) = (String::new(), JsonArray::default());
             array.more(&rows[..n.min(2)], &mut json);

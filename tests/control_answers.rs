@@ -16,21 +16,21 @@ use std::path::Path;
 use std::thread;
 
 use common::*;
-use idlereaper::report::ConnRow;
+use idlereaper::report::{reap_order, ConnRow};
 
 fn rows_of(socket: &Path, args: &[&str]) -> Vec<ConnRow> {
-    serde_json::from_str(&ctl_ok(socket, args)).expect("JSON rows")
+    serde_json::from_str(&ctl_stdout(socket, args)).expect("JSON rows")
 }
 
 fn in_order(rows: &[ConnRow]) -> bool {
-    rows.windows(2).all(|w| (w[0].reap_in_ms, w[0].id) <= (w[1].reap_in_ms, w[1].id))
+    rows.windows(2).all(|w| reap_order(w[0].reap_in_ms, w[0].id) <= reap_order(w[1].reap_in_ms, w[1].id))
 }
 
 #[test]
 fn show_conns_merges_the_workers_rows_soonest_first_and_limit_takes_the_soonest_of_all() {
     let (soon, late) = (free_addr(), free_addr());
     let dir = tempfile::tempdir().unwrap();
-    let (control, socket) = control_section(dir.path(), "0660");
+    let (control, socket) = control_at(dir.path());
     let config = daemon_section(dir.path(), "2s").replace("[daemon]\n", "[daemon]\nworkers = 2\n")
         + &sink_listener("soon", soon, "30s")
         + &sink_listener("late", late, "60s")
@@ -58,11 +58,11 @@ fn show_conns_merges_the_workers_rows_soonest_first_and_limit_takes_the_soonest_
     let limited = rows_of(&socket, &["show", "conns", "--limit", "65", "--json"]);
     assert!(in_order(&limited));
     assert_eq!(limited.iter().map(|r| r.id).collect::<BTreeSet<_>>(), soonest);
-    let table = ctl_ok(&socket, &["show", "conns", "--limit", "65"]);
+    let table = ctl_stdout(&socket, &["show", "conns", "--limit", "65"]);
     assert_eq!(table.lines().count(), 66, "{table}");
     assert!(table.lines().skip(1).all(|l| l.split_whitespace().nth(1) == Some("soon")), "{table}");
     // The whole table: every connection once, the columns aligned over the first 1,024 rows.
-    let table = ctl_ok(&socket, &["show", "conns"]);
+    let table = ctl_stdout(&socket, &["show", "conns"]);
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("id ") && lines.len() == held.len() + 1, "{} lines", lines.len());
     let table_ids: BTreeSet<u64> =
@@ -84,13 +84,13 @@ fn a_reader_that_stalls_holds_the_building_of_rows_not_the_whole_answer() {
     }
     let listen = free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let (control, socket) = control_section(dir.path(), "0660");
+    let (control, socket) = control_at(dir.path());
     let config = daemon_section(dir.path(), "2s") + &sink_listener("sink", listen, "10m") + &control;
     let _daemon = Daemon::start_in(dir, &config);
     let held: Vec<TcpStream> = (0..4000).map(|_| connect(listen)).collect();
     let counted = wait_for(std::time::Duration::from_secs(10), || {
         (rows_of(&socket, &["show", "conns", "--limit", "1", "--json"]).len() == 1
-            && ctl_ok(&socket, &["show", "listeners"]).contains(" 4000 "))
+            && ctl_stdout(&socket, &["show", "listeners"]).contains(" 4000 "))
         .then_some(())
     });
     assert!(counted.is_some(), "4000 connections open");
@@ -102,7 +102,7 @@ fn a_reader_that_stalls_holds_the_building_of_rows_not_the_whole_answer() {
     reader.read_exact(&mut first).unwrap();
     // The newest connection is the last to be reaped: its row is the answer's last.
     let newest = held.last().unwrap().local_addr().unwrap().to_string();
-    assert_eq!(ctl_ok(&socket, &["kill", "--client", &newest]), "killed 1\n");
+    assert_eq!(ctl_stdout(&socket, &["kill", "--client", &newest]), "killed 1\n");
     let mut rest = Vec::new();
     reader.read_to_end(&mut rest).unwrap();
     first.extend(rest);
@@ -142,7 +142,7 @@ fn an_answer_without_its_end_is_an_error_not_a_shorter_answer() {
         (&b"error: busy: 32 clients already\n\n"[..], 2, "", "busy: 32 clients already"),
     ] {
         let (socket, server) = fake_daemon(dir.path(), answer);
-        let out = ctl(&socket, &["show", "conns"]);
+        let out = ctl_run(&socket, &["show", "conns"]);
         assert_eq!(server.join().unwrap(), "show conns\n");
         let (out_text, err_text) =
             (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -157,7 +157,7 @@ fn an_answer_without_its_end_is_an_error_not_a_shorter_answer() {
 fn every_answer_ends_with_an_empty_line() {
     let listen = free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let (control, socket) = control_section(dir.path(), "0660");
+    let (control, socket) = control_at(dir.path());
     let config = daemon_section(dir.path(), "2s") + &sink_listener("sink", listen, "10m") + &control;
     let _daemon = Daemon::start_in(dir, &config);
     let _held = connect(listen);
@@ -183,13 +183,13 @@ fn a_control_socket_the_daemon_user_cannot_remove_is_named_in_a_warning() {
     // The socket in a directory of root's that nobody may write to.
     let sockets = tempfile::tempdir().unwrap();
     std::fs::set_permissions(sockets.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (control, socket) = control_section(sockets.path(), "0660");
+    let (control, socket) = control_at(sockets.path());
     let config = daemon_section(dir.path(), "2s")
         .replace("[daemon]\n", "[daemon]\nuser = \"nobody\"\ngroup = \"nogroup\"\n")
         + &sink_listener("sink", listen, "10m")
         + &control;
     let mut daemon = Daemon::start_in(dir, &config);
-    assert!(ctl_ok(&socket, &["show", "listeners"]).contains("sink "));
+    assert!(ctl_stdout(&socket, &["show", "listeners"]).contains("sink "));
     assert!(daemon.stop().success(), "{}", daemon.log());
     let warning = format!("WARN cannot remove control socket {}: ", socket.display());
     assert!(daemon.log().contains(&warning), "{warning} in\n{}", daemon.log());

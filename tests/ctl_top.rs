@@ -29,7 +29,6 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::termios::{tcgetattr, LocalFlags};
 
-/// The binary under test.
 /// Relayed connections each test opens.
 const CONNS: usize = 3;
 /// The listener's name.

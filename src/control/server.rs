@@ -1,17 +1,17 @@
 //! Serving the control socket. Everything is bounded, as for the metrics endpoint: a request
-//! line is at most [`MAX_LINE`](super::client::MAX_LINE) bytes, a client has [`REQUEST_TIMEOUT`] from accept to send it
-//! and [`ANSWER_TIMEOUT`] to take the answer, at most [`MAX_CLIENTS`] are served at once (more
-//! are told so and closed), and an accept pass takes at most [`ACCEPTS_PER_PASS`]. Every
-//! answer ends with an empty line ([`END`]); a client the server gives up on is closed without
-//! it, so the client can tell.
+//! line is at most [`MAX_LINE`](super::client::MAX_LINE) bytes, a client has
+//! [`REQUEST_TIMEOUT`] from accept to send it and [`ANSWER_TIMEOUT`] to take the answer, at most
+//! [`MAX_CLIENTS`] are served at once (more are told so and closed), and an accept pass takes at
+//! most [`ACCEPTS_PER_PASS`]. Every answer ends with an empty line ([`END`]); a client the server
+//! gives up on is closed without it, so the client can tell.
 //!
 //! Only a peer whose uid is root or the daemon's, or who is in the daemon's group, is served:
 //! others get one error line and are closed (`SO_PEERCRED`, read at accept).
 //!
-//! Across a live upgrade every client goes on ([`Server::freeze`], [`Server::adopt`]): one
+//! Across a live upgrade every client goes on ([`Server::freeze`], [`Server::adopt_with`]): one
 //! still sending its request, one whose answer is not all sent, and those waiting for the
-//! upgrade's result; clients not accepted yet wait in the socket's backlog, which the new
-//! image accepts from.
+//! upgrade's result; clients not accepted yet wait in the socket's backlog, which the image that
+//! carries on accepts from (the new one, the old one after a failed exec, or the guardian).
 
 use std::io::{self, Write};
 use std::os::fd::{IntoRawFd, RawFd};
@@ -76,8 +76,20 @@ impl Server {
         clients: &[ControlClientState],
         frozen: Instant,
     ) -> io::Result<Server> {
+        Server::adopt_with(fd, UnixPath::adopt(path.to_path_buf()), clients, frozen)
+    }
+
+    /// [`Server::adopt`], with the guard of the socket file made by the caller (who may keep a
+    /// clone of it, so that the file stays while the guardian of an upgrade may still need it).
+    /// No client's socket is read or written here: the guardian may still take them back.
+    pub fn adopt_with(
+        fd: RawFd,
+        path: UnixPath,
+        clients: &[ControlClientState],
+        frozen: Instant,
+    ) -> io::Result<Server> {
         let listener = mio::net::UnixListener::from(crate::sys::adopt(fd)?);
-        let mut server = Server::on(listener, UnixPath::adopt(path.to_path_buf()));
+        let mut server = Server::on(listener, path);
         for (slot, state) in clients.iter().enumerate().take(MAX_CLIENTS) {
             match Client::thaw(state, frozen, server.serial()) {
                 Ok(client) => server.clients.put(slot, client),

@@ -1,10 +1,10 @@
-//! `show conns`, answered while the workers build it: each worker sends its rows in order (soonest
-//! to be reaped first, then by id), in batches of a loop turn ([`Rows`]), the next one when the
-//! supervisor asks for it; the supervisor merges the workers' rows in that order and writes
-//! each part of the answer as soon as it is placed. A row is placed once every worker still
-//! building has sent one at least as late; `--limit` stops the merge at that many (each worker
-//! chose its soonest that many, so the merge keeps the soonest of all). The table's columns
-//! fit its first [`TABLE_FIT`] rows.
+//! `show conns`, answered while the workers build it: each worker sends its rows in order
+//! (`report::reap_order`: soonest to be reaped first, those no deadline runs for last, then by
+//! id), in batches of a loop turn ([`Rows`]), the next one when the supervisor asks for it; the
+//! supervisor merges the workers' rows in that order and writes each part of the answer as soon
+//! as it is placed. A row is placed once every worker still building has sent one at least as
+//! late; `--limit` stops the merge at that many (each worker chose its soonest that many, so the
+//! merge keeps the soonest of all). The table's columns fit its first [`TABLE_FIT`] rows.
 //!
 //! A worker is asked for its next batch only when the merge needs it and the client has taken
 //! the answer down to [`LOW_WATER`] bytes not yet sent: a reader that does not keep up holds
@@ -20,7 +20,7 @@ use std::time::Instant;
 use mio::Waker;
 
 use crate::control::{ClientId, Server};
-use crate::report::{ConnRow, ConnsTable, JsonArray};
+use crate::report::{reap_order, ConnRow, ConnsTable, JsonArray};
 use crate::worker::{Command, Query, Remote, Rows};
 
 /// Rows a table's columns are fitted to: the first part of a table waits for them (or for the
@@ -60,7 +60,8 @@ enum Form {
 
 /// What comes next in the merge.
 enum Next {
-    Row(ConnRow),
+    /// The next row is placed.
+    Placed,
     /// A worker still building has sent nothing that is not placed yet.
     Wait,
     End,
@@ -165,8 +166,8 @@ impl Listing {
         self.write(control);
     }
 
-    /// The next row in the merged order, if it can be told yet.
-    fn next(&mut self) -> Next {
+    /// Places the next row in the merged order in `placed`, if it can be told yet.
+    fn place(&mut self, placed: &mut Vec<ConnRow>) -> Next {
         if self.left == 0 {
             return Next::End;
         }
@@ -176,7 +177,7 @@ impl Listing {
                 None if !part.done => return Next::Wait,
                 None => {}
                 Some(row) => {
-                    let key = (row.reap_in_ms, row.id);
+                    let key = reap_order(row.reap_in_ms, row.id);
                     if best.is_none_or(|(_, best)| key < best) {
                         best = Some((i, key));
                     }
@@ -186,7 +187,8 @@ impl Listing {
         match best.and_then(|(i, _)| self.parts[i].queue.pop_front()) {
             Some(row) => {
                 self.left -= 1;
-                Next::Row(row)
+                placed.push(row);
+                Next::Placed
             }
             None => Next::End,
         }
@@ -196,8 +198,8 @@ impl Listing {
     fn write(&mut self, control: &mut Server) -> bool {
         let mut placed = Vec::new();
         let end = loop {
-            match self.next() {
-                Next::Row(row) => placed.push(row),
+            match self.place(&mut placed) {
+                Next::Placed => {}
                 Next::Wait => break false,
                 Next::End => break true,
             }

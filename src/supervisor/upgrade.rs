@@ -1,24 +1,30 @@
-//! A live upgrade, the supervisor's part (SIGUSR2, `idlereaperctl upgrade`): ask the new binary,
-//! answer the control requests that came meanwhile, freeze the workers, write the state and
-//! exec; or, if the exec fails, carry on from the same state. And the new image's first turn
-//! ([`Supervisor::upgrade_done`]). Every control client that asked for the upgrade, before it
-//! or during it, is told its result; the others are answered before the freeze, or handed over
-//! with what they sent or are still to read.
+//! A live upgrade, the supervisor's part (SIGUSR2, `idlereaperctl upgrade`): resolve the path
+//! the daemon was started as, ask that binary, answer the control requests that came meanwhile,
+//! freeze the workers, start the guardian, write the state and exec; or, if the exec fails,
+//! carry on from the same state. And the first turn of the new image
+//! ([`Supervisor::upgrade_done`]), or of the guardian carrying on after the new image did not
+//! take over. Every control client that asked for the upgrade, before it or during it, is told
+//! its result by whichever image carries on; the others are answered before the freeze, or
+//! handed over with what they sent or are still to read.
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use log::{error, info, warn};
+use log::kv::Value;
+use log::{error, info, warn, Level};
 
 use super::{broadcast, watch_list, Supervisor, Threads, Turn, Upgraded, CONTROL, METRICS};
-use crate::clock::monotonic_ns;
+use crate::clock::{self, monotonic_ns};
 use crate::control;
-use crate::handover::exec;
-use crate::handover::state::ControlClientState;
+use crate::handover::state::{ControlClientState, State};
+use crate::handover::{exec, guardian};
+use crate::logging;
 use crate::metrics::http::Endpoint;
+use crate::metrics::UpgradeResult;
 use crate::signals::{self, Signal};
 use crate::upgrade::{self, Carried};
 use crate::worker::{Command, Frozen, Remote};
@@ -65,17 +71,22 @@ impl Supervisor {
     /// the workers could not be rebuilt.
     fn upgrade(&mut self, turn: &mut Turn<'_>) -> io::Result<()> {
         self.notifier.reloading();
-        let Some(exe) = self.runtime.exe.clone() else {
-            self.upgrade_refused("the path of the running binary is not known".to_owned());
-            return Ok(());
+        let (started_as, exe) = match self.binary() {
+            Ok(paths) => paths,
+            Err(reason) => {
+                self.upgrade_refused(reason);
+                return Ok(());
+            }
         };
-        info!("upgrade: checking {}", exe.display());
+        info!("upgrade: checking {}", shown(&started_as, &exe));
         let mut args = vec![OsStr::new("--config"), self.config.path.as_os_str()];
         if self.runtime.pidfile_overridden {
             args.extend([OsStr::new("--pidfile"), self.config.daemon.pidfile.as_os_str()]);
         }
-        let sample =
-            upgrade::sample_of(self.carried(false, None, None, Vec::new()), turn.threads.remotes.len());
+        let sample = upgrade::sample_of(
+            self.carried(false, [None; 2], Vec::new(), turn.log.descriptor()),
+            turn.threads.remotes.len(),
+        );
         if let Err(reason) = exec::preflight(&exe, &args, &sample) {
             self.upgrade_refused(reason);
             return Ok(());
@@ -83,33 +94,20 @@ impl Supervisor {
         // From here on a signal waits for the image that will handle it; those that came
         // before are answered now.
         signals::block();
-        let mut stop = false;
-        let pending: Vec<Signal> = self.signals.pending().collect();
-        for signal in pending {
-            match signal {
-                Signal::Stop => stop = true,
-                Signal::Upgrade => warn!("SIGUSR2 during an upgrade: ignored"),
-                Signal::Reload => {
-                    warn!("SIGHUP during an upgrade: ignored (the upgrade reads the configuration)")
-                }
-                Signal::Stats => {
-                    turn.log.reopen();
-                    info!("stats {}", self.metrics.stats_line());
-                }
-            }
-        }
+        let stop = self.answer_pending(turn.log);
         // Control requests that came during the checks are answered now (an `upgrade` joins
         // this one), and every `show conns` in progress is completed: the workers' rows do not
-        // cross the exec. Clients still in the backlog are the new image's.
+        // cross the exec. Clients still in the backlog are for the image that carries on.
         if let Some(control) = self.control.as_mut() {
             for (client, request) in control.take_in() {
                 self.answer(client, request, &turn.threads.remotes, turn.log);
             }
         }
         self.complete_listings();
-        let (at, frozen_at) = (Instant::now(), monotonic_ns());
+        let frozen_at = monotonic_ns();
+        let at = clock::instant_of(frozen_at);
         let (reply, replies) = mpsc::channel::<Frozen>();
-        broadcast(&turn.threads.remotes, || Command::Freeze { at, reply: reply.clone() });
+        broadcast(&turn.threads.remotes, || Command::Freeze { at: frozen_at, reply: reply.clone() });
         drop(reply);
         let mut frozen: Vec<Frozen> = replies.iter().collect();
         frozen.sort_by_key(|f| f.worker);
@@ -123,24 +121,15 @@ impl Supervisor {
             }
             None => (None, Vec::new()),
         };
-        let carried = self.carried(stop, endpoint_fd, control_fd, control_clients);
-        let state = upgrade::state_of(carried, frozen_at, frozen);
-        let failure =
-            match exec::write(&state).and_then(|memfd| exec::inherit(&state, &memfd).map(|()| memfd)) {
-                Ok(memfd) => {
-                    info!(
-                        "upgrade: handing over connections={} listeners={} to {}",
-                        state.connections(),
-                        state.in_force.len(),
-                        exe.display()
-                    );
-                    log::logger().flush();
-                    exec::exec(&exe, &self.runtime.args, &memfd)
-                }
-                Err(e) => e,
-            };
+        let carried = self.carried(stop, [endpoint_fd, control_fd], control_clients, turn.log.descriptor());
+        let mut state = upgrade::state_of(carried, frozen_at, frozen);
+        let failure = self.hand_over(&mut state, &exe, &started_as);
         // Still here: the exec failed. The old code carries on from the state.
-        let thawed = upgrade::thaw(&state, &self.metrics).map_err(|e| io::Error::other(e.to_string()))?;
+        for fd in [Some(state.pidfile_fd), state.log_fd].into_iter().flatten() {
+            let _ = crate::sys::close_on_exec(fd);
+        }
+        let thawed = upgrade::thaw(&state, &self.metrics, &mut Vec::new())
+            .map_err(|e| io::Error::other(e.to_string()))?;
         let (config, sources, upstreams) = (thawed.config, thawed.sources, thawed.upstreams);
         (self.config, self.sources, self.slots) = (config, sources, thawed.in_force);
         self.watched.set(watch_list(&self.config, &upstreams));
@@ -161,13 +150,82 @@ impl Supervisor {
         Ok(())
     }
 
-    /// What the state carries besides the workers' part.
+    /// The signals that came before the upgrade committed: answered now (a stop is returned,
+    /// for the image that carries on).
+    fn answer_pending(&mut self, log: &super::LogHandle) -> bool {
+        let mut stop = false;
+        let pending: Vec<Signal> = self.signals.pending().collect();
+        for signal in pending {
+            match signal {
+                Signal::Stop => stop = true,
+                Signal::Upgrade => warn!("SIGUSR2 during an upgrade: ignored"),
+                Signal::Reload => {
+                    warn!("SIGHUP during an upgrade: ignored (the upgrade reads the configuration)")
+                }
+                Signal::Stats => {
+                    log.reopen();
+                    logging::log_fields(Level::Info, "stats", &self.metrics.stats());
+                }
+            }
+        }
+        stop
+    }
+
+    /// The path the daemon was started as, and the file it resolves to now: the binary to ask
+    /// and execute.
+    fn binary(&self) -> Result<(PathBuf, PathBuf), String> {
+        let Some(started_as) = self.runtime.started_as.clone() else {
+            return Err("the path of the running binary is not known".to_owned());
+        };
+        let exe = std::fs::canonicalize(&started_as).map_err(|e| format!("{}: {e}", started_as.display()))?;
+        Ok((started_as, exe))
+    }
+
+    /// Writes `state` to a memory file, starts the guardian (see `handover::guardian`), makes it
+    /// the service manager's main process, and executes `exe`. Returns only if that failed,
+    /// with why (the guardian then told to exit).
+    fn hand_over(&self, state: &mut State, exe: &Path, started_as: &Path) -> io::Error {
+        let memfd = match exec::memfd().and_then(|memfd| exec::inherit(state, &memfd).map(|()| memfd)) {
+            Ok(memfd) => memfd,
+            Err(e) => return e,
+        };
+        let guardian = match guardian::spawn(started_as, &self.runtime.args, &memfd, &signals::HANDLED) {
+            Ok(guardian) => guardian,
+            Err(e) => return io::Error::new(e.kind(), format!("cannot start the upgrade's guardian: {e}")),
+        };
+        let written = guardian.hand_over().and_then(|pipe| {
+            state.guardian = Some(pipe);
+            exec::write_into(&memfd, state)
+        });
+        let failure = match written {
+            Err(e) => e,
+            Ok(()) => {
+                self.notifier.main_pid(guardian.pid());
+                info!(
+                    "upgrade: handing over connections={} listeners={} guardian={} to {}",
+                    state.connections(),
+                    state.in_force.len(),
+                    guardian.pid(),
+                    exe.display()
+                );
+                log::logger().flush();
+                exec::exec(exe, started_as, &self.runtime.args, &memfd)
+            }
+        };
+        if let Err(e) = guardian.release() {
+            warn!("upgrade: {e}");
+        }
+        failure
+    }
+
+    /// What the state carries besides the workers' part; `fds`: the metrics endpoint's and the
+    /// control socket's descriptors, with the control socket's clients.
     fn carried(
         &self,
         stop: bool,
-        endpoint_fd: Option<RawFd>,
-        control_fd: Option<RawFd>,
+        [endpoint_fd, control_fd]: [Option<RawFd>; 2],
         control_clients: Vec<ControlClientState>,
+        log_fd: Option<RawFd>,
     ) -> Carried<'_> {
         Carried {
             config: &self.config,
@@ -185,6 +243,8 @@ impl Supervisor {
             in_force: &self.slots,
             upstreams: &self.upstreams,
             metrics: &self.metrics,
+            started_as: self.runtime.started_as.as_deref(),
+            log_fd,
         }
     }
 
@@ -206,7 +266,7 @@ impl Supervisor {
     /// clients that asked for it told.
     fn upgrade_refused(&mut self, reason: String) {
         error!("upgrade refused: {reason}");
-        self.metrics.upgrade(false);
+        self.metrics.upgrade(UpgradeResult::Refused);
         if let Some(control) = self.control.as_mut() {
             control.tell_upgrade(&format!("error: upgrade refused: {reason}\n"));
         }
@@ -216,22 +276,38 @@ impl Supervisor {
 
     /// The new image's first turn: the `upgraded` line (also to the control clients that asked),
     /// the configuration file read again (as a reload), and a stop that was asked for during
-    /// the upgrade.
+    /// the upgrade. Or the guardian's, when the new image did not take over.
     pub(super) fn upgrade_done(
         &mut self,
-        upgraded: Upgraded,
+        mut upgraded: Upgraded,
         remotes: &[Remote],
         log: &super::LogHandle,
     ) -> io::Result<()> {
         let pause_ms = monotonic_ns().saturating_sub(upgraded.frozen_at) as f64 / 1e6;
-        let line = format!(
-            "upgraded from={} to={} connections={} listeners={} pause_ms={pause_ms:.1}",
-            upgraded.from,
-            env!("CARGO_PKG_VERSION"),
-            upgraded.connections,
-            upgraded.listeners
-        );
-        info!("{line}");
+        if let Some(failure) = upgraded.failed.take() {
+            self.upgrade_failed(&upgraded, &failure.describe(), pause_ms);
+            if upgraded.stop {
+                self.stop(remotes);
+            }
+            return Ok(());
+        }
+        let (binary, resolved) = match &upgraded.binary {
+            Some((path, file)) => (path.display().to_string(), file.display().to_string()),
+            None => ("unknown".to_owned(), "unknown".to_owned()),
+        };
+        // Tenths of a millisecond: what the pause can be told to.
+        let pause_ms = (pause_ms * 10.0).round() / 10.0;
+        let fields: [(&str, Value<'_>); 7] = [
+            ("from", upgraded.from.as_str().into()),
+            ("to", env!("CARGO_PKG_VERSION").into()),
+            ("connections", upgraded.connections.into()),
+            ("listeners", upgraded.listeners.into()),
+            ("pause_ms", pause_ms.into()),
+            ("binary", binary.as_str().into()),
+            ("resolved", resolved.as_str().into()),
+        ];
+        logging::log_fields(Level::Info, "upgraded", &fields);
+        let line = logging::text("upgraded", &fields);
         tell(upgraded.reply, &line);
         if let Some(control) = self.control.as_mut() {
             control.tell_upgrade(&format!("{line}\n"));
@@ -243,12 +319,41 @@ impl Supervisor {
                 error!("upgrade: the configuration file was not applied, keeping the one in force: {e}")
             }
         }
-        self.metrics.upgrade(true);
+        self.metrics.upgrade(UpgradeResult::Success);
         self.last_change = line;
         self.notifier.send(&format!("READY=1\nSTATUS={}", self.status()));
         if upgraded.stop {
             self.stop(remotes);
         }
         Ok(())
+    }
+
+    /// The guardian's first turn, the new image having failed: said (also to the control clients
+    /// that asked, handed over to it with the rest), counted, and this process made the
+    /// service's main one.
+    fn upgrade_failed(&mut self, upgraded: &Upgraded, reason: &str, pause_ms: f64) {
+        let pid = std::process::id();
+        error!(
+            "upgrade failed: {reason}; the old code carries on as pid={pid} connections={} listeners={} \
+             pause_ms={pause_ms:.1}",
+            upgraded.connections, upgraded.listeners
+        );
+        let answer = format!("error: upgrade failed: {reason}");
+        tell(upgraded.reply, &answer);
+        if let Some(control) = self.control.as_mut() {
+            control.tell_upgrade(&format!("{answer}\n"));
+        }
+        upgrade::close_retired(&upgraded.retired);
+        self.metrics.upgrade(UpgradeResult::Failed);
+        self.last_change = format!("upgrade failed: {reason}");
+        self.notifier.send(&format!("MAINPID={pid}\nREADY=1\nSTATUS={}", self.status()));
+    }
+}
+
+/// `path`, and the file it resolves to if that is another.
+fn shown(path: &Path, file: &Path) -> String {
+    match path == file {
+        true => path.display().to_string(),
+        false => format!("{} (resolved to {})", path.display(), file.display()),
     }
 }

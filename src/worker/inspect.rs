@@ -1,5 +1,6 @@
-//! What the control socket asks of a worker: a row per open connection (`show conns`), and
-//! closing chosen connections at once (`kill`, reason `killed`). Both are answered from the
+//! What the control socket asks of a worker: a row per open connection (`show conns`: with a
+//! protocol listener's state and the timer it runs), and closing chosen connections at once
+//! (`kill`, reason `killed`). Both are answered from the
 //! slots and the wheel's deadlines, with no system call but one `getpeername` per row's
 //! upstream.
 //!
@@ -17,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
+use super::deadlines::{inactivity, NEVER};
 use super::{Core, Slot};
-use crate::report::ConnRow;
+use crate::observe::Protocol;
+use crate::report::{reap_order, ConnRow};
 use crate::stream::Peer;
 use crate::vocab::CloseReason;
 
@@ -42,8 +45,9 @@ pub(super) struct Inspection {
     wanted: bool,
     /// The instant the rows' times are taken at.
     now: Instant,
-    /// The connections chosen, in order, not built yet: time to reap (ms), id, slab key.
-    chosen: VecDeque<(u64, u64, usize)>,
+    /// The connections chosen, in order, not built yet: time to reap (ms; none if no deadline
+    /// runs), id, slab key.
+    chosen: VecDeque<(Option<u64>, u64, usize)>,
     reply: Sender<Rows>,
     /// Wakes the supervisor for each batch.
     wake: Arc<Waker>,
@@ -106,11 +110,12 @@ impl Core {
         self.inspections.iter().any(|i| i.wanted)
     }
 
-    /// The connections `query` chooses, soonest to be reaped first, then by id (the order the
-    /// supervisor merges the workers' rows in): time to reap in ms, id, slab key.
-    fn choose(&self, now: Instant, query: &Query) -> Vec<(u64, u64, usize)> {
+    /// The connections `query` chooses, in the order the supervisor merges the workers' rows in
+    /// ([`reap_order`]: soonest to be reaped first, those no deadline runs for last, then by
+    /// id): time to reap in ms, id, slab key.
+    fn choose(&self, now: Instant, query: &Query) -> Vec<(Option<u64>, u64, usize)> {
         let over = millis(query.idle_over);
-        let mut chosen: Vec<(u64, u64, usize)> = self
+        let mut chosen: Vec<(Option<u64>, u64, usize)> = self
             .slots
             .iter()
             .filter(|(_, slot)| {
@@ -118,13 +123,14 @@ impl Core {
                 query.listener.as_ref().is_none_or(|wanted| wanted == name)
                     && millis(self.idle(now, slot)) >= over
             })
-            .map(|(key, slot)| (millis(self.clock.until(now, slot.deadlines.earliest())), slot.id, key))
+            .map(|(key, slot)| (self.reap_in(now, slot), slot.id, key))
             .collect();
+        let order = |&(reap_in, id, _): &(Option<u64>, u64, usize)| reap_order(reap_in, id);
         if let Some(limit) = query.limit.filter(|&limit| limit < chosen.len()) {
-            chosen.select_nth_unstable(limit);
+            chosen.select_nth_unstable_by_key(limit, order);
             chosen.truncate(limit);
         }
-        chosen.sort_unstable();
+        chosen.sort_unstable_by_key(order);
         chosen
     }
 
@@ -164,29 +170,47 @@ impl Core {
         match slot.conn.is_connecting() {
             true => age,
             false => {
-                let timeout = self.listeners[slot.listener].config.idle_timeout;
-                // The idle deadline is the last movement plus idle_timeout.
+                let timeout = inactivity(&self.listeners[slot.listener].config, &slot.conn).1;
+                // The idle deadline is the last movement plus the timer's length.
                 timeout.saturating_sub(self.clock.until(now, slot.deadlines.activity)).min(age)
             }
         }
     }
 
-    fn row(&self, now: Instant, slot: &Slot, reap_in_ms: u64) -> ConnRow {
-        let conn = &slot.conn;
-        let config = &self.listeners[slot.listener].config;
-        let connecting = conn.is_connecting();
-        let reap_reason = match slot.deadlines.reason(connecting) {
+    /// Which deadline is next for `slot`: `idle` or the protocol timer its state runs, `none`
+    /// if that is none, or `max_lifetime`, `half_close`, `connect`.
+    fn reap_reason(&self, slot: &Slot) -> &'static str {
+        let connecting = slot.conn.is_connecting();
+        match slot.deadlines.reason(connecting) {
             CloseReason::MaxLifetime => "max_lifetime",
             CloseReason::HalfCloseTimeout => "half_close",
             CloseReason::ConnectTimeout => "connect",
-            _ => "idle",
+            _ => inactivity(&self.listeners[slot.listener].config, &slot.conn).0.as_str(),
+        }
+    }
+
+    /// Milliseconds until `slot` is reaped unless something moves first, as of `now`; none if no
+    /// deadline runs (its reason is `none`).
+    fn reap_in(&self, now: Instant, slot: &Slot) -> Option<u64> {
+        (self.reap_reason(slot) != "none").then(|| millis(self.clock.until(now, slot.deadlines.earliest())))
+    }
+
+    fn row(&self, now: Instant, slot: &Slot, reap_in_ms: Option<u64>) -> ConnRow {
+        let conn = &slot.conn;
+        let config = &self.listeners[slot.listener].config;
+        let connecting = conn.is_connecting();
+        let (timer, timeout) = inactivity(config, conn);
+        let reap_reason = self.reap_reason(slot);
+        let observed = conn.observed().map(|o| o.state().as_str());
+        let state = match (conn.upstream(), connecting, conn.awaited_fin(), observed) {
+            (None, _, _, _) => "sink",
+            (Some(_), true, _, _) => "connecting",
+            (Some(_), false, Some(_), _) => "half_closed",
+            (Some(_), false, None, Some(state)) => state,
+            (Some(_), false, None, None) => "relaying",
         };
-        let state = match (conn.upstream(), connecting, conn.awaited_fin()) {
-            (None, _, _) => "sink",
-            (Some(_), true, _) => "connecting",
-            (Some(_), false, Some(_)) => "half_closed",
-            (Some(_), false, None) => "relaying",
-        };
+        let protocol = conn.observed().map_or(Protocol::Tcp, |o| o.protocol());
+        let timer = if connecting { "connect" } else { timer.as_str() };
         // While connecting, the address being tried (the kernel has no peer yet).
         let trying = slot.attempts.as_ref().filter(|_| connecting).and_then(|a| a.current());
         let upstream = match (conn.upstream(), trying) {
@@ -199,12 +223,14 @@ impl Core {
             listener: config.name.clone(),
             client: slot.peer.to_string(),
             upstream,
+            protocol: protocol.as_str().to_owned(),
             state: state.to_owned(),
+            timer: timer.to_owned(),
             age_ms: millis(now.saturating_duration_since(slot.accepted)),
             idle_ms: millis(self.idle(now, slot)),
             reap_in_ms,
             reap_reason: reap_reason.to_owned(),
-            idle_timeout_ms: millis(config.idle_timeout),
+            idle_timeout_ms: if timeout == NEVER { 0 } else { millis(timeout) },
             bytes_from_client: conn.bytes_from_client(),
             bytes_from_upstream: conn.bytes_from_upstream(),
         }
