@@ -7,45 +7,11 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 use idlereaper::report::{ConnRow, ListenerRow};
-
-const CTL: &str = env!("CARGO_BIN_EXE_idlereaperctl");
-
-/// `idlereaperctl -s SOCKET args…`, bounded by the socket timeouts it sets itself.
-fn ctl(socket: &Path, args: &[&str]) -> Output {
-    Command::new(CTL)
-        .arg("-s")
-        .arg(socket)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run idlereaperctl")
-}
-
-fn ctl_ok(socket: &Path, args: &[&str]) -> String {
-    let out = ctl(socket, args);
-    assert!(
-        out.status.success(),
-        "idlereaperctl {args:?}: {:?} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn conns(socket: &Path) -> Vec<ConnRow> {
-    serde_json::from_str(&ctl_ok(socket, &["show", "conns", "--json"])).expect("JSON rows")
-}
-
-fn control_section(dir: &Path, mode: &str) -> (String, PathBuf) {
-    let socket = dir.join("control.sock");
-    (format!("[control]\nsocket = \"{}\"\nmode = \"{mode}\"\n\n", socket.display()), socket)
-}
 
 #[test]
 fn show_conns_tells_what_each_connection_did() {
@@ -64,7 +30,7 @@ fn show_conns_tells_what_each_connection_did() {
     let (unanswering, _fillers) = unanswering_upstream();
     let (relay, sink, stuck) = (free_addr(), free_addr(), free_addr());
     let dir = tempfile::tempdir().unwrap();
-    let (control, socket) = control_section(dir.path(), "0660");
+    let (control, socket) = control_at(dir.path());
     let config = daemon_section(dir.path(), "2s")
         + &relay_listener("relay", relay, upstream.addr, "60s")
         + &sink_listener("sink", sink, "60s")
@@ -86,13 +52,13 @@ fn show_conns_tells_what_each_connection_did() {
     let _connecting = connect(stuck);
 
     let rows = wait_for(Duration::from_secs(5), || {
-        let rows = conns(&socket);
+        let rows = show_conns(&socket);
         let settled = rows.len() == 4
             && rows.iter().any(|r| r.state == "half_closed")
             && rows.iter().any(|r| r.listener == "sink" && r.bytes_from_client == 300);
         settled.then_some(rows)
     })
-    .unwrap_or_else(|| panic!("{:?}\n{}", conns(&socket), daemon.log()));
+    .unwrap_or_else(|| panic!("{:?}\n{}", show_conns(&socket), daemon.log()));
     let asked_after = last_activity.elapsed();
     let by_state =
         |state: &str| rows.iter().find(|r| r.state == state).unwrap_or_else(|| panic!("{state}: {rows:?}"));
@@ -120,26 +86,28 @@ fn show_conns_tells_what_each_connection_did() {
 
     // Time to reap goes down while nothing moves, and traffic resets it.
     std::thread::sleep(Duration::from_millis(300));
-    let later = conns(&socket).into_iter().find(|x| x.id == r.id).unwrap();
+    let later = show_conns(&socket).into_iter().find(|x| x.id == r.id).unwrap();
     assert!(reap_in(&later) + 250 <= reap_in(r), "{later:?} after {r:?}");
     assert_echo(&mut relaying, b"again");
-    let reset = conns(&socket).into_iter().find(|x| x.id == r.id).unwrap();
+    let reset = show_conns(&socket).into_iter().find(|x| x.id == r.id).unwrap();
     assert!(reap_in(&reset) > reap_in(&later) + 200 && reset.idle_ms < 100, "{reset:?} after {later:?}");
     assert_eq!(reset.bytes_from_client, 1005);
 
     // The filters, and the table a person reads.
     let only_sink: Vec<ConnRow> =
-        serde_json::from_str(&ctl_ok(&socket, &["show", "conns", "--listener", "sink", "--json"])).unwrap();
+        serde_json::from_str(&ctl_stdout(&socket, &["show", "conns", "--listener", "sink", "--json"]))
+            .unwrap();
     assert_eq!(only_sink.iter().map(|r| r.id).collect::<Vec<_>>(), vec![s.id]);
     let idle_long: Vec<ConnRow> =
-        serde_json::from_str(&ctl_ok(&socket, &["show", "conns", "--idle-over", "1h", "--json"])).unwrap();
+        serde_json::from_str(&ctl_stdout(&socket, &["show", "conns", "--idle-over", "1h", "--json"]))
+            .unwrap();
     assert!(idle_long.is_empty(), "{idle_long:?}");
     // A limit keeps the soonest to be reaped (nothing moves between the two questions).
-    let everything: Vec<u64> = conns(&socket).iter().map(|r| r.id).collect();
+    let everything: Vec<u64> = show_conns(&socket).iter().map(|r| r.id).collect();
     let first_two: Vec<ConnRow> =
-        serde_json::from_str(&ctl_ok(&socket, &["show", "conns", "--limit", "2", "--json"])).unwrap();
+        serde_json::from_str(&ctl_stdout(&socket, &["show", "conns", "--limit", "2", "--json"])).unwrap();
     assert_eq!(first_two.iter().map(|r| r.id).collect::<Vec<_>>(), everything[..2], "{first_two:?}");
-    let soonest_relayed: Vec<ConnRow> = serde_json::from_str(&ctl_ok(
+    let soonest_relayed: Vec<ConnRow> = serde_json::from_str(&ctl_stdout(
         &socket,
         &["show", "conns", "--listener", "relay", "--limit", "1", "--json"],
     ))
@@ -149,13 +117,13 @@ fn show_conns_tells_what_each_connection_did() {
         vec![h.id],
         "half-close is due first"
     );
-    let zero = ctl(&socket, &["show", "conns", "--limit", "0"]);
+    let zero = ctl_run(&socket, &["show", "conns", "--limit", "0"]);
     assert_eq!(zero.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&zero.stderr).contains("expected a count of at least 1"), "{zero:?}");
-    let table = ctl_ok(&socket, &["show", "conns"]);
+    let table = ctl_stdout(&socket, &["show", "conns"]);
     assert!(table.starts_with("id ") && table.lines().count() == 5, "{table}");
     let listeners: Vec<ListenerRow> =
-        serde_json::from_str(&ctl_ok(&socket, &["show", "listeners", "--json"])).unwrap();
+        serde_json::from_str(&ctl_stdout(&socket, &["show", "listeners", "--json"])).unwrap();
     let names: Vec<(&str, u64)> = listeners.iter().map(|l| (l.name.as_str(), l.open)).collect();
     assert_eq!(names, vec![("relay", 2), ("sink", 1), ("stuck", 1)]);
 }
@@ -165,7 +133,7 @@ fn kill_closes_exactly_the_connections_it_names() {
     let upstream = Upstream::echo();
     let (a, b, metrics) = (free_addr(), free_addr(), free_addr());
     let dir = tempfile::tempdir().unwrap();
-    let (control, socket) = control_section(dir.path(), "0660");
+    let (control, socket) = control_at(dir.path());
     let config = daemon_section(dir.path(), "2s")
         + &relay_listener("a", a, upstream.addr, "60s")
         + &relay_listener("b", b, upstream.addr, "60s")
@@ -177,13 +145,13 @@ fn kill_closes_exactly_the_connections_it_names() {
     for c in on_a.iter_mut().chain(on_b.iter_mut()) {
         assert_echo(c, b"hello");
     }
-    let rows = conns(&socket);
+    let rows = show_conns(&socket);
     let id_of =
         |s: &TcpStream| rows.iter().find(|r| r.client == s.local_addr().unwrap().to_string()).unwrap().id;
 
     // By id: the first of `a`.
     let victim = id_of(&on_a[0]);
-    assert_eq!(ctl_ok(&socket, &["kill", &victim.to_string()]), "killed 1\n");
+    assert_eq!(ctl_stdout(&socket, &["kill", &victim.to_string()]), "killed 1\n");
     let (_, end) = read_to_ending(&mut on_a[0]);
     assert_eq!(end, StreamEnd::Eof);
     let line = daemon.wait_close_of(on_a[0].local_addr().unwrap(), Duration::from_secs(5));
@@ -191,10 +159,10 @@ fn kill_closes_exactly_the_connections_it_names() {
     assert!(daemon.log().contains(&format!("conn closed id={victim} ")), "{}", daemon.log());
     // By client address and port: the second of `a`.
     let client = on_a[1].local_addr().unwrap().to_string();
-    assert_eq!(ctl_ok(&socket, &["kill", "--client", &client]), "killed 1\n");
+    assert_eq!(ctl_stdout(&socket, &["kill", "--client", &client]), "killed 1\n");
     assert_eq!(read_to_ending(&mut on_a[1]).1, StreamEnd::Eof);
     // By listener: all of `b`.
-    assert_eq!(ctl_ok(&socket, &["kill", "--listener", "b"]), "killed 3\n");
+    assert_eq!(ctl_stdout(&socket, &["kill", "--listener", "b"]), "killed 3\n");
     for c in &mut on_b {
         assert_eq!(read_to_ending(c).1, StreamEnd::Eof);
     }
@@ -202,7 +170,7 @@ fn kill_closes_exactly_the_connections_it_names() {
     for c in &mut on_a[2..] {
         assert_echo(c, b"still here");
     }
-    assert_eq!(ctl_ok(&socket, &["kill", "999999"]), "killed 0\n");
+    assert_eq!(ctl_stdout(&socket, &["kill", "999999"]), "killed 0\n");
     let killed: u64 =
         daemon.log().lines().filter(|l| l.contains("conn closed") && l.contains("reason=killed")).count()
             as u64;
@@ -219,7 +187,7 @@ fn kill_closes_exactly_the_connections_it_names() {
             format!("idlereaper_connections_closed_total{{listener=\"{listener}\",reason=\"killed\"}} {n}\n");
         assert!(scrape.contains(&sample), "{sample} in\n{scrape}");
     }
-    let out = ctl(&socket, &["kill", "--client", "nowhere"]);
+    let out = ctl_run(&socket, &["kill", "--client", "nowhere"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
@@ -228,7 +196,7 @@ fn reload_answers_with_the_result_or_the_error() {
     let upstream = Upstream::echo();
     let (first, second) = (free_addr(), free_addr());
     let dir = tempfile::tempdir().unwrap();
-    let (control, socket) = control_section(dir.path(), "0660");
+    let (control, socket) = control_at(dir.path());
     let base = daemon_section(dir.path(), "2s") + &control;
     let mut daemon =
         Daemon::start_in(dir, &(base.clone() + &relay_listener("first", first, upstream.addr, "60s")));
@@ -237,11 +205,11 @@ fn reload_answers_with_the_result_or_the_error() {
         + &relay_listener("first", first, upstream.addr, "60s")
         + &relay_listener("second", second, upstream.addr, "60s");
     std::fs::write(&daemon.config_path, &good).unwrap();
-    assert_eq!(ctl_ok(&socket, &["reload"]), "reloaded: listeners=2 kept=1 added=1 removed=0\n");
+    assert_eq!(ctl_stdout(&socket, &["reload"]), "reloaded: listeners=2 kept=1 added=1 removed=0\n");
     assert_echo(&mut connect(second), b"added");
 
     std::fs::write(&daemon.config_path, good.clone() + "[[listener]]\nname = \"broken\"\n").unwrap();
-    let out = ctl(&socket, &["reload"]);
+    let out = ctl_run(&socket, &["reload"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
@@ -254,7 +222,7 @@ fn reload_answers_with_the_result_or_the_error() {
 
     // No daemon: exit 1, naming the socket.
     daemon.stop();
-    let out = ctl(&socket, &["reload"]);
+    let out = ctl_run(&socket, &["reload"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains(&socket.display().to_string()));
 }
@@ -272,7 +240,7 @@ fn a_peer_that_is_not_root_the_user_or_in_the_group_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     // A socket anyone may connect to: only the daemon's own check stands in the way.
-    let (control, socket) = control_section(dir.path(), "0666");
+    let (control, socket) = control_with_mode(dir.path(), "0666");
     let config =
         daemon_section(dir.path(), "2s") + &relay_listener("r", listen, upstream.addr, "60s") + &control;
     let _daemon = Daemon::start_in(dir, &config);
@@ -292,7 +260,7 @@ fn a_peer_that_is_not_root_the_user_or_in_the_group_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(err.contains("permission denied: uid 65534"), "{err}");
     // Root is served.
-    assert!(ctl_ok(&socket, &["show", "listeners"]).contains("r "));
+    assert!(ctl_stdout(&socket, &["show", "listeners"]).contains("r "));
 }
 
 #[test]
@@ -300,7 +268,7 @@ fn hostile_control_clients_do_not_disturb_the_relay_or_leak() {
     let upstream = Upstream::echo();
     let listen = free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let (control, socket) = control_section(dir.path(), "0660");
+    let (control, socket) = control_at(dir.path());
     let config =
         daemon_section(dir.path(), "2s") + &relay_listener("r", listen, upstream.addr, "60s") + &control;
     let daemon = Daemon::start_in(dir, &config);
@@ -308,14 +276,7 @@ fn hostile_control_clients_do_not_disturb_the_relay_or_leak() {
     assert_echo(&mut relayed, b"before");
     let baseline = daemon.fds().total();
 
-    let answer_of = |bytes: &[u8]| {
-        let mut s = UnixStream::connect(&socket).unwrap();
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        let _ = s.write_all(bytes);
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        answer
-    };
+    let answer_of = |bytes: &[u8]| control_answer(&socket, bytes);
     let long = answer_of(&vec![b'a'; 10_000]);
     assert!(long.starts_with("error: request line longer than 4096 bytes"), "{long}");
     let garbage = answer_of(b"\xff\xfe\x00\x01\n");
@@ -328,7 +289,7 @@ fn hostile_control_clients_do_not_disturb_the_relay_or_leak() {
     for round in 0..20 {
         assert_echo(&mut relayed, format!("ping {round}").as_bytes());
     }
-    assert!(ctl(&socket, &["show", "listeners"]).status.code().is_some());
+    assert!(ctl_run(&socket, &["show", "listeners"]).status.code().is_some());
     drop(idle);
     // One that stays silent is closed by the daemon at its deadline (5 s).
     let mut silent = UnixStream::connect(&socket).unwrap();

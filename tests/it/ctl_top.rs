@@ -27,8 +27,6 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::termios::{tcgetattr, LocalFlags};
 
-/// The binary under test.
-const CTL: &str = env!("CARGO_BIN_EXE_idlereaperctl");
 /// Relayed connections each test opens.
 const CONNS: usize = 3;
 /// The listener's name.

@@ -19,6 +19,8 @@ mod cli;
 mod config_errors;
 mod config_reference;
 mod control;
+mod control_answers;
+mod control_upgrade;
 mod ctl_top;
 mod daemon;
 mod differential;

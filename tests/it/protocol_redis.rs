@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use idlereaper::report::ConnRow;
 
 const PROTOCOL: &str = "protocol = \"redis\"\n";
 const IDLE: Duration = Duration::from_secs(1);
@@ -206,4 +207,70 @@ fn client_reply_off_makes_the_connection_opaque_then_idle_by_bytes() {
     assert_eq!(redis.cli(&["GET", "quiet"]).trim(), "1", "the command ran, unanswered");
     closed_in_window(&mut client, sent, sent);
     relay.daemon.closes()[0].assert_reason("idle");
+}
+
+#[test]
+fn show_conns_lists_subscribers_no_timer_runs_for_last_across_workers() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let front = Route::Ip.front(dir.path(), "redis.sock");
+    let (control, socket) = control_at(dir.path());
+    let config = daemon_section(dir.path(), "2s").replace("[daemon]\n", "[daemon]\nworkers = 2\n")
+        + &format!(
+            "[[listener]]\nname = \"svc\"\nlisten = {}\nupstream = {}\nidle_timeout = \"60s\"\n{PROTOCOL}\n",
+            front.config_value(),
+            Route::Ip.upstream(&redis.addrs())
+        )
+        + &control;
+    let _daemon = Daemon::start_in(dir, &config);
+    // Subscribers first, older than the rest: no timer runs for them (no
+    // subscriber_idle_timeout), and they are listed after every connection a deadline runs for.
+    let subscribers: Vec<RespConn> = (0..3)
+        .map(|_| {
+            let mut conn = RespConn::connect(&front);
+            let subscribed = array(vec![bulk("subscribe"), bulk("news"), Resp::Int(1)]);
+            assert_eq!(conn.call(&["SUBSCRIBE", "news"]), subscribed);
+            conn
+        })
+        .collect();
+    let plain: Vec<RespConn> = (0..4)
+        .map(|_| {
+            let mut conn = RespConn::connect(&front);
+            assert_eq!(conn.call(&["PING"]), Resp::Simple("PONG".into()));
+            conn
+        })
+        .collect();
+    let rows = wait_for(Duration::from_secs(5), || {
+        let rows = show_conns(&socket);
+        let settled = rows.len() == 7 && rows.iter().filter(|r| r.state == "subscribed").count() == 3;
+        settled.then_some(rows)
+    })
+    .unwrap_or_else(|| panic!("7 connections, 3 subscribed: {:?}", show_conns(&socket)));
+    let (timed, untimed) = rows.split_at(plain.len());
+    assert!(timed.iter().all(|r| r.reap_in_ms.is_some() && r.timer == "idle"), "{rows:?}");
+    let no_timer = |r: &ConnRow| {
+        r.reap_in_ms.is_none() && (r.state.as_str(), r.timer.as_str()) == ("subscribed", "none")
+    };
+    assert!(untimed.iter().all(no_timer), "no timer last: {rows:?}");
+    assert!(timed.windows(2).all(|w| (w[0].reap_in_ms, w[0].id) <= (w[1].reap_in_ms, w[1].id)), "{rows:?}");
+    assert!(untimed.windows(2).all(|w| w[0].id < w[1].id), "then by id: {rows:?}");
+    // --limit takes the soonest: none of those no timer runs for.
+    let limited: Vec<ConnRow> =
+        serde_json::from_str(&ctl_stdout(&socket, &["show", "conns", "--limit", "4", "--json"])).unwrap();
+    assert_eq!(
+        limited.iter().map(|r| r.id).collect::<Vec<_>>(),
+        timed.iter().map(|r| r.id).collect::<Vec<_>>()
+    );
+    // The table, with the observers' columns: `-` where no deadline runs.
+    let table = ctl_stdout(&socket, &["show", "conns"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].contains("protocol  state") && lines[0].contains("timer"), "{table}");
+    assert_eq!(lines.len(), 8, "{table}");
+    for line in &lines[5..] {
+        assert!(
+            line.contains("redis") && line.contains("subscribed  none") && line.contains("  -  "),
+            "{table}"
+        );
+    }
+    drop((subscribers, plain));
 }

@@ -26,29 +26,9 @@ use std::time::Duration;
 
 use crate::common::*;
 
-const CTL: &str = env!("CARGO_BIN_EXE_idlereaperctl");
 /// From the signal to the failure's log line: the pre-flight checks, then at most the takeover
 /// deadline (10 s) for a new image that hangs, on a loaded machine.
 const FAILURE_DEADLINE: Duration = Duration::from_secs(40);
-
-/// Replaces the file at `path` by `contents` (a new inode, as a package upgrade does).
-fn replace(path: &Path, contents: &[u8]) {
-    let tmp = path.with_extension("new");
-    fs::write(&tmp, contents).unwrap();
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
-    fs::rename(&tmp, path).unwrap();
-}
-
-/// A shell script standing in for a new binary: the pre-flight questions go to the real binary
-/// (`--check`, `--handover-versions`, `--handover-check`, after `pre_flight` for the last one);
-/// the new image's own run (`--handover` among its arguments) does `run`.
-fn script(pre_flight: &str, run: &str) -> Vec<u8> {
-    format!(
-        "#!/bin/sh\ncase \" $* \" in\n*\" --handover-check \"*) {pre_flight} ;;\n*\" --handover \"*) {run} ;;\nesac\n\
-         exec {BIN} \"$@\"\n"
-    )
-    .into_bytes()
-}
 
 /// Whether the kernel tells how a process that is not one's child ended (`PIDFD_GET_INFO`,
 /// Linux 6.15): else a failure says "ended" where it would say "exited with status 1".
@@ -87,48 +67,35 @@ fn cases() -> Vec<Case> {
     vec![
         Case {
             name: "exits 1",
-            script: script(":", "echo 'this build gives up' >&2; exit 1"),
+            script: image_script(":", "echo 'this build gives up' >&2; exit 1"),
             says: "exited with status 1 before taking over",
             by_ctl: true,
         },
         Case {
             name: "crashes",
-            script: script(":", "kill -SEGV $$"),
+            script: image_script(":", "kill -SEGV $$"),
             says: "was killed by signal 11 (SIGSEGV) before taking over",
             by_ctl: false,
         },
         Case {
             name: "runs out of descriptors",
-            script: script(":", starved),
+            script: image_script(":", starved),
             says: "could not take over: ",
             by_ctl: false,
         },
         Case {
             name: "hangs",
-            script: script(":", "exec sleep 3600"),
+            script: image_script(":", "exec sleep 3600"),
             says: "did not take over within 10 s: killed",
             by_ctl: true,
         },
         Case {
             name: "replaced after the checks",
-            script: script("cp /bin/true \"$0.new\" && mv \"$0.new\" \"$0\"", ":"),
+            script: image_script("cp /bin/true \"$0.new\" && mv \"$0.new\" \"$0\"", ":"),
             says: "exited with status 0 before taking over",
             by_ctl: false,
         },
     ]
-}
-
-/// Kills, when a test ends, every process whose command line names its configuration file:
-/// the daemon of the moment and a new image that hangs, should the test fail half-way.
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for pid in processes_with_arg(&self.0.to_string_lossy()) {
-            send_signal(pid, libc::SIGKILL);
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
-        }
-    }
 }
 
 /// The processes a failed upgrade leaves: the new image that failed (an exited child of this
@@ -175,7 +142,7 @@ fn a_new_image_that_fails_after_the_exec_loses_nothing() {
         )
         + &format!("[metrics]\nlisten = \"{metrics}\"\n\n[control]\nsocket = \"{}\"\n", control.display());
     let mut daemon = Daemon::start_program(&exe, dir, &config, |_, _| {});
-    let _cleanup = Cleanup(daemon.config_path.clone());
+    let _cleanup = KillLeftovers(daemon.config_path.clone());
     let pidfile = daemon.pidfile.clone();
 
     let mut idle = open_idle(listen, 50);
@@ -188,7 +155,7 @@ fn a_new_image_that_fails_after_the_exec_loses_nothing() {
 
     let mut serving = daemon.pid();
     for (n, case) in cases().into_iter().enumerate() {
-        replace(&exe, &case.script);
+        replace_file(&exe, &case.script);
         let received: Vec<u64> = streams.iter().map(EchoStream::received).collect();
         let asked = match case.by_ctl {
             true => Some(std::thread::spawn({
@@ -263,7 +230,7 @@ fn a_new_image_that_fails_after_the_exec_loses_nothing() {
     }
 
     // A good binary: the upgrade succeeds, in the process that serves now.
-    replace(&exe, &fs::read(BIN).unwrap());
+    replace_file(&exe, &fs::read(BIN).unwrap());
     send_signal(serving, libc::SIGUSR2);
     daemon.wait_log(" INFO upgraded ", Duration::from_secs(20));
     assert_eq!(pid_in(&pidfile), serving, "an upgrade keeps the pid");
@@ -328,7 +295,7 @@ fn a_log_file_the_new_image_cannot_open_again_is_a_warning_not_a_failure() {
     ) + &relay_listener("relay", listen, echo.addr, "120s")
         + &format!("[metrics]\nlisten = \"{metrics}\"\n");
     let mut daemon = Daemon::start_logging_to(&exe, dir, &config, &log, |_, _| {});
-    let _cleanup = Cleanup(daemon.config_path.clone());
+    let _cleanup = KillLeftovers(daemon.config_path.clone());
     daemon.pidfile = pidfile.clone();
     let pid = daemon.pid();
     let mut idle = open_idle(listen, 20);

@@ -82,11 +82,13 @@ impl DetachedDaemon {
             if is_running(self.pid) {
                 return None;
             }
-            // Exited: a zombie until reaped, if it is our (re-parented) child.
-            Some(match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => Some(code),
-                _ => None,
-            })
+            // Exited: a zombie until reaped, if it is our (re-parented) child. Its main thread
+            // shows as a zombie while the others are still exiting: not reapable yet.
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => None,
+                Ok(WaitStatus::Exited(_, code)) => Some(Some(code)),
+                _ => Some(None),
+            }
         })
     }
 }

@@ -1,22 +1,30 @@
 //! The daemon's control socket and metrics endpoint as a test reaches them: the `[control]` and
 //! `[metrics]` sections, `idlereaperctl` run against the socket, its `show conns --json` rows,
+//! raw clients of the socket (as `socat` is one: a request sent, the answer read to the end),
 //! and a scrape of `/metrics`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use idlereaper::report::ConnRow;
 
-use super::IO_TIMEOUT;
+use super::{wait_for, Daemon, IO_TIMEOUT};
 
 pub const CTL: &str = env!("CARGO_BIN_EXE_idlereaperctl");
 
 /// A `[control]` section with its socket in `dir`, and the socket's path.
 pub fn control_at(dir: &Path) -> (String, PathBuf) {
+    control_with_mode(dir, "0660")
+}
+
+/// [`control_at`], the socket file of that mode.
+pub fn control_with_mode(dir: &Path, mode: &str) -> (String, PathBuf) {
     let socket = dir.join("control.sock");
-    (format!("[control]\nsocket = \"{}\"\nmode = \"0660\"\n\n", socket.display()), socket)
+    (format!("[control]\nsocket = \"{}\"\nmode = \"{mode}\"\n\n", socket.display()), socket)
 }
 
 /// A `[metrics]` section on `listen`.
@@ -46,6 +54,36 @@ pub fn ctl_stdout(socket: &Path, args: &[&str]) -> String {
 /// Every open connection, as `show conns --json` gives it.
 pub fn show_conns(socket: &Path) -> Vec<ConnRow> {
     serde_json::from_str(&ctl_stdout(socket, &["show", "conns", "--json"])).expect("JSON rows")
+}
+
+/// Sends `bytes` over the control socket and reads the answer until the daemon closes (a read
+/// error ends it too: what came before is returned).
+pub fn control_answer(socket: &Path, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let _ = s.write_all(bytes);
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+}
+
+/// A control client connected and accepted by the daemon (its descriptor is open there).
+pub fn accepted_client(daemon: &Daemon, socket: &Path) -> UnixStream {
+    let before = daemon.fds().total();
+    let client = UnixStream::connect(socket).unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let accepted = wait_for(Duration::from_secs(5), || (daemon.fds().total() > before).then_some(()));
+    assert!(accepted.is_some(), "the daemon did not accept the control client");
+    client
+}
+
+/// The rest of the answer, to the daemon's close (a read error fails the test).
+pub fn read_rest(client: &mut UnixStream) -> String {
+    let mut answer = String::new();
+    if let Err(e) = client.read_to_string(&mut answer) {
+        panic!("reading the answer: {e} after {answer:?}");
+    }
+    answer
 }
 
 /// The body of `GET /metrics` from `addr`.

@@ -1,5 +1,6 @@
 //! What a live upgrade's tests share: a copy of the binary to run and to replace as a package
-//! upgrade does, and connections to keep busy across it — idle ones that must still echo,
+//! upgrade does (or by a script standing in for a new binary that fails), the processes a test
+//! leaves killed however it ends, and connections to keep busy across it — idle ones that must still echo,
 //! checked echo streams moving both ways, a stream the relay holds bytes of — and the
 //! `/metrics` samples to compare before and after.
 
@@ -13,7 +14,11 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::{assert_echo, connect, echo_until_eof, ByteStream, Daemon, Upstream, BIN};
+use std::os::unix::fs::PermissionsExt;
+
+use super::{
+    assert_echo, connect, echo_until_eof, processes_with_arg, send_signal, ByteStream, Daemon, Upstream, BIN,
+};
 
 /// Copies the built daemon into `dir`, for the daemon to run and an upgrade to replace.
 pub fn copy_binary(dir: &Path) -> PathBuf {
@@ -28,6 +33,40 @@ pub fn replace_binary(program: &Path) {
     let fresh = program.with_extension("new");
     fs::copy(BIN, &fresh).expect("write the new binary");
     fs::rename(&fresh, program).expect("rename the new binary over the old one");
+}
+
+/// Replaces the file at `path` by `contents`, executable (a new inode, as a package upgrade
+/// does).
+pub fn replace_file(path: &Path, contents: &[u8]) {
+    let tmp = path.with_extension("new");
+    fs::write(&tmp, contents).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::rename(&tmp, path).unwrap();
+}
+
+/// A shell script standing in for a new binary: the pre-flight questions go to the real binary
+/// (`--check`, `--handover-versions`, `--handover-check`, after `pre_flight` for the last one);
+/// the new image's own run (`--handover` among its arguments) does `run`.
+pub fn image_script(pre_flight: &str, run: &str) -> Vec<u8> {
+    format!(
+        "#!/bin/sh\ncase \" $* \" in\n*\" --handover-check \"*) {pre_flight} ;;\n*\" --handover \"*) {run} ;;\nesac\n\
+         exec {BIN} \"$@\"\n"
+    )
+    .into_bytes()
+}
+
+/// Kills, when a test ends, every process whose command line names its configuration file
+/// (`.0`): the daemon of the moment, a guardian carrying on, a new image that hangs, should the
+/// test fail half-way.
+pub struct KillLeftovers(pub PathBuf);
+
+impl Drop for KillLeftovers {
+    fn drop(&mut self) {
+        for pid in processes_with_arg(&self.0.to_string_lossy()) {
+            send_signal(pid, libc::SIGKILL);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+        }
+    }
 }
 
 /// Where /proc/<pid>/exe points: the file the process runs, with " (deleted)" once replaced.
