@@ -434,4 +434,5 @@ pub(super) fn octal_mode(v: &Spanned<Value>) -> Result<u32, String> {
 }
 
 #[cfg(test)]
+#[path = "listener_tests.rs"]
 mod tests;

@@ -356,4 +356,5 @@ fn end(image: u32, pidfd: Option<&OwnedFd>, grace: Duration) {
 }
 
 #[cfg(test)]
+#[path = "guardian_tests.rs"]
 mod tests;
