@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::handover::state::{ControlClientState, ListenerState, State};
 use crate::listener;
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::net::UnixPath;
+use crate::os::net::UnixPath;
 use crate::upstream::{Target, Upstreams};
 use crate::worker::{Frozen, Remote, Worker};
 
@@ -115,7 +115,7 @@ pub fn state_of(carried: Carried<'_>, frozen_at: u64, frozen: Vec<Frozen>) -> St
 /// Closes what the state retired (see [`State::retired`]), once the new loops run.
 pub fn close_retired(state_retired: &[std::os::fd::RawFd]) {
     for &fd in state_retired {
-        drop(crate::sys::adopt(fd));
+        drop(crate::os::sys::adopt(fd));
     }
 }
 

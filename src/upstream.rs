@@ -16,7 +16,7 @@ use log::{info, warn};
 use mio::net::{TcpStream, UnixStream};
 
 use crate::config::{Balance, Upstream};
-use crate::stream::Stream;
+use crate::os::stream::Stream;
 
 /// Where one connection attempt goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use super::{Conn, State};
 use crate::buffer::Pool;
 use crate::handover::state::RelayState;
 use crate::observe::Observer;
-use crate::pipe::PipePool;
+use crate::os::pipe::PipePool;
 use crate::relay::{Half, Socket};
 use crate::vocab::Side;
 

@@ -120,7 +120,7 @@ impl Client {
 
     /// A client an upgrade handed over, its deadline counted from `frozen` (the freeze instant).
     pub(super) fn thaw(state: &ControlClientState, frozen: Instant, serial: u64) -> io::Result<Client> {
-        let stream = UnixStream::from(crate::sys::adopt(state.fd)?);
+        let stream = UnixStream::from(crate::os::sys::adopt(state.fd)?);
         let bytes = state.bytes.clone();
         let state_now = match state.phase {
             0 => State::Reading(bytes),

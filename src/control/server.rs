@@ -28,7 +28,7 @@ use super::client::{Client, State, Step};
 use super::request::Request;
 use crate::config::ControlConfig;
 use crate::handover::state::ControlClientState;
-use crate::net::{UnixPath, ACCEPT_PAUSE};
+use crate::os::net::{UnixPath, ACCEPT_PAUSE};
 use crate::slots::Slots;
 
 /// Clients served at once.
@@ -63,7 +63,7 @@ pub struct Server {
 impl Server {
     /// Creates the socket file (replacing a stale one) with `config.mode`, owned by `owner`.
     pub fn bind(config: &ControlConfig, owner: Option<(u32, u32)>) -> io::Result<Server> {
-        let (listener, path) = crate::net::listen_unix(&config.socket, config.mode, owner)?;
+        let (listener, path) = crate::os::net::listen_unix(&config.socket, config.mode, owner)?;
         Ok(Server::on(listener, path))
     }
 
@@ -88,7 +88,7 @@ impl Server {
         clients: &[ControlClientState],
         frozen: Instant,
     ) -> io::Result<Server> {
-        let listener = mio::net::UnixListener::from(crate::sys::adopt(fd)?);
+        let listener = mio::net::UnixListener::from(crate::os::sys::adopt(fd)?);
         let mut server = Server::on(listener, path);
         for (slot, state) in clients.iter().enumerate().take(MAX_CLIENTS) {
             match Client::thaw(state, frozen, server.serial()) {

@@ -32,7 +32,7 @@ use mio::{Interest, Registry, Token};
 use super::health::{Check, Vitals};
 use super::request::{metrics_response, parse, probe_response, status_response, Page, Request, Status};
 use super::Metrics;
-use crate::net::ACCEPT_PAUSE;
+use crate::os::net::ACCEPT_PAUSE;
 use crate::slots::{Slots, Timed};
 
 /// Longest request head (request line and headers, with the blank line that ends them).
@@ -87,7 +87,7 @@ impl Endpoint {
 
     /// As [`Endpoint::bind`], giving each client `timeout` from accept to the end of its answer.
     pub fn with_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<Endpoint> {
-        Ok(Endpoint::on(crate::net::listen(addr, false)?, timeout))
+        Ok(Endpoint::on(crate::os::net::listen(addr, false)?, timeout))
     }
 
     fn on(listener: TcpListener, timeout: Duration) -> Endpoint {
@@ -110,7 +110,7 @@ impl Endpoint {
 
     /// The endpoint whose listening socket a live upgrade handed over.
     pub fn adopt(fd: std::os::fd::RawFd) -> io::Result<Endpoint> {
-        Ok(Endpoint::on(TcpListener::from(crate::sys::adopt(fd)?), CLIENT_TIMEOUT))
+        Ok(Endpoint::on(TcpListener::from(crate::os::sys::adopt(fd)?), CLIENT_TIMEOUT))
     }
 
     /// Registers the listener as `base`; clients will get the `MAX_CLIENTS` tokens after it.

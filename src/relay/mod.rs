@@ -31,13 +31,13 @@ mod urgent;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 
-use crate::stream::Stream;
+use crate::os::stream::Stream;
 use nix::fcntl::{splice, SpliceFFlags};
 
 use crate::buffer::{Buf, Pool};
 use crate::observe::Observer;
-use crate::pipe::{Pipe, PipePool};
-use crate::sys;
+use crate::os::pipe::{Pipe, PipePool};
+use crate::os::sys;
 use crate::vocab::{IoFailure, Side};
 use urgent::{send_urgent, urgent_mark, urgent_pending, Mark};
 

@@ -16,10 +16,10 @@ use super::deadlines::Deadlines;
 use super::token::{Target, GEN_MASK, KEY_MASK};
 use super::{Core, Slot};
 use crate::conn::Conn;
-use crate::net::{is_out_of_descriptors, open_spare, tune_tcp, ACCEPT_PAUSE};
+use crate::os::net::{is_out_of_descriptors, open_spare, tune_tcp, ACCEPT_PAUSE};
 use crate::observe::Observer;
 use crate::proxy_protocol;
-use crate::stream::{Peer, Stream};
+use crate::os::stream::{Peer, Stream};
 use crate::vocab::{CloseReason, IoFailure, Side};
 
 /// Accepts per listener per iteration (as HAProxy's `maxaccept`): a burst of new clients does

@@ -17,8 +17,8 @@ use crate::config::{IdleClose, ListenerConfig};
 use crate::conn::Conn;
 use crate::observe::Closing;
 use crate::proxy_protocol;
-use crate::stream::{Peer, Stream};
-use crate::sys::TcpProgress;
+use crate::os::stream::{Peer, Stream};
+use crate::os::sys::TcpProgress;
 use crate::upstream::Target;
 use crate::vocab::{CloseReason, IoFailure, Side};
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Core;
-use crate::net::{is_out_of_descriptors, tune_upstream};
-use crate::stream::Stream;
+use crate::os::net::{is_out_of_descriptors, tune_upstream};
+use crate::os::stream::Stream;
 use crate::upstream::Target;
 use crate::vocab::{CloseReason, IoFailure, Side};
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use super::deadlines::{inactivity, reason_of};
 use super::liveness::{self, Due, Verdict};
 use super::Core;
-use crate::net::is_out_of_descriptors;
-use crate::sys::{TcpProgress, JIFFY_SLACK_MS};
+use crate::os::net::is_out_of_descriptors;
+use crate::os::sys::{TcpProgress, JIFFY_SLACK_MS};
 use crate::vocab::{CloseReason, IoFailure, Side};
 
 /// Timer expiries per iteration.

@@ -22,7 +22,7 @@ use super::deadlines::{inactivity, NEVER};
 use super::{Core, Slot};
 use crate::observe::Protocol;
 use crate::report::{reap_order, ConnRow};
-use crate::stream::Peer;
+use crate::os::stream::Peer;
 use crate::vocab::CloseReason;
 
 /// Rows built per loop turn, over every `show conns` in progress: some 0.8 ms of work in a release
