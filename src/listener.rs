@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use mio::Registry;
 
 use crate::activation::{self, Inherited};
+use crate::close_reason::CloseReason;
 use crate::config::{Config, Listen, ListenerConfig};
 use crate::error::Error;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::os::net::UnixPath;
 use crate::os::stream::ListenSocket;
 use crate::upstream::Upstreams;
-use crate::vocab::CloseReason;
 
 /// One worker's socket for a configured listener.
 pub struct Listener {

@@ -22,11 +22,11 @@ use std::io::{self, Read};
 use crate::os::stream::Stream;
 
 use crate::buffer::Pool;
+use crate::close_reason::{is_reset, CloseReason, IoFailure, Side};
 use crate::observe::Observer;
 use crate::os::pipe::PipePool;
-use crate::relay::{pump, Half, Io, Socket, Way};
 use crate::os::sys::{tcp_progress, TcpProgress};
-use crate::vocab::{is_reset, CloseReason, IoFailure, Side};
+use crate::relay::{pump, Half, Io, Socket, Way};
 
 /// What the event loop should do after [`Conn::drive`].
 #[derive(Debug)]

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use mio::net::UnixStream;
 
 use super::request::{self, Request};
+use crate::client_table::Timed;
 use crate::handover::state::ControlClientState;
-use crate::slots::Timed;
 
 /// Longest request line.
 pub const MAX_LINE: usize = 4096;

@@ -26,10 +26,10 @@ use nix::unistd::{Gid, Group, Uid, User};
 pub use super::client::END;
 use super::client::{Client, State, Step};
 use super::request::Request;
+use crate::client_table::Slots;
 use crate::config::ControlConfig;
 use crate::handover::state::ControlClientState;
 use crate::os::net::{UnixPath, ACCEPT_PAUSE};
-use crate::slots::Slots;
 
 /// Clients served at once.
 pub const MAX_CLIENTS: usize = 32;

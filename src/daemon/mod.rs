@@ -70,7 +70,8 @@ impl Pidfile {
 
     /// The pidfile, still locked, that a live upgrade handed over by descriptor number.
     pub fn adopt(path: &Path, fd: std::os::fd::RawFd) -> Result<Pidfile, Error> {
-        let fd = crate::os::sys::adopt(fd).map_err(|e| Error::io(format!("pidfile {}", path.display()), e))?;
+        let fd =
+            crate::os::sys::adopt(fd).map_err(|e| Error::io(format!("pidfile {}", path.display()), e))?;
         Ok(Pidfile { path: path.to_path_buf(), file: File::from(fd) })
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{reason_slot, ListenerMetrics, Metrics, CLOSES, REASONS_BEFORE_PROTOCOLS, SHOWN};
 use crate::handover::state::Counters;
-use crate::report::ListenerRow;
+use crate::rows::ListenerRow;
 
 impl ListenerMetrics {
     /// What `idlereaperctl show listeners` shows of these counters.

@@ -32,8 +32,8 @@ use mio::{Interest, Registry, Token};
 use super::health::{Check, Vitals};
 use super::request::{metrics_response, parse, probe_response, status_response, Page, Request, Status};
 use super::Metrics;
+use crate::client_table::{Slots, Timed};
 use crate::os::net::ACCEPT_PAUSE;
-use crate::slots::{Slots, Timed};
 
 /// Longest request head (request line and headers, with the blank line that ends them).
 pub const MAX_HEAD: usize = 8 * 1024;

@@ -31,8 +31,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::close_reason::CloseReason;
 use crate::observe::Cause;
-use crate::vocab::CloseReason;
 
 mod export;
 mod exposition;

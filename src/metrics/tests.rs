@@ -256,7 +256,7 @@ fn counters_carried_by_an_upgrade_keep_their_places_across_versions() {
     let from_older = ListenerMetrics::new("pg");
     from_older.restore(&carried[..before]);
     let shown = |m: &ListenerMetrics| {
-        let mut row = crate::report::ListenerRow {
+        let mut row = crate::rows::ListenerRow {
             name: String::new(),
             listen: String::new(),
             upstream: String::new(),

@@ -20,7 +20,7 @@ use std::time::Instant;
 use mio::Waker;
 
 use crate::control::{ClientId, Server};
-use crate::report::{reap_order, ConnRow, ConnsTable, JsonArray};
+use crate::rows::{reap_order, ConnRow, ConnsTable, JsonArray};
 use crate::worker::{Command, Query, Remote, Rows};
 
 /// Rows a table's columns are fitted to: the first part of a table waits for them (or for the

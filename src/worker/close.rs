@@ -13,14 +13,14 @@ use log::kv::Value;
 
 use super::Core;
 use crate::cancel::Canceller;
+use crate::close_reason::{CloseReason, IoFailure, Side};
 use crate::config::{IdleClose, ListenerConfig};
 use crate::conn::Conn;
 use crate::observe::Closing;
-use crate::proxy_protocol;
 use crate::os::stream::{Peer, Stream};
 use crate::os::sys::TcpProgress;
+use crate::proxy_protocol;
 use crate::upstream::Target;
-use crate::vocab::{CloseReason, IoFailure, Side};
 
 /// What the ledger records.
 pub(super) enum Entry {

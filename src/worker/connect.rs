@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Core;
+use crate::close_reason::{CloseReason, IoFailure, Side};
 use crate::os::net::{is_out_of_descriptors, tune_upstream};
 use crate::os::stream::Stream;
 use crate::upstream::Target;
-use crate::vocab::{CloseReason, IoFailure, Side};
 
 /// A relay's connect attempts: the addresses, where this connection started in them and how
 /// many it has tried — and so, once connected, the address that serves it (for its close line).

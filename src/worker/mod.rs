@@ -17,8 +17,8 @@
 
 mod accept;
 mod close;
+mod commands;
 mod connect;
-mod control;
 mod deadlines;
 mod expiry;
 mod handover;
@@ -41,19 +41,19 @@ use crate::alarm::Alarm;
 use crate::buffer::Pool;
 use crate::cancel::Canceller;
 use crate::clock::Clock;
+use crate::close_reason::CloseReason;
 use crate::config::Config;
 use crate::conn::{Conn, Next};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
-use crate::os::net::open_spare;
 use crate::observe::State;
+use crate::os::net::open_spare;
 use crate::os::pipe::PipePool;
 use crate::relay::Io;
-use crate::vocab::CloseReason;
 use crate::wheel::{TimerKey, Wheel};
 
 use accept::Starved;
-pub use control::{Command, ListenerChange, Reload, Remote};
+pub use commands::{Command, ListenerChange, Reload, Remote};
 use deadlines::Deadlines;
 pub use handover::Frozen;
 pub use inspect::{ClientMatch, Query, Rows, Selector};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use idlereaper::report::ConnRow;
+use idlereaper::rows::ConnRow;
 
 use super::{wait_for, Daemon, IO_TIMEOUT};
 
