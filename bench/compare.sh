@@ -363,7 +363,7 @@ fi
     echo "rustc=$(rustc -V 2>/dev/null || echo '?')"
     echo "python=$("$PY" --version 2>&1) matplotlib=$("$PY" -c 'import matplotlib; print(matplotlib.__version__)')"
     echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
-    echo "src_dirty_files=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | wc -l)"
+    echo "src_dirty_files=$(git -C "$ROOT" status --porcelain -- src bench/loadgen Cargo.toml Cargo.lock 2>/dev/null | wc -l)"
     echo "sysctl_tcp_tw_reuse=$(sysctl -n net.ipv4.tcp_tw_reuse 2>/dev/null || echo '?')"
     echo "sysctl_somaxconn=$(sysctl -n net.core.somaxconn 2>/dev/null || echo '?')"
 } >"$OUT/machine.txt"
