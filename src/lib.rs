@@ -43,6 +43,7 @@ pub mod os;
 pub(crate) mod proxy_protocol;
 pub(crate) mod relay;
 pub mod rows;
+pub(crate) mod side;
 pub(crate) mod signals;
 pub(crate) mod supervisor;
 pub(crate) mod upgrade;

@@ -3,8 +3,8 @@
 //! observer vouched that the stream stands between two messages.
 
 use super::Conn;
-use crate::close_reason::Side;
 use crate::observe::Farewell;
+use crate::side::Side;
 
 impl Conn {
     /// Writes what a closing observed connection says last, each part only to a peer that is

@@ -5,11 +5,11 @@ use std::io;
 
 use super::{Conn, State};
 use crate::buffer::Pool;
-use crate::close_reason::Side;
 use crate::handover::state::RelayState;
 use crate::observe::Observer;
 use crate::os::pipe::PipePool;
 use crate::relay::{Half, Socket};
+use crate::side::Side;
 
 impl Conn {
     /// Gives up the connection for a live upgrade: both sockets open, every byte it holds, and

@@ -22,11 +22,12 @@ use std::io::{self, Read};
 use crate::os::stream::Stream;
 
 use crate::buffer::Pool;
-use crate::close_reason::{is_reset, CloseReason, IoFailure, Side};
+use crate::close_reason::CloseReason;
 use crate::observe::Observer;
 use crate::os::pipe::PipePool;
 use crate::os::sys::{tcp_progress, TcpProgress};
 use crate::relay::{pump, Half, Io, Socket, Way};
+use crate::side::{is_reset, IoFailure, Side};
 
 /// What the event loop should do after [`Conn::drive`].
 #[derive(Debug)]

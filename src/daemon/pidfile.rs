@@ -148,5 +148,4 @@ mod tests {
         assert!(err.contains("symbolic link"), "{err}");
         assert!(!target.exists());
     }
-
 }

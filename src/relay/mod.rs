@@ -35,10 +35,10 @@ use crate::os::stream::Stream;
 use nix::fcntl::{splice, SpliceFFlags};
 
 use crate::buffer::{Buf, Pool};
-use crate::close_reason::{IoFailure, Side};
 use crate::observe::Observer;
 use crate::os::pipe::{Pipe, PipePool};
 use crate::os::sys;
+use crate::side::{IoFailure, Side};
 use urgent::{send_urgent, urgent_mark, urgent_pending, Mark};
 
 /// A splice burst that moved less than this was not bulk after all: back to copying.

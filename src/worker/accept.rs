@@ -15,12 +15,13 @@ use super::connect::Attempts;
 use super::deadlines::Deadlines;
 use super::token::{Target, GEN_MASK, KEY_MASK};
 use super::{Core, Slot};
-use crate::close_reason::{CloseReason, IoFailure, Side};
+use crate::close_reason::CloseReason;
 use crate::conn::Conn;
 use crate::observe::Observer;
 use crate::os::net::{is_out_of_descriptors, open_spare, tune_tcp, ACCEPT_PAUSE};
 use crate::os::stream::{Peer, Stream};
 use crate::proxy_protocol;
+use crate::side::{IoFailure, Side};
 
 /// Accepts per listener per iteration (as HAProxy's `maxaccept`): a burst of new clients does
 /// not delay reading the ones just accepted.

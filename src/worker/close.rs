@@ -13,13 +13,14 @@ use log::kv::Value;
 
 use super::Core;
 use crate::cancel::Canceller;
-use crate::close_reason::{CloseReason, IoFailure, Side};
+use crate::close_reason::CloseReason;
 use crate::config::{IdleClose, ListenerConfig};
 use crate::conn::Conn;
 use crate::observe::Closing;
 use crate::os::stream::{Peer, Stream};
 use crate::os::sys::TcpProgress;
 use crate::proxy_protocol;
+use crate::side::{IoFailure, Side};
 use crate::upstream::Target;
 
 /// What the ledger records.

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Core;
-use crate::close_reason::{CloseReason, IoFailure, Side};
+use crate::close_reason::CloseReason;
 use crate::os::net::{is_out_of_descriptors, tune_upstream};
 use crate::os::stream::Stream;
+use crate::side::{IoFailure, Side};
 use crate::upstream::Target;
 
 /// A relay's connect attempts: the addresses, where this connection started in them and how

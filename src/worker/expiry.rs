@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use super::deadlines::{inactivity, reason_of};
 use super::liveness::{self, Due, Verdict};
 use super::Core;
-use crate::close_reason::{CloseReason, IoFailure, Side};
+use crate::close_reason::CloseReason;
 use crate::os::net::is_out_of_descriptors;
 use crate::os::sys::{TcpProgress, JIFFY_SLACK_MS};
+use crate::side::{IoFailure, Side};
 
 /// Timer expiries per iteration.
 const EXPIRIES_PER_ITERATION: usize = 1024;

@@ -36,10 +36,11 @@
 //! are queued toward a peer that stopped reading (the first postpones by the slack).
 
 use super::deadlines::Deadlines;
-use crate::close_reason::{CloseReason, Side};
+use crate::close_reason::CloseReason;
 use crate::os::sys::TcpProgress;
 #[cfg(doc)]
 use crate::os::sys::JIFFY_SLACK_MS;
+use crate::side::Side;
 
 /// What to do with a relay whose timer is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
