@@ -1,6 +1,6 @@
-//! A fixed table of client slots, each client with a deadline, and when accepting is to resume
-//! without a new event: the metrics endpoint's and the control socket's clients. A slot's index
-//! is its poll token's offset, so a client keeps its slot from accept to close; a free slot is
+//! A fixed table of clients, each with a deadline, and when accepting is to resume without a new
+//! event: the metrics endpoint's and the control socket's clients. A client's index in the table
+//! is its poll token's offset, so a client keeps its index from accept to close; a free index is
 //! found by a scan (the tables are small).
 
 use std::time::Instant;
@@ -10,48 +10,48 @@ pub trait Timed {
     fn deadline(&self) -> Instant;
 }
 
-/// At most `capacity` clients, by slot.
+/// At most `capacity` clients, by index.
 #[derive(Debug)]
-pub struct Slots<C> {
-    slots: Vec<Option<C>>,
+pub struct ClientTable<C> {
+    clients: Vec<Option<C>>,
     /// When to accept again without a new event: the last pass stopped at its budget (then at
     /// once), or on an error such as running out of descriptors (then after a pause).
     accept_again: Option<Instant>,
 }
 
-impl<C: Timed> Slots<C> {
-    pub fn new(capacity: usize) -> Slots<C> {
-        Slots { slots: (0..capacity).map(|_| None).collect(), accept_again: None }
+impl<C: Timed> ClientTable<C> {
+    pub fn new(capacity: usize) -> ClientTable<C> {
+        ClientTable { clients: (0..capacity).map(|_| None).collect(), accept_again: None }
     }
 
-    /// A free slot, if any.
+    /// A free index, if any.
     pub fn free(&self) -> Option<usize> {
-        self.slots.iter().position(Option::is_none)
+        self.clients.iter().position(Option::is_none)
     }
 
-    pub fn put(&mut self, slot: usize, client: C) {
-        self.slots[slot] = Some(client);
+    pub fn put(&mut self, index: usize, client: C) {
+        self.clients[index] = Some(client);
     }
 
-    pub fn get_mut(&mut self, slot: usize) -> Option<&mut C> {
-        self.slots.get_mut(slot).and_then(Option::as_mut)
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut C> {
+        self.clients.get_mut(index).and_then(Option::as_mut)
     }
 
     /// The clients in the table.
     pub fn iter(&self) -> impl Iterator<Item = &C> {
-        self.slots.iter().flatten()
+        self.clients.iter().flatten()
     }
 
-    /// Takes the client out of its slot (dropping it closes it).
-    pub fn take(&mut self, slot: usize) -> Option<C> {
-        self.slots.get_mut(slot).and_then(Option::take)
+    /// Takes the client out of the table (dropping it closes it).
+    pub fn take(&mut self, index: usize) -> Option<C> {
+        self.clients.get_mut(index).and_then(Option::take)
     }
 
     /// Keeps the clients for which `keep` is true, dropping (closing) the others.
     pub fn retain(&mut self, mut keep: impl FnMut(&mut C) -> bool) {
-        for slot in &mut self.slots {
-            if slot.as_mut().is_some_and(|c| !keep(c)) {
-                *slot = None;
+        for place in &mut self.clients {
+            if place.as_mut().is_some_and(|c| !keep(c)) {
+                *place = None;
             }
         }
     }
@@ -63,14 +63,14 @@ impl<C: Timed> Slots<C> {
 
     /// The earliest deadline of a client, or when accepting is to resume: the poll timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.slots.iter().flatten().map(Timed::deadline).chain(self.accept_again).min()
+        self.clients.iter().flatten().map(Timed::deadline).chain(self.accept_again).min()
     }
 
     /// Drops (closes) the clients whose deadline has passed; true if accepting is due.
     pub fn expire(&mut self, now: Instant) -> bool {
-        for slot in &mut self.slots {
-            if slot.as_ref().is_some_and(|c| c.deadline() <= now) {
-                *slot = None;
+        for place in &mut self.clients {
+            if place.as_ref().is_some_and(|c| c.deadline() <= now) {
+                *place = None;
             }
         }
         self.accept_again.is_some_and(|t| t <= now)
@@ -79,7 +79,7 @@ impl<C: Timed> Slots<C> {
     /// Clients in the table.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.slots.iter().flatten().count()
+        self.clients.iter().flatten().count()
     }
 }
 
@@ -96,19 +96,19 @@ mod tests {
     }
 
     #[test]
-    fn slots_fill_free_and_expire_by_deadline() {
+    fn a_table_fills_frees_and_expires_by_deadline() {
         let now = Instant::now();
-        let mut slots = Slots::new(2);
-        slots.put(slots.free().unwrap(), Due(now + Duration::from_secs(1)));
-        slots.put(slots.free().unwrap(), Due(now + Duration::from_secs(5)));
-        assert_eq!((slots.free(), slots.len()), (None, 2));
-        assert_eq!(slots.next_deadline(), Some(now + Duration::from_secs(1)));
-        assert!(!slots.expire(now + Duration::from_secs(2)), "no accept pass is due");
-        assert_eq!((slots.free(), slots.len()), (Some(0), 1));
-        assert!(slots.take(1).is_some() && slots.take(1).is_none());
-        assert_eq!(slots.next_deadline(), None);
-        slots.accept_again(Some(now + Duration::from_millis(100)));
-        assert_eq!(slots.next_deadline(), Some(now + Duration::from_millis(100)));
-        assert!(!slots.expire(now) && slots.expire(now + Duration::from_millis(100)));
+        let mut table = ClientTable::new(2);
+        table.put(table.free().unwrap(), Due(now + Duration::from_secs(1)));
+        table.put(table.free().unwrap(), Due(now + Duration::from_secs(5)));
+        assert_eq!((table.free(), table.len()), (None, 2));
+        assert_eq!(table.next_deadline(), Some(now + Duration::from_secs(1)));
+        assert!(!table.expire(now + Duration::from_secs(2)), "no accept pass is due");
+        assert_eq!((table.free(), table.len()), (Some(0), 1));
+        assert!(table.take(1).is_some() && table.take(1).is_none());
+        assert_eq!(table.next_deadline(), None);
+        table.accept_again(Some(now + Duration::from_millis(100)));
+        assert_eq!(table.next_deadline(), Some(now + Duration::from_millis(100)));
+        assert!(!table.expire(now) && table.expire(now + Duration::from_millis(100)));
     }
 }

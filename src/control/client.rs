@@ -24,7 +24,7 @@ pub const END: &[u8] = b"\n";
 pub(super) struct Client {
     pub(super) stream: UnixStream,
     pub(super) deadline: Instant,
-    /// Told apart from a later client of the same slot.
+    /// Told apart from a later client at the same index.
     pub(super) serial: u64,
     pub(super) state: State,
 }

@@ -26,7 +26,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 pub use super::client::END;
 use super::client::{Client, State, Step};
 use super::request::Request;
-use crate::client_table::Slots;
+use crate::client_table::ClientTable;
 use crate::config::ControlConfig;
 use crate::handover::state::ControlClientState;
 use crate::os::net::{UnixPath, ACCEPT_PAUSE};
@@ -40,23 +40,23 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Clients accepted per pass.
 pub const ACCEPTS_PER_PASS: usize = 64;
 
-/// A client, as the supervisor names it while answering: its slot, and which of the clients
-/// that slot has had.
+/// A client, as the supervisor names it while answering: its index in the client table, and
+/// which of the clients at that index it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientId {
-    slot: usize,
+    index: usize,
     serial: u64,
 }
 
 /// The control socket and its clients. It owns tokens `base..=base + MAX_CLIENTS` of the
-/// supervisor's poll: `base` for the listener, `base + 1 + i` for client slot `i`.
+/// supervisor's poll: `base` for the listener, `base + 1 + i` for the client at index `i`.
 pub struct Server {
     listener: mio::net::UnixListener,
     /// The socket file, removed when the server is dropped (a stop).
     path: UnixPath,
     registry: Option<Registry>,
     base: Option<Token>,
-    clients: Slots<Client>,
+    clients: ClientTable<Client>,
     next_serial: u64,
 }
 
@@ -90,9 +90,9 @@ impl Server {
     ) -> io::Result<Server> {
         let listener = mio::net::UnixListener::from(crate::os::sys::adopt(fd)?);
         let mut server = Server::on(listener, path);
-        for (slot, state) in clients.iter().enumerate().take(MAX_CLIENTS) {
+        for (index, state) in clients.iter().enumerate().take(MAX_CLIENTS) {
             match Client::thaw(state, frozen, server.serial()) {
-                Ok(client) => server.clients.put(slot, client),
+                Ok(client) => server.clients.put(index, client),
                 Err(e) => debug!("control: a client handed over is lost: {e}"),
             }
         }
@@ -106,7 +106,7 @@ impl Server {
             path,
             registry: None,
             base: None,
-            clients: Slots::new(MAX_CLIENTS),
+            clients: ClientTable::new(MAX_CLIENTS),
             next_serial: 0,
         }
     }
@@ -122,8 +122,8 @@ impl Server {
     pub fn freeze(mut self, registry: &Registry, at: Instant) -> (RawFd, Vec<ControlClientState>) {
         let _ = registry.deregister(&mut self.listener);
         let mut clients = Vec::new();
-        for slot in 0..MAX_CLIENTS {
-            if let Some(mut client) = self.clients.take(slot) {
+        for index in 0..MAX_CLIENTS {
+            if let Some(mut client) = self.clients.take(index) {
                 let _ = registry.deregister(&mut client.stream);
                 clients.extend(client.freeze(at));
             }
@@ -139,9 +139,9 @@ impl Server {
     pub fn register(&mut self, registry: &Registry, base: Token) -> io::Result<()> {
         let handle = registry.try_clone()?;
         registry.register(&mut self.listener, base, Interest::READABLE)?;
-        for slot in 0..MAX_CLIENTS {
-            if let Some(client) = self.clients.get_mut(slot) {
-                let token = Token(base.0 + 1 + slot);
+        for index in 0..MAX_CLIENTS {
+            if let Some(client) = self.clients.get_mut(index) {
+                let token = Token(base.0 + 1 + index);
                 registry.register(&mut client.stream, token, Interest::READABLE | Interest::WRITABLE)?;
             }
         }
@@ -171,23 +171,23 @@ impl Server {
     /// every request that has arrived. Returns the complete ones, to be answered.
     pub fn take_in(&mut self) -> Vec<(ClientId, Result<Request, String>)> {
         self.accept(Instant::now());
-        (0..MAX_CLIENTS).filter_map(|slot| self.drive(slot)).collect()
+        (0..MAX_CLIENTS).filter_map(|index| self.drive(index)).collect()
     }
 
-    fn drive(&mut self, slot: usize) -> Option<(ClientId, Result<Request, String>)> {
-        let client = self.clients.get_mut(slot)?;
+    fn drive(&mut self, index: usize) -> Option<(ClientId, Result<Request, String>)> {
+        let client = self.clients.get_mut(index)?;
         match client.drive(ANSWER_TIMEOUT) {
             Step::Wait => None,
             Step::Close => {
-                self.clients.take(slot);
+                self.clients.take(index);
                 None
             }
-            Step::Asked(request) => Some((ClientId { slot, serial: client.serial }, request)),
+            Step::Asked(request) => Some((ClientId { index, serial: client.serial }, request)),
         }
     }
 
     fn client(&mut self, id: ClientId) -> Option<&mut Client> {
-        self.clients.get_mut(id.slot).filter(|c| c.serial == id.serial)
+        self.clients.get_mut(id.index).filter(|c| c.serial == id.serial)
     }
 
     /// Sends `answer`, whole, to the client (then closes it).
@@ -201,7 +201,7 @@ impl Server {
         if !self.client(id).is_some_and(|client| client.push(bytes, end)) {
             return false;
         }
-        self.drive(id.slot); // answering: it writes, and asks nothing
+        self.drive(id.index); // answering: it writes, and asks nothing
         self.client(id).is_some()
     }
 
@@ -216,7 +216,7 @@ impl Server {
     /// Closes the client before the end of its answer: it sees the answer cut short.
     pub fn abort(&mut self, id: ClientId) {
         if self.client(id).is_some() {
-            self.clients.take(id.slot);
+            self.clients.take(id.index);
         }
     }
 
@@ -235,12 +235,13 @@ impl Server {
 
     /// Answers every client waiting for an upgrade with `answer`.
     pub fn tell_upgrade(&mut self, answer: &str) {
-        for slot in 0..MAX_CLIENTS {
-            if let Some(client) = self.clients.get_mut(slot).filter(|c| matches!(c.state, State::Upgrading)) {
+        for index in 0..MAX_CLIENTS {
+            if let Some(client) = self.clients.get_mut(index).filter(|c| matches!(c.state, State::Upgrading))
+            {
                 client.state = State::Answering { out: Vec::new(), sent: 0, complete: false };
                 client.deadline = Instant::now() + ANSWER_TIMEOUT;
                 client.push(answer.as_bytes(), true);
-                self.drive(slot);
+                self.drive(index);
             }
         }
     }
@@ -282,17 +283,17 @@ impl Server {
                 refuse(&mut stream, &why);
                 continue;
             }
-            let Some(slot) = self.clients.free() else {
+            let Some(index) = self.clients.free() else {
                 refuse(&mut stream, &format!("busy: {MAX_CLIENTS} clients already"));
                 continue;
             };
-            let token = Token(base.0 + 1 + slot);
+            let token = Token(base.0 + 1 + index);
             match registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
                 Ok(()) => {
                     self.next_serial += 1;
                     let (deadline, serial) = (now + REQUEST_TIMEOUT, self.next_serial);
                     let client = Client { stream, deadline, serial, state: State::Reading(Vec::new()) };
-                    self.clients.put(slot, client);
+                    self.clients.put(index, client);
                 }
                 Err(e) => debug!("control: a client cannot be registered: {e}"),
             }

@@ -48,10 +48,10 @@ pub fn daemonize() -> Result<Forked, Error> {
     match unsafe { nix::unistd::fork() }.map_err(|e| Error::io("fork", e.into()))? {
         nix::unistd::ForkResult::Parent { child } => {
             drop(write_end);
-            let mut report = String::new();
-            let read = File::from(read_end).read_to_string(&mut report);
+            let mut message = String::new();
+            let read = File::from(read_end).read_to_string(&mut message);
             let _ = nix::sys::wait::waitpid(child, None);
-            Ok(Forked::Starter(match (read, report.as_str()) {
+            Ok(Forked::Starter(match (read, message.as_str()) {
                 (Ok(_), "ok") => Ok(()),
                 (Ok(_), r) if r.starts_with("error: ") => {
                     Err(Error::Message(r["error: ".len()..].to_string()))

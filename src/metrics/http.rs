@@ -32,7 +32,7 @@ use mio::{Interest, Registry, Token};
 use super::health::{Check, Vitals};
 use super::request::{metrics_response, parse, probe_response, status_response, Page, Request, Status};
 use super::Metrics;
-use crate::client_table::{Slots, Timed};
+use crate::client_table::{ClientTable, Timed};
 use crate::os::net::ACCEPT_PAUSE;
 
 /// Longest request head (request line and headers, with the blank line that ends them).
@@ -48,13 +48,13 @@ pub const MAX_LINGER: usize = 64 * 1024;
 
 /// The `GET /metrics` endpoint: a mio listener and its few client connections, driven by the
 /// supervisor's poll. It owns tokens `base..=base + MAX_CLIENTS` of that poll: `base` for the
-/// listener, `base + 1 + i` for client slot `i`.
+/// listener, `base + 1 + i` for the client at index `i`.
 pub struct Endpoint {
     listener: TcpListener,
     /// A handle on the poll it is registered with, for accepting from [`Endpoint::expire`].
     registry: Option<Registry>,
     base: Option<Token>,
-    clients: Slots<Client>,
+    clients: ClientTable<Client>,
     timeout: Duration,
     /// When a `/healthz` check is to be looked at again (the earliest, if several).
     recheck: Option<Instant>,
@@ -75,8 +75,8 @@ fn owned(base: Token, token: Token) -> Option<Owned> {
     }
 }
 
-fn client_token(base: Token, slot: usize) -> Token {
-    Token(base.0 + 1 + slot)
+fn client_token(base: Token, index: usize) -> Token {
+    Token(base.0 + 1 + index)
 }
 
 impl Endpoint {
@@ -91,7 +91,7 @@ impl Endpoint {
     }
 
     fn on(listener: TcpListener, timeout: Duration) -> Endpoint {
-        let clients = Slots::new(MAX_CLIENTS);
+        let clients = ClientTable::new(MAX_CLIENTS);
         Endpoint { listener, registry: None, base: None, clients, timeout, recheck: None }
     }
 
@@ -140,10 +140,10 @@ impl Endpoint {
         match self.base.and_then(|base| owned(base, event.token())) {
             None => {}
             Some(Owned::Listener) => self.accept(registry, Instant::now()),
-            Some(Owned::Client(slot)) => {
-                if let Some(client) = self.clients.get_mut(slot) {
+            Some(Owned::Client(index)) => {
+                if let Some(client) = self.clients.get_mut(index) {
                     if client.drive(metrics, vitals, Instant::now()) == Step::Close {
-                        self.clients.take(slot);
+                        self.clients.take(index);
                     } else if let Some(at) = client.recheck() {
                         self.recheck = Some(self.recheck.map_or(at, |r| r.min(at)));
                     }
@@ -204,13 +204,13 @@ impl Endpoint {
                     return;
                 }
             };
-            let Some(slot) = self.clients.free() else {
+            let Some(index) = self.clients.free() else {
                 debug!("metrics: client={peer} closed: {MAX_CLIENTS} clients already");
                 continue;
             };
             let interest = Interest::READABLE | Interest::WRITABLE;
-            match registry.register(&mut stream, client_token(base, slot), interest) {
-                Ok(()) => self.clients.put(slot, Client::new(stream, now + self.timeout)),
+            match registry.register(&mut stream, client_token(base, index), interest) {
+                Ok(()) => self.clients.put(index, Client::new(stream, now + self.timeout)),
                 Err(e) => debug!("metrics: client={peer} cannot be registered: {e}"),
             }
         }

@@ -9,9 +9,9 @@ use super::render::FAMILIES;
 use super::*;
 
 #[test]
-fn reason_slots_match_the_list() {
-    for (slot, reason) in REASONS.iter().enumerate() {
-        assert_eq!(reason_slot(*reason), slot, "{reason}");
+fn reason_indices_match_the_list() {
+    for (index, reason) in REASONS.iter().enumerate() {
+        assert_eq!(reason_index(*reason), index, "{reason}");
     }
     let refusal = |r: &CloseReason| {
         matches!(
@@ -23,7 +23,7 @@ fn reason_slots_match_the_list() {
         )
     };
     assert!(SHOWN[CLOSES..].iter().all(refusal) && !SHOWN[..CLOSES].iter().any(refusal));
-    let mut shown = SHOWN.map(reason_slot);
+    let mut shown = SHOWN.map(reason_index);
     shown.sort_unstable();
     assert_eq!(shown.to_vec(), (0..REASONS.len()).collect::<Vec<_>>(), "every reason shown once");
 }

@@ -49,7 +49,7 @@ impl Supervisor {
         // Every listener of the new configuration: kept by address, or bound now. A bind
         // failure abandons the reload (dropping `parts` closes what was bound for it).
         let mut parts: Vec<Vec<ListenerChange>> = remotes.iter().map(|_| Vec::new()).collect();
-        let (mut slots, mut next_index, mut kept) = (Vec::new(), self.next_index, 0);
+        let (mut indices, mut next_index, mut kept) = (Vec::new(), self.next_index, 0);
         // A kept listener keeps its counters (under its first name, should it be renamed).
         let mut counters = Vec::new();
         let mut upstreams = Vec::new();
@@ -61,12 +61,12 @@ impl Supervisor {
             match self.config.listeners.iter().position(|old| old.listen == lc.listen) {
                 Some(j) => {
                     counters.push(self.metrics.listener(&self.config.listeners[j].name));
-                    let index = self.slots[j];
+                    let index = self.listener_indices[j];
                     parts.iter_mut().for_each(|p| {
                         let (config, upstreams) = (lc.clone(), resolved.clone());
                         p.push(ListenerChange::Keep { index, config, upstreams })
                     });
-                    slots.push(index);
+                    indices.push(index);
                     sources[index] = source;
                     kept += 1;
                 }
@@ -83,7 +83,7 @@ impl Supervisor {
                         for (part, listener) in parts.iter_mut().zip(sockets) {
                             part.push(ListenerChange::Add(listener));
                         }
-                        slots.push(next_index);
+                        indices.push(next_index);
                         sources.push(source);
                         next_index += 1;
                     }
@@ -120,7 +120,7 @@ impl Supervisor {
         self.watched.set(watch_list(&new, &upstreams));
         self.upstreams = upstreams;
         self.config = new;
-        self.slots = slots;
+        self.listener_indices = indices;
         self.sources = sources;
         self.next_index = next_index;
         Ok(summary)

@@ -131,7 +131,7 @@ impl Supervisor {
         let thawed = upgrade::thaw(&state, &self.metrics, &mut Vec::new())
             .map_err(|e| io::Error::other(e.to_string()))?;
         let (config, sources, upstreams) = (thawed.config, thawed.sources, thawed.upstreams);
-        (self.config, self.sources, self.slots) = (config, sources, thawed.in_force);
+        (self.config, self.sources, self.listener_indices) = (config, sources, thawed.in_force);
         self.watched.set(watch_list(&self.config, &upstreams));
         self.upstreams = upstreams;
         *turn.threads = Threads::spawn(thawed.workers, &self.done, turn.finished_tx)?;
@@ -240,7 +240,7 @@ impl Supervisor {
             reply_fd: None,
             control_clients,
             sources: &self.sources,
-            in_force: &self.slots,
+            in_force: &self.listener_indices,
             upstreams: &self.upstreams,
             metrics: &self.metrics,
             started_as: self.runtime.started_as.as_deref(),

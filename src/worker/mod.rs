@@ -368,7 +368,7 @@ impl Core {
         // The activity path is a store into the slot, which is in cache anyway: a later deadline
         // leaves the wheel alone, and when the timer fires early `expiry` re-arms it (lazy
         // re-arm). The entry moves only for a deadline that moves earlier, and once when the
-        // upstream connect completes, so that it leaves the connect_timeout slot instead of
+        // upstream connect completes, so that it leaves the connect_timeout bucket instead of
         // firing there to be re-armed (a wake-up per tick after a burst of connections).
         let (old, new) = slot.deadlines.after(&progress, conn, &listener.config, &self.clock);
         if let Some(timer) = slot.timer.filter(|_| new < old || (connected && new != old)) {
