@@ -6,7 +6,7 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::address::unix_path;
-use super::listener::octal_mode;
+use super::value::octal_mode;
 use super::locate::Source;
 use super::{ControlConfig, Listen, ListenerConfig, Res};
 

@@ -12,7 +12,8 @@ use toml::{Spanned, Value};
 
 use super::duration::{duration, duration_or_off};
 use super::locate::Source;
-use super::{integer, DaemonConfig, ListenerConfig, LogFormat, LogTarget, MetricsConfig, Res, HOUR, MS};
+use super::value::integer;
+use super::{DaemonConfig, ListenerConfig, LogFormat, LogTarget, MetricsConfig, Res, HOUR, MS};
 
 const DEFAULT_PIDFILE: &str = "/run/idlereaper/idlereaper.pid";
 const DEFAULT_TICK: Duration = MS;

@@ -2,7 +2,7 @@
 //! listeners together.
 //!
 //! A table is checked key by key into a [`ListenerConfig`]. The spans of its name and addresses
-//! are kept beside it (`Checked`) so that the checks across listeners (unique names, unique
+//! are kept beside it ([`Checked`]) so that the checks across listeners (unique names, unique
 //! `listen` addresses, no relay loops) can point at the line to fix.
 //!
 //! Timers that can be switched off (`max_lifetime`, `half_close_timeout`, `tcp_keepalive`) take
@@ -21,15 +21,14 @@ use super::locate::{Source, Span};
 use crate::proxy_protocol::Version as ProxyVersion;
 
 use super::address::{self, Listen, Upstream};
-use super::checks;
-use super::duration::{duration, duration_or_off};
+use super::checks::{self, Checked};
+use super::duration::{duration, duration_or_off, MAX_TIMEOUT};
 use super::protocol::{self, ProtocolFile};
-use super::{found, integer, shown, wrong_type};
-use super::{Balance, IdleClose, ListenerConfig, Res, HOUR, TICK_NOTE};
+use super::value::{found, integer, octal_mode, shown, word, wrong_type, TICK_NOTE};
+use super::{Balance, IdleClose, ListenerConfig, Res, HOUR};
 
 /// Longest `idle_timeout`, `max_lifetime` and `half_close_timeout` (30 days); the shortest is
 /// `daemon.tick`.
-pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * HOUR.as_secs());
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest `connect_timeout`; the shortest is `daemon.tick`.
 const MAX_CONNECT_TIMEOUT: Duration = HOUR;
@@ -103,15 +102,6 @@ pub(super) fn validate(
     checks::unique(src, &checked)?;
     checks::no_loops(src, &checked)?;
     Ok(checked.into_iter().map(|c| c.config).collect())
-}
-
-/// A validated listener and where its values were, for the checks across listeners.
-pub(super) struct Checked {
-    pub(super) config: ListenerConfig,
-    pub(super) name_span: Span,
-    pub(super) listen_span: Span,
-    /// Of each `upstream` entry.
-    pub(super) upstream_spans: Vec<Span>,
 }
 
 fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tick: Duration) -> Res<Checked> {
@@ -388,49 +378,6 @@ fn none_set(
         Some((name, v)) => Err(src.error(v.span(), &key(name), msg)),
         None => Ok(()),
     }
-}
-
-/// A string value that must be one of `words`; `None` when absent.
-pub(super) fn word<'w>(
-    src: &Source,
-    key: &str,
-    value: &Option<Spanned<Value>>,
-    words: &[&'w str],
-) -> Res<Option<&'w str>> {
-    let Some(v) = value else { return Ok(None) };
-    // "a", "b" or "c"
-    let quoted: Vec<String> = words.iter().map(|w| format!("{w:?}")).collect();
-    let listed = match quoted.split_last() {
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-        None => String::new(),
-    };
-    match v.get_ref() {
-        Value::String(s) => match words.iter().find(|w| **w == s) {
-            Some(w) => Ok(Some(w)),
-            None => Err(src.error(v.span(), key, format!("expected {listed}, got {}", shown(v)))),
-        },
-        _ => Err(wrong_type(src, key, v, &listed)),
-    }
-}
-
-/// `socket_mode`: an octal string of three or four digits, such as `"0660"`.
-pub(super) fn octal_mode(v: &Spanned<Value>) -> Result<u32, String> {
-    let bad = || {
-        format!(
-            "expected an octal mode of three or four digits as a string, such as \"0660\", got {}",
-            shown(v)
-        )
-    };
-    let Value::String(text) = v.get_ref() else { return Err(bad()) };
-    if !(3..=4).contains(&text.len()) || !text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(bad());
-    }
-    let mode = u32::from_str_radix(text, 8).map_err(|_| bad())?;
-    if mode > 0o777 {
-        return Err(format!("{}: only the permission bits (up to 0777) may be set", shown(v)));
-    }
-    Ok(mode)
 }
 
 #[cfg(test)]

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use toml::{Spanned, Value};
 
-use super::duration::{duration, duration_or_off};
-use super::listener::{word, MAX_TIMEOUT};
+use super::duration::{duration, duration_or_off, MAX_TIMEOUT};
 use super::locate::Source;
-use super::{IdleClose, Res, TICK_NOTE};
+use super::value::{word, TICK_NOTE};
+use super::{IdleClose, Res};
 use crate::observe::Protocol;
 
 /// The protocol keys of one listener, as the file has them.
