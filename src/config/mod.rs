@@ -62,8 +62,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use locate::{ConfigError, Position};
 use locate::Source;
+pub use locate::{ConfigError, Position};
 
 pub use crate::observe::Protocol;
 pub use address::{Listen, Upstream};

@@ -45,7 +45,11 @@ impl Metrics {
 
     pub(super) fn render_with(&self, process: Process) -> String {
         let listeners = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut out = Exposition { text: String::with_capacity(2048 + 4096 * listeners.len()), family: "" };
+        let mut out = Exposition {
+            text: String::with_capacity(2048 + 4096 * listeners.len()),
+            family: "",
+            families: &FAMILIES,
+        };
         let ls = &listeners[..];
         out.per_listener(
             ls,
