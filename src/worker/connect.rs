@@ -5,67 +5,15 @@
 //! how many were tried. The client is not read meanwhile, so its bytes wait in its socket.
 
 use std::io;
-use std::sync::Arc;
 use std::time::Instant;
 
+use super::attempts::Attempts;
+use super::slot::CONN_INTEREST;
 use super::Core;
 use crate::close_reason::CloseReason;
 use crate::os::net::{is_out_of_descriptors, tune_upstream};
 use crate::os::stream::Stream;
 use crate::side::{IoFailure, Side};
-use crate::upstream::Target;
-
-/// A relay's connect attempts: the addresses, where this connection started in them and how
-/// many it has tried — and so, once connected, the address that serves it (for its close line).
-/// Kept in the slot itself (24 bytes), not boxed: one allocation fewer per connection.
-#[derive(Debug)]
-pub(super) struct Attempts {
-    targets: Arc<[Target]>,
-    start: u32,
-    /// Addresses tried so far, the one in progress (or connected) included.
-    tried: u32,
-}
-
-impl Attempts {
-    pub(super) fn new(targets: Arc<[Target]>, start: usize) -> Attempts {
-        // A start beyond the list wraps anyway (`% len`): reduce it first so that it fits.
-        let start = u32::try_from(start % targets.len().max(1)).unwrap_or(0);
-        Attempts { targets, start, tried: 0 }
-    }
-
-    /// For a live upgrade: the addresses, where this connection started, how many were tried.
-    pub(super) fn freeze(&self) -> (Vec<String>, usize, usize) {
-        let targets = self.targets.iter().map(ToString::to_string).collect();
-        (targets, self.start as usize, self.tried as usize)
-    }
-
-    /// The attempts a live upgrade handed over.
-    pub(super) fn thaw((targets, start, tried): &(Vec<String>, usize, usize)) -> io::Result<Attempts> {
-        let targets = targets.iter().map(|t| Target::parse(t)).collect::<io::Result<Arc<[Target]>>>()?;
-        let count = |n: usize| {
-            let out_of_range =
-                || io::Error::new(io::ErrorKind::InvalidData, format!("connect attempts: {n}"));
-            u32::try_from(n).map_err(|_| out_of_range())
-        };
-        Ok(Attempts { targets, start: count(*start)?, tried: count(*tried)? })
-    }
-
-    /// The address being tried now, or, once the upstream has connected, the one that did.
-    pub(super) fn current(&self) -> Option<&Target> {
-        let n = self.targets.len();
-        (self.tried > 0 && n > 0).then(|| &self.targets[(self.start as usize + self.tried as usize - 1) % n])
-    }
-
-    /// How many addresses were tried, the one in progress (or connected) included.
-    pub(super) fn tried(&self) -> usize {
-        self.tried as usize
-    }
-
-    /// Every address has been tried.
-    pub(super) fn exhausted(&self) -> bool {
-        self.tried as usize >= self.targets.len()
-    }
-}
 
 impl Core {
     /// Starts a connect to the next untried address of listener `i`'s upstream; addresses that
@@ -76,10 +24,7 @@ impl Core {
         attempts: &mut Attempts,
     ) -> Result<Stream, (CloseReason, IoFailure)> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no upstream address");
-        while !attempts.exhausted() {
-            let at = (attempts.start as usize + attempts.tried as usize) % attempts.targets.len();
-            let target = &attempts.targets[at];
-            attempts.tried += 1;
+        while let Some(target) = attempts.next_target() {
             let connected = target.connect().or_else(|e| match self.reclaim_descriptors(&e) {
                 true => target.connect(),
                 false => Err(e),
@@ -133,18 +78,14 @@ impl Core {
         slot.conn.retarget(upstream);
         let token = super::token::Target::Conn(key, Side::Upstream, slot.gen).token();
         let upstream = slot.conn.upstream_mut().expect("just set");
-        if let Err(error) = self.registry.register(upstream, token, super::accept::CONN_INTEREST) {
+        if let Err(error) = self.registry.register(upstream, token, CONN_INTEREST) {
             return Some((
                 CloseReason::Error,
                 Some(IoFailure { side: Side::Upstream, op: "register", error }),
             ));
         }
         slot.deadlines.connecting_again(&self.listeners[i].config, &self.clock, Instant::now());
-        let due = slot.deadlines.earliest();
-        match slot.timer {
-            Some(timer) => self.wheel.reset(timer, due),
-            None => slot.timer = Some(self.wheel.insert(due, key as u32)),
-        }
+        slot.arm(&mut self.wheel, key);
         None
     }
 }

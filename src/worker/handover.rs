@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use log::error;
 
-use super::connect::Attempts;
+use super::attempts::Attempts;
 use super::deadlines::Deadlines;
 use super::{Core, Phase, Slot, Worker};
 use crate::clock::Clock;
