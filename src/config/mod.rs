@@ -360,8 +360,6 @@ fn validate(src: &Source, file: FileConfig, checks: Checks) -> Res<Config> {
 }
 
 #[cfg(test)]
-mod daemon_tests;
-#[cfg(test)]
 mod property_tests;
 #[cfg(test)]
 mod tests;
