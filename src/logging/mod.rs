@@ -2,7 +2,7 @@
 //! RFC 3164). In the foreground, "syslog" and "stderr" both mean stderr (a supervisor such as
 //! systemd captures it); a file stays a file. A log file is reopened on request (SIGUSR1), for
 //! `logrotate`. Each line is text or JSON (`daemon.log_format`, changed by a reload), written by
-//! [`format`] from the record's message and fields.
+//! [`format`](mod@format) from the record's message and fields.
 //!
 //! A daemon writes nothing to the terminal it was started from once the start command has
 //! returned. So daemonizing is refused, before anything is done, when its log lines could only

@@ -1,5 +1,5 @@
 //! `show conns`, answered while the workers build it: each worker sends its rows in order
-//! (`report::reap_order`: soonest to be reaped first, those no deadline runs for last, then by
+//! (`rows::reap_order`: soonest to be reaped first, those no deadline runs for last, then by
 //! id), in batches of a loop turn ([`Rows`]), the next one when the supervisor asks for it; the
 //! supervisor merges the workers' rows in that order and writes each part of the answer as soon
 //! as it is placed. A row is placed once every worker still building has sent one at least as
