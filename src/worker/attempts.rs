@@ -68,3 +68,25 @@ impl Attempts {
         self.tried as usize >= self.targets.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_address_is_tried_once_from_the_start_round_the_list() {
+        let addresses = ["127.0.0.1:1", "127.0.0.1:2", "unix:/run/three.sock"];
+        let targets: Arc<[Target]> = addresses.iter().map(|t| Target::parse(t).unwrap()).collect();
+        // A start beyond the list wraps: 4 is the second address.
+        let mut attempts = Attempts::new(targets, 4);
+        assert!(attempts.current().is_none(), "nothing tried yet");
+        let mut tried = Vec::new();
+        while let Some(target) = attempts.next_target() {
+            tried.push(target.to_string());
+            assert_eq!(attempts.current().map(ToString::to_string), tried.last().cloned());
+        }
+        assert_eq!(tried, ["127.0.0.1:2", "unix:/run/three.sock", "127.0.0.1:1"]);
+        assert!(attempts.exhausted() && attempts.tried() == 3);
+        assert!(attempts.next_target().is_none() && attempts.tried() == 3, "no address twice");
+    }
+}

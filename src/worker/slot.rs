@@ -25,7 +25,7 @@ pub(super) const CONN_INTEREST: Interest = Interest::READABLE.add(Interest::WRIT
 /// A connection as the loop keeps it: the relay state machine and the loop's bookkeeping for it
 /// (which the connection itself knows nothing of).
 pub(super) struct Slot {
-    /// Unique for the daemon's lifetime, across upgrades too (see [`Core::new_id`](super::Core::new_id)).
+    /// Unique for the daemon's lifetime, across upgrades too (see [`Core::new_id`]).
     pub(super) id: u64,
     pub(super) conn: Conn,
     /// Index of the listener that accepted it.
@@ -71,6 +71,7 @@ impl Core {
         let gen = self.generation;
         let entry = self.slots.vacant_entry();
         let key = entry.key();
+        debug_assert!(slot.timer.is_none(), "connection {key} installed with a timer");
         slot.gen = gen;
         let slot = entry.insert(slot);
         slot.arm(&mut self.wheel, key);
