@@ -10,20 +10,22 @@
 //! format 1 (from a binary without a guardian) reads with none of them. Format 2 also adds, at
 //! the end of each connection's record, its protocol observer's state (`RelayState::observer`);
 //! the connections of a state of format 1 (from a binary without observers) read with none,
-//! idle by bytes as they were.
+//! idle by bytes as they were. Format 3 adds, at the end of each listener's record, the health
+//! of its upstream addresses (`ListenerState::upstream_health`); the listeners of an older
+//! state read with none, every address up.
 
 use std::io;
 
 use super::state::{
     ConnState, ControlClientState, Counters, HalfState, ListenerState, RelayState, SocketState, State,
-    WorkerState,
+    UpstreamHealthState, WorkerState,
 };
 use super::wire::{Reader, Writer};
 
 /// The version this binary writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The versions this binary reads.
-pub const READS: &[u32] = &[1, 2];
+pub const READS: &[u32] = &[1, 2, 3];
 const MAGIC: &[u8; 8] = b"IRHANDOV";
 
 impl State {
@@ -55,6 +57,17 @@ impl State {
             w.list(&l.counters, |w, c| w.u64(*c));
             w.option(l.unix_path.as_ref(), |w, p| w.str(p));
             w.list(&l.targets, |w, entry| w.list(entry, |w, t| w.str(t)));
+            if version >= 3 {
+                w.list(&l.upstream_health, |w, h| {
+                    w.str(&h.address);
+                    w.bool(h.disabled);
+                    w.u32(h.failures);
+                    w.option(h.backoff.as_ref(), |w, (length, left)| {
+                        w.u64(*length);
+                        w.u64(*left);
+                    });
+                });
+            }
         });
         w.list(&self.in_force, |w, i| w.usize(*i));
         let c = &self.counters;
@@ -110,15 +123,7 @@ impl State {
             reply_fd: r.option(Reader::i32)?,
             retired: r.list(Reader::i32)?,
             texts: r.list(Reader::str)?,
-            listeners: r.list(|r| {
-                Ok(ListenerState {
-                    text: r.usize()?,
-                    position: r.usize()?,
-                    counters: r.list(Reader::u64)?,
-                    unix_path: r.option(Reader::str)?,
-                    targets: r.list(|r| r.list(Reader::str))?,
-                })
-            })?,
+            listeners: r.list(|r| get_listener(r, version))?,
             in_force: r.list(Reader::usize)?,
             counters: Counters {
                 started: r.u64()?,
@@ -153,6 +158,29 @@ impl State {
         state.check()?;
         Ok(state)
     }
+}
+
+/// A listener's record in a state of `version`.
+fn get_listener(r: &mut Reader<'_>, version: u32) -> io::Result<ListenerState> {
+    let mut listener = ListenerState {
+        text: r.usize()?,
+        position: r.usize()?,
+        counters: r.list(Reader::u64)?,
+        unix_path: r.option(Reader::str)?,
+        targets: r.list(|r| r.list(Reader::str))?,
+        upstream_health: Vec::new(),
+    };
+    if version >= 3 {
+        listener.upstream_health = r.list(|r| {
+            Ok(UpstreamHealthState {
+                address: r.str()?,
+                disabled: r.bool()?,
+                failures: r.u32()?,
+                backoff: r.option(|r| Ok((r.u64()?, r.u64()?)))?,
+            })
+        })?;
+    }
+    Ok(listener)
 }
 
 fn put_socket(w: &mut Writer, s: &SocketState) {

@@ -267,6 +267,7 @@ fn counters_carried_by_an_upgrade_keep_their_places_across_versions() {
             idle_timeout_ms: 0,
             bytes_from_client: 0,
             bytes_from_upstream: 0,
+            upstreams: Vec::new(),
         };
         m.fill(&mut row);
         (row.accepted, row.closed, row.refused)

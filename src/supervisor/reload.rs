@@ -56,9 +56,12 @@ impl Supervisor {
         let mut sources = self.sources.clone();
         for (i, lc) in new.listeners.iter().enumerate() {
             let source = Source { text: Arc::clone(&new.text), position: i };
-            let resolved = listener::resolve_upstreams(&new, i).map_err(|e| e.to_string())?;
+            let same = self.config.listeners.iter().position(|old| old.listen == lc.listen);
+            // A kept listener's addresses keep their health (disabled, in backoff).
+            let before = same.and_then(|j| self.upstreams[j].as_deref());
+            let resolved = listener::resolve_upstreams(&new, i, before).map_err(|e| e.to_string())?;
             upstreams.push(resolved.clone());
-            match self.config.listeners.iter().position(|old| old.listen == lc.listen) {
+            match same {
                 Some(j) => {
                     counters.push(self.metrics.listener(&self.config.listeners[j].name));
                     let index = self.slots[j];
@@ -118,6 +121,7 @@ impl Supervisor {
         let summary =
             format!("listeners={} kept={kept} added={added} removed={removed}", new.listeners.len());
         self.watched.set(watch_list(&new, &upstreams));
+        upstreams.iter().flatten().for_each(|u| u.forget_unlisted());
         self.upstreams = upstreams;
         self.config = new;
         self.slots = slots;
