@@ -300,6 +300,7 @@ fn assemble(
 ) -> Vec<Listener> {
     let active = Arc::new(AtomicUsize::new(0));
     let per_ip = Arc::new(Mutex::new(HashMap::new()));
+    metrics.set_upstreams(upstreams.as_ref());
     sockets
         .into_iter()
         .map(|socket| Listener {

@@ -116,6 +116,9 @@ impl Supervisor {
         }
         log.set_level(new.daemon.log_level);
         log.set_format(new.daemon.log_format);
+        for (counters, upstreams) in counters.iter().zip(&upstreams) {
+            counters.set_upstreams(upstreams.as_ref());
+        }
         self.metrics.set_listeners(counters);
         let (added, removed) = (new.listeners.len() - kept, self.config.listeners.len() - kept);
         let summary =

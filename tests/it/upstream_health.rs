@@ -113,11 +113,12 @@ fn a_disabled_upstream_is_drained_and_takes_new_connections_again_once_enabled()
     let (a, count_a) = counting_echo_upstream();
     let (b, count_b) = counting_echo_upstream();
     let (c, count_c) = counting_echo_upstream();
-    let (listen, sink) = (free_addr(), free_addr());
+    let (listen, sink, endpoint) = (free_addr(), free_addr(), free_addr());
     let dir = tempfile::tempdir().unwrap();
     let (control, socket) = control_at(dir.path());
     let config = daemon_section(dir.path(), "2s")
         + &control
+        + &metrics_at(endpoint)
         + &relay_to("r", listen, &[a.addr, b.addr, c.addr], "")
         + &sink_listener("s", sink, "60s");
     let daemon = Daemon::start_in(dir, &config);
@@ -132,6 +133,11 @@ fn a_disabled_upstream_is_drained_and_takes_new_connections_again_once_enabled()
     assert_eq!(state_of(&socket, "r", a.addr), ("disabled".to_owned(), 0, None));
     let table = ctl_stdout(&socket, &["show", "listeners"]);
     assert!(table.lines().any(|l| l.contains(&a_text) && l.contains("disabled")), "{table}");
+    let up = |body: &str, u: &Upstream| {
+        metric(body, "idlereaper_upstream_up", &format!("listener=\"r\",upstream=\"{}\"", u.addr))
+    };
+    let body = scrape_metrics(endpoint);
+    assert_eq!((up(&body, &a), up(&body, &b), up(&body, &c)), (Some(0), Some(1), Some(1)), "{body}");
 
     let at_disable = stream.received();
     for i in 0..5 {
@@ -147,6 +153,7 @@ fn a_disabled_upstream_is_drained_and_takes_new_connections_again_once_enabled()
     assert_eq!(out, format!("listener=r upstream={a_text} state=up\n"));
     one_client(listen, "enabled again");
     assert_eq!(count_a.load(Ordering::SeqCst), 2, "new connections reach it again");
+    assert_eq!(up(&scrape_metrics(endpoint), &a), Some(1));
     let sent = stream.finish(0);
     assert!(sent > at_disable, "every byte back, in order");
 
