@@ -14,6 +14,7 @@ use crate::listener;
 use crate::logging::LogHandle;
 use crate::metrics::ListenerMetrics;
 use crate::upgrade::Source;
+use crate::upstream::Upstreams;
 use crate::worker::{Command, ListenerChange, Reload, Remote};
 
 impl Supervisor {
@@ -116,21 +117,32 @@ impl Supervisor {
         }
         log.set_level(new.daemon.log_level);
         log.set_format(new.daemon.log_format);
-        for (counters, upstreams) in counters.iter().zip(&upstreams) {
-            counters.set_upstreams(upstreams.as_ref());
-        }
-        self.metrics.set_listeners(counters);
+        self.in_force(&new, counters, upstreams);
         let (added, removed) = (new.listeners.len() - kept, self.config.listeners.len() - kept);
         let summary =
             format!("listeners={} kept={kept} added={added} removed={removed}", new.listeners.len());
-        self.watched.set(watch_list(&new, &upstreams));
-        upstreams.iter().flatten().for_each(|u| u.forget_unlisted());
-        self.upstreams = upstreams;
         self.config = new;
         self.slots = slots;
         self.sources = sources;
         self.next_index = next_index;
         Ok(summary)
+    }
+
+    /// The counters and upstreams of the listeners of `new`, in its order, in force from now
+    /// on: for a scrape, for the resolver thread; addresses no longer listed lose their health.
+    fn in_force(
+        &mut self,
+        new: &Config,
+        counters: Vec<Arc<ListenerMetrics>>,
+        upstreams: Vec<Option<Arc<Upstreams>>>,
+    ) {
+        for (counters, upstreams) in counters.iter().zip(&upstreams) {
+            counters.set_upstreams(upstreams.as_ref());
+        }
+        self.metrics.set_listeners(counters);
+        self.watched.set(watch_list(new, &upstreams));
+        upstreams.iter().flatten().for_each(|u| u.forget_unlisted());
+        self.upstreams = upstreams;
     }
 
     /// Settings a running daemon cannot change: `new` gets the running values back, and the
