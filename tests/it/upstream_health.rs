@@ -1,6 +1,7 @@
 //! The health of upstream addresses as an operator sees it: a dead address passed over for a
 //! backoff that grows while clients are still relayed through the others, and used again once
-//! it is back; `idlereaperctl upstream disable|enable` (a drain: no new connection, the open
+//! it is back; one that does not answer passed over after its connect timeout;
+//! `idlereaperctl upstream disable|enable` (a drain: no new connection, the open
 //! ones relaying on, byte for byte), its errors, and every address disabled; the state kept by
 //! a reload and by a live upgrade.
 
@@ -106,6 +107,39 @@ fn a_dead_upstream_is_passed_over_for_a_growing_backoff_and_serves_again_once_ba
     assert!(used.is_some(), "the restarted upstream was not used again:\n{}", daemon.log());
     assert_eq!(state_of(&socket, "r", dead), ("up".to_owned(), 0, None));
     daemon.wait_log(&format!("upstream {dead} connects again"), Duration::from_secs(5));
+}
+
+#[test]
+fn an_upstream_that_does_not_answer_is_passed_over_once_its_connect_timeout_has_passed() {
+    let (unanswering, _fillers) = unanswering_upstream();
+    let silent = unanswering.local_addr().unwrap();
+    let live = Upstream::echo();
+    let listen = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let (control, socket) = control_at(dir.path());
+    let extra = "connect_timeout = \"300ms\"\nupstream_backoff = \"1m\"\n";
+    let config =
+        daemon_section(dir.path(), "2s") + &control + &relay_to("t", listen, &[silent, live.addr], extra);
+    let daemon = Daemon::start_in(dir, &config);
+    // The first client waits out the connect timeout of the first address; the second serves it.
+    let mut c = connect(listen);
+    assert_echo(&mut c, b"after a timeout");
+    let me = c.local_addr().unwrap();
+    drop(c);
+    let line = daemon.wait_close_of(me, Duration::from_secs(5));
+    assert_eq!(line.get("upstream"), Some(&live.addr.to_string()[..]), "{}", line.raw);
+    let (state, failures, _) = state_of(&socket, "t", silent);
+    assert_eq!((state.as_str(), failures), ("backoff", 1));
+    daemon.wait_log(
+        &format!("upstream {silent} failed to connect (no answer within connect_timeout)"),
+        Duration::from_secs(5),
+    );
+    // The next ones go straight to the second address: the first is not tried (it would time
+    // out, and count, again).
+    for i in 0..3 {
+        one_client(listen, &format!("no wait {i}"));
+    }
+    assert_eq!(state_of(&socket, "t", silent).1, 1, "the silent address was passed over");
 }
 
 #[test]
