@@ -564,10 +564,11 @@ logrotate_reopens() {
 step "logrotate -f with the packaged file: the daemon reopens its log, writes to the new file, the rotated one stops growing" logrotate_reopens
 
 # --- upgrade in place -------------------------------------------------------
-# Installing a newer package over a running daemon does not restart it (issue
-# 13): postinst sends SIGUSR2 to the pid in the pidfile, and the daemon
-# re-executes the new /usr/sbin/idlereaper in the same process, keeping its
-# listeners and every connection. The daemon is started by hand as above (no
+# Installing a newer package over a running daemon does not restart it:
+# postinst asks it to upgrade (`idlereaperctl upgrade`, or SIGUSR2 to the pid in
+# the pidfile where there is no control socket), and the daemon re-executes
+# the new /usr/sbin/idlereaper in the same process, keeping its listeners and
+# every connection. The daemon is started by hand as above (no
 # systemd here), on a copy of the packaged config that logs to a file the test
 # reads (also where /dev/log exists), in a directory _idlereaper may write to:
 # the re-executed daemon has already dropped privileges. Through it run
