@@ -28,19 +28,19 @@ next_version=${cur_version%.*}.$((${cur_version##*.} + 1))
 
 # bump_version: in the current directory (a copy of the tree), says
 # $next_version instead of $cur_version in Cargo.toml, Cargo.lock and on top
-# of packaging/changelog. Runs under set -e.
+# of packaging/changelog.
 bump_version() {
-    sed -i "0,/^version = \"$cur_version\"\$/s//version = \"$next_version\"/" Cargo.toml
-    sed -i "/^name = \"idlereaper\"\$/{n;s/^version = \"$cur_version\"\$/version = \"$next_version\"/}" Cargo.lock
-    grep -q "^version = \"$next_version\"\$" Cargo.toml
-    grep -A1 '^name = "idlereaper"$' Cargo.lock | grep -q "^version = \"$next_version\"\$"
+    sed -i "0,/^version = \"$cur_version\"\$/s//version = \"$next_version\"/" Cargo.toml || return 1
+    sed -i "/^name = \"idlereaper\"\$/{n;s/^version = \"$cur_version\"\$/version = \"$next_version\"/}" Cargo.lock || return 1
+    grep -q "^version = \"$next_version\"\$" Cargo.toml || { echo "Cargo.toml: version not bumped"; return 1; }
+    grep -A1 '^name = "idlereaper"$' Cargo.lock | grep -q "^version = \"$next_version\"\$" \
+        || { echo "Cargo.lock: version not bumped"; return 1; }
     {
         printf 'idlereaper (%s-1) unstable; urgency=medium\n\n' "$next_version"
         printf '  * Test build for the upgrade in place (.ci/deb-test.sh).\n\n'
         printf ' -- %s  %s\n\n' "$(dpkg-parsechangelog -l packaging/changelog -SMaintainer)" "$(date -R)"
         cat packaging/changelog
-    } >packaging/changelog.new
-    mv packaging/changelog.new packaging/changelog
+    } >packaging/changelog.new && mv packaging/changelog.new packaging/changelog
 }
 
 build_next() {
@@ -50,10 +50,8 @@ build_next() {
     mkdir -p "$next_src" || return 1
     tar -C . --exclude=./target --exclude=./.git --exclude=./fuzz/target -cf - . | tar -C "$next_src" -xf - || return 1
     (
-        set -e
-        cd "$next_src"
-        bump_version
-        CARGO_TARGET_DIR=$target_dir bash packaging/build-deb.sh </dev/null
+        cd "$next_src" && bump_version \
+            && CARGO_TARGET_DIR=$target_dir bash packaging/build-deb.sh </dev/null
     ) >"$log" 2>&1 || { tail -n 40 "$log"; return 1; }
     deb_next=$next_src/$(tail -n 1 "$log")
     [ -f "$deb_next" ] || { note "no package file (last line of the build: '$(tail -n 1 "$log")')"; return 1; }

@@ -38,8 +38,10 @@ user_ok() {
 }
 step "system user and group $USER_NAME exist (home /nonexistent)" user_ok
 
-step "reinstall over itself (postinst is idempotent)" \
-    timeout 300 dpkg -i "$deb" </dev/null >"$work/dpkg-i2.log" 2>&1
+reinstall() {
+    timeout 300 dpkg -i "$deb" </dev/null >"$work/dpkg-i2.log" 2>&1 || { show "$work/dpkg-i2.log"; return 1; }
+}
+step "reinstall over itself (postinst is idempotent)" reinstall
 
 # What postinst made and said: the log directory for a log file, owned by the
 # daemon's user (logrotate rotates it as that user). On a first installation
