@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::address::{Listen, Upstream};
 use super::locate::{Source, Span};
-use super::{Balance, IdleClose, ListenerConfig, Protocol, Res};
+use super::{Backoff, Balance, IdleClose, ListenerConfig, Protocol, Res};
 use crate::proxy_protocol::Version as ProxyVersion;
 
 /// A validated listener and where its values were, for the checks across listeners.
@@ -158,6 +158,15 @@ impl ListenerConfig {
         }
         if self.upstream.len() > 1 || self.balance != Balance::First {
             add(format!("balance {}", if self.balance == Balance::First { "first" } else { "round_robin" }));
+        }
+        // Passive health chooses among addresses: worth saying where there is a choice.
+        if !self.upstream.is_empty()
+            && (self.upstream.len() > 1 || self.upstream_backoff != Some(Backoff::default()))
+        {
+            match self.upstream_backoff {
+                None => add("upstream_backoff off".to_owned()),
+                Some(b) => add(format!("upstream_backoff {}, upstream_backoff_max {}", d(b.first), d(b.max))),
+            }
         }
         if let Some(lifetime) = self.max_lifetime {
             add(format!("max_lifetime {}", d(lifetime)));

@@ -21,6 +21,7 @@ use super::locate::{Source, Span};
 use crate::proxy_protocol::Version as ProxyVersion;
 
 use super::address::{self, Listen, Upstream};
+use super::backoff;
 use super::checks::{self, Checked};
 use super::duration::{duration, duration_or_off, MAX_TIMEOUT};
 use super::protocol::{self, ProtocolFile};
@@ -60,6 +61,8 @@ pub(super) struct FileListener {
     socket_mode: Option<Spanned<Value>>,
     idle_timeout: Option<Spanned<Value>>,
     connect_timeout: Option<Spanned<Value>>,
+    upstream_backoff: Option<Spanned<Value>>,
+    upstream_backoff_max: Option<Spanned<Value>>,
     max_connections: Option<Spanned<Value>>,
     max_lifetime: Option<Spanned<Value>>,
     half_close_timeout: Option<Spanned<Value>>,
@@ -131,6 +134,8 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
     // A sink never connects, and it closes at the client's FIN: these would have no effect.
     let relay_only = [
         ("connect_timeout", &l.connect_timeout),
+        ("upstream_backoff", &l.upstream_backoff),
+        ("upstream_backoff_max", &l.upstream_backoff_max),
         ("half_close_timeout", &l.half_close_timeout),
         ("proxy_protocol", &l.proxy_protocol),
         ("balance", &l.balance),
@@ -141,6 +146,7 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
     }
     let limits = (DEFAULT_CONNECT_TIMEOUT, (tick, MAX_CONNECT_TIMEOUT));
     let connect_timeout = duration(src, &key("connect_timeout"), &l.connect_timeout, limits, TICK_NOTE)?;
+    let upstream_backoff = backoff::validate(src, &key, &l.upstream_backoff, &l.upstream_backoff_max, tick)?;
     let lifetime = (None, timer, "unlimited", TICK_NOTE);
     let max_lifetime = duration_or_off(src, &key("max_lifetime"), &l.max_lifetime, lifetime)?;
     let half_close = (Some(DEFAULT_HALF_CLOSE_TIMEOUT), timer, "off", TICK_NOTE);
@@ -249,6 +255,7 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
             balance,
             idle_timeout,
             connect_timeout,
+            upstream_backoff,
             max_connections,
             max_lifetime,
             half_close_timeout,

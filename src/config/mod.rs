@@ -67,9 +67,11 @@ pub use locate::{ConfigError, Position};
 
 pub use crate::observe::Protocol;
 pub use address::{Listen, Upstream};
+pub use backoff::Backoff;
 pub use keys::{file_keys, TableKeys};
 
 mod address;
+mod backoff;
 mod checks;
 mod control;
 mod daemon;
@@ -200,6 +202,9 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
     /// `daemon.tick`..=1h, default 5s. Set in the file only for a relay listener.
     pub connect_timeout: Duration,
+    /// Passive health: how long an upstream address whose connect failed is passed over
+    /// (default 1s, doubling to 30s); `None` ("0s"): off. Set in the file only for a relay.
+    pub upstream_backoff: Option<Backoff>,
     /// 1..=1_000_000, default 10000.
     pub max_connections: usize,
     /// Close a connection this long after it was accepted, whatever its traffic. `None` ("0s",

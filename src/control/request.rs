@@ -17,6 +17,9 @@ pub enum Request {
     Reload,
     /// Upgrade in place (as SIGUSR2), and say how it went.
     Upgrade,
+    /// Take an upstream address out of a listener's choice for new connections (`disable`), or
+    /// put it back (`enable`).
+    Upstream { listener: String, address: String, disable: bool },
     /// The commands.
     Help,
 }
@@ -26,6 +29,7 @@ pub const HELP: &str = "\
 show conns [--listener NAME] [--idle-over DURATION] [--limit N] [--json]
 show listeners [--json]
 kill ID... | kill --client IP[:PORT] | kill --listener NAME
+upstream disable|enable LISTENER ADDRESS
 reload
 upgrade
 help
@@ -80,6 +84,12 @@ pub fn parse(line: &str) -> Result<Request, String> {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Request::Kill(Selector::Ids(ids)))
         }
+        ["upstream", action @ ("disable" | "enable"), listener, address] => Ok(Request::Upstream {
+            listener: (*listener).to_owned(),
+            address: (*address).to_owned(),
+            disable: *action == "disable",
+        }),
+        ["upstream", ..] => Err("upstream: disable|enable LISTENER ADDRESS".to_owned()),
         ["reload"] => Ok(Request::Reload),
         ["upgrade"] => Ok(Request::Upgrade),
         ["help"] => Ok(Request::Help),
@@ -127,6 +137,18 @@ mod tests {
             Ok(Request::Kill(Selector::Client(ClientMatch::Address("::1".parse().unwrap()))))
         );
         assert_eq!(parse("kill --listener pg"), Ok(Request::Kill(Selector::Listener("pg".into()))));
+        assert_eq!(
+            parse("upstream disable pg 10.0.9.5:5432"),
+            Ok(Request::Upstream { listener: "pg".into(), address: "10.0.9.5:5432".into(), disable: true })
+        );
+        assert_eq!(
+            parse("upstream enable pg unix:/run/pg.sock"),
+            Ok(Request::Upstream {
+                listener: "pg".into(),
+                address: "unix:/run/pg.sock".into(),
+                disable: false
+            })
+        );
         assert_eq!(parse("reload"), Ok(Request::Reload));
         assert_eq!(parse("upgrade"), Ok(Request::Upgrade));
         for (line, says) in [
@@ -142,6 +164,9 @@ mod tests {
             ("kill --client somewhere", "expected IP"),
             ("reboot", "unknown command \"reboot\""),
             ("reload now", "reload takes nothing after it"),
+            ("upstream drain pg 10.0.9.5:5432", "disable|enable LISTENER ADDRESS"),
+            ("upstream disable pg", "disable|enable LISTENER ADDRESS"),
+            ("upstream enable pg a b", "disable|enable LISTENER ADDRESS"),
         ] {
             let e = parse(line).unwrap_err();
             assert!(e.contains(says), "{line:?}: {e}");

@@ -14,6 +14,7 @@ use crate::listener;
 use crate::logging::LogHandle;
 use crate::metrics::ListenerMetrics;
 use crate::upgrade::Source;
+use crate::upstream::Upstreams;
 use crate::worker::{Command, ListenerChange, Reload, Remote};
 
 impl Supervisor {
@@ -56,9 +57,12 @@ impl Supervisor {
         let mut sources = self.sources.clone();
         for (i, lc) in new.listeners.iter().enumerate() {
             let source = Source { text: Arc::clone(&new.text), position: i };
-            let resolved = listener::resolve_upstreams(&new, i).map_err(|e| e.to_string())?;
+            let same = self.config.listeners.iter().position(|old| old.listen == lc.listen);
+            // A kept listener's addresses keep their health (disabled, in backoff).
+            let before = same.and_then(|j| self.upstreams[j].as_deref());
+            let resolved = listener::resolve_upstreams(&new, i, before).map_err(|e| e.to_string())?;
             upstreams.push(resolved.clone());
-            match self.config.listeners.iter().position(|old| old.listen == lc.listen) {
+            match same {
                 Some(j) => {
                     counters.push(self.metrics.listener(&self.config.listeners[j].name));
                     let index = self.listener_indices[j];
@@ -113,17 +117,32 @@ impl Supervisor {
         }
         log.set_level(new.daemon.log_level);
         log.set_format(new.daemon.log_format);
-        self.metrics.set_listeners(counters);
+        self.in_force(&new, counters, upstreams);
         let (added, removed) = (new.listeners.len() - kept, self.config.listeners.len() - kept);
         let summary =
             format!("listeners={} kept={kept} added={added} removed={removed}", new.listeners.len());
-        self.watched.set(watch_list(&new, &upstreams));
-        self.upstreams = upstreams;
         self.config = new;
         self.listener_indices = indices;
         self.sources = sources;
         self.next_index = next_index;
         Ok(summary)
+    }
+
+    /// The counters and upstreams of the listeners of `new`, in its order, in force from now
+    /// on: for a scrape, for the resolver thread; addresses no longer listed lose their health.
+    fn in_force(
+        &mut self,
+        new: &Config,
+        counters: Vec<Arc<ListenerMetrics>>,
+        upstreams: Vec<Option<Arc<Upstreams>>>,
+    ) {
+        for (counters, upstreams) in counters.iter().zip(&upstreams) {
+            counters.set_upstreams(upstreams.as_ref());
+        }
+        self.metrics.set_listeners(counters);
+        self.watched.set(watch_list(new, &upstreams));
+        upstreams.iter().flatten().for_each(|u| u.forget_unlisted());
+        self.upstreams = upstreams;
     }
 
     /// Settings a running daemon cannot change: `new` gets the running values back, and the

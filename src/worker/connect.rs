@@ -1,8 +1,11 @@
-//! Connecting a relay to its upstream: the addresses are tried in the order `balance` gives,
-//! from the connection's starting point; an address refused at once, or whose connect fails
-//! or times out later (each attempt has `connect_timeout`), moves on to the next. The client is
-//! closed only when every address has failed once, and its close line names the last error and
-//! how many were tried. The client is not read meanwhile, so its bytes wait in its socket.
+//! Connecting a relay to its upstream: the addresses are tried from the connection's starting
+//! point in `balance` order, those up first, then those in backoff (the soonest to end first),
+//! never a disabled one (the listener's health table chooses: `upstream::HealthTable::next`);
+//! an address refused at once, or whose connect fails or times out later (each attempt has
+//! `connect_timeout`), moves on to the next, and counts against the address. The client is
+//! closed only when every address it may use has failed once, and its close line names the last
+//! error and how many were tried. The client is not read meanwhile, so its bytes wait in its
+//! socket.
 
 use std::io;
 use std::time::Instant;
@@ -14,17 +17,48 @@ use crate::close_reason::CloseReason;
 use crate::os::net::{is_out_of_descriptors, tune_upstream};
 use crate::os::stream::Stream;
 use crate::side::{IoFailure, Side};
+use crate::upstream::Target;
 
 impl Core {
-    /// Starts a connect to the next untried address of listener `i`'s upstream; addresses that
-    /// fail at once are passed over. `Err` when none is left: the reason and the last failure.
+    /// The position of the next address connection `attempts` of listener `i` tries, as the
+    /// listener's health table chooses; `None` when none is left that it may use.
+    fn next_to_try(&self, i: usize, attempts: &Attempts, now: Instant) -> Option<usize> {
+        match &self.listeners[i].upstreams {
+            Some(upstreams) => upstreams.health().next(attempts.untried(), now),
+            None => attempts.untried().next().map(|(k, _)| k),
+        }
+    }
+
+    /// A connect of listener `i` to `target` failed: the address counts it.
+    fn upstream_failed(&self, i: usize, target: &Target, error: &io::Error, now: Instant) {
+        if let Some(upstreams) = &self.listeners[i].upstreams {
+            upstreams.failed(target, error, now);
+        }
+    }
+
+    /// The upstream connect of connection `key` succeeded: its address is up.
+    pub(super) fn upstream_connected(&self, key: usize) {
+        let slot = &self.slots[key];
+        let upstreams = self.listeners[slot.listener].upstreams.as_ref();
+        if let (Some(upstreams), Some(target)) =
+            (upstreams, slot.attempts.as_ref().and_then(Attempts::current))
+        {
+            upstreams.connected(target);
+        }
+    }
+
+    /// Starts a connect to the next address of listener `i`'s upstream that this connection may
+    /// try; addresses that fail at once are passed over. `Err` when none is left: the reason and
+    /// the last failure.
     pub(super) fn connect_next(
         &mut self,
         i: usize,
         attempts: &mut Attempts,
     ) -> Result<Stream, (CloseReason, IoFailure)> {
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no upstream address");
-        while let Some(target) = attempts.next_target() {
+        let mut last = None;
+        let now = Instant::now();
+        while let Some(k) = self.next_to_try(i, attempts, now) {
+            let target = attempts.begin(k);
             let connected = target.connect().or_else(|e| match self.reclaim_descriptors(&e) {
                 true => target.connect(),
                 false => Err(e),
@@ -44,10 +78,16 @@ impl Core {
                         IoFailure { side: Side::Upstream, op: "connect", error },
                     ));
                 }
-                Err(error) => last = error,
+                Err(error) => {
+                    self.upstream_failed(i, target, &error, now);
+                    last = Some(error);
+                }
             }
         }
-        Err((CloseReason::UpstreamRefused, IoFailure { side: Side::Upstream, op: "connect", error: last }))
+        // Nothing tried: every address is disabled.
+        let error = last
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "every upstream address is disabled"));
+        Err((CloseReason::UpstreamRefused, IoFailure { side: Side::Upstream, op: "connect", error }))
     }
 
     /// The upstream connect of connection `key` failed (`reason`, `failure`): tries the next
@@ -61,11 +101,15 @@ impl Core {
     ) -> Option<(CloseReason, Option<IoFailure>)> {
         let slot = &mut self.slots[key];
         let Some(mut attempts) = slot.attempts.take() else { return Some((reason, failure)) };
-        if attempts.exhausted() {
-            slot.attempts = Some(attempts);
+        let (i, now) = (slot.listener, Instant::now());
+        if let (Some(target), Some(failed)) = (attempts.current(), &failure) {
+            self.upstream_failed(i, target, &failed.error, now);
+        }
+        if self.next_to_try(i, &attempts, now).is_none() {
+            self.slots[key].attempts = Some(attempts);
             return Some((reason, failure));
         }
-        let i = slot.listener;
+        let slot = &mut self.slots[key];
         // The failed socket is closed first: its registration goes with it.
         drop(slot.conn.take_upstream());
         let next = self.connect_next(i, &mut attempts);

@@ -51,4 +51,5 @@ mod upgrade_config;
 mod upgrade_deadlines;
 mod upgrade_failures;
 mod upgrade_refusals;
+mod upstream_health;
 mod upstreams;

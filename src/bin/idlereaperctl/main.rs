@@ -1,5 +1,5 @@
 //! `idlereaperctl`: the operator's side of idlereaper's control socket. It sends one request
-//! and prints the answer (`show`, `kill`, `reload`, `upgrade`), or keeps asking to draw a live
+//! and prints the answer (`show`, `kill`, `upstream`, `reload`, `upgrade`), or keeps asking to draw a live
 //! view (`top`). Exit status: 0 done, 1 the daemon cannot be reached, 2 a usage error or a
 //! request the daemon refused. See idlereaperctl(8).
 
@@ -38,6 +38,9 @@ enum Command {
     Show(Show),
     /// Close connections at once (reason "killed"): by id, by client, or by listener.
     Kill(Kill),
+    /// Take an upstream address out of a listener's choice for new connections, or put it back.
+    #[command(subcommand)]
+    Upstream(Upstream),
     /// Reload the configuration file; prints what changed, or the error (exit 2).
     Reload,
     /// Upgrade the daemon in place to the binary on disk; prints the result (exit 2 if refused).
@@ -68,6 +71,23 @@ enum Show {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum Upstream {
+    /// No new connection goes to ADDRESS; the open ones carry on (a drain).
+    Disable(UpstreamAddress),
+    /// New connections go to ADDRESS again, at once (a backoff it was in ends).
+    Enable(UpstreamAddress),
+}
+
+#[derive(Debug, Args)]
+struct UpstreamAddress {
+    /// The relay listener, by name.
+    listener: String,
+    /// IP:port or unix:/path, as `show listeners` lists it; or an upstream entry as the
+    /// configuration writes it (host:port: every address it resolves to).
+    address: String,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +156,13 @@ fn request_line(command: &Command) -> Option<String> {
                 }
                 _ => ids.iter().for_each(|id| push(&id.to_string())),
             }
+        }
+        Command::Upstream(action) => {
+            let (word, UpstreamAddress { listener, address }) = match action {
+                Upstream::Disable(a) => ("disable", a),
+                Upstream::Enable(a) => ("enable", a),
+            };
+            ["upstream", word, listener, address].into_iter().for_each(&mut push);
         }
         Command::Reload => push("reload"),
         Command::Upgrade => push("upgrade"),

@@ -1,7 +1,7 @@
 //! The daemon's control socket and metrics endpoint as a test reaches them: the `[control]` and
-//! `[metrics]` sections, `idlereaperctl` run against the socket, its `show conns --json` rows,
-//! raw clients of the socket (as `socat` is one: a request sent, the answer read to the end),
-//! and a scrape of `/metrics`.
+//! `[metrics]` sections, `idlereaperctl` run against the socket, its `show conns --json` and
+//! `show listeners --json` rows, raw clients of the socket (as `socat` is one: a request sent,
+//! the answer read to the end), and a scrape of `/metrics`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use idlereaper::rows::ConnRow;
+use idlereaper::rows::{ConnRow, ListenerRow, UpstreamRow};
 
 use super::{wait_for, Daemon, IO_TIMEOUT};
 
@@ -54,6 +54,19 @@ pub fn ctl_stdout(socket: &Path, args: &[&str]) -> String {
 /// Every open connection, as `show conns --json` gives it.
 pub fn show_conns(socket: &Path) -> Vec<ConnRow> {
     serde_json::from_str(&ctl_stdout(socket, &["show", "conns", "--json"])).expect("JSON rows")
+}
+
+/// Every listener in force, as `show listeners --json` gives it.
+pub fn show_listeners(socket: &Path) -> Vec<ListenerRow> {
+    serde_json::from_str(&ctl_stdout(socket, &["show", "listeners", "--json"])).expect("JSON rows")
+}
+
+/// Upstream `address` of listener `name`, as `show listeners --json` gives it (`None` when the
+/// listener does not list it).
+pub fn upstream_row(socket: &Path, name: &str, address: SocketAddr) -> Option<UpstreamRow> {
+    let listeners = show_listeners(socket);
+    let listener = listeners.into_iter().find(|l| l.name == name)?;
+    listener.upstreams.into_iter().find(|u| u.address == address.to_string())
 }
 
 /// Sends `bytes` over the control socket and reads the answer until the daemon closes (a read
