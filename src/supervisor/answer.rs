@@ -97,7 +97,7 @@ impl Supervisor {
                     .to_owned()
             }
             Ok(Request::Reload) => match self.reload(remotes, log) {
-                Ok(changes) => format!("reloaded: {changes}\n"),
+                Ok(reloaded) => reloaded.answer(),
                 Err(e) => format!("error: reload failed, keeping the running configuration: {e}\n"),
             },
             Ok(Request::Upgrade) => {

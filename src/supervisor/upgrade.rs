@@ -314,7 +314,7 @@ impl Supervisor {
         }
         upgrade::close_retired(&upgraded.retired);
         match self.apply_reload(remotes, log) {
-            Ok(changes) => info!("upgrade: reloaded {}: {changes}", self.config.path.display()),
+            Ok(reloaded) => info!("upgrade: reloaded {}: {}", self.config.path.display(), reloaded.summary),
             Err(e) => {
                 error!("upgrade: the configuration file was not applied, keeping the one in force: {e}")
             }

@@ -205,7 +205,10 @@ fn reload_answers_with_the_result_or_the_error() {
         + &relay_listener("first", first, upstream.addr, "60s")
         + &relay_listener("second", second, upstream.addr, "60s");
     std::fs::write(&daemon.config_path, &good).unwrap();
-    assert_eq!(ctl_stdout(&socket, &["reload"]), "reloaded: listeners=2 kept=1 added=1 removed=0\n");
+    assert_eq!(
+        ctl_stdout(&socket, &["reload"]),
+        format!("reloaded: listeners=2 kept=1 added=1 removed=0\nadded listener second ({second})\n")
+    );
     assert_echo(&mut connect(second), b"added");
 
     std::fs::write(&daemon.config_path, good.clone() + "[[listener]]\nname = \"broken\"\n").unwrap();
