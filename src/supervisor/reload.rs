@@ -46,11 +46,13 @@ impl Supervisor {
             Ok(reloaded) => {
                 info!("reloaded {}: {}", self.config.path.display(), reloaded.summary);
                 self.metrics.reload(true);
+                self.history.reloaded(true, &reloaded.summary);
                 format!("reloaded {}: {}", self.config.path.display(), reloaded.summary)
             }
             Err(e) => {
                 error!("reload failed, keeping the running configuration: {e}");
                 self.metrics.reload(false);
+                self.history.reloaded(false, e);
                 format!("reload failed: {e}")
             }
         };

@@ -270,6 +270,7 @@ impl Supervisor {
         if let Some(control) = self.control.as_mut() {
             control.tell_upgrade(&format!("error: upgrade refused: {reason}\n"));
         }
+        self.history.upgraded("refused", &reason);
         self.last_change = format!("upgrade refused: {reason}");
         self.notifier.send(&format!("READY=1\nSTATUS={}", self.status()));
     }
@@ -320,6 +321,7 @@ impl Supervisor {
             }
         }
         self.metrics.upgrade(UpgradeResult::Success);
+        self.history.upgraded("success", &line);
         self.last_change = line;
         self.notifier.send(&format!("READY=1\nSTATUS={}", self.status()));
         if upgraded.stop {
@@ -345,6 +347,7 @@ impl Supervisor {
         }
         upgrade::close_retired(&upgraded.retired);
         self.metrics.upgrade(UpgradeResult::Failed);
+        self.history.upgraded("failed", reason);
         self.last_change = format!("upgrade failed: {reason}");
         self.notifier.send(&format!("MAINPID={pid}\nREADY=1\nSTATUS={}", self.status()));
     }
