@@ -28,6 +28,7 @@ mod ctl_upgrade_pid;
 mod daemon;
 mod differential;
 mod docs;
+mod docs_agreement;
 mod docs_reference;
 mod faults;
 mod floods;
