@@ -564,10 +564,11 @@ logrotate_reopens() {
 step "logrotate -f with the packaged file: the daemon reopens its log, writes to the new file, the rotated one stops growing" logrotate_reopens
 
 # --- upgrade in place -------------------------------------------------------
-# Installing a newer package over a running daemon does not restart it (issue
-# 13): postinst sends SIGUSR2 to the pid in the pidfile, and the daemon
-# re-executes the new /usr/sbin/idlereaper in the same process, keeping its
-# listeners and every connection. The daemon is started by hand as above (no
+# Installing a newer package over a running daemon does not restart it:
+# postinst runs idlereaperctl upgrade (through the control socket; without
+# one, by SIGUSR2 to the pid in the pidfile), and the daemon re-executes the
+# new /usr/sbin/idlereaper in the same process, keeping its listeners and
+# every connection. The daemon is started by hand as above (no
 # systemd here), on a copy of the packaged config that logs to a file the test
 # reads (also where /dev/log exists), in a directory _idlereaper may write to:
 # the re-executed daemon has already dropped privileges. Through it run
@@ -920,6 +921,41 @@ elif step "upgrade: $cur_version-1 installed, daemon started by hand, $UPGRADE_C
         ! grep -q '^idlereaper:' "$work/dpkg-idle.log" && ! daemon_pid >/dev/null
     }
     step "dpkg -i $next_version-1 with no daemon running: nothing started, nothing said" idle_upgrade
+
+    # A daemon without a control socket: postinst asks by SIGUSR2
+    # (idlereaperctl upgrade --pid), the outcome read from /proc.
+    SIGNAL_CONNS=20
+    signal_setup() {
+        sed -e "s|^log = \"syslog\"|log = \"$upgrade_log\"|" -e '/^\[control\]$/d' \
+            -e '\|^socket = "/run/idlereaper/control.sock"$|d' "$CONF" >"$work/upgrade.toml" || return 1
+        ! grep -q '^\[control\]' "$work/upgrade.toml" || { note "[control] still in the file"; return 1; }
+        start_upgrade_daemon && start_client "$SIGNAL_CONNS"
+    }
+    if step "upgrade by signal: $next_version-1 started by hand without a control socket, $SIGNAL_CONNS connections and a stream" signal_setup; then
+        by_signal() {
+            local s
+            timeout 300 dpkg -i "$deb" </dev/null >"$work/dpkg-signal.log" 2>&1
+            s=$?
+            sed 's/^/      dpkg: /' "$work/dpkg-signal.log"
+            [ "$s" -eq 0 ] || { note "exit status $s"; return 1; }
+            note "pidfile: $(daemon_pid); /proc/$upid/exe -> $(readlink "/proc/$upid/exe")"
+            [ "$(daemon_pid)" = "$upid" ] && [ "$(readlink "/proc/$upid/exe")" = "$BIN" ] \
+                && grep -q "trying SIGUSR2 (idlereaperctl upgrade --pid $upid)" "$work/dpkg-signal.log" \
+                && grep -q "^idlereaper: pid $upid now runs $cur_version" "$work/dpkg-signal.log"
+        }
+        step "upgrade by signal: dpkg -i of $cur_version-1; postinst asks by SIGUSR2 and says the same pid $upid runs it" by_signal
+        step "upgrade by signal: pid $upid still holds the very same $((2 * (SIGNAL_CONNS + 1))) relay sockets" same_sockets
+        step "upgrade by signal: all $SIGNAL_CONNS connections echo afterwards, the stream's bytes and checksum match" client_done
+        pid=$upid
+        step "upgrade by signal: kill -TERM \$(cat $PIDFILE) stops it, pidfile removed" term_stops
+    else
+        if [ -n "$client_pid" ]; then
+            kill "$client_pid" 2>/dev/null
+            wait "$client_pid" 2>/dev/null
+            client_pid=
+        fi
+        [ -z "$upid" ] || stop_pid "$upid"
+    fi
 fi
 
 # --- removal with a daemon running ---------------------------------------------
