@@ -67,10 +67,12 @@ use locate::Source;
 pub use crate::observe::Protocol;
 pub use address::{Listen, Upstream};
 pub use backoff::Backoff;
+pub use changes::{Changes, RESTART_ONLY};
 pub use keys::{file_keys, TableKeys};
 
 mod address;
 mod backoff;
+mod changes;
 mod checks;
 mod control;
 mod daemon;
@@ -80,6 +82,7 @@ mod keys;
 mod listener;
 mod locate;
 mod protocol;
+mod render;
 
 /// Where the daemon looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/idlereaper.toml";
