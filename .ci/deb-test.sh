@@ -92,5 +92,6 @@ done
 . .ci/deb/upgrade.sh         # dpkg -i of the next version under a busy daemon
 . .ci/deb/upgrade-refused.sh # an upgrade the daemon refuses, then retried
 . .ci/deb/upgrade-idle.sh    # an upgrade with no daemon running
+. .ci/deb/upgrade-signal.sh  # an upgrade by SIGUSR2, without a control socket
 . .ci/deb/remove.sh          # dpkg --remove with a daemon running: what prerm says
 . .ci/deb/purge.sh           # dpkg --purge leaves nothing behind

@@ -5,8 +5,9 @@
 //! an exit status. The library is public only where a program outside it needs it: `app`, `cli`
 //! and `error` for `main.rs`, `ctl` and `rows` for `idlereaperctl`, `wheel` for its benchmark,
 //! `os` (its `net`) for the benchmarks' load tool, [`file_keys`] (the keys the configuration
-//! file accepts) for the test that holds the configuration reference to them; everything else
-//! is the daemon's own (`pub(crate)`). The integration tests drive the real binary.
+//! file accepts) and [`RESTART_ONLY`] (the settings a reload does not apply) for the tests that
+//! hold the configuration reference to them; everything else is the daemon's own
+//! (`pub(crate)`). The integration tests drive the real binary.
 //!
 //! A module with submodules is a folder with its `mod.rs`. Unit tests sit beside what they test:
 //! at the bottom of its file, or in a file of the same folder named `*tests.rs`.
@@ -55,4 +56,4 @@ pub(crate) mod upstream;
 pub mod wheel;
 pub(crate) mod worker;
 
-pub use config::{file_keys, TableKeys};
+pub use config::{file_keys, TableKeys, RESTART_ONLY};

@@ -68,10 +68,12 @@ pub use locate::{ConfigError, Position};
 pub use crate::observe::Protocol;
 pub use address::{Listen, Upstream};
 pub use backoff::Backoff;
+pub use changes::{Changes, RESTART_ONLY};
 pub use keys::{file_keys, TableKeys};
 
 mod address;
 mod backoff;
+mod changes;
 mod checks;
 mod control;
 mod daemon;
@@ -81,6 +83,7 @@ mod keys;
 mod listener;
 mod locate;
 mod protocol;
+mod render;
 mod value;
 
 /// Where the daemon looks for its configuration when `--config` is not given.

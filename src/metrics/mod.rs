@@ -283,6 +283,11 @@ impl Metrics {
         }
     }
 
+    /// When the daemon started (an upgrade carries it), since the Unix epoch.
+    pub fn started(&self) -> Duration {
+        self.inner.started
+    }
+
     /// The listeners currently configured (replaced on reload; order = config order). A listener
     /// that stays across a reload should keep its `Arc` (see [`Metrics::listener`]), or its
     /// counters restart and its active gauge loses the connections already open.

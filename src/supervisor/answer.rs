@@ -1,5 +1,6 @@
 //! Answering the control socket's requests: `show` from the workers' slots and the counters
-//! (`show conns` as the workers build it: [`super::listing`]), `kill` through the workers,
+//! (`show conns` as the workers build it: [`super::listing`]; `show info` and `show config`:
+//! [`super::info`]), `kill` through the workers,
 //! `reload` and `upgrade` as the signals do, but with the result going back to the client that
 //! asked. An `upgrade` is not run here: its asker waits, and the loop runs one upgrade for
 //! every asker and a SIGUSR2 of the same turn, last (see `upgrade.rs`).
@@ -70,6 +71,9 @@ impl Supervisor {
         let text = match request {
             Err(e) => format!("error: {e}\n"),
             Ok(Request::Help) => HELP.to_owned(),
+            Ok(Request::Ping) => {
+                format!("pong pid={} version={}\n", std::process::id(), env!("CARGO_PKG_VERSION"))
+            }
             Ok(Request::ShowConns { query, json }) => {
                 self.next_listing += 1;
                 let listing = Listing::start(client, self.next_listing, remotes, &query, json, &self.done);
@@ -84,6 +88,8 @@ impl Supervisor {
                     rows::listeners_table(&rows)
                 }
             }
+            Ok(Request::ShowInfo { json }) => self.info(json),
+            Ok(Request::ShowConfig { json }) => self.config_in_force(json),
             Ok(Request::Kill(selector)) => {
                 let killed: usize = ask(remotes, |reply| Command::Kill { selector: selector.clone(), reply })
                     .into_iter()
@@ -101,7 +107,7 @@ impl Supervisor {
                     .to_owned()
             }
             Ok(Request::Reload) => match self.reload(remotes, log) {
-                Ok(changes) => format!("reloaded: {changes}\n"),
+                Ok(reloaded) => reloaded.answer(),
                 Err(e) => format!("error: reload failed, keeping the running configuration: {e}\n"),
             },
             Ok(Request::Upgrade) => {

@@ -1,7 +1,8 @@
 //! The daemon's control socket and metrics endpoint as a test reaches them: the `[control]` and
-//! `[metrics]` sections, `idlereaperctl` run against the socket, its `show conns --json` and
-//! `show listeners --json` rows, raw clients of the socket (as `socat` is one: a request sent,
-//! the answer read to the end), and a scrape of `/metrics`.
+//! `[metrics]` sections, `idlereaperctl` run against the socket (or with the configuration file
+//! to find it in), its `show conns --json` and `show listeners --json` rows, raw clients of the
+//! socket (as `socat` is one: a request sent, the answer read to the end), and a scrape of
+//! `/metrics`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -37,6 +38,17 @@ pub fn ctl_run(socket: &Path, args: &[&str]) -> Output {
     Command::new(CTL)
         .arg("-s")
         .arg(socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run idlereaperctl")
+}
+
+/// `idlereaperctl -c CONFIG args…`: the socket found as an operator's would be.
+pub fn ctl_with_config(config: &Path, args: &[&str]) -> Output {
+    Command::new(CTL)
+        .arg("-c")
+        .arg(config)
         .args(args)
         .stdin(Stdio::null())
         .output()
