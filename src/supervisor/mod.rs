@@ -289,7 +289,7 @@ impl Supervisor {
                 let vitals = vitals::Probed { stopping: self.stopping, threads: &threads };
                 for event in events.iter() {
                     if endpoint.owns(event.token()) {
-                        endpoint.handle(self.poll.registry(), event, &self.metrics, &vitals);
+                        endpoint.handle(event, &self.metrics, &vitals);
                     }
                 }
                 endpoint.expire(Instant::now(), &self.metrics, &vitals);
