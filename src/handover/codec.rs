@@ -254,7 +254,8 @@ fn get_conn(r: &mut Reader<'_>, version: u32) -> io::Result<ConnState> {
 mod tests {
     use super::*;
 
-    fn sample() -> State {
+    /// A connection with every field set, one direction holding bytes in each way it can.
+    fn sample_conn() -> ConnState {
         let half = HalfState {
             pending: Some(b"held".to_vec()),
             pipe: Some((10, 11, 300, 262_144)),
@@ -264,7 +265,7 @@ mod tests {
             write_shut: false,
             bytes: 1 << 40,
         };
-        let conn = ConnState {
+        ConnState {
             id: 42,
             listener: 1,
             peer: Some("127.0.0.1:4000".into()),
@@ -285,7 +286,11 @@ mod tests {
                 preamble: Some(b"PROXY UNKNOWN\r\n".to_vec()),
                 observer: Some(vec![1, 5, 0, 73]),
             },
-        };
+        }
+    }
+
+    /// A state with every field set, and one of each kind of listener and control client.
+    fn sample() -> State {
         State {
             from: "0.1.0".into(),
             frozen_at: 123,
@@ -325,7 +330,11 @@ mod tests {
                 upgrades_refused: 5,
                 upgrades_failed: 6,
             },
-            workers: vec![WorkerState { listeners: vec![Some(5), None], conns: vec![conn], next_id: 43 }],
+            workers: vec![WorkerState {
+                listeners: vec![Some(5), None],
+                conns: vec![sample_conn()],
+                next_id: 43,
+            }],
             started_as: Some("/opt/idlereaper/current/idlereaper".into()),
             log_fd: Some(23),
             guardian: Some((24, 4321)),
