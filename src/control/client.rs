@@ -129,7 +129,7 @@ impl Client {
 
 /// Reads into `line` until a newline, `WouldBlock`, the end, or more than [`MAX_LINE`] bytes.
 /// `None`: wait for more.
-fn read_line(stream: &mut UnixStream, line: &mut Vec<u8>) -> Option<Step> {
+fn read_line(stream: &mut impl io::Read, line: &mut Vec<u8>) -> Option<Step> {
     let newline = |bytes: &[u8]| bytes.iter().position(|&b| b == b'\n');
     match bounded::read_request(stream, line, MAX_LINE + 1, newline) {
         Received::Partial => None,
@@ -144,5 +144,27 @@ fn parse(line: &[u8]) -> Result<Request, String> {
     match std::str::from_utf8(line) {
         Ok(text) => request::parse(text.trim_end_matches('\r')),
         Err(_) => Err("the request is not UTF-8 text".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a client sending `bytes` (then nothing more) asks.
+    fn asked(bytes: &[u8]) -> Result<Request, String> {
+        match read_line(&mut &bytes[..], &mut Vec::new()) {
+            Some(Step::Asked(asked)) => asked,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_line_is_at_most_max_line_bytes() {
+        let padded = |n: usize| format!("help{}\n", " ".repeat(n - 4)).into_bytes();
+        assert!(asked(&padded(MAX_LINE)).is_ok(), "a line of exactly {MAX_LINE} bytes");
+        let long = asked(&padded(MAX_LINE + 1)).unwrap_err();
+        assert_eq!(long, format!("request line longer than {MAX_LINE} bytes"));
+        assert_eq!(read_line(&mut &b"hel"[..], &mut Vec::new()), Some(Step::Close), "cut short");
     }
 }
