@@ -15,9 +15,13 @@
 #     charts/*.png  memory per connection vs N, reap lateness, throughput, churn, ping-pong,
 #                   real clients
 #     machine.txt   machine, versions, commit, load during the run; logs/ and configs/ too
-# A full run of all relays and scenarios, without errors and on a quiet machine, also replaces
-# bench/results/latest/ (latest-workersN/ with WORKERS=N), which BENCHMARKS.md embeds
-# (PUBLISH=0 to keep it; PUBLISH=1 to publish whatever the run).
+# Runs stay local (bench/.gitignore). A full run of all relays and scenarios, without errors and
+# on a quiet machine, also publishes its summaries (summary.md, results.txt, machine.txt,
+# protocols.md, charts/; not the raw logs, samples and client reports) to bench/results/latest/
+# (latest-workersN/ with WORKERS=N), which BENCHMARKS.md quotes. PUBLISH=0 keeps it;
+# PUBLISH=1 publishes whatever the run. PUBLISH_DIR=NAME publishes to bench/results/NAME/
+# instead, also a run of some scenarios or relays only (real-clients, upgrade, protocols: the
+# directories BENCHMARKS.md quotes; it gives the command that regenerates each).
 #
 # Knobs (environment):
 #     SCALE=full|smoke      sizes (below); smoke also sets REPS=1
@@ -31,7 +35,7 @@
 #     REPS=3                repetitions of the quick scenarios (all but hold)
 #     HOLD_N=9000 HOLD_SECS=30 HOLD_CURVE="1000 3000" HOLD_CURVE_SECS=5
 #     REAP_CONNS=2000 REAP_TIMEOUT=2s BULK_SECS=10 CHURN_SECS=10 CHURN_THREADS=4
-#     PING_COUNT=20000 INSTALL=1 BUILD=1 OUT=bench/results/<timestamp>
+#     PING_COUNT=20000 INSTALL=1 BUILD=1 OUT=bench/results/<timestamp> PUBLISH=auto PUBLISH_DIR=
 #     PGBENCH_SECS=10 PGBENCH_SCALE=10 REDIS_N_P16=2000000 REDIS_N_P1=300000
 #     UPGRADE_CONNS=9000 UPGRADE_WAIT=10
 #     PROTO_HOLD_N=5000 PROTO_HOLD_SECS=5 PROTO_HOLD_REPS=2 BIGVALUE_MB=100 BIGVALUE_ROUNDS=3
@@ -109,6 +113,12 @@ for s in $SCENARIOS; do
         ;;
     esac
 done
+
+# PUBLISH_DIR names the directory under bench/results/ that publishing replaces: a plain name.
+if [ -n "${PUBLISH_DIR:-}" ] && ! [[ "$PUBLISH_DIR" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]]; then
+    echo "compare.sh: PUBLISH_DIR must be a plain directory name, not '$PUBLISH_DIR'" >&2
+    exit 2
+fi
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${OUT:-$BENCH/results/$STAMP}
@@ -682,7 +692,7 @@ scenario_churn() {
     [ "$(field "$line" conns)" -gt 0 ] || fail "$r: churn rep $rep: no connection completed"
 }
 
-# upgrade RELAY REP: a live upgrade under load (issue 13). A fresh relay, run from its own copy
+# upgrade RELAY REP: a live upgrade of the binary under load. A fresh relay, run from its own copy
 # of its binary (run/upgrade-RELAY/bin/), holds UPGRADE_CONNS idle connections through its echo
 # listener and a 64-byte ping-pong on one more. bench/upgrade.py replaces the binary with a
 # fresh copy (a new inode, as a package upgrade does), upgrades the relay the way each one
@@ -1214,14 +1224,20 @@ if ! "$PY" "$BENCH/report.py" "$OUT" >"$OUT/logs/report.log" 2>&1; then
     fail "report.py failed"
 fi
 
-if [ "$PUBLISH" = 1 ] || { [ "$PUBLISH" = auto ] && [ "$SCALE" = full ] && [ -z "${ONLY:-}" ] &&
-    [ "$SCENARIOS" = "$ALL_SCENARIOS" ] && [ ! -s "$ERRORS" ] && [ ! -e "$OUT/contended" ]; }; then
+# Published automatically: a full-scale run without errors on a quiet machine, of every relay and
+# scenario, or of the ones a PUBLISH_DIR run was asked for.
+if [ "$PUBLISH" = 1 ] || { [ "$PUBLISH" = auto ] && [ "$SCALE" = full ] && [ ! -s "$ERRORS" ] &&
+    [ ! -e "$OUT/contended" ] && { [ -n "${PUBLISH_DIR:-}" ] ||
+    { [ -z "${ONLY:-}" ] && [ "$SCENARIOS" = "$ALL_SCENARIOS" ]; }; }; }; then
     dest="$BENCH/results/latest"
     [ -n "$WORKERS" ] && dest="$BENCH/results/latest-workers$WORKERS"
+    [ -n "${PUBLISH_DIR:-}" ] && dest="$BENCH/results/$PUBLISH_DIR"
     rm -rf "$dest"
     mkdir -p "$dest"
-    # The published copy: everything but the copied binaries and run directories.
-    (cd "$OUT" && tar --exclude=./bin --exclude=./run -cf - .) | (cd "$dest" && tar -xf -)
+    # The published copy: the summaries and charts; the raw output stays in the run's directory.
+    for f in summary.md results.txt machine.txt protocols.md charts; do
+        if [ -e "$OUT/$f" ]; then cp -R "$OUT/$f" "$dest/"; fi
+    done
     say "published to ${dest#"$ROOT"/}"
 elif [ "$PUBLISH" = auto ] && [ -e "$OUT/contended" ]; then
     say "not published: other processes shared the cores during the run (PUBLISH=1 to publish anyway)"

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""bench/upgrade.py: the client of bench/compare.sh's `upgrade` scenario (issue 13).
+"""bench/upgrade.py: the client of bench/compare.sh's `upgrade` scenario (a live upgrade of
+the relay's binary under load: the pause, the connections kept, lost or left on the old code).
 
     upgrade.py run --kind idlereaper|haproxy|nginx --connect 127.0.0.1:PORT --conns N
                    --exe PATH --pid PID|--pidfile FILE [--log FILE] [--wait SECS]

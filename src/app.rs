@@ -63,7 +63,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         }
         // Host names are resolved as a start would resolve them (exit status 1 if one fails).
         for (i, lc) in config.listeners.iter().enumerate() {
-            if let Some(upstreams) = listener::resolve_upstreams(&config, i)?.filter(|u| u.has_names()) {
+            if let Some(upstreams) = listener::resolve_upstreams(&config, i, None)?.filter(|u| u.has_names())
+            {
                 println!(
                     "listener {}: upstream resolves to {}",
                     lc.name,

@@ -19,11 +19,13 @@ Signals: TERM or INT stop gracefully (open connections get up to daemon.shutdown
 second one stops at once), HUP reloads the configuration, USR1 reopens the log file and logs
 statistics, USR2 upgrades in place: the binary at the path the daemon was started as is
 executed again from disk in the same process, and every listener and connection carries on in
-the new code (or in the old, if the new one fails).
+the new code (or in the old, if the new one fails). With a [control] socket, idlereaperctl
+shows the open connections and the configuration in force, and reloads and upgrades with the
+result printed (the packaged unit runs idlereaperctl reload for systemctl reload).
 
 Exit status: 0 success, 2 usage or configuration error, 1 any other failure.
 
-See idlereaper(8) and idlereaper.toml(5).";
+See idlereaper(8), idlereaper.toml(5) and idlereaperctl(8).";
 
 /// `--version`: the version, then what this build is and does.
 static LONG_VERSION: LazyLock<String> = LazyLock::new(|| {
@@ -34,7 +36,7 @@ static LONG_VERSION: LazyLock<String> = LazyLock::new(|| {
          features: epoll event loop, timerfd alarms, splice relay, SO_REUSEPORT workers, \
          PROXY protocol v1 and v2 toward upstreams, syslog ({}), Prometheus metrics endpoint\n\
          default config: {}\n\
-         manuals: idlereaper(8), idlereaper.toml(5)",
+         manuals: idlereaper(8), idlereaper.toml(5), idlereaperctl(8)",
         env!("CARGO_PKG_VERSION"),
         std::env::consts::ARCH,
         std::env::consts::OS,

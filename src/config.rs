@@ -66,10 +66,14 @@ use locate::Source;
 
 pub use crate::observe::Protocol;
 pub use address::{Listen, Upstream};
+pub use backoff::Backoff;
+pub use changes::{Changes, RESTART_ONLY};
 pub use keys::{file_keys, TableKeys};
 pub use locate::{ConfigError, Position};
 
 mod address;
+mod backoff;
+mod changes;
 mod checks;
 mod control;
 mod daemon;
@@ -79,6 +83,7 @@ mod keys;
 mod listener;
 mod locate;
 mod protocol;
+mod render;
 mod value;
 
 /// Where the daemon looks for its configuration when `--config` is not given.
@@ -200,6 +205,9 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
     /// `daemon.tick`..=1h, default 5s. Set in the file only for a relay listener.
     pub connect_timeout: Duration,
+    /// Passive health: how long an upstream address whose connect failed is passed over
+    /// (default 1s, doubling to 30s); `None` ("0s"): off. Set in the file only for a relay.
+    pub upstream_backoff: Option<Backoff>,
     /// 1..=1_000_000, default 10000.
     pub max_connections: usize,
     /// Close a connection this long after it was accepted, whatever its traffic. `None` ("0s",

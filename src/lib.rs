@@ -4,8 +4,8 @@
 //! connections ([`conn`]) → timing [`wheel`] → close. `main.rs` only maps [`app::run`]'s result to
 //! an exit status. The library is public only where a program outside it needs it: `app`, `cli`
 //! and `error` for `main.rs`, `wheel` for its benchmark, `net` for the load tool, [`file_keys`]
-//! (the keys the configuration file accepts) for the test that holds the configuration
-//! reference to them; everything else is the daemon's own (`pub(crate)`). The integration tests
+//! (the keys the configuration file accepts) and [`RESTART_ONLY`] (the settings a reload does not
+//! apply) for the tests that hold the configuration reference to them; everything else is the daemon's own (`pub(crate)`). The integration tests
 //! drive the real binary.
 //!
 //! `unsafe` is denied here and allowed in two modules only: `daemon` (fork, `_exit`, `flock`)
@@ -54,4 +54,4 @@ pub(crate) mod vocab;
 pub mod wheel;
 pub(crate) mod worker;
 
-pub use config::{file_keys, TableKeys};
+pub use config::{file_keys, TableKeys, RESTART_ONLY};

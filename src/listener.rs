@@ -153,7 +153,7 @@ pub fn bind(
     metrics.set_listeners(counters.clone());
     let mut sets: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
     for (i, (lc, counters)) in config.listeners.iter().zip(counters).enumerate() {
-        let upstreams = resolve_upstreams(config, i)?;
+        let upstreams = resolve_upstreams(config, i, None)?;
         let listeners = match &lc.listen {
             Listen::Systemd(name) => from_systemd(config, i, name, inherited, counters, upstreams)?,
             _ => bind_one(lc, workers, counters, upstreams, owner)?,
@@ -166,14 +166,23 @@ pub fn bind(
 }
 
 /// Resolves the upstream entries of listener `i` of `config` now (blocking); `None` for a sink.
-/// A name that does not resolve is an error at the entry's position (exit status 1: the file
-/// may be right and the resolver wrong).
-pub fn resolve_upstreams(config: &Config, i: usize) -> Result<Option<Arc<Upstreams>>, Error> {
+/// `before`: the listener's upstreams until now (a reload that keeps it), whose addresses keep
+/// their health. A name that does not resolve is an error at the entry's position (exit status
+/// 1: the file may be right and the resolver wrong).
+pub fn resolve_upstreams(
+    config: &Config,
+    i: usize,
+    before: Option<&Upstreams>,
+) -> Result<Option<Arc<Upstreams>>, Error> {
     let lc = &config.listeners[i];
     if lc.upstream.is_empty() {
         return Ok(None);
     }
-    Upstreams::resolve(&lc.upstream, lc.balance).map(|u| Some(Arc::new(u))).map_err(|(e, error)| {
+    let resolved = Upstreams::resolve(lc).map(|u| match before {
+        Some(before) => u.keeping_health_of(before),
+        None => u,
+    });
+    resolved.map(|u| Some(Arc::new(u))).map_err(|(e, error)| {
         let key = lc.upstream_key(i, e);
         let at = lc.upstream_at.get(e).copied();
         let msg = format!("cannot resolve {}: {error}", lc.upstream[e]);
@@ -291,6 +300,7 @@ fn assemble(
 ) -> Vec<Listener> {
     let active = Arc::new(AtomicUsize::new(0));
     let per_ip = Arc::new(Mutex::new(HashMap::new()));
+    metrics.set_upstreams(upstreams.as_ref());
     sockets
         .into_iter()
         .map(|socket| Listener {

@@ -19,6 +19,9 @@
 //! Close and refusal reasons are written even at zero, so that `rate()` sees them from the start;
 //! their names are those of the close log line ([`CloseReason::as_str`]).
 //!
+//! A relay listener's upstream addresses are read at scrape time from its upstreams' health
+//! table (`idlereaper_upstream_up`), which the listener's counters point to, weakly.
+//!
 //! The process's own numbers are the standard `process_*` family of the Prometheus client
 //! libraries (CPU time, memory, descriptors, start time), read at scrape time.
 //!
@@ -28,10 +31,11 @@
 //! control socket), [`http`] and [`request`] serve `GET /metrics`, `/healthz` and `/readyz`.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use crate::observe::Cause;
+use crate::upstream::Upstreams;
 use crate::vocab::CloseReason;
 
 mod export;
@@ -149,6 +153,8 @@ pub struct ListenerMetrics {
     lifetime_micros: AtomicU64,
     /// Connections a protocol observer stopped following, by [`Cause::index`].
     opaque: [AtomicU64; Cause::ALL.len()],
+    /// A relay listener's upstreams in force (weak: a reload replaces them).
+    upstreams: Mutex<Weak<Upstreams>>,
 }
 
 impl ListenerMetrics {
@@ -166,7 +172,19 @@ impl ListenerMetrics {
             lifetimes: Default::default(),
             lifetime_micros: AtomicU64::new(0),
             opaque: Default::default(),
+            upstreams: Mutex::new(Weak::new()),
         })
+    }
+
+    /// The listener's upstreams in force from now on (`idlereaper_upstream_up`); `None` for a
+    /// sink.
+    pub fn set_upstreams(&self, upstreams: Option<&Arc<Upstreams>>) {
+        let weak = upstreams.map_or_else(Weak::new, Arc::downgrade);
+        *self.upstreams.lock().unwrap_or_else(|p| p.into_inner()) = weak;
+    }
+
+    fn upstreams(&self) -> Option<Arc<Upstreams>> {
+        self.upstreams.lock().unwrap_or_else(|p| p.into_inner()).upgrade()
     }
 
     /// A protocol observer stopped following a connection
@@ -263,6 +281,11 @@ impl Metrics {
                 started,
             }),
         }
+    }
+
+    /// When the daemon started (an upgrade carries it), since the Unix epoch.
+    pub fn started(&self) -> Duration {
+        self.inner.started
     }
 
     /// The listeners currently configured (replaced on reload; order = config order). A listener

@@ -61,6 +61,24 @@ pub struct ListenerRow {
     pub idle_timeout_ms: u64,
     pub bytes_from_client: u64,
     pub bytes_from_upstream: u64,
+    /// A relay's upstream addresses (what its entries resolve to), each once, in order; empty
+    /// for a sink (and from a daemon that does not say).
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamRow>,
+}
+
+/// One upstream address of a relay listener, as `show listeners` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamRow {
+    /// `IP:port` or `unix:/path`: what `idlereaperctl upstream disable|enable` takes.
+    pub address: String,
+    /// `up`, `disabled` (no new connection; open ones go on) or `backoff` (passed over after a
+    /// failed connect, unless every address left is).
+    pub state: String,
+    /// Connects that failed in a row since the last that succeeded.
+    pub failures: u32,
+    /// Until the backoff ends (`backoff` only).
+    pub backoff_left_ms: Option<u64>,
 }
 
 /// A duration in milliseconds as a person reads it: `850ms`, `12.3s`, `4m05s`, `2h03m`.
@@ -201,7 +219,7 @@ impl JsonArray {
     }
 }
 
-/// `show listeners`: a table.
+/// `show listeners`: a table, then one of the relays' upstream addresses and their state.
 pub fn listeners_table(rows: &[ListenerRow]) -> String {
     let header = ["name", "listen", "upstream", "open", "accepted", "refused", "idle_timeout", "closed"];
     let cells: Vec<Vec<String>> = rows
@@ -220,7 +238,26 @@ pub fn listeners_table(rows: &[ListenerRow]) -> String {
             ]
         })
         .collect();
-    table(&header, &cells)
+    let mut out = table(&header, &cells);
+    let header = ["listener", "upstream", "state", "failures", "backoff_left"];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .flat_map(|r| r.upstreams.iter().map(move |u| (&r.name, u)))
+        .map(|(name, u)| {
+            vec![
+                name.clone(),
+                u.address.clone(),
+                u.state.clone(),
+                u.failures.to_string(),
+                u.backoff_left_ms.map_or("-".to_owned(), human_ms),
+            ]
+        })
+        .collect();
+    // Straight after: an answer has no empty line before its end (the control protocol's).
+    if !cells.is_empty() {
+        out.push_str(&table(&header, &cells));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -9,14 +9,16 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::clock;
 use crate::config::{Config, Listen};
 use crate::error::Error;
-use crate::handover::state::{ControlClientState, ListenerState, State};
+use crate::handover::state::{ControlClientState, ListenerState, State, UpstreamHealthState};
 use crate::listener;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::net::UnixPath;
-use crate::upstream::{Target, Upstreams};
+use crate::upstream::{Health, Target, Upstreams};
 use crate::worker::{Frozen, Remote, Worker};
 
 /// Where a listener of the workers' table is configured: a configuration text (the one in
@@ -67,10 +69,12 @@ pub fn state_of(carried: Carried<'_>, frozen_at: u64, frozen: Vec<Frozen>) -> St
             ListenerState { text, position: source.position, ..ListenerState::default() }
         })
         .collect();
+    let at = clock::instant_of(frozen_at);
     for (&index, upstreams) in carried.in_force.iter().zip(carried.upstreams) {
         if let Some(u) = upstreams {
             listeners[index].targets =
                 u.resolved().iter().map(|entry| entry.iter().map(ToString::to_string).collect()).collect();
+            listeners[index].upstream_health = health_of(u, at);
         }
     }
     let mut workers = Vec::with_capacity(frozen.len());
@@ -110,6 +114,33 @@ pub fn state_of(carried: Carried<'_>, frozen_at: u64, frozen: Vec<Frozen>) -> St
         guardian: None,
         control_clients: carried.control_clients,
     }
+}
+
+/// The health of `upstreams`' addresses, times from `at` (the freeze).
+fn health_of(upstreams: &Upstreams, at: Instant) -> Vec<UpstreamHealthState> {
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let entries = upstreams.health().entries();
+    let carried = entries.into_iter().map(|(target, health)| UpstreamHealthState {
+        address: target.to_string(),
+        disabled: health.disabled,
+        failures: health.failures,
+        backoff: health
+            .backoff
+            .map(|(length, until)| (nanos(length), nanos(until.saturating_duration_since(at)))),
+    });
+    carried.collect()
+}
+
+/// The health a state carries for `upstreams`' addresses, times from `at` (the freeze); an
+/// address that does not read is left out (up).
+fn restore_health(upstreams: &Upstreams, carried: &[UpstreamHealthState], at: Instant) {
+    let entries = carried.iter().filter_map(|h| {
+        let target = Target::parse(&h.address).ok()?;
+        let backoff =
+            h.backoff.map(|(length, left)| (Duration::from_nanos(length), at + Duration::from_nanos(left)));
+        Some((target, Health { disabled: h.disabled, failures: h.failures, backoff }))
+    });
+    upstreams.health().restore(entries);
 }
 
 /// Closes what the state retired (see [`State::retired`]), once the new loops run.
@@ -176,7 +207,17 @@ pub fn sample_of(mut carried: Carried<'_>, workers: usize) -> State {
             retired: None,
         })
         .collect();
-    State { guardian: Some((-1, 0)), ..state_of(carried, 0, frozen) }
+    let mut state = State { guardian: Some((-1, 0)), ..state_of(carried, 0, frozen) };
+    if let Some(&first) = state.in_force.first() {
+        let health = UpstreamHealthState {
+            address: "127.0.0.1:1".into(),
+            disabled: true,
+            failures: 1,
+            backoff: Some((1, 1)),
+        };
+        state.listeners[first].upstream_health.push(health);
+    }
+    state
 }
 
 /// What `idlereaper --handover-check FD` does in the new binary: reads the sample state as it
@@ -216,6 +257,7 @@ pub fn thaw(state: &State, metrics: &Metrics, socket_files: &mut Vec<UnixPath>) 
     let mut tables: Vec<Vec<listener::Listener>> = state.workers.iter().map(|_| Vec::new()).collect();
     let (mut sources, mut counters) = (Vec::new(), Vec::new());
     let mut upstreams = vec![None; config.listeners.len()];
+    let frozen = clock::instant_of(state.frozen_at);
     for (index, ls) in state.listeners.iter().enumerate() {
         let lc = &configs[ls.text].listeners[ls.position];
         let listener_metrics = ListenerMetrics::new(&lc.name);
@@ -230,13 +272,13 @@ pub fn thaw(state: &State, metrics: &Metrics, socket_files: &mut Vec<UnixPath>) 
                     .map(|entry| entry.iter().map(|t| Target::parse(t)).collect::<std::io::Result<Vec<_>>>())
                     .collect::<std::io::Result<Vec<_>>>()
                     .unwrap_or_default();
-                let resolved =
-                    Upstreams::resumed(&lc.upstream, lc.balance, per_entry).map_err(|(e, error)| {
-                        Error::Message(format!(
-                            "listener {}: cannot resolve {}: {error}",
-                            lc.name, lc.upstream[e]
-                        ))
-                    })?;
+                let resolved = Upstreams::resumed(lc, per_entry).map_err(|(e, error)| {
+                    Error::Message(format!(
+                        "listener {}: cannot resolve {}: {error}",
+                        lc.name, lc.upstream[e]
+                    ))
+                })?;
+                restore_health(&resolved, &ls.upstream_health, frozen);
                 Some(Arc::new(resolved))
             }
         };

@@ -2,7 +2,9 @@
 //! targets (a host name contributes every address it resolves to, in the resolver's order),
 //! where a new connection starts among them (`balance`), connecting to one, and resolving host
 //! names again every `daemon.resolve_interval` on a thread of its own — never in an event loop.
-//! New connections use the newest targets; open ones keep theirs.
+//! New connections use the newest targets; open ones keep theirs. Which target a connection
+//! tries next is the [`health`] table's to say (passive health, and the operator's
+//! `idlereaperctl upstream disable|enable`).
 
 use std::collections::HashSet;
 use std::io;
@@ -10,16 +12,21 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use mio::net::{TcpStream, UnixStream};
 
-use crate::config::{Balance, Upstream};
+use crate::config::{Backoff, Balance, ListenerConfig, Upstream};
+use crate::report::UpstreamRow;
 use crate::stream::Stream;
 
+mod health;
+
+pub use health::{Health, HealthTable};
+
 /// Where one connection attempt goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     Tcp(SocketAddr),
     Unix(PathBuf),
@@ -72,8 +79,13 @@ type WatchList = Vec<(String, Weak<Upstreams>)>;
 /// The upstreams of one relay listener, shared by its workers.
 #[derive(Debug)]
 pub struct Upstreams {
+    /// The listener's name, for the log.
+    listener: String,
     entries: Vec<Upstream>,
     balance: Balance,
+    backoff: Option<Backoff>,
+    /// The addresses' health; shared with the upstreams a reload replaces these with.
+    health: Arc<HealthTable>,
     /// What each entry resolved to last, and all of them in order.
     targets: Mutex<Resolved>,
     /// Round robin: the start of the next connection.
@@ -83,38 +95,114 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Resolves `entries` now (blocking: at start, on reload). `Err((i, error))` names the entry
-    /// that failed.
-    pub fn resolve(entries: &[Upstream], balance: Balance) -> Result<Upstreams, (usize, io::Error)> {
+    /// Resolves the upstream entries of `lc` now (blocking: at start, on reload).
+    /// `Err((i, error))` names the entry that failed.
+    pub fn resolve(lc: &ListenerConfig) -> Result<Upstreams, (usize, io::Error)> {
         let mut per_entry = Vec::new();
-        for (i, entry) in entries.iter().enumerate() {
+        for (i, entry) in lc.upstream.iter().enumerate() {
             per_entry.push(resolve_one(entry).map_err(|e| (i, e))?);
         }
-        Ok(Upstreams::with(entries, balance, per_entry))
+        Ok(Upstreams::with(lc, per_entry))
     }
 
-    fn with(entries: &[Upstream], balance: Balance, per_entry: Vec<Vec<Target>>) -> Upstreams {
+    fn with(lc: &ListenerConfig, per_entry: Vec<Vec<Target>>) -> Upstreams {
         let all: Arc<[Target]> = per_entry.concat().into();
         Upstreams {
-            entries: entries.to_vec(),
-            balance,
+            listener: lc.name.clone(),
+            entries: lc.upstream.clone(),
+            balance: lc.balance,
+            backoff: lc.upstream_backoff,
+            health: Arc::default(),
             targets: Mutex::new((per_entry, all)),
             next: AtomicUsize::new(0),
             failing: Mutex::new(HashSet::new()),
         }
     }
 
-    /// Upstreams that go on from what `entries` resolved to before a live upgrade (`per_entry`,
-    /// from [`Upstreams::resolved`]), without a lookup; resolved now if that does not match.
+    /// Upstreams that go on from what the entries of `lc` resolved to before a live upgrade
+    /// (`per_entry`, from [`Upstreams::resolved`]), without a lookup; resolved now if that does
+    /// not match.
     pub fn resumed(
-        entries: &[Upstream],
-        balance: Balance,
+        lc: &ListenerConfig,
         per_entry: Vec<Vec<Target>>,
     ) -> Result<Upstreams, (usize, io::Error)> {
-        if per_entry.len() != entries.len() || per_entry.iter().any(Vec::is_empty) {
-            return Upstreams::resolve(entries, balance);
+        if per_entry.len() != lc.upstream.len() || per_entry.iter().any(Vec::is_empty) {
+            return Upstreams::resolve(lc);
         }
-        Ok(Upstreams::with(entries, balance, per_entry))
+        Ok(Upstreams::with(lc, per_entry))
+    }
+
+    /// These upstreams, with the health of `before`'s addresses (a reload that keeps the
+    /// listener): the same table, shared, so that what a worker still on `before` records is
+    /// not lost. Once the reload is in force, [`Upstreams::forget_unlisted`].
+    pub fn keeping_health_of(mut self, before: &Upstreams) -> Upstreams {
+        self.health = Arc::clone(&before.health);
+        self
+    }
+
+    /// Forgets the health of addresses no longer listed.
+    pub fn forget_unlisted(&self) {
+        self.health.retain(&self.all());
+    }
+
+    /// The health of the addresses.
+    pub fn health(&self) -> &HealthTable {
+        &self.health
+    }
+
+    /// A connect to `target` failed (`error`) at `now`: passed over for a while, if the listener
+    /// has `upstream_backoff`.
+    pub fn failed(&self, target: &Target, error: &io::Error, now: Instant) {
+        let name = &self.listener;
+        match self.health.failed(target, self.backoff, now) {
+            Some(health::Failed::Backoff { length, failures: 1 }) => {
+                let length = humantime::format_duration(length);
+                warn!(
+                    "listener={name} upstream {target} failed to connect ({error}): passed over for {length}"
+                );
+            }
+            Some(health::Failed::Backoff { length, failures }) => {
+                let length = humantime::format_duration(length);
+                info!("listener={name} upstream {target} failed to connect again, {failures} in a row ({error}): passed over for {length}");
+            }
+            Some(health::Failed::Counted) | None => {}
+        }
+    }
+
+    /// A connect to `target` succeeded: a backoff it had is over.
+    pub fn connected(&self, target: &Target) {
+        if let Some(failures) = self.health.connected(target) {
+            info!("listener={} upstream {target} connects again, after {failures} failed", self.listener);
+        }
+    }
+
+    /// The addresses `address` names among the current ones: an address as `show listeners`
+    /// writes it, or an upstream entry as the file writes it (every address it resolves to
+    /// now). An error that lists the addresses when it names none.
+    pub fn select(&self, address: &str) -> Result<Vec<Target>, String> {
+        let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        let parsed = Target::parse(address).ok();
+        let mut chosen: Vec<Target> =
+            targets.1.iter().filter(|t| Some(*t) == parsed.as_ref()).cloned().collect();
+        if chosen.is_empty() {
+            if let Some(i) = self.entries.iter().position(|e| e.to_string() == address) {
+                chosen = targets.0[i].clone();
+            }
+        }
+        chosen.dedup();
+        match chosen.is_empty() {
+            false => Ok(chosen),
+            true => Err(format!(
+                "listener {} has no upstream {address} (its upstream addresses: {})",
+                self.listener,
+                list(&targets.1)
+            )),
+        }
+    }
+
+    /// A row per address now, as `show listeners` shows it.
+    pub fn rows(&self, now: Instant) -> Vec<UpstreamRow> {
+        self.health.rows(&self.all(), now)
     }
 
     /// What each entry resolved to last.
@@ -122,9 +210,14 @@ impl Upstreams {
         self.targets.lock().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
+    /// The targets now, in order.
+    fn all(&self) -> Arc<[Target]> {
+        Arc::clone(&self.targets.lock().unwrap_or_else(|p| p.into_inner()).1)
+    }
+
     /// The targets now, and where a new connection starts among them.
     pub fn pick(&self) -> (Arc<[Target]>, usize) {
-        let targets = Arc::clone(&self.targets.lock().unwrap_or_else(|p| p.into_inner()).1);
+        let targets = self.all();
         let start = match self.balance {
             Balance::First => 0,
             Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % targets.len().max(1),
@@ -164,6 +257,7 @@ impl Upstreams {
         let mut current = self.targets.lock().unwrap_or_else(|p| p.into_inner());
         if *current.1 != all[..] {
             info!("listener={listener} upstream addresses now {}", list(&all));
+            self.health.retain(&all);
             *current = (per_entry, all.into());
         }
     }

@@ -20,11 +20,12 @@ use super::locate::{Source, Span};
 use crate::proxy_protocol::Version as ProxyVersion;
 
 use super::address::{self, Listen};
+use super::backoff;
 use super::checks;
 use super::duration::{duration, duration_or_off, Range};
 use super::protocol::{self, ProtocolFile, ProtocolKeys};
 use super::value::{integer, octal_mode, shown, word, wrong_type};
-use super::{Balance, IdleClose, ListenerConfig, Res, HOUR};
+use super::{Backoff, Balance, IdleClose, ListenerConfig, Res, HOUR};
 use networks::networks;
 use upstreams::upstreams;
 
@@ -62,6 +63,8 @@ pub(super) struct FileListener {
     socket_mode: Option<Spanned<Value>>,
     idle_timeout: Option<Spanned<Value>>,
     connect_timeout: Option<Spanned<Value>>,
+    upstream_backoff: Option<Spanned<Value>>,
+    upstream_backoff_max: Option<Spanned<Value>>,
     max_connections: Option<Spanned<Value>>,
     max_lifetime: Option<Spanned<Value>>,
     half_close_timeout: Option<Spanned<Value>>,
@@ -156,6 +159,7 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
             balance,
             idle_timeout,
             connect_timeout: timers.connect_timeout,
+            upstream_backoff: timers.upstream_backoff,
             max_connections: admission.max_connections,
             max_lifetime: timers.max_lifetime,
             half_close_timeout: timers.half_close_timeout,
@@ -193,6 +197,8 @@ fn check_name(src: &Source, key: &str, name: &Spanned<String>) -> Res<()> {
 fn sink_has_no_relay_keys(src: &Source, key: &dyn Fn(&str) -> String, l: &FileListener) -> Res<()> {
     let relay_only = [
         ("connect_timeout", &l.connect_timeout),
+        ("upstream_backoff", &l.upstream_backoff),
+        ("upstream_backoff_max", &l.upstream_backoff_max),
         ("half_close_timeout", &l.half_close_timeout),
         ("proxy_protocol", &l.proxy_protocol),
         ("balance", &l.balance),
@@ -204,6 +210,7 @@ fn sink_has_no_relay_keys(src: &Source, key: &dyn Fn(&str) -> String, l: &FileLi
 /// A listener's timers but `idle_timeout` (which is required) and the protocol's.
 struct Timers {
     connect_timeout: Duration,
+    upstream_backoff: Option<Backoff>,
     max_lifetime: Option<Duration>,
     half_close_timeout: Option<Duration>,
     tcp_keepalive: Option<Duration>,
@@ -215,6 +222,7 @@ fn timers(src: &Source, key: &dyn Fn(&str) -> String, l: &FileListener, tick: Du
     let connect = Range::timer(tick, MAX_CONNECT_TIMEOUT);
     let connect_timeout =
         duration(src, &key("connect_timeout"), &l.connect_timeout, DEFAULT_CONNECT_TIMEOUT, connect)?;
+    let upstream_backoff = backoff::validate(src, key, &l.upstream_backoff, &l.upstream_backoff_max, tick)?;
     let max_lifetime = duration_or_off(src, &key("max_lifetime"), &l.max_lifetime, None, timer, "unlimited")?;
     let (half_close, default_half_close) = (&l.half_close_timeout, Some(DEFAULT_HALF_CLOSE_TIMEOUT));
     let half_close_timeout =
@@ -235,7 +243,14 @@ fn timers(src: &Source, key: &dyn Fn(&str) -> String, l: &FileListener, tick: Du
     let (user_timeout, default) = (&l.tcp_user_timeout, "the kernel's default");
     let tcp_user_timeout =
         duration_or_off(src, &key("tcp_user_timeout"), user_timeout, None, TCP_USER_TIMEOUT_RANGE, default)?;
-    Ok(Timers { connect_timeout, max_lifetime, half_close_timeout, tcp_keepalive, tcp_user_timeout })
+    Ok(Timers {
+        connect_timeout,
+        upstream_backoff,
+        max_lifetime,
+        half_close_timeout,
+        tcp_keepalive,
+        tcp_user_timeout,
+    })
 }
 
 /// Who may connect and how many: the limits, the source networks, and the mode of a Unix

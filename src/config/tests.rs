@@ -72,6 +72,7 @@ fn sample_parses_to_what_it_says() {
         balance: Balance::First,
         idle_timeout: Duration::from_secs(idle),
         connect_timeout: Duration::from_secs(5),
+        upstream_backoff: Some(Backoff::default()),
         max_connections: 10_000,
         max_lifetime: None,
         half_close_timeout: Some(Duration::from_secs(30)),

@@ -11,12 +11,21 @@ pub enum Request {
     ShowConns { query: Query, json: bool },
     /// The listeners in force, with their counters.
     ShowListeners { json: bool },
+    /// The daemon: version, pid, uptime, configuration, workers, the last reload and upgrade.
+    ShowInfo { json: bool },
+    /// The configuration in force, as TOML (or JSON).
+    ShowConfig { json: bool },
     /// Close connections at once.
     Kill(Selector),
     /// Reload the configuration file, and say how it went.
     Reload,
     /// Upgrade in place (as SIGUSR2), and say how it went.
     Upgrade,
+    /// Take an upstream address out of a listener's choice for new connections (`disable`), or
+    /// put it back (`enable`).
+    Upstream { listener: String, address: String, disable: bool },
+    /// Whether the daemon answers: `pong`.
+    Ping,
     /// The commands.
     Help,
 }
@@ -25,11 +34,18 @@ pub enum Request {
 pub const HELP: &str = "\
 show conns [--listener NAME] [--idle-over DURATION] [--limit N] [--json]
 show listeners [--json]
+show info [--json]
+show config [--json]
 kill ID... | kill --client IP[:PORT] | kill --listener NAME
+upstream disable|enable LISTENER ADDRESS
 reload
 upgrade
+ping
 help
 ";
+
+/// What `show` shows.
+const SUBJECTS: &str = "conns, listeners, info, config";
 
 /// Reads one request line (without its newline).
 pub fn parse(line: &str) -> Result<Request, String> {
@@ -59,10 +75,20 @@ pub fn parse(line: &str) -> Result<Request, String> {
             }
             Ok(Request::ShowConns { query, json })
         }
-        ["show", "listeners"] => Ok(Request::ShowListeners { json: false }),
-        ["show", "listeners", "--json"] => Ok(Request::ShowListeners { json: true }),
-        ["show", other, ..] => Err(format!("show: unknown subject {other:?} (conns, listeners)")),
-        ["show"] => Err("show: what? (conns, listeners)".to_owned()),
+        ["show", subject @ ("listeners" | "info" | "config"), rest @ ..] => {
+            let json = match rest {
+                [] => false,
+                ["--json"] => true,
+                [other, ..] => return Err(format!("show {subject}: unknown option {other:?}")),
+            };
+            Ok(match *subject {
+                "listeners" => Request::ShowListeners { json },
+                "info" => Request::ShowInfo { json },
+                _ => Request::ShowConfig { json },
+            })
+        }
+        ["show", other, ..] => Err(format!("show: unknown subject {other:?} ({SUBJECTS})")),
+        ["show"] => Err(format!("show: what? ({SUBJECTS})")),
         ["kill", "--client", address] => {
             let matched = match (address.parse(), address.parse()) {
                 (Ok(addr), _) => ClientMatch::Exact(addr),
@@ -80,10 +106,19 @@ pub fn parse(line: &str) -> Result<Request, String> {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Request::Kill(Selector::Ids(ids)))
         }
+        ["upstream", action @ ("disable" | "enable"), listener, address] => Ok(Request::Upstream {
+            listener: (*listener).to_owned(),
+            address: (*address).to_owned(),
+            disable: *action == "disable",
+        }),
+        ["upstream", ..] => Err("upstream: disable|enable LISTENER ADDRESS".to_owned()),
         ["reload"] => Ok(Request::Reload),
         ["upgrade"] => Ok(Request::Upgrade),
+        ["ping"] => Ok(Request::Ping),
         ["help"] => Ok(Request::Help),
-        [command @ ("reload" | "upgrade" | "help"), ..] => Err(format!("{command} takes nothing after it")),
+        [command @ ("reload" | "upgrade" | "ping" | "help"), ..] => {
+            Err(format!("{command} takes nothing after it"))
+        }
         [] => Err("empty request (try \"help\")".to_owned()),
         [other, ..] => {
             let shown: String = other.chars().take(40).collect();
@@ -117,6 +152,8 @@ mod tests {
         );
         assert_eq!(parse("show conns"), Ok(Request::ShowConns { query: Query::default(), json: false }));
         assert_eq!(parse("  show   listeners --json "), Ok(Request::ShowListeners { json: true }));
+        assert_eq!(parse("show info"), Ok(Request::ShowInfo { json: false }));
+        assert_eq!(parse("show config --json"), Ok(Request::ShowConfig { json: true }));
         assert_eq!(parse("kill 3 17"), Ok(Request::Kill(Selector::Ids(vec![3, 17]))));
         assert_eq!(
             parse("kill --client 127.0.0.1:4000"),
@@ -127,8 +164,21 @@ mod tests {
             Ok(Request::Kill(Selector::Client(ClientMatch::Address("::1".parse().unwrap()))))
         );
         assert_eq!(parse("kill --listener pg"), Ok(Request::Kill(Selector::Listener("pg".into()))));
+        assert_eq!(
+            parse("upstream disable pg 10.0.9.5:5432"),
+            Ok(Request::Upstream { listener: "pg".into(), address: "10.0.9.5:5432".into(), disable: true })
+        );
+        assert_eq!(
+            parse("upstream enable pg unix:/run/pg.sock"),
+            Ok(Request::Upstream {
+                listener: "pg".into(),
+                address: "unix:/run/pg.sock".into(),
+                disable: false
+            })
+        );
         assert_eq!(parse("reload"), Ok(Request::Reload));
         assert_eq!(parse("upgrade"), Ok(Request::Upgrade));
+        assert_eq!(parse("ping"), Ok(Request::Ping));
         for (line, says) in [
             ("", "empty"),
             ("show conns --json --bogus", "--bogus"),
@@ -138,10 +188,14 @@ mod tests {
             ("show conns --limit many", "at least 1"),
             ("show conns --limit", "needs a value"),
             ("show sessions", "sessions"),
+            ("show info --yaml", "show info: unknown option \"--yaml\""),
             ("kill 3 x", "\"x\" is not a connection id"),
             ("kill --client somewhere", "expected IP"),
             ("reboot", "unknown command \"reboot\""),
             ("reload now", "reload takes nothing after it"),
+            ("upstream drain pg 10.0.9.5:5432", "disable|enable LISTENER ADDRESS"),
+            ("upstream disable pg", "disable|enable LISTENER ADDRESS"),
+            ("upstream enable pg a b", "disable|enable LISTENER ADDRESS"),
         ] {
             let e = parse(line).unwrap_err();
             assert!(e.contains(says), "{line:?}: {e}");

@@ -10,20 +10,22 @@
 //! format 1 (from a binary without a guardian) reads with none of them. Format 2 also adds, at
 //! the end of each connection's record, its protocol observer's state (`RelayState::observer`);
 //! the connections of a state of format 1 (from a binary without observers) read with none,
-//! idle by bytes as they were.
+//! idle by bytes as they were. Format 3 adds, at the end of each listener's record, the health
+//! of its upstream addresses (`ListenerState::upstream_health`); the listeners of an older
+//! state read with none, every address up.
 
 use std::io;
 
 use super::state::{
     ConnState, ControlClientState, Counters, HalfState, ListenerState, RelayState, SocketState, State,
-    WorkerState,
+    UpstreamHealthState, WorkerState,
 };
 use super::wire::{Reader, Writer};
 
 /// The version this binary writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The versions this binary reads.
-pub const READS: &[u32] = &[1, 2];
+pub const READS: &[u32] = &[1, 2, 3];
 const MAGIC: &[u8; 8] = b"IRHANDOV";
 
 impl State {
@@ -55,6 +57,17 @@ impl State {
             w.list(&l.counters, |w, c| w.u64(*c));
             w.option(l.unix_path.as_ref(), |w, p| w.str(p));
             w.list(&l.targets, |w, entry| w.list(entry, |w, t| w.str(t)));
+            if version >= 3 {
+                w.list(&l.upstream_health, |w, h| {
+                    w.str(&h.address);
+                    w.bool(h.disabled);
+                    w.u32(h.failures);
+                    w.option(h.backoff.as_ref(), |w, (length, left)| {
+                        w.u64(*length);
+                        w.u64(*left);
+                    });
+                });
+            }
         });
         w.list(&self.in_force, |w, i| w.usize(*i));
         let c = &self.counters;
@@ -110,15 +123,7 @@ impl State {
             reply_fd: r.option(Reader::i32)?,
             retired: r.list(Reader::i32)?,
             texts: r.list(Reader::str)?,
-            listeners: r.list(|r| {
-                Ok(ListenerState {
-                    text: r.usize()?,
-                    position: r.usize()?,
-                    counters: r.list(Reader::u64)?,
-                    unix_path: r.option(Reader::str)?,
-                    targets: r.list(|r| r.list(Reader::str))?,
-                })
-            })?,
+            listeners: r.list(|r| get_listener(r, version))?,
             in_force: r.list(Reader::usize)?,
             counters: Counters {
                 started: r.u64()?,
@@ -153,6 +158,29 @@ impl State {
         state.check()?;
         Ok(state)
     }
+}
+
+/// A listener's record in a state of `version`.
+fn get_listener(r: &mut Reader<'_>, version: u32) -> io::Result<ListenerState> {
+    let mut listener = ListenerState {
+        text: r.usize()?,
+        position: r.usize()?,
+        counters: r.list(Reader::u64)?,
+        unix_path: r.option(Reader::str)?,
+        targets: r.list(|r| r.list(Reader::str))?,
+        upstream_health: Vec::new(),
+    };
+    if version >= 3 {
+        listener.upstream_health = r.list(|r| {
+            Ok(UpstreamHealthState {
+                address: r.str()?,
+                disabled: r.bool()?,
+                failures: r.u32()?,
+                backoff: r.option(|r| Ok((r.u64()?, r.u64()?)))?,
+            })
+        })?;
+    }
+    Ok(listener)
 }
 
 fn put_socket(w: &mut Writer, s: &SocketState) {
@@ -251,154 +279,5 @@ fn get_conn(r: &mut Reader<'_>, version: u32) -> io::Result<ConnState> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A connection with every field set, one direction holding bytes in each way it can.
-    fn sample_conn() -> ConnState {
-        let half = HalfState {
-            pending: Some(b"held".to_vec()),
-            pipe: Some((10, 11, 300, 262_144)),
-            bulk: true,
-            urgent: Some(b'!'),
-            read_eof: true,
-            write_shut: false,
-            bytes: 1 << 40,
-        };
-        ConnState {
-            id: 42,
-            listener: 1,
-            peer: Some("127.0.0.1:4000".into()),
-            age: 5,
-            activity: 2_000_000_000,
-            lifetime: Some(9),
-            half_close: None,
-            wire_seen: Some(77),
-            per_ip_counted: true,
-            attempts: Some((vec!["127.0.0.1:1".into(), "unix:/run/x.sock".into()], 1, 2)),
-            relay: RelayState {
-                phase: 1,
-                client: SocketState { fd: 7, unix: false, flags: 0b10_1011 },
-                upstream: Some(SocketState { fd: 8, unix: true, flags: 0 }),
-                to_upstream: half,
-                to_client: HalfState::default(),
-                first_fin: Some(1),
-                preamble: Some(b"PROXY UNKNOWN\r\n".to_vec()),
-                observer: Some(vec![1, 5, 0, 73]),
-            },
-        }
-    }
-
-    /// A state with every field set, and one of each kind of listener and control client.
-    fn sample() -> State {
-        State {
-            from: "0.1.0".into(),
-            frozen_at: 123,
-            stop: true,
-            foreground: false,
-            config_path: "/etc/idlereaper.toml".into(),
-            pidfile: "/run/x.pid".into(),
-            pidfile_overridden: true,
-            pidfile_fd: 3,
-            endpoint_fd: Some(4),
-            control_fd: Some(20),
-            reply_fd: Some(21),
-            retired: vec![22],
-            texts: vec!["[daemon]\n".into(), "old".into()],
-            listeners: vec![
-                ListenerState {
-                    text: 0,
-                    position: 0,
-                    counters: vec![1, 2, 3],
-                    unix_path: None,
-                    targets: vec![vec!["127.0.0.1:6379".into(), "[::1]:6379".into()], vec![]],
-                },
-                ListenerState {
-                    text: 1,
-                    position: 2,
-                    counters: vec![],
-                    unix_path: Some("/run/s".into()),
-                    targets: vec![],
-                },
-            ],
-            in_force: vec![0],
-            counters: Counters {
-                started: 1,
-                reloads_ok: 2,
-                reloads_failed: 3,
-                upgrades_ok: 4,
-                upgrades_refused: 5,
-                upgrades_failed: 6,
-            },
-            workers: vec![WorkerState {
-                listeners: vec![Some(5), None],
-                conns: vec![sample_conn()],
-                next_id: 43,
-            }],
-            started_as: Some("/opt/idlereaper/current/idlereaper".into()),
-            log_fd: Some(23),
-            guardian: Some((24, 4321)),
-            control_clients: vec![
-                ControlClientState { fd: 25, phase: 0, bytes: b"show co".to_vec(), deadline: 4_000_000_000 },
-                ControlClientState { fd: 26, phase: 1, bytes: Vec::new(), deadline: 30_000_000_000 },
-                ControlClientState { fd: 27, phase: 2, bytes: b"[]\n\n".to_vec(), deadline: 0 },
-            ],
-        }
-    }
-
-    #[test]
-    fn a_state_reads_back_as_written_with_every_descriptor_named() {
-        let state = sample();
-        let back = State::decode(&state.encode()).unwrap();
-        assert_eq!(back, state);
-        let mut fds = back.descriptors();
-        fds.sort();
-        assert_eq!(
-            fds,
-            vec![3, 4, 5, 7, 8, 10, 11, 20, 21, 22, 23, 25, 26, 27],
-            "every one but the guardian's pipe"
-        );
-        assert_eq!(back.connections(), 1);
-    }
-
-    #[test]
-    fn a_state_of_format_1_reads_without_what_format_2_added() {
-        let state = sample();
-        let back = State::decode(&state.encode_as(1)).unwrap();
-        assert_eq!((back.started_as.as_ref(), back.log_fd, back.guardian), (None, None, None));
-        assert_eq!(back.counters.upgrades_failed, 0);
-        assert_eq!(back.control_clients, vec![], "no control client");
-        assert_eq!(back.workers[0].conns[0].relay.observer, None, "a connection without an observer");
-        let mut same = sample();
-        (same.started_as, same.log_fd, same.guardian) = (None, None, None);
-        same.counters.upgrades_failed = 0;
-        same.control_clients.clear();
-        same.workers[0].conns[0].relay.observer = None;
-        assert_eq!(back, same, "everything else as written");
-        assert_eq!(State::decode(&same.encode()).unwrap(), same, "none in format 2 too");
-    }
-
-    #[test]
-    fn another_version_or_a_damaged_state_is_refused() {
-        let mut bytes = sample().encode();
-        bytes[MAGIC.len()] = 99; // the version
-        let e = State::decode(&bytes).unwrap_err().to_string();
-        assert!(e.contains("version 99"), "{e}");
-        assert!(State::decode(b"something else").is_err());
-        let bytes = sample().encode();
-        assert!(State::decode(&bytes[..bytes.len() - 1]).is_err(), "cut short");
-        let mut state = sample();
-        state.control_clients.clear();
-        let bytes = state.encode();
-        assert!(
-            State::decode(&bytes[..bytes.len() - 8]).is_err(),
-            "format 2 without its control clients' list"
-        );
-        let mut state = sample();
-        state.workers[0].conns[0].listener = 5;
-        assert!(State::decode(&state.encode()).is_err(), "a connection of no listener");
-        let mut state = sample();
-        state.control_clients[0].phase = 3;
-        assert!(State::decode(&state.encode()).is_err(), "a control client in no known phase");
-    }
-}
+#[path = "codec_tests.rs"]
+mod tests;

@@ -93,6 +93,22 @@ pub struct ListenerState {
     /// What each upstream entry resolved to last (a listener in force; else empty): the new
     /// image starts from these, without a lookup during the pause.
     pub targets: Vec<Vec<String>>,
+    /// The upstream addresses that are not simply up: disabled, or with failed connects
+    /// (format version 3; a state of an older version has none, every address up).
+    pub upstream_health: Vec<UpstreamHealthState>,
+}
+
+/// One upstream address's health (`upstream::Health`).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct UpstreamHealthState {
+    /// `IP:port` or `unix:/path`.
+    pub address: String,
+    pub disabled: bool,
+    /// Connects that failed in a row.
+    pub failures: u32,
+    /// The backoff in force or last in force: its length, and the time from `frozen_at` to its
+    /// end (0: ended), both in nanoseconds.
+    pub backoff: Option<(u64, u64)>,
 }
 
 /// One worker's part: its handle on each listener (by index; `None` once closed) and its

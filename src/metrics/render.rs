@@ -15,13 +15,14 @@ use crate::observe::Cause;
 /// this list); without listeners the per-listener ones are left out, and a process reading that
 /// cannot be taken leaves its family out. The documentation, the packaged alerting rules and
 /// the dashboard are checked against it.
-pub const FAMILIES: [&str; 18] = [
+pub const FAMILIES: [&str; 19] = [
     "idlereaper_connections_accepted_total",
     "idlereaper_connections_active",
     "idlereaper_connections_closed_total",
     "idlereaper_connections_refused_total",
     "idlereaper_protocol_opaque_total",
     "idlereaper_upstream_connect_errors_total",
+    "idlereaper_upstream_up",
     "idlereaper_relayed_bytes_total",
     "idlereaper_connection_lifetime_seconds",
     "idlereaper_timers",
@@ -75,6 +76,13 @@ impl Metrics {
         let help = "Upstream connections that failed or timed out.";
         out.per_listener(ls, "idlereaper_upstream_connect_errors_total", "counter", help, |o, l| {
             o.sample("", &[l.label()], l.upstream_connect_errors.load(Relaxed))
+        });
+        let help = "Whether new connections go to the upstream address: 1 up, 0 disabled or in backoff after a failed connect.";
+        let now = std::time::Instant::now();
+        out.per_listener(ls, "idlereaper_upstream_up", "gauge", help, |o, l| {
+            for row in l.upstreams().map_or(Vec::new(), |u| u.rows(now)) {
+                o.sample("", &[l.label(), ("upstream", &row.address)], u8::from(row.state == "up"));
+            }
         });
         let help = "Bytes relayed, by direction.";
         out.per_listener(ls, "idlereaper_relayed_bytes_total", "counter", help, |o, l| {

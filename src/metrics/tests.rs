@@ -72,6 +72,13 @@ fn one_listener_workload() -> Metrics {
     let metrics = Metrics::started_at(2, Duration::from_millis(1_700_000_000_250));
     let relay = ListenerMetrics::new("relay");
     metrics.set_listeners(vec![Arc::clone(&relay)]);
+    let file = "[[listener]]\nname = \"relay\"\nlisten = \"127.0.0.1:7000\"\n\
+                upstream = [\"127.0.0.1:7001\", \"127.0.0.1:7002\"]\nidle_timeout = \"1m\"\n";
+    let config = crate::config::Config::parse(file, std::path::Path::new("relay.toml")).unwrap();
+    let upstreams = Arc::new(crate::upstream::Upstreams::resolve(&config.listeners[0]).unwrap());
+    let drained = crate::upstream::Target::parse("127.0.0.1:7002").unwrap();
+    upstreams.health().set_disabled(&[drained], true);
+    relay.set_upstreams(Some(&upstreams));
     for _ in 0..4 {
         relay.accepted();
         relay.active_add(1);
@@ -131,6 +138,10 @@ idlereaper_protocol_opaque_total{listener="relay",cause="unparsable"} 0
 # HELP idlereaper_upstream_connect_errors_total Upstream connections that failed or timed out.
 # TYPE idlereaper_upstream_connect_errors_total counter
 idlereaper_upstream_connect_errors_total{listener="relay"} 1
+# HELP idlereaper_upstream_up Whether new connections go to the upstream address: 1 up, 0 disabled or in backoff after a failed connect.
+# TYPE idlereaper_upstream_up gauge
+idlereaper_upstream_up{listener="relay",upstream="127.0.0.1:7001"} 1
+idlereaper_upstream_up{listener="relay",upstream="127.0.0.1:7002"} 0
 # HELP idlereaper_relayed_bytes_total Bytes relayed, by direction.
 # TYPE idlereaper_relayed_bytes_total counter
 idlereaper_relayed_bytes_total{listener="relay",direction="from_client"} 100
@@ -279,6 +290,7 @@ fn counters_carried_by_an_upgrade_keep_their_places_across_versions() {
             idle_timeout_ms: 0,
             bytes_from_client: 0,
             bytes_from_upstream: 0,
+            upstreams: Vec::new(),
         };
         m.fill(&mut row);
         (row.accepted, row.closed, row.refused)

@@ -1,5 +1,6 @@
 //! Answering the control socket's requests: `show` from the workers' slots and the counters
-//! (`show conns` as the workers build it: [`super::listing`]), `kill` through the workers,
+//! (`show conns` as the workers build it: [`super::listing`]; `show info` and `show config`:
+//! [`super::info`]), `kill` through the workers,
 //! `reload` and `upgrade` as the signals do, but with the result going back to the client that
 //! asked. An `upgrade` is not run here: its asker waits, and the loop runs one upgrade for
 //! every asker and a SIGUSR2 of the same turn, last (see `upgrade.rs`).
@@ -7,6 +8,7 @@
 use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, Instant};
 
+use log::info;
 use mio::Events;
 
 use super::listing::Listing;
@@ -69,6 +71,9 @@ impl Supervisor {
         let text = match request {
             Err(e) => format!("error: {e}\n"),
             Ok(Request::Help) => HELP.to_owned(),
+            Ok(Request::Ping) => {
+                format!("pong pid={} version={}\n", std::process::id(), env!("CARGO_PKG_VERSION"))
+            }
             Ok(Request::ShowConns { query, json }) => {
                 self.next_listing += 1;
                 let listing = Listing::start(client, self.next_listing, remotes, &query, json, &self.done);
@@ -83,11 +88,16 @@ impl Supervisor {
                     report::listeners_table(&rows)
                 }
             }
+            Ok(Request::ShowInfo { json }) => self.info(json),
+            Ok(Request::ShowConfig { json }) => self.config_in_force(json),
             Ok(Request::Kill(selector)) => {
                 let killed: usize = ask(remotes, |reply| Command::Kill { selector: selector.clone(), reply })
                     .into_iter()
                     .sum();
                 format!("killed {killed}\n")
+            }
+            Ok(Request::Upstream { listener, address, disable }) => {
+                self.set_upstream(&listener, &address, disable).unwrap_or_else(|e| format!("error: {e}\n"))
             }
             Ok(Request::Reload | Request::Upgrade) if self.stopping => {
                 "error: the daemon is stopping\n".to_owned()
@@ -97,7 +107,7 @@ impl Supervisor {
                     .to_owned()
             }
             Ok(Request::Reload) => match self.reload(remotes, log) {
-                Ok(changes) => format!("reloaded: {changes}\n"),
+                Ok(reloaded) => reloaded.answer(),
                 Err(e) => format!("error: reload failed, keeping the running configuration: {e}\n"),
             },
             Ok(Request::Upgrade) => {
@@ -131,14 +141,38 @@ impl Supervisor {
         }
     }
 
-    /// A row per listener in force, with its counters.
+    /// `upstream disable|enable LISTENER ADDRESS`: the addresses named taken out of the
+    /// listener's choice for new connections, or put back (a backoff ended too). Returns a line
+    /// per address; an unknown listener, a sink or an address not in its list is an error.
+    fn set_upstream(&self, listener: &str, address: &str, disable: bool) -> Result<String, String> {
+        let Some(i) = self.config.listeners.iter().position(|l| l.name == listener) else {
+            let names: Vec<&str> = self.config.listeners.iter().map(|l| l.name.as_str()).collect();
+            return Err(format!("no listener {listener:?} (listeners: {})", names.join(", ")));
+        };
+        let Some(upstreams) = &self.upstreams[i] else {
+            return Err(format!("listener {listener} is a sink: it has no upstream"));
+        };
+        let targets = upstreams.select(address)?;
+        upstreams.health().set_disabled(&targets, disable);
+        let state = if disable { "disabled" } else { "up" };
+        let mut out = String::new();
+        for target in &targets {
+            info!("listener={listener} upstream {target} {state} by the control socket");
+            out.push_str(&format!("listener={listener} upstream={target} state={state}\n"));
+        }
+        Ok(out)
+    }
+
+    /// A row per listener in force, with its counters and its upstream addresses' state.
     fn listener_rows(&self) -> Vec<ListenerRow> {
         let counters = self.metrics.listeners();
+        let now = Instant::now();
         self.config
             .listeners
             .iter()
             .zip(counters)
-            .map(|(lc, counters)| {
+            .zip(&self.upstreams)
+            .map(|((lc, counters), upstreams)| {
                 let upstream: Vec<String> = lc.upstream.iter().map(ToString::to_string).collect();
                 let mut row = ListenerRow {
                     name: lc.name.clone(),
@@ -151,6 +185,7 @@ impl Supervisor {
                     idle_timeout_ms: u64::try_from(lc.idle_timeout.as_millis()).unwrap_or(u64::MAX),
                     bytes_from_client: 0,
                     bytes_from_upstream: 0,
+                    upstreams: upstreams.as_ref().map_or(Vec::new(), |u| u.rows(now)),
                 };
                 counters.fill(&mut row);
                 row

@@ -8,10 +8,12 @@
 //! bytes.
 //!
 //! One job per file: this one runs the loop and the signals; [`reload`], [`upgrade`],
-//! [`answer`] (the control socket's requests), [`listing`] (`show conns` as the workers build
-//! it), [`threads`] (the worker threads), [`watchdog`] (systemd's) and [`vitals`] (what `/healthz` and `/readyz` ask) do the rest.
+//! [`answer`] (the control socket's requests), [`info`] (`show info`, `show config`),
+//! [`listing`] (`show conns` as the workers build it), [`threads`] (the worker threads),
+//! [`watchdog`] (systemd's) and [`vitals`] (what `/healthz` and `/readyz` ask) do the rest.
 
 mod answer;
+mod info;
 mod listing;
 mod reload;
 mod threads;
@@ -123,6 +125,8 @@ pub struct Supervisor {
     notifier: Notifier,
     /// What the last reload or upgrade did (for `STATUS=`).
     last_change: String,
+    /// When the configuration was loaded, and how the last reload and upgrade ended.
+    history: info::History,
     /// Set in the new image of an upgrade until its first turn.
     upgraded: Option<Upgraded>,
 }
@@ -203,6 +207,7 @@ impl Supervisor {
             watched,
             notifier: Notifier::from_env(),
             last_change: "started".to_owned(),
+            history: info::History::new(),
             upgraded,
         })
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use log::{error, info, warn};
 
 use super::{watch_list, Supervisor};
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Changes, Config, ListenerConfig};
 use crate::error;
 use crate::listener;
 use crate::logging::LogHandle;
@@ -17,22 +17,43 @@ use crate::upgrade::Source;
 use crate::upstream::Upstreams;
 use crate::worker::{Command, ListenerChange, Reload, Remote};
 
+/// A reload applied: its one-line summary (`listeners=N kept=K added=A removed=R`) and what
+/// changed, per listener and key.
+pub(super) struct Reloaded {
+    pub(super) summary: String,
+    pub(super) changes: Changes,
+}
+
+impl Reloaded {
+    /// The control client's answer: the summary, then a line per change.
+    pub(super) fn answer(&self) -> String {
+        let mut text = format!("reloaded: {}\n", self.summary);
+        for line in self.changes.lines() {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    }
+}
+
 impl Supervisor {
     /// Re-reads and validates the configuration file and applies it; on any error the running
-    /// configuration stays, untouched. Returns what changed (`listeners=N kept=K …`) or why
-    /// nothing did, for a control client.
-    pub(super) fn reload(&mut self, remotes: &[Remote], log: &LogHandle) -> Result<String, String> {
+    /// configuration stays, untouched. Returns what changed or why nothing did, for a control
+    /// client.
+    pub(super) fn reload(&mut self, remotes: &[Remote], log: &LogHandle) -> Result<Reloaded, String> {
         self.notifier.reloading();
         let result = self.apply_reload(remotes, log);
         self.last_change = match &result {
-            Ok(changes) => {
-                info!("reloaded {}: {changes}", self.config.path.display());
+            Ok(reloaded) => {
+                info!("reloaded {}: {}", self.config.path.display(), reloaded.summary);
                 self.metrics.reload(true);
-                format!("reloaded {}: {changes}", self.config.path.display())
+                self.history.reloaded(true, &reloaded.summary);
+                format!("reloaded {}: {}", self.config.path.display(), reloaded.summary)
             }
             Err(e) => {
                 error!("reload failed, keeping the running configuration: {e}");
                 self.metrics.reload(false);
+                self.history.reloaded(false, e);
                 format!("reload failed: {e}")
             }
         };
@@ -42,11 +63,11 @@ impl Supervisor {
 
     /// The reload itself: the new configuration in force, or why not (nothing changed then).
     /// Returns what changed.
-    pub(super) fn apply_reload(&mut self, remotes: &[Remote], log: &LogHandle) -> Result<String, String> {
+    pub(super) fn apply_reload(&mut self, remotes: &[Remote], log: &LogHandle) -> Result<Reloaded, String> {
         let pidfile = self.runtime.pidfile_overridden.then_some(self.config.daemon.pidfile.as_path());
         let mut new = Config::load(&self.config.path, pidfile).map_err(|e| e.to_string())?;
         // Said only once the reload has succeeded: a failed one changes nothing.
-        let restart = self.keep_restart_only_settings(&mut new);
+        let restart = new.keep_restart_only(&self.config, self.runtime.pidfile_overridden);
         let table = self.new_table(&new, remotes.len())?;
         for (remote, listeners) in remotes.iter().zip(table.parts) {
             let shutdown_timeout = new.daemon.shutdown_timeout;
@@ -60,18 +81,17 @@ impl Supervisor {
         }
         log.set_level(new.daemon.log_level);
         log.set_format(new.daemon.log_format);
-        self.metrics.set_listeners(table.counters);
+        self.in_force(&new, table.counters, table.upstreams);
         let kept = table.kept;
         let (added, removed) = (new.listeners.len() - kept, self.config.listeners.len() - kept);
         let summary =
             format!("listeners={} kept={kept} added={added} removed={removed}", new.listeners.len());
-        self.watched.set(watch_list(&new, &table.upstreams));
-        self.upstreams = table.upstreams;
+        let changes = self.config.changes(&new, restart);
         self.config = new;
         self.slots = table.slots;
         self.sources = table.sources;
         self.next_index = table.next_index;
-        Ok(summary)
+        Ok(Reloaded { summary, changes })
     }
 
     /// The workers' listener table for every listener of `new`: kept by address, or bound now.
@@ -88,9 +108,12 @@ impl Supervisor {
         };
         for (i, lc) in new.listeners.iter().enumerate() {
             let source = Source { text: Arc::clone(&new.text), position: i };
-            let resolved = listener::resolve_upstreams(new, i).map_err(|e| e.to_string())?;
+            let same = self.config.listeners.iter().position(|old| old.listen == lc.listen);
+            // A kept listener's addresses keep their health (disabled, in backoff).
+            let before = same.and_then(|j| self.upstreams[j].as_deref());
+            let resolved = listener::resolve_upstreams(new, i, before).map_err(|e| e.to_string())?;
             table.upstreams.push(resolved.clone());
-            match self.config.listeners.iter().position(|old| old.listen == lc.listen) {
+            match same {
                 Some(j) => {
                     // A kept listener keeps its counters (under its first name, should it be renamed).
                     let counters = self.metrics.listener(&self.config.listeners[j].name);
@@ -102,45 +125,21 @@ impl Supervisor {
         Ok(table)
     }
 
-    /// Settings a running daemon cannot change: `new` gets the running values back, and the
-    /// keys that differed are returned.
-    fn keep_restart_only_settings(&self, new: &mut Config) -> Vec<&'static str> {
-        let (old, d) = (&self.config.daemon, &mut new.daemon);
-        let mut changed = Vec::new();
-        if d.pidfile != old.pidfile && !self.runtime.pidfile_overridden {
-            changed.push("daemon.pidfile");
+    /// The counters and upstreams of the listeners of `new`, in its order, in force from now
+    /// on: for a scrape, for the resolver thread; addresses no longer listed lose their health.
+    fn in_force(
+        &mut self,
+        new: &Config,
+        counters: Vec<Arc<ListenerMetrics>>,
+        upstreams: Vec<Option<Arc<Upstreams>>>,
+    ) {
+        for (counters, upstreams) in counters.iter().zip(&upstreams) {
+            counters.set_upstreams(upstreams.as_ref());
         }
-        if d.user != old.user || d.group != old.group {
-            changed.push("daemon.user/group");
-        }
-        if d.workers != old.workers {
-            changed.push("daemon.workers");
-        }
-        if d.tick != old.tick {
-            changed.push("daemon.tick");
-        }
-        if d.log != old.log {
-            changed.push("daemon.log");
-        }
-        if new.metrics != self.config.metrics {
-            changed.push("metrics");
-        }
-        if new.control != self.config.control {
-            changed.push("control");
-        }
-        if d.resolve_interval != old.resolve_interval {
-            changed.push("daemon.resolve_interval");
-        }
-        d.pidfile.clone_from(&old.pidfile);
-        d.user.clone_from(&old.user);
-        d.group.clone_from(&old.group);
-        d.workers = old.workers;
-        d.tick = old.tick;
-        d.resolve_interval = old.resolve_interval;
-        d.log.clone_from(&old.log);
-        new.metrics.clone_from(&self.config.metrics);
-        new.control.clone_from(&self.config.control);
-        changed
+        self.metrics.set_listeners(counters);
+        self.watched.set(watch_list(new, &upstreams));
+        upstreams.iter().flatten().for_each(|u| u.forget_unlisted());
+        self.upstreams = upstreams;
     }
 }
 

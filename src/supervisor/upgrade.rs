@@ -270,6 +270,7 @@ impl Supervisor {
         if let Some(control) = self.control.as_mut() {
             control.tell_upgrade(&format!("error: upgrade refused: {reason}\n"));
         }
+        self.history.upgraded("refused", &reason);
         self.last_change = format!("upgrade refused: {reason}");
         self.notifier.send(&format!("READY=1\nSTATUS={}", self.status()));
     }
@@ -314,12 +315,13 @@ impl Supervisor {
         }
         upgrade::close_retired(&upgraded.retired);
         match self.apply_reload(remotes, log) {
-            Ok(changes) => info!("upgrade: reloaded {}: {changes}", self.config.path.display()),
+            Ok(reloaded) => info!("upgrade: reloaded {}: {}", self.config.path.display(), reloaded.summary),
             Err(e) => {
                 error!("upgrade: the configuration file was not applied, keeping the one in force: {e}")
             }
         }
         self.metrics.upgrade(UpgradeResult::Success);
+        self.history.upgraded("success", &line);
         self.last_change = line;
         self.notifier.send(&format!("READY=1\nSTATUS={}", self.status()));
         if upgraded.stop {
@@ -345,6 +347,7 @@ impl Supervisor {
         }
         upgrade::close_retired(&upgraded.retired);
         self.metrics.upgrade(UpgradeResult::Failed);
+        self.history.upgraded("failed", reason);
         self.last_change = format!("upgrade failed: {reason}");
         self.notifier.send(&format!("MAINPID={pid}\nREADY=1\nSTATUS={}", self.status()));
     }

@@ -374,6 +374,9 @@ impl Core {
         if let Some(timer) = slot.timer.filter(|_| new < old || (connected && new != old)) {
             self.wheel.reset(timer, new);
         }
+        if connected {
+            self.upstream_connected(key);
+        }
         match progress.next {
             Next::Wait => {}
             Next::Again => self.again.push(key),

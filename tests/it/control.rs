@@ -170,7 +170,10 @@ fn kill_closes_exactly_the_connections_it_names() {
     for c in &mut on_a[2..] {
         assert_echo(c, b"still here");
     }
-    assert_eq!(ctl_stdout(&socket, &["kill", "999999"]), "killed 0\n");
+    // A kill that closes nothing is a failure, so that a typo does not pass.
+    let none = ctl_run(&socket, &["kill", "999999"]);
+    assert_eq!(none.status.code(), Some(1), "{none:?}");
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no connection matched id 999999"), "{none:?}");
     let killed: u64 =
         daemon.log().lines().filter(|l| l.contains("conn closed") && l.contains("reason=killed")).count()
             as u64;
@@ -205,7 +208,10 @@ fn reload_answers_with_the_result_or_the_error() {
         + &relay_listener("first", first, upstream.addr, "60s")
         + &relay_listener("second", second, upstream.addr, "60s");
     std::fs::write(&daemon.config_path, &good).unwrap();
-    assert_eq!(ctl_stdout(&socket, &["reload"]), "reloaded: listeners=2 kept=1 added=1 removed=0\n");
+    assert_eq!(
+        ctl_stdout(&socket, &["reload"]),
+        format!("reloaded: listeners=2 kept=1 added=1 removed=0\nadded listener second ({second})\n")
+    );
     assert_echo(&mut connect(second), b"added");
 
     std::fs::write(&daemon.config_path, good.clone() + "[[listener]]\nname = \"broken\"\n").unwrap();

@@ -159,7 +159,21 @@ fn every_answer_ends_with_an_empty_line() {
     let config = daemon_section(dir.path(), "2s") + &sink_listener("sink", listen, "10m") + &control;
     let _daemon = Daemon::start_in(dir, &config);
     let _held = connect(listen);
-    for request in ["help", "show conns", "show conns --json", "show listeners --json", "kill 0", "bogus"] {
+    let requests = [
+        "help",
+        "ping",
+        "show conns",
+        "show conns --json",
+        "show listeners --json",
+        "show info",
+        "show info --json",
+        "show config",
+        "show config --json",
+        "reload",
+        "kill 0",
+        "bogus",
+    ];
+    for request in requests {
         let answer = control_answer(&socket, format!("{request}\n").as_bytes());
         assert!(answer.ends_with("\n\n"), "{request}: {answer:?}");
         assert_eq!(answer.matches("\n\n").count(), 1, "{request}: one empty line, at the end: {answer:?}");

@@ -6,7 +6,8 @@
 //! After each: every idle connection still echoes, checked streams flow on in both directions,
 //! the listeners accept (TCP and Unix), the pidfile names the process that now serves (the
 //! upgrade's guardian, running the old code), the control socket answers, the failure is logged
-//! with its cause, counted and told to the `idlereaperctl upgrade` that asked; a good upgrade
+//! with its cause, counted and told to the `idlereaperctl upgrade` that asked (through the
+//! control socket, with the cause; by signal, `--pid`, naming the process that carries on); a good upgrade
 //! then succeeds, the bytes the relay held for a stalled reader all arrive, and
 //! `kill -TERM $(cat pidfile)` stops the daemon cleanly.
 //!
@@ -51,13 +52,31 @@ fn ctl(socket: &Path, request: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// `idlereaperctl -c CONFIG upgrade --pid PID`, with its exit status and what it said.
+fn ctl_by_pid(config: &Path, pid: &str) -> (i32, String) {
+    let out = ctl_with_config(config, &["upgrade", "--pid", pid, "--wait", "60s"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// How an upgrade is asked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// `idlereaperctl upgrade`, through the control socket.
+    Ctl,
+    /// `idlereaperctl upgrade --pid PID`: SIGUSR2, the outcome read from /proc.
+    Pid,
+    /// SIGUSR2 sent here.
+    Signal,
+}
+
 /// One way a new image fails: the script that stands in for it, what the failure line says,
-/// and whether `idlereaperctl upgrade` asks (else SIGUSR2).
+/// and how the upgrade is asked for.
 struct Case {
     name: &'static str,
     script: Vec<u8>,
     says: &'static str,
-    by_ctl: bool,
+    asked: Asked,
 }
 
 fn cases() -> Vec<Case> {
@@ -69,31 +88,31 @@ fn cases() -> Vec<Case> {
             name: "exits 1",
             script: image_script(":", "echo 'this build gives up' >&2; exit 1"),
             says: "exited with status 1 before taking over",
-            by_ctl: true,
+            asked: Asked::Ctl,
         },
         Case {
             name: "crashes",
             script: image_script(":", "kill -SEGV $$"),
             says: "was killed by signal 11 (SIGSEGV) before taking over",
-            by_ctl: false,
+            asked: Asked::Pid,
         },
         Case {
             name: "runs out of descriptors",
             script: image_script(":", starved),
             says: "could not take over: ",
-            by_ctl: false,
+            asked: Asked::Signal,
         },
         Case {
             name: "hangs",
             script: image_script(":", "exec sleep 3600"),
             says: "did not take over within 10 s: killed",
-            by_ctl: true,
+            asked: Asked::Ctl,
         },
         Case {
             name: "replaced after the checks",
             script: image_script("cp /bin/true \"$0.new\" && mv \"$0.new\" \"$0\"", ":"),
             says: "exited with status 0 before taking over",
-            by_ctl: false,
+            asked: Asked::Signal,
         },
     ]
 }
@@ -157,12 +176,16 @@ fn a_new_image_that_fails_after_the_exec_loses_nothing() {
     for (n, case) in cases().into_iter().enumerate() {
         replace_file(&exe, &case.script);
         let received: Vec<u64> = streams.iter().map(EchoStream::received).collect();
-        let asked = match case.by_ctl {
-            true => Some(std::thread::spawn({
+        let asked = match case.asked {
+            Asked::Ctl => Some(std::thread::spawn({
                 let control = control.clone();
                 move || ctl(&control, &["upgrade"])
             })),
-            false => {
+            Asked::Pid => Some(std::thread::spawn({
+                let (config, pid) = (daemon.config_path.clone(), serving.to_string());
+                move || ctl_by_pid(&config, &pid)
+            })),
+            Asked::Signal => {
                 send_signal(serving, libc::SIGUSR2);
                 None
             }
@@ -177,18 +200,18 @@ fn a_new_image_that_fails_after_the_exec_loses_nothing() {
             false => case.says,
         };
         assert!(line.contains(says), "{}: the failure should say {says:?}: {line}", case.name);
+        // The guardian serves now, with the old code, and names itself in the pidfile.
+        let now = pid_in(&pidfile);
         if let Some(asked) = asked {
             let (status, answer) = asked.join().unwrap();
             assert_eq!(status, 2, "{}: idlereaperctl upgrade: {answer}", case.name);
-            assert!(
-                answer.contains("upgrade failed: ") && answer.contains(case.says),
-                "{}: {answer}",
-                case.name
-            );
+            // By signal, the reason is only in the log; the process that carries on is named.
+            let told = match case.asked {
+                Asked::Pid => format!("pid {now} carries on"),
+                _ => case.says.to_owned(),
+            };
+            assert!(answer.contains("upgrade failed: ") && answer.contains(&told), "{}: {answer}", case.name);
         }
-
-        // The guardian serves now, with the old code, and names itself in the pidfile.
-        let now = pid_in(&pidfile);
         assert_ne!(now, serving, "{}: the pidfile still names the process that failed", case.name);
         assert!(
             is_running(now),

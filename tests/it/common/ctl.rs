@@ -1,7 +1,8 @@
 //! The daemon's control socket and metrics endpoint as a test reaches them: the `[control]` and
-//! `[metrics]` sections, `idlereaperctl` run against the socket, its `show conns --json` rows,
-//! raw clients of the socket (as `socat` is one: a request sent, the answer read to the end),
-//! and a scrape of `/metrics`.
+//! `[metrics]` sections, `idlereaperctl` run against the socket (or with the configuration file
+//! to find it in), its `show conns --json` and `show listeners --json` rows, raw clients of the
+//! socket (as `socat` is one: a request sent, the answer read to the end), and a scrape of
+//! `/metrics`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use idlereaper::report::ConnRow;
+use idlereaper::report::{ConnRow, ListenerRow, UpstreamRow};
 
 use super::{wait_for, Daemon, IO_TIMEOUT};
 
@@ -43,6 +44,17 @@ pub fn ctl_run(socket: &Path, args: &[&str]) -> Output {
         .expect("run idlereaperctl")
 }
 
+/// `idlereaperctl -c CONFIG args…`: the socket found as an operator's would be.
+pub fn ctl_with_config(config: &Path, args: &[&str]) -> Output {
+    Command::new(CTL)
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run idlereaperctl")
+}
+
 /// [`ctl_run`], which must succeed: its stdout.
 pub fn ctl_stdout(socket: &Path, args: &[&str]) -> String {
     let out = ctl_run(socket, args);
@@ -54,6 +66,19 @@ pub fn ctl_stdout(socket: &Path, args: &[&str]) -> String {
 /// Every open connection, as `show conns --json` gives it.
 pub fn show_conns(socket: &Path) -> Vec<ConnRow> {
     serde_json::from_str(&ctl_stdout(socket, &["show", "conns", "--json"])).expect("JSON rows")
+}
+
+/// Every listener in force, as `show listeners --json` gives it.
+pub fn show_listeners(socket: &Path) -> Vec<ListenerRow> {
+    serde_json::from_str(&ctl_stdout(socket, &["show", "listeners", "--json"])).expect("JSON rows")
+}
+
+/// Upstream `address` of listener `name`, as `show listeners --json` gives it (`None` when the
+/// listener does not list it).
+pub fn upstream_row(socket: &Path, name: &str, address: SocketAddr) -> Option<UpstreamRow> {
+    let listeners = show_listeners(socket);
+    let listener = listeners.into_iter().find(|l| l.name == name)?;
+    listener.upstreams.into_iter().find(|u| u.address == address.to_string())
 }
 
 /// Sends `bytes` over the control socket and reads the answer until the daemon closes (a read

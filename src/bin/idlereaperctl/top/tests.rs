@@ -17,6 +17,7 @@ fn listener(name: &str, accepted: u64, idle: u64, bytes: u64) -> ListenerRow {
         idle_timeout_ms: 300_000,
         bytes_from_client: bytes,
         bytes_from_upstream: 2 * bytes,
+        upstreams: Vec::new(),
     }
 }
 
