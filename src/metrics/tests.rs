@@ -67,8 +67,9 @@ fn a_scrape_shows_every_family_of_the_list_and_no_other() {
     assert_eq!(families_of(&bare), expected);
 }
 
-/// Metrics after a small workload on one listener, `relay`, with two workers.
-fn one_listener_workload() -> Metrics {
+/// Metrics after a small workload on one listener, `relay`, with two workers, and the relay's
+/// upstreams, which a scrape shows while they are in force (the counters hold them weakly).
+fn one_listener_workload() -> (Metrics, Arc<crate::upstream::Upstreams>) {
     let metrics = Metrics::started_at(2, Duration::from_millis(1_700_000_000_250));
     let relay = ListenerMetrics::new("relay");
     metrics.set_listeners(vec![Arc::clone(&relay)]);
@@ -96,7 +97,7 @@ fn one_listener_workload() -> Metrics {
     metrics.reload(true);
     metrics.reload(false);
     metrics.reload(false);
-    metrics
+    (metrics, upstreams)
 }
 
 /// The families of the listener `relay` after [`one_listener_workload`], as a scrape shows them.
@@ -203,7 +204,8 @@ process_start_time_seconds 1700000000.25
 
 #[test]
 fn render_one_listener_exactly() {
-    let text = one_listener_workload().render_with(every_reading());
+    let (metrics, _in_force) = one_listener_workload();
+    let text = metrics.render_with(every_reading());
     let expected = RELAY_FAMILIES.to_owned() + &process_families(env!("CARGO_PKG_VERSION"));
     assert_eq!(text, expected);
 }
