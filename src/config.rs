@@ -19,7 +19,8 @@
 //!    (ranges, absolute paths, addresses, networks), then the listeners are checked together
 //!    (unique names, unique `listen` addresses, no relay loops), then `[metrics]` against the
 //!    listeners. `[daemon]` and `[metrics]` are checked in the `daemon` submodule, the listeners
-//!    in the `listener` submodule, durations in `duration`. The first error found is returned.
+//!    in the `listener` submodule, durations in `duration`, other single values in `value`. The
+//!    first error found is returned.
 //! 3. **`Config` against this machine** (the `host` submodule; [`Config::load`] only, so at start,
 //!    for `--check` and for a reload). What the daemon would otherwise refuse only at start, and
 //!    that needs no socket: the users and groups named exist, the pidfile's directory exists or
@@ -54,13 +55,12 @@
 //! * `connect_timeout` and `half_close_timeout` on a sink listener are errors: a sink never
 //!   connects, and it closes at the client's FIN, so they would have no effect.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use toml::{Spanned, Value};
+use toml::Spanned;
 
 use locate::Source;
 
@@ -69,6 +69,7 @@ pub use address::{Listen, Upstream};
 pub use backoff::Backoff;
 pub use changes::{Changes, RESTART_ONLY};
 pub use keys::{file_keys, TableKeys};
+pub use locate::{ConfigError, Position};
 
 mod address;
 mod backoff;
@@ -83,6 +84,7 @@ mod listener;
 mod locate;
 mod protocol;
 mod render;
+mod value;
 
 /// Where the daemon looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/idlereaper.toml";
@@ -263,49 +265,6 @@ pub enum IdleClose {
     Rst,
 }
 
-/// Where a value is in the configuration file, as a [`ConfigError`] shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    /// 1-based.
-    pub line: usize,
-    /// 1-based, in characters.
-    pub column: usize,
-}
-
-/// A configuration error, for a person to read.
-///
-/// Displayed as `<file>:<line>:<col>: <key>: <message>`; the parts the error has no value for are
-/// left out, e.g. `<file>: cannot read: No such file or directory (os error 2)`.
-#[derive(Debug)]
-pub struct ConfigError {
-    pub path: PathBuf,
-    /// 1-based.
-    pub line: Option<usize>,
-    /// 1-based, in characters.
-    pub column: Option<usize>,
-    /// `daemon.tick`, `listener[1].idle_timeout`, …
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(column) = self.column {
-                write!(f, ":{column}")?;
-            }
-        }
-        if let Some(key) = &self.key {
-            write!(f, ": {key}")?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 impl Config {
     /// Read and validate the file, then check it against this machine (pipeline step 3). Every
     /// error names the file. `pidfile` is the `--pidfile` option: it replaces `daemon.pidfile`,
@@ -406,48 +365,6 @@ fn validate(src: &Source, file: FileConfig, checks: Checks) -> Res<Config> {
         host::check(src, &file_daemon, &mut daemon, pidfile)?;
     }
     Ok(Config { path: src.path.to_owned(), daemon, listeners, metrics, control, text: src.text.into() })
-}
-
-/// An integer key within `(min, max)`, or `default` when absent.
-fn integer(
-    src: &Source,
-    key: &str,
-    value: &Option<Spanned<Value>>,
-    default: usize,
-    range: (i64, i64),
-) -> Res<usize> {
-    let (min, max) = range;
-    let Some(v) = value else { return Ok(default) };
-    match v.get_ref() {
-        Value::Integer(n) if (min..=max).contains(n) => Ok(*n as usize), // in range, so it fits
-        Value::Integer(n) => {
-            let msg = format!("{n} is out of range: allowed {min} to {max}");
-            Err(src.error(v.span(), key, msg))
-        }
-        _ => Err(wrong_type(src, key, v, "an integer")),
-    }
-}
-
-const TICK_NOTE: &str = " (the minimum is daemon.tick)";
-
-fn wrong_type(src: &Source, key: &str, value: &Spanned<Value>, expected: &str) -> ConfigError {
-    src.error(value.span(), key, format!("expected {expected}, got {}", found(value.get_ref())))
-}
-
-/// A value's type, with the value itself when it is a scalar: `integer 5`, `string "5"`, `array`.
-fn found(v: &Value) -> String {
-    match v {
-        Value::Array(_) | Value::Table(_) => v.type_str().to_owned(),
-        _ => format!("{} {v}", v.type_str()),
-    }
-}
-
-/// A value as the file has it, for a message that quotes it: `"30s"`, `5`.
-fn shown(v: &Spanned<Value>) -> String {
-    match v.get_ref() {
-        Value::String(s) => format!("{s:?}"),
-        v => v.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::address::unix_path;
-use super::listener::octal_mode;
 use super::locate::Source;
+use super::value::octal_mode;
 use super::{ControlConfig, Listen, ListenerConfig, Res};
 
 /// Step 1: `[control]` as serde sees it.

@@ -6,12 +6,54 @@
 //! report with its array index. It also finds the span of an array's element, which a
 //! [`toml::Value`] does not carry.
 
+use std::fmt;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
 
-use super::{ConfigError, Position};
+/// Where a value is in the configuration file, as a [`ConfigError`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+}
+
+/// A configuration error, for a person to read.
+///
+/// Displayed as `<file>:<line>:<col>: <key>: <message>`; the parts the error has no value for are
+/// left out, e.g. `<file>: cannot read: No such file or directory (os error 2)`.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    /// 1-based.
+    pub line: Option<usize>,
+    /// 1-based, in characters.
+    pub column: Option<usize>,
+    /// `daemon.tick`, `listener[1].idle_timeout`, …
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 pub(super) type Span = Range<usize>;
 
