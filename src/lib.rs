@@ -26,6 +26,7 @@ compile_error!(
 pub(crate) mod activation;
 pub(crate) mod alarm;
 pub mod app;
+pub(crate) mod bounded;
 pub(crate) mod buffer;
 pub(crate) mod cancel;
 pub mod cli;

@@ -4,6 +4,7 @@
 //! The daemon rebuilt from a live upgrade's state, in the new image or in its guardian, is
 //! `resume`'s.
 
+mod invocation;
 mod resume;
 
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use crate::config::{Config, ConfigError};
 use crate::control;
 use crate::daemon::{self, Credentials, Forked, Pidfile};
 use crate::error::Error;
-use crate::handover::{codec, exec, guardian};
+use crate::handover::{codec, exec};
 use crate::listener::{self, Listener};
 use crate::logging::{self, Destination};
 use crate::metrics::http::Endpoint;
@@ -25,6 +26,7 @@ use crate::supervisor::{Runtime, Services, Supervisor};
 use crate::upgrade;
 use crate::upstream;
 use crate::worker::Worker;
+use invocation::{invoked_as, started_args};
 
 /// Runs the command.
 pub fn run(cli: Cli) -> Result<(), Error> {
@@ -100,28 +102,10 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
     let metrics = Metrics::new(config.daemon.workers);
     let owner = credentials.as_ref().map(|c| (c.uid.as_raw(), c.gid.as_raw()));
     let bound = listener::bind(config, &metrics, owner, &mut inherited).and_then(|listeners| {
-        let endpoint = match &config.metrics {
-            None => None,
-            Some(m) => Some(
-                Endpoint::bind(m.listen)
-                    .map_err(|e| Error::io(format!("metrics: cannot listen on {}", m.listen), e))?,
-            ),
-        };
-        let log = Destination::open(&config.daemon.log, foreground)?;
-        if let Some(creds) = &credentials {
-            creds.hand_over(&pidfile, own_dir, log.file())?;
-        }
-        // Before privileges are dropped: the socket file is given to daemon.user/group.
-        let control = match &config.control {
-            None => None,
-            Some(c) => Some(
-                control::Server::bind(c, owner)
-                    .map_err(|e| Error::io(format!("control: cannot listen on {}", c.socket.display()), e))?,
-            ),
-        };
+        let (services, log) = open_services(config, foreground, &credentials, &pidfile, own_dir)?;
         // A socket systemd passed that no listener took is closed now.
         let warnings = std::mem::take(&mut inherited).close_the_rest();
-        Ok((Bound { listeners, services: Services { endpoint, control }, metrics, warnings }, log))
+        Ok((Bound { listeners, services, metrics, warnings }, log))
     });
     let (listeners, log) = match bound {
         Ok(ok) => ok,
@@ -173,6 +157,39 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
             }
         }
     }
+}
+
+/// The metrics endpoint and the control socket, each if configured, and the log: opened while
+/// start-up can still report errors on the terminal. The pidfile's directory (if start-up made
+/// it), the pidfile and the log file are handed to `daemon.user` before the control socket is
+/// bound, which is given to that user too, before privileges are dropped.
+fn open_services(
+    config: &Config,
+    foreground: bool,
+    credentials: &Option<Credentials>,
+    pidfile: &Pidfile,
+    own_dir: bool,
+) -> Result<(Services, Destination), Error> {
+    let endpoint = match &config.metrics {
+        None => None,
+        Some(m) => Some(
+            Endpoint::bind(m.listen)
+                .map_err(|e| Error::io(format!("metrics: cannot listen on {}", m.listen), e))?,
+        ),
+    };
+    let log = Destination::open(&config.daemon.log, foreground)?;
+    if let Some(creds) = credentials {
+        creds.hand_over(pidfile, own_dir, log.file())?;
+    }
+    let owner = credentials.as_ref().map(|c| (c.uid.as_raw(), c.gid.as_raw()));
+    let control = match &config.control {
+        None => None,
+        Some(c) => Some(
+            control::Server::bind(c, owner)
+                .map_err(|e| Error::io(format!("control: cannot listen on {}", c.socket.display()), e))?,
+        ),
+    };
+    Ok((Services { endpoint, control }, log))
 }
 
 fn pidfile_with_pid(mut pidfile: Pidfile) -> Result<Pidfile, Error> {
@@ -255,49 +272,6 @@ fn setup(
     }
 }
 
-/// The arguments the process was started with, without the `--handover FD` of an upgrade and
-/// the `--handover-guard FD PID PIDFD` of its guardian.
-fn started_args() -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    for (option, values) in [(exec::HANDOVER_ARG, 1), (guardian::GUARD_ARG, 3)] {
-        if let Some(at) = args.iter().position(|a| a == option) {
-            args.drain(at..(at + 1 + values).min(args.len()));
-        }
-    }
-    args
-}
-
-/// The path this process was started as (`argv[0]`, see [`named_path`]). This is what an
-/// upgrade executes, resolved only then, so that a daemon started as
-/// `/opt/idlereaper/current/idlereaper` upgrades to whatever `current` points to by then. If that
-/// path is not the file running (a launcher that set another `argv[0]`), the file running, as
-/// resolved now.
-fn invoked_as() -> Option<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    let argv0 = PathBuf::from(std::env::args_os().next()?);
-    let named = named_path(&argv0, std::env::var_os("PATH").as_deref());
-    let running = std::fs::metadata("/proc/self/exe").ok();
-    let same = |path: &PathBuf| match (std::fs::metadata(path), &running) {
-        (Ok(named), Some(running)) => named.dev() == running.dev() && named.ino() == running.ino(),
-        _ => false,
-    };
-    named.filter(same).or_else(|| std::env::current_exe().ok())
-}
-
-/// The file `argv0` names, absolute but with its symbolic links kept: one with a slash against
-/// the current directory, a bare name the first executable of that name on `path` (`PATH`).
-fn named_path(argv0: &std::path::Path, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::PermissionsExt;
-    let found = match argv0.as_os_str().as_bytes().contains(&b'/') {
-        true => Some(argv0.to_path_buf()),
-        false => std::env::split_paths(path?)
-            .map(|dir| dir.join(argv0))
-            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)),
-    };
-    std::path::absolute(found?).ok()
-}
-
 /// An error about `daemon.log`, at the key, or saying it is the default.
 fn log_error(config: &Config, msg: String) -> ConfigError {
     let at = config.daemon.log_at;
@@ -370,32 +344,4 @@ fn config_writable_warning(config: &Config) -> Option<String> {
             mode & 0o7777
         )
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
-    use std::path::Path;
-
-    use super::named_path;
-
-    #[test]
-    fn the_path_started_as_is_made_absolute_without_resolving_links() {
-        let dir = tempfile::tempdir().unwrap();
-        let (bin, link) = (dir.path().join("bin"), dir.path().join("current"));
-        std::fs::create_dir(&bin).unwrap();
-        std::os::unix::fs::symlink(&bin, &link).unwrap();
-        let exe = bin.join("idlereaper");
-        std::fs::write(&exe, "").unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let through = link.join("idlereaper");
-        assert_eq!(named_path(&through, None), Some(through.clone()), "the link is kept");
-        let cwd = std::env::current_dir().unwrap();
-        assert_eq!(named_path(Path::new("./x/idlereaper"), None), Some(cwd.join("x/idlereaper")));
-        let path = std::env::join_paths([dir.path().join("none"), link.clone()]).unwrap();
-        assert_eq!(named_path(Path::new("idlereaper"), Some(&path)), Some(through), "found on PATH");
-        assert_eq!(named_path(Path::new("idlereaper"), None), None, "no PATH");
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(named_path(Path::new("idlereaper"), Some(&path)), None, "not executable");
-    }
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use toml::{Spanned, Value};
 
-use super::duration::{duration, duration_or_off};
+use super::duration::{duration, duration_or_off, Range};
 use super::locate::Source;
-use super::value::{shown, TICK_NOTE};
+use super::value::shown;
 use super::{Res, HOUR};
 
 /// Default `upstream_backoff`: long enough that a dead address costs a connect attempt once a
@@ -55,12 +55,12 @@ pub(super) fn validate(
     max: &Option<Spanned<Value>>,
     tick: Duration,
 ) -> Res<Option<Backoff>> {
-    let range = (tick, LONGEST);
+    let range = Range::timer(tick, LONGEST);
     let first_key = key("upstream_backoff");
-    let off = (Some(DEFAULT_FIRST), range, "passive health off", TICK_NOTE);
-    let first_value = duration_or_off(src, &first_key, first, off)?;
+    let first_value =
+        duration_or_off(src, &first_key, first, Some(DEFAULT_FIRST), range, "passive health off")?;
     let max_key = key("upstream_backoff_max");
-    let longest = duration(src, &max_key, max, (DEFAULT_MAX, range), TICK_NOTE)?;
+    let longest = duration(src, &max_key, max, DEFAULT_MAX, range)?;
     let Some(first_value) = first_value else { return Ok(None) };
     match max {
         Some(v) if longest < first_value => {

@@ -121,31 +121,7 @@ impl ListenerConfig {
     /// a relay), then the other settings only when they are not the default.
     pub fn summary(&self) -> String {
         let d = |d: Duration| humantime::format_duration(d).to_string();
-        let (name, listen, idle, max) =
-            (&self.name, &self.listen, d(self.idle_timeout), self.max_connections);
-        let mut line = match self.upstream.is_empty() {
-            false => {
-                let ups: Vec<String> = self.upstream.iter().map(Upstream::to_string).collect();
-                let timers = match self.protocol {
-                    Protocol::Tcp => String::new(),
-                    Protocol::Postgres => {
-                        format!(", idle_in_transaction_timeout {}", d(self.idle_in_transaction_timeout))
-                    }
-                    Protocol::Redis => {
-                        let never = "never".to_owned();
-                        format!(", subscriber_idle_timeout {}", self.subscriber_idle_timeout.map_or(never, d))
-                    }
-                };
-                format!(
-                    "listener {name}: {listen} -> {} relay, protocol {}, idle_timeout {idle}{timers}, \
-                     connect_timeout {}, max_connections {max}",
-                    ups.join(", "),
-                    self.protocol.as_str(),
-                    d(self.connect_timeout)
-                )
-            }
-            true => format!("listener {name}: {listen} sink, idle_timeout {idle}, max_connections {max}"),
-        };
+        let mut line = self.summary_head();
         let mut add = |part: String| {
             line.push_str(", ");
             line.push_str(&part);
@@ -200,5 +176,34 @@ impl ListenerConfig {
             add(format!("idle_notice {} bytes", notice.len()));
         }
         line
+    }
+
+    /// The start of the `--check` line: the addresses, a relay's protocol and its timer, the
+    /// idle and connect timeouts, and the connection limit.
+    fn summary_head(&self) -> String {
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let (name, listen, idle, max) =
+            (&self.name, &self.listen, d(self.idle_timeout), self.max_connections);
+        if self.upstream.is_empty() {
+            return format!("listener {name}: {listen} sink, idle_timeout {idle}, max_connections {max}");
+        }
+        let ups: Vec<String> = self.upstream.iter().map(Upstream::to_string).collect();
+        let timers = match self.protocol {
+            Protocol::Tcp => String::new(),
+            Protocol::Postgres => {
+                format!(", idle_in_transaction_timeout {}", d(self.idle_in_transaction_timeout))
+            }
+            Protocol::Redis => {
+                let never = "never".to_owned();
+                format!(", subscriber_idle_timeout {}", self.subscriber_idle_timeout.map_or(never, d))
+            }
+        };
+        format!(
+            "listener {name}: {listen} -> {} relay, protocol {}, idle_timeout {idle}{timers}, \
+             connect_timeout {}, max_connections {max}",
+            ups.join(", "),
+            self.protocol.as_str(),
+            d(self.connect_timeout)
+        )
     }
 }

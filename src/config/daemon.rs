@@ -10,23 +10,23 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use super::duration::{duration, duration_or_off};
+use super::duration::{duration, duration_or_off, Range};
 use super::locate::Source;
 use super::value::integer;
 use super::{DaemonConfig, ListenerConfig, LogFormat, LogTarget, MetricsConfig, Res, HOUR, MS};
 
 const DEFAULT_PIDFILE: &str = "/run/idlereaper/idlereaper.pid";
 const DEFAULT_TICK: Duration = MS;
-const TICK_RANGE: (Duration, Duration) = (MS, Duration::from_secs(1));
+const TICK_RANGE: Range = Range::plain(MS, Duration::from_secs(1));
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-const SHUTDOWN_TIMEOUT_RANGE: (Duration, Duration) = (Duration::ZERO, HOUR);
+const SHUTDOWN_TIMEOUT_RANGE: Range = Range::plain(Duration::ZERO, HOUR);
 const DEFAULT_WORKERS: usize = 1;
 /// 0 means one per core.
 const WORKERS_RANGE: (i64, i64) = (0, 64);
 
 /// How often upstream host names are resolved again, by default, and within what range.
 const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
-const RESOLVE_INTERVAL_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(24 * 3600));
+const RESOLVE_INTERVAL_RANGE: Range = Range::plain(Duration::from_secs(1), Duration::from_secs(24 * 3600));
 
 // ---- Step 1: the tables as serde sees them ---------------------------------------------------------
 
@@ -110,37 +110,13 @@ pub(super) fn validate(src: &Source, d: &FileDaemon) -> Res<DaemonConfig> {
             return Err(src.error(p.span(), "daemon.pidfile", msg));
         }
     };
-    let log = match d.log.as_ref().map(|v| (v.get_ref().as_str(), v)) {
-        None | Some(("syslog", _)) => LogTarget::Syslog,
-        Some(("stderr", _)) => LogTarget::Stderr,
-        Some((s, _)) if Path::new(s).is_absolute() => LogTarget::File(PathBuf::from(s)),
-        Some((s, v)) => {
-            let msg = format!("expected \"syslog\", \"stderr\" or an absolute path, got {s:?}");
-            return Err(src.error(v.span(), "daemon.log", msg));
-        }
-    };
-    let log_level = match &d.log_level {
-        None => log::LevelFilter::Info,
-        // `LevelFilter::from_str` also takes "off" and any case; the file takes exactly these.
-        Some(v) => match v.get_ref().as_str() {
-            s @ ("error" | "warn" | "info" | "debug" | "trace") => s.parse().expect("a level"),
-            s => {
-                let msg = format!("expected error, warn, info, debug or trace, got {s:?}");
-                return Err(src.error(v.span(), "daemon.log_level", msg));
-            }
-        },
-    };
-    let log_format = match d.log_format.as_ref().map(|v| (v.get_ref().as_str(), v)) {
-        None | Some(("text", _)) => LogFormat::Text,
-        Some(("json", _)) => LogFormat::Json,
-        Some((s, v)) => {
-            let msg = format!("expected \"text\" or \"json\", got {s:?}");
-            return Err(src.error(v.span(), "daemon.log_format", msg));
-        }
-    };
-    let tick = duration(src, "daemon.tick", &d.tick, (DEFAULT_TICK, TICK_RANGE), "")?;
-    let limits = (DEFAULT_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT_RANGE);
-    let shutdown_timeout = duration(src, "daemon.shutdown_timeout", &d.shutdown_timeout, limits, "")?;
+    let log = log_target(src, &d.log)?;
+    let log_level = log_level(src, &d.log_level)?;
+    let log_format = log_format(src, &d.log_format)?;
+    let tick = duration(src, "daemon.tick", &d.tick, DEFAULT_TICK, TICK_RANGE)?;
+    let (shutdown, default_shutdown) = (&d.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+    let shutdown_timeout =
+        duration(src, "daemon.shutdown_timeout", shutdown, default_shutdown, SHUTDOWN_TIMEOUT_RANGE)?;
     let user = account(src, "daemon.user", &d.user)?;
     let group = account(src, "daemon.group", &d.group)?;
     if let (None, Some(g)) = (&user, &d.group) {
@@ -153,8 +129,9 @@ pub(super) fn validate(src: &Source, d: &FileDaemon) -> Res<DaemonConfig> {
         n => n,
     };
     let log_at = d.log.as_ref().map(|v| src.position(&v.span()));
-    let resolve = (Some(DEFAULT_RESOLVE_INTERVAL), RESOLVE_INTERVAL_RANGE, "only at start and reload", "");
-    let resolve_interval = duration_or_off(src, "daemon.resolve_interval", &d.resolve_interval, resolve)?;
+    let (resolve, default_resolve) = (&d.resolve_interval, Some(DEFAULT_RESOLVE_INTERVAL));
+    let (key, off) = ("daemon.resolve_interval", "only at start and reload");
+    let resolve_interval = duration_or_off(src, key, resolve, default_resolve, RESOLVE_INTERVAL_RANGE, off)?;
     Ok(DaemonConfig {
         pidfile,
         log,
@@ -168,6 +145,44 @@ pub(super) fn validate(src: &Source, d: &FileDaemon) -> Res<DaemonConfig> {
         workers,
         resolve_interval,
     })
+}
+
+/// `log`: `"syslog"` (the default), `"stderr"` or an absolute path.
+fn log_target(src: &Source, value: &Option<Spanned<String>>) -> Res<LogTarget> {
+    Ok(match value.as_ref().map(|v| (v.get_ref().as_str(), v)) {
+        None | Some(("syslog", _)) => LogTarget::Syslog,
+        Some(("stderr", _)) => LogTarget::Stderr,
+        Some((s, _)) if Path::new(s).is_absolute() => LogTarget::File(PathBuf::from(s)),
+        Some((s, v)) => {
+            let msg = format!("expected \"syslog\", \"stderr\" or an absolute path, got {s:?}");
+            return Err(src.error(v.span(), "daemon.log", msg));
+        }
+    })
+}
+
+/// `log_level`: one of the five levels, by name in lower case; `info` by default.
+fn log_level(src: &Source, value: &Option<Spanned<String>>) -> Res<log::LevelFilter> {
+    let Some(v) = value else { return Ok(log::LevelFilter::Info) };
+    // `LevelFilter::from_str` also takes "off" and any case; the file takes exactly these.
+    match v.get_ref().as_str() {
+        s @ ("error" | "warn" | "info" | "debug" | "trace") => Ok(s.parse().expect("a level")),
+        s => {
+            let msg = format!("expected error, warn, info, debug or trace, got {s:?}");
+            Err(src.error(v.span(), "daemon.log_level", msg))
+        }
+    }
+}
+
+/// `log_format`: `"text"` (the default) or `"json"`.
+fn log_format(src: &Source, value: &Option<Spanned<String>>) -> Res<LogFormat> {
+    match value.as_ref().map(|v| (v.get_ref().as_str(), v)) {
+        None | Some(("text", _)) => Ok(LogFormat::Text),
+        Some(("json", _)) => Ok(LogFormat::Json),
+        Some((s, v)) => {
+            let msg = format!("expected \"text\" or \"json\", got {s:?}");
+            Err(src.error(v.span(), "daemon.log_format", msg))
+        }
+    }
 }
 
 /// A user or group name: non-empty, no spaces.

@@ -34,19 +34,39 @@ const EXPECTED: &str = "write a number and a unit, such as \"250ms\", \"30s\", \
                         (\"1h 30m\" combines them; units: ms, s, m, h, d, or sec, second, min, minute, \
                         hour, day, also with a final s)";
 
-/// The duration in `value`, or `default` when absent; `min..=max` is checked, with `note`
-/// explaining the bounds.
+/// The durations a key allows, `min..=max`, and `note`, which follows the range in a message to
+/// say why the bounds are what they are.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Range {
+    pub(super) min: Duration,
+    pub(super) max: Duration,
+    pub(super) note: &'static str,
+}
+
+impl Range {
+    /// `min..=max`, with nothing to explain.
+    pub(super) const fn plain(min: Duration, max: Duration) -> Range {
+        Range { min, max, note: "" }
+    }
+
+    /// `tick..=max`, for a timer: the timing wheel runs none shorter than its tick.
+    pub(super) const fn timer(tick: Duration, max: Duration) -> Range {
+        Range { min: tick, max, note: " (the minimum is daemon.tick)" }
+    }
+}
+
+/// The duration in `value`, or `default` when absent, within `range`.
 pub(super) fn duration(
     src: &Source,
     key: &str,
     value: &Option<Spanned<Value>>,
-    (default, (min, max)): (Duration, (Duration, Duration)),
-    note: &str,
+    default: Duration,
+    range: Range,
 ) -> Res<Duration> {
     let Some(v) = value else { return Ok(default) };
-    let allowed = format!("{} to {}{note}", fmt(min), fmt(max));
+    let allowed = format!("{} to {}{}", fmt(range.min), fmt(range.max), range.note);
     let d = duration_value(src, key, v, &allowed)?;
-    if d < min || d > max {
+    if d < range.min || d > range.max {
         let msg = format!("{} is out of range: allowed {allowed}", shown(v));
         return Err(src.error(v.span(), key, msg));
     }
@@ -54,21 +74,22 @@ pub(super) fn duration(
 }
 
 /// A duration that `"0s"` switches off (`None`), `default` when absent; any other value must be
-/// within `min..=max`. The range error says what off means (`off_means`), and `note` explains
-/// the bounds.
+/// within `range`. The range error says what off means (`off_means`).
 pub(super) fn duration_or_off(
     src: &Source,
     key: &str,
     value: &Option<Spanned<Value>>,
-    (default, (min, max), off_means, note): (Option<Duration>, (Duration, Duration), &str, &str),
+    default: Option<Duration>,
+    range: Range,
+    off_means: &str,
 ) -> Res<Option<Duration>> {
     let Some(v) = value else { return Ok(default) };
-    let allowed = format!("0s ({off_means}) or {} to {}{note}", fmt(min), fmt(max));
+    let allowed = format!("0s ({off_means}) or {} to {}{}", fmt(range.min), fmt(range.max), range.note);
     let d = duration_value(src, key, v, &allowed)?;
     if d.is_zero() {
         return Ok(None);
     }
-    if d < min || d > max {
+    if d < range.min || d > range.max {
         let msg = format!("{} is out of range: allowed {allowed}", shown(v));
         return Err(src.error(v.span(), key, msg));
     }

@@ -63,13 +63,13 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use locate::Source;
-pub use locate::{ConfigError, Position};
 
 pub use crate::observe::Protocol;
 pub use address::{Listen, Upstream};
 pub use backoff::Backoff;
 pub use changes::{Changes, RESTART_ONLY};
 pub use keys::{file_keys, TableKeys};
+pub use locate::{ConfigError, Position};
 
 mod address;
 mod backoff;

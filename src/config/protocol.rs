@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use toml::{Spanned, Value};
 
-use super::duration::{duration, duration_or_off, MAX_TIMEOUT};
+use super::duration::{duration, duration_or_off, Range, MAX_TIMEOUT};
 use super::locate::Source;
-use super::value::{word, TICK_NOTE};
+use super::value::word;
 use super::{IdleClose, Res};
 use crate::observe::Protocol;
 
@@ -55,18 +55,13 @@ pub(super) fn validate(
     };
     only("idle_in_transaction_timeout", file.idle_in_transaction_timeout, Protocol::Postgres)?;
     only("subscriber_idle_timeout", file.subscriber_idle_timeout, Protocol::Redis)?;
-    let timer = (tick, MAX_TIMEOUT);
-    let in_transaction = (idle_timeout, timer);
-    let idle_in_transaction_timeout = duration(
-        src,
-        &key("idle_in_transaction_timeout"),
-        file.idle_in_transaction_timeout,
-        in_transaction,
-        TICK_NOTE,
-    )?;
-    let subscriber = (None, timer, "never", TICK_NOTE);
+    let timer = Range::timer(tick, MAX_TIMEOUT);
+    let in_transaction = file.idle_in_transaction_timeout;
+    let idle_in_transaction_timeout =
+        duration(src, &key("idle_in_transaction_timeout"), in_transaction, idle_timeout, timer)?;
+    let subscriber = file.subscriber_idle_timeout;
     let subscriber_idle_timeout =
-        duration_or_off(src, &key("subscriber_idle_timeout"), file.subscriber_idle_timeout, subscriber)?;
+        duration_or_off(src, &key("subscriber_idle_timeout"), subscriber, None, timer, "never")?;
     Ok(ProtocolKeys { protocol, idle_in_transaction_timeout, subscriber_idle_timeout })
 }
 

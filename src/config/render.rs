@@ -99,6 +99,14 @@ fn listener(l: &ListenerConfig) -> Table {
     keys.push(("idle_timeout", text(duration(l.idle_timeout))));
     if relay {
         keys.push(("connect_timeout", text(duration(l.connect_timeout))));
+        // Passive health off is `upstream_backoff = "0s"`, with no cap to write.
+        match l.upstream_backoff {
+            Some(backoff) => {
+                keys.push(("upstream_backoff", text(duration(backoff.first))));
+                keys.push(("upstream_backoff_max", text(duration(backoff.max))));
+            }
+            None => keys.push(("upstream_backoff", text("0s"))),
+        }
     }
     keys.push(("max_connections", count(l.max_connections)));
     keys.push(("max_lifetime", off(l.max_lifetime)));

@@ -1,6 +1,6 @@
-//! Reading one value of the file, with its key for the message: an integer in its range, one of
-//! a few words, an octal mode; and how a value is quoted when it is wrong. What the tables'
-//! validators share, below all of them (durations have their own reader, `duration.rs`).
+//! One value of the file, checked on its own: an integer in its range, a word from a list, an
+//! octal mode; and how a message names a value (`shown`) and what was found instead of what was
+//! expected (`wrong_type`). Durations have a module of their own (`duration`).
 
 use toml::{Spanned, Value};
 
@@ -26,8 +26,6 @@ pub(super) fn integer(
         _ => Err(wrong_type(src, key, v, "an integer")),
     }
 }
-
-pub(super) const TICK_NOTE: &str = " (the minimum is daemon.tick)";
 
 pub(super) fn wrong_type(src: &Source, key: &str, value: &Spanned<Value>, expected: &str) -> ConfigError {
     src.error(value.span(), key, format!("expected {expected}, got {}", found(value.get_ref())))

@@ -4,13 +4,14 @@
 //! And what the client is across a live upgrade ([`ControlClientState`]): the bytes of its
 //! request so far, or of its answer not yet sent, or that it waits for the upgrade's result.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::IntoRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::UnixStream;
 
 use super::request::{self, Request};
+use crate::bounded::{self, Received, Sent};
 use crate::client_table::Timed;
 use crate::handover::state::ControlClientState;
 
@@ -70,23 +71,17 @@ impl Client {
                 None => Step::Wait,
             },
             State::Upgrading => Step::Wait,
-            State::Answering { out, sent, complete } => {
-                while *sent < out.len() {
-                    match self.stream.write(&out[*sent..]) {
-                        Ok(0) => return Step::Close,
-                        Ok(n) => *sent += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Step::Close,
-                    }
+            State::Answering { out, sent, complete } => match bounded::write_out(&mut self.stream, out, sent)
+            {
+                Sent::Blocked => Step::Wait,
+                Sent::Failed => Step::Close,
+                Sent::All if *complete => Step::Close,
+                Sent::All => {
+                    out.clear();
+                    *sent = 0;
+                    Step::Wait
                 }
-                if *complete {
-                    return Step::Close;
-                }
-                out.clear();
-                *sent = 0;
-                Step::Wait
-            }
+            },
         }
     }
 
@@ -132,33 +127,44 @@ impl Client {
     }
 }
 
-/// Reads into `line` until a newline, `WouldBlock`, or the end. `None`: wait for more.
-fn read_line(stream: &mut UnixStream, line: &mut Vec<u8>) -> Option<Step> {
-    let mut buf = [0u8; 1024];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return Some(Step::Close),
-            Ok(n) => {
-                line.extend_from_slice(&buf[..n]);
-                if let Some(step) = complete(line) {
-                    return Some(step);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Some(Step::Close),
-        }
+/// Reads into `line` until a newline, `WouldBlock`, the end, or more than [`MAX_LINE`] bytes.
+/// `None`: wait for more.
+fn read_line(stream: &mut impl io::Read, line: &mut Vec<u8>) -> Option<Step> {
+    let newline = |bytes: &[u8]| bytes.iter().position(|&b| b == b'\n');
+    match bounded::read_request(stream, line, MAX_LINE + 1, newline) {
+        Received::Partial => None,
+        Received::Closed => Some(Step::Close),
+        Received::Complete(end) => Some(Step::Asked(parse(&line[..end]))),
+        Received::TooLarge => Some(Step::Asked(Err(format!("request line longer than {MAX_LINE} bytes")))),
     }
 }
 
-/// The request in `line`, if the line is complete (or too long to be one).
-fn complete(line: &[u8]) -> Option<Step> {
-    if let Some(end) = line.iter().position(|&b| b == b'\n') {
-        let request = match std::str::from_utf8(&line[..end]) {
-            Ok(text) => request::parse(text.trim_end_matches('\r')),
-            Err(_) => Err("the request is not UTF-8 text".to_owned()),
-        };
-        return Some(Step::Asked(request));
+/// The request a complete line (without its newline) asks.
+fn parse(line: &[u8]) -> Result<Request, String> {
+    match std::str::from_utf8(line) {
+        Ok(text) => request::parse(text.trim_end_matches('\r')),
+        Err(_) => Err("the request is not UTF-8 text".to_owned()),
     }
-    (line.len() > MAX_LINE).then(|| Step::Asked(Err(format!("request line longer than {MAX_LINE} bytes"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a client sending `bytes` (then nothing more) asks.
+    fn asked(bytes: &[u8]) -> Result<Request, String> {
+        match read_line(&mut &bytes[..], &mut Vec::new()) {
+            Some(Step::Asked(asked)) => asked,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_line_is_at_most_max_line_bytes() {
+        let padded = |n: usize| format!("help{}\n", " ".repeat(n - 4)).into_bytes();
+        assert!(asked(&padded(MAX_LINE)).is_ok(), "a line of exactly {MAX_LINE} bytes");
+        let long = asked(&padded(MAX_LINE + 1)).unwrap_err();
+        assert_eq!(long, format!("request line longer than {MAX_LINE} bytes"));
+        assert_eq!(read_line(&mut &b"hel"[..], &mut Vec::new()), Some(Step::Close), "cut short");
+    }
 }

@@ -2,7 +2,8 @@
 //! line is at most [`MAX_LINE`](super::client::MAX_LINE) bytes, a client has
 //! [`REQUEST_TIMEOUT`] from accept to send it and [`ANSWER_TIMEOUT`] to take the answer, at most
 //! [`MAX_CLIENTS`] are served at once (more are told so and closed), and an accept pass takes at
-//! most [`ACCEPTS_PER_PASS`]. Every answer ends with an empty line ([`END`]); a client the server
+//! most [`ACCEPTS_PER_PASS`](crate::bounded::ACCEPTS_PER_PASS) (the skeleton of
+//! [`crate::bounded`]). Every answer ends with an empty line ([`END`]); a client the server
 //! gives up on is closed without it, so the client can tell.
 //!
 //! Only a peer whose uid is root or the daemon's, or who is in the daemon's group, is served:
@@ -18,18 +19,20 @@ use std::os::fd::{IntoRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use log::debug;
-use mio::net::UnixStream;
-use mio::{Interest, Registry, Token};
+use std::os::unix::net::SocketAddr;
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Registry, Token};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Gid, Group, Uid, User};
 
 pub use super::client::END;
 use super::client::{Client, State, Step};
 use super::request::Request;
-use crate::client_table::ClientTable;
+use crate::bounded::{Accepted, BoundedServer, Owned};
 use crate::config::ControlConfig;
 use crate::handover::state::ControlClientState;
-use crate::os::net::{UnixPath, ACCEPT_PAUSE};
+use crate::os::net::UnixPath;
 
 /// Clients served at once.
 pub const MAX_CLIENTS: usize = 32;
@@ -37,8 +40,6 @@ pub const MAX_CLIENTS: usize = 32;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// From the request to the end of the answer (a `show conns` of many connections is long).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Clients accepted per pass.
-pub const ACCEPTS_PER_PASS: usize = 64;
 
 /// A client, as the supervisor names it while answering: its index in the client table, and
 /// which of the clients at that index it is.
@@ -51,12 +52,9 @@ pub struct ClientId {
 /// The control socket and its clients. It owns tokens `base..=base + MAX_CLIENTS` of the
 /// supervisor's poll: `base` for the listener, `base + 1 + i` for the client at index `i`.
 pub struct Server {
-    listener: mio::net::UnixListener,
+    bounded: BoundedServer<UnixListener, Client>,
     /// The socket file, removed when the server is dropped (a stop).
     path: UnixPath,
-    registry: Option<Registry>,
-    base: Option<Token>,
-    clients: ClientTable<Client>,
     next_serial: u64,
 }
 
@@ -88,27 +86,21 @@ impl Server {
         clients: &[ControlClientState],
         frozen: Instant,
     ) -> io::Result<Server> {
-        let listener = mio::net::UnixListener::from(crate::os::sys::adopt(fd)?);
+        let listener = UnixListener::from(crate::os::sys::adopt(fd)?);
         let mut server = Server::on(listener, path);
         for (index, state) in clients.iter().enumerate().take(MAX_CLIENTS) {
             match Client::thaw(state, frozen, server.serial()) {
-                Ok(client) => server.clients.put(index, client),
+                Ok(client) => server.bounded.clients_mut().put(index, client),
                 Err(e) => debug!("control: a client handed over is lost: {e}"),
             }
         }
         Ok(server)
     }
 
-    fn on(listener: mio::net::UnixListener, path: UnixPath) -> Server {
+    fn on(listener: UnixListener, path: UnixPath) -> Server {
         let path = path.named("control socket");
-        Server {
-            listener,
-            path,
-            registry: None,
-            base: None,
-            clients: ClientTable::new(MAX_CLIENTS),
-            next_serial: 0,
-        }
+        let bounded = BoundedServer::new("control", listener, MAX_CLIENTS, |c: &mut Client| &mut c.stream);
+        Server { bounded, path, next_serial: 0 }
     }
 
     fn serial(&mut self) -> u64 {
@@ -119,17 +111,11 @@ impl Server {
     /// Gives up the listening socket and every client for a live upgrade, open, by number, the
     /// clients' deadlines as time left after `at`; the file stays. A client whose answer is
     /// not complete is closed instead (it sees the answer cut short).
-    pub fn freeze(mut self, registry: &Registry, at: Instant) -> (RawFd, Vec<ControlClientState>) {
-        let _ = registry.deregister(&mut self.listener);
-        let mut clients = Vec::new();
-        for index in 0..MAX_CLIENTS {
-            if let Some(mut client) = self.clients.take(index) {
-                let _ = registry.deregister(&mut client.stream);
-                clients.extend(client.freeze(at));
-            }
-        }
-        let Server { listener, path, .. } = self;
+    pub fn freeze(self, registry: &Registry, at: Instant) -> (RawFd, Vec<ControlClientState>) {
+        let Server { bounded, path, .. } = self;
         std::mem::forget(path); // the new image listens on it
+        let (listener, clients) = bounded.shut(registry);
+        let clients = clients.into_iter().filter_map(|client| client.freeze(at)).collect();
         (listener.into_raw_fd(), clients)
     }
 
@@ -137,33 +123,23 @@ impl Server {
     /// tokens after it (a client handed over hears of its socket's readiness from the
     /// registration).
     pub fn register(&mut self, registry: &Registry, base: Token) -> io::Result<()> {
-        let handle = registry.try_clone()?;
-        registry.register(&mut self.listener, base, Interest::READABLE)?;
-        for index in 0..MAX_CLIENTS {
-            if let Some(client) = self.clients.get_mut(index) {
-                let token = Token(base.0 + 1 + index);
-                registry.register(&mut client.stream, token, Interest::READABLE | Interest::WRITABLE)?;
-            }
-        }
-        (self.registry, self.base) = (Some(handle), Some(base));
-        Ok(())
+        self.bounded.register(registry, base)
     }
 
     /// Whether `token` is one of the server's.
     pub fn owns(&self, token: Token) -> bool {
-        self.base.is_some_and(|base| token.0 >= base.0 && token.0 <= base.0 + MAX_CLIENTS)
+        self.bounded.owned(token).is_some()
     }
 
     /// Handles a readiness event for one of its tokens. Returns a client's complete request
     /// (or why it is not one), to be answered with [`Server::answer`] or [`Server::send`].
     pub fn handle(&mut self, event: &mio::event::Event) -> Option<(ClientId, Result<Request, String>)> {
-        let base = self.base?;
-        match event.token().0 - base.0 {
-            0 => {
+        match self.bounded.owned(event.token())? {
+            Owned::Listener => {
                 self.accept(Instant::now());
                 None
             }
-            n => self.drive(n - 1),
+            Owned::Client(index) => self.drive(index),
         }
     }
 
@@ -175,11 +151,11 @@ impl Server {
     }
 
     fn drive(&mut self, index: usize) -> Option<(ClientId, Result<Request, String>)> {
-        let client = self.clients.get_mut(index)?;
+        let client = self.bounded.clients_mut().get_mut(index)?;
         match client.drive(ANSWER_TIMEOUT) {
             Step::Wait => None,
             Step::Close => {
-                self.clients.take(index);
+                self.bounded.clients_mut().take(index);
                 None
             }
             Step::Asked(request) => Some((ClientId { index, serial: client.serial }, request)),
@@ -187,7 +163,7 @@ impl Server {
     }
 
     fn client(&mut self, id: ClientId) -> Option<&mut Client> {
-        self.clients.get_mut(id.index).filter(|c| c.serial == id.serial)
+        self.bounded.clients_mut().get_mut(id.index).filter(|c| c.serial == id.serial)
     }
 
     /// Sends `answer`, whole, to the client (then closes it).
@@ -216,7 +192,7 @@ impl Server {
     /// Closes the client before the end of its answer: it sees the answer cut short.
     pub fn abort(&mut self, id: ClientId) {
         if self.client(id).is_some() {
-            self.clients.take(id.index);
+            self.bounded.clients_mut().take(id.index);
         }
     }
 
@@ -230,14 +206,14 @@ impl Server {
 
     /// Whether a client waits for an upgrade.
     pub fn upgrade_asked(&self) -> bool {
-        self.clients.iter().any(|c| matches!(c.state, State::Upgrading))
+        self.bounded.clients().iter().any(|c| matches!(c.state, State::Upgrading))
     }
 
     /// Answers every client waiting for an upgrade with `answer`.
     pub fn tell_upgrade(&mut self, answer: &str) {
         for index in 0..MAX_CLIENTS {
-            if let Some(client) = self.clients.get_mut(index).filter(|c| matches!(c.state, State::Upgrading))
-            {
+            let clients = self.bounded.clients_mut();
+            if let Some(client) = clients.get_mut(index).filter(|c| matches!(c.state, State::Upgrading)) {
                 client.state = State::Answering { out: Vec::new(), sent: 0, complete: false };
                 client.deadline = Instant::now() + ANSWER_TIMEOUT;
                 client.push(answer.as_bytes(), true);
@@ -248,58 +224,37 @@ impl Server {
 
     /// When the next client deadline passes, or accepting is to resume.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.clients.next_deadline()
+        self.bounded.next_deadline()
     }
 
     /// Closes clients whose deadline passed (without the end of an answer, which they did not
     /// take in time), and accepts the clients a pass left waiting.
     pub fn expire(&mut self, now: Instant) {
-        if self.clients.expire(now) {
-            self.accept(now);
-        }
+        let serial = &mut self.next_serial;
+        self.bounded.expire(now, |new| admit(new, now, serial));
     }
 
-    /// Accepts until `WouldBlock` or the budget. A client beyond [`MAX_CLIENTS`], or one that may
-    /// not ask, gets one error line and is closed.
+    /// Accepts what waits, within a pass's budget.
     fn accept(&mut self, now: Instant) {
-        let (Some(base), Some(registry)) = (self.base, self.registry.as_ref()) else { return };
-        self.clients.accept_again(None);
-        for _ in 0..ACCEPTS_PER_PASS {
-            let mut stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) =>
-                {
-                    continue
-                }
-                Err(e) => {
-                    debug!("control: accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}");
-                    self.clients.accept_again(Some(now + ACCEPT_PAUSE));
-                    return;
-                }
-            };
-            if let Err(why) = may_ask(&stream) {
-                refuse(&mut stream, &why);
-                continue;
-            }
-            let Some(index) = self.clients.free() else {
-                refuse(&mut stream, &format!("busy: {MAX_CLIENTS} clients already"));
-                continue;
-            };
-            let token = Token(base.0 + 1 + index);
-            match registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
-                Ok(()) => {
-                    self.next_serial += 1;
-                    let (deadline, serial) = (now + REQUEST_TIMEOUT, self.next_serial);
-                    let client = Client { stream, deadline, serial, state: State::Reading(Vec::new()) };
-                    self.clients.put(index, client);
-                }
-                Err(e) => debug!("control: a client cannot be registered: {e}"),
-            }
-        }
-        self.clients.accept_again(Some(now)); // budget spent: more may be waiting, with no event to say so
+        let serial = &mut self.next_serial;
+        self.bounded.accept(now, |new| admit(new, now, serial));
     }
+}
+
+/// The client just accepted, to be served; or, one beyond [`MAX_CLIENTS`] or one that may not
+/// ask, told so in one error line and closed.
+fn admit(mut new: Accepted<UnixStream, SocketAddr>, now: Instant, serial: &mut u64) -> Option<Client> {
+    if let Err(why) = may_ask(&new.stream) {
+        refuse(&mut new.stream, &why);
+        return None;
+    }
+    if !new.room {
+        refuse(&mut new.stream, &format!("busy: {MAX_CLIENTS} clients already"));
+        return None;
+    }
+    *serial += 1;
+    let deadline = now + REQUEST_TIMEOUT;
+    Some(Client { stream: new.stream, deadline, serial: *serial, state: State::Reading(Vec::new()) })
 }
 
 /// One error line, the whole answer, for a client that is not served.

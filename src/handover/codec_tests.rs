@@ -3,7 +3,8 @@
 
 use super::*;
 
-fn sample() -> State {
+/// A connection with every field set, one direction holding bytes in each way it can.
+fn sample_conn() -> ConnState {
     let half = HalfState {
         pending: Some(b"held".to_vec()),
         pipe: Some((10, 11, 300, 262_144)),
@@ -13,7 +14,7 @@ fn sample() -> State {
         write_shut: false,
         bytes: 1 << 40,
     };
-    let conn = ConnState {
+    ConnState {
         id: 42,
         listener: 1,
         peer: Some("127.0.0.1:4000".into()),
@@ -34,7 +35,47 @@ fn sample() -> State {
             preamble: Some(b"PROXY UNKNOWN\r\n".to_vec()),
             observer: Some(vec![1, 5, 0, 73]),
         },
-    };
+    }
+}
+
+/// A relay listener whose upstreams have each kind of health, and a Unix sink.
+fn sample_listeners() -> Vec<ListenerState> {
+    vec![
+        ListenerState {
+            text: 0,
+            position: 0,
+            counters: vec![1, 2, 3],
+            unix_path: None,
+            targets: vec![vec!["127.0.0.1:6379".into(), "[::1]:6379".into()], vec![]],
+            upstream_health: vec![
+                UpstreamHealthState {
+                    address: "127.0.0.1:6379".into(),
+                    disabled: true,
+                    failures: 3,
+                    backoff: Some((4_000_000_000, 1_500_000_000)),
+                },
+                UpstreamHealthState {
+                    address: "unix:/run/up.sock".into(),
+                    disabled: false,
+                    failures: 1,
+                    backoff: Some((1_000_000_000, 0)),
+                },
+                UpstreamHealthState { address: "[::1]:6379".into(), disabled: true, ..Default::default() },
+            ],
+        },
+        ListenerState {
+            text: 1,
+            position: 2,
+            counters: vec![],
+            unix_path: Some("/run/s".into()),
+            targets: vec![],
+            upstream_health: vec![],
+        },
+    ]
+}
+
+/// A state with every field set, and one of each kind of control client.
+fn sample() -> State {
     State {
         from: "0.1.0".into(),
         frozen_at: 123,
@@ -49,42 +90,7 @@ fn sample() -> State {
         reply_fd: Some(21),
         retired: vec![22],
         texts: vec!["[daemon]\n".into(), "old".into()],
-        listeners: vec![
-            ListenerState {
-                text: 0,
-                position: 0,
-                counters: vec![1, 2, 3],
-                unix_path: None,
-                targets: vec![vec!["127.0.0.1:6379".into(), "[::1]:6379".into()], vec![]],
-                upstream_health: vec![
-                    UpstreamHealthState {
-                        address: "127.0.0.1:6379".into(),
-                        disabled: true,
-                        failures: 3,
-                        backoff: Some((4_000_000_000, 1_500_000_000)),
-                    },
-                    UpstreamHealthState {
-                        address: "unix:/run/up.sock".into(),
-                        disabled: false,
-                        failures: 1,
-                        backoff: Some((1_000_000_000, 0)),
-                    },
-                    UpstreamHealthState {
-                        address: "[::1]:6379".into(),
-                        disabled: true,
-                        ..Default::default()
-                    },
-                ],
-            },
-            ListenerState {
-                text: 1,
-                position: 2,
-                counters: vec![],
-                unix_path: Some("/run/s".into()),
-                targets: vec![],
-                upstream_health: vec![],
-            },
-        ],
+        listeners: sample_listeners(),
         in_force: vec![0],
         counters: Counters {
             started: 1,
@@ -94,7 +100,11 @@ fn sample() -> State {
             upgrades_refused: 5,
             upgrades_failed: 6,
         },
-        workers: vec![WorkerState { listeners: vec![Some(5), None], conns: vec![conn], next_id: 43 }],
+        workers: vec![WorkerState {
+            listeners: vec![Some(5), None],
+            conns: vec![sample_conn()],
+            next_id: 43,
+        }],
         started_as: Some("/opt/idlereaper/current/idlereaper".into()),
         log_fd: Some(23),
         guardian: Some((24, 4321)),

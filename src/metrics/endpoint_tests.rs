@@ -80,7 +80,7 @@ fn start_with(timeout: Duration) -> (Running, Daemon) {
             for event in events.iter() {
                 assert!(event.token() == WAKER || endpoint.owns(event.token()), "{event:?}");
                 if endpoint.owns(event.token()) {
-                    endpoint.handle(poll.registry(), event, &metrics, &vitals);
+                    endpoint.handle(event, &metrics, &vitals);
                 }
             }
             endpoint.expire(Instant::now(), &metrics, &vitals);

@@ -2,12 +2,13 @@
 //! supervisor's poll, answering each client once with [`Metrics::render`], or with the
 //! daemon's liveness (`/healthz`) or readiness (`/readyz`, see [`super::health`]), and closing.
 //!
-//! It must not be a way to hang, crash or busy the daemon, so everything is bounded: a request
-//! head is at most [`MAX_HEAD`] bytes (more is answered 431), a client has [`CLIENT_TIMEOUT`]
-//! from accept to send its request and take the answer, at most [`MAX_CLIENTS`] are served at
-//! once (more are accepted and closed at once, so the backlog keeps moving), and an accept pass
-//! takes at most [`ACCEPTS_PER_PASS`] clients; the rest are taken at once on the next loop
-//! iteration, through [`Endpoint::next_deadline`] and [`Endpoint::expire`].
+//! It must not be a way to hang, crash or busy the daemon, so everything is bounded, on the
+//! skeleton of [`crate::bounded`]: a request head is at most [`MAX_HEAD`] bytes (more is answered
+//! 431), a client has [`CLIENT_TIMEOUT`] from accept to send its request and take the answer, at
+//! most [`MAX_CLIENTS`] are served at once (more are accepted and closed at once, so the backlog
+//! keeps moving), and an accept pass takes at most
+//! [`ACCEPTS_PER_PASS`](crate::bounded::ACCEPTS_PER_PASS) clients; the rest are taken at once on
+//! the next loop iteration, through [`Endpoint::next_deadline`] and [`Endpoint::expire`].
 //!
 //! A client goes through three states: reading the head, writing the answer, and lingering:
 //! after the answer it shuts down its sending side and reads (up to [`MAX_LINGER`] bytes) until
@@ -15,25 +16,20 @@
 //! do not make the kernel reset the connection and lose the answer on its way. A `/healthz`
 //! request waits between reading and writing while the loops are checked: the endpoint looks
 //! at the check again at its [`Check::next`], through [`Endpoint::next_deadline`].
-//!
-//! Readiness (mio, edge-triggered): a client is registered for reading and writing once, and
-//! every read and write runs until `WouldBlock`; a spurious event, or one meant for the previous
-//! client of the same token, costs a call that returns `WouldBlock`. Closing a client is
-//! dropping its socket: the descriptor is never duplicated, so that removes it from the poll.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::debug;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Registry, Token};
+use mio::{Registry, Token};
 
 use super::health::{Check, Vitals};
 use super::request::{metrics_response, parse, probe_response, status_response, Page, Request, Status};
 use super::Metrics;
-use crate::client_table::{ClientTable, Timed};
-use crate::os::net::ACCEPT_PAUSE;
+use crate::bounded::{self, Accepted, BoundedServer, Owned, Received, Sent};
+use crate::client_table::Timed;
 
 /// Longest request head (request line and headers, with the blank line that ends them).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -41,8 +37,6 @@ pub const MAX_HEAD: usize = 8 * 1024;
 pub const MAX_CLIENTS: usize = 32;
 /// From accept to the end of the answer.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Clients accepted per pass; more wait for the next loop iteration.
-pub const ACCEPTS_PER_PASS: usize = 64;
 /// Bytes read and discarded after the answer before the client is closed anyway.
 pub const MAX_LINGER: usize = 64 * 1024;
 
@@ -50,33 +44,10 @@ pub const MAX_LINGER: usize = 64 * 1024;
 /// supervisor's poll. It owns tokens `base..=base + MAX_CLIENTS` of that poll: `base` for the
 /// listener, `base + 1 + i` for the client at index `i`.
 pub struct Endpoint {
-    listener: TcpListener,
-    /// A handle on the poll it is registered with, for accepting from [`Endpoint::expire`].
-    registry: Option<Registry>,
-    base: Option<Token>,
-    clients: ClientTable<Client>,
+    bounded: BoundedServer<TcpListener, Client>,
     timeout: Duration,
     /// When a `/healthz` check is to be looked at again (the earliest, if several).
     recheck: Option<Instant>,
-}
-
-/// What a token of the endpoint stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Owned {
-    Listener,
-    Client(usize),
-}
-
-fn owned(base: Token, token: Token) -> Option<Owned> {
-    match token.0.checked_sub(base.0)? {
-        0 => Some(Owned::Listener),
-        n if n <= MAX_CLIENTS => Some(Owned::Client(n - 1)),
-        _ => None,
-    }
-}
-
-fn client_token(base: Token, index: usize) -> Token {
-    Token(base.0 + 1 + index)
 }
 
 impl Endpoint {
@@ -91,21 +62,21 @@ impl Endpoint {
     }
 
     fn on(listener: TcpListener, timeout: Duration) -> Endpoint {
-        let clients = ClientTable::new(MAX_CLIENTS);
-        Endpoint { listener, registry: None, base: None, clients, timeout, recheck: None }
+        let bounded = BoundedServer::new("metrics", listener, MAX_CLIENTS, |c: &mut Client| &mut c.stream);
+        Endpoint { bounded, timeout, recheck: None }
     }
 
     /// The address bound (useful with port 0).
     #[cfg(test)]
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.bounded.listener().local_addr()
     }
 
     /// Gives up the listening socket for a live upgrade, open, by its number (clients are
     /// closed: a scrape retries).
-    pub fn freeze(mut self, registry: &Registry) -> std::os::fd::RawFd {
-        let _ = registry.deregister(&mut self.listener);
-        std::os::fd::IntoRawFd::into_raw_fd(self.listener)
+    pub fn freeze(self, registry: &Registry) -> std::os::fd::RawFd {
+        let (listener, _closed) = self.bounded.shut(registry);
+        std::os::fd::IntoRawFd::into_raw_fd(listener)
     }
 
     /// The endpoint whose listening socket a live upgrade handed over.
@@ -115,35 +86,24 @@ impl Endpoint {
 
     /// Registers the listener as `base`; clients will get the `MAX_CLIENTS` tokens after it.
     pub fn register(&mut self, registry: &Registry, base: Token) -> io::Result<()> {
-        if base.0.checked_add(MAX_CLIENTS).is_none() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "metrics: token range overflows"));
-        }
-        let handle = registry.try_clone()?;
-        registry.register(&mut self.listener, base, Interest::READABLE)?;
-        (self.registry, self.base) = (Some(handle), Some(base));
-        Ok(())
+        self.bounded.register(registry, base)
     }
 
     /// Whether `token` is one of the endpoint's.
     pub fn owns(&self, token: Token) -> bool {
-        self.base.and_then(|base| owned(base, token)).is_some()
+        self.bounded.owned(token).is_some()
     }
 
     /// Handles a readiness event for one of its tokens, answering from `metrics` and `vitals`.
-    pub fn handle(
-        &mut self,
-        registry: &Registry,
-        event: &mio::event::Event,
-        metrics: &Metrics,
-        vitals: &dyn Vitals,
-    ) {
-        match self.base.and_then(|base| owned(base, event.token())) {
+    pub fn handle(&mut self, event: &mio::event::Event, metrics: &Metrics, vitals: &dyn Vitals) {
+        match self.bounded.owned(event.token()) {
             None => {}
-            Some(Owned::Listener) => self.accept(registry, Instant::now()),
+            Some(Owned::Listener) => self.accept(Instant::now()),
             Some(Owned::Client(index)) => {
-                if let Some(client) = self.clients.get_mut(index) {
+                let clients = self.bounded.clients_mut();
+                if let Some(client) = clients.get_mut(index) {
                     if client.drive(metrics, vitals, Instant::now()) == Step::Close {
-                        self.clients.take(index);
+                        clients.take(index);
                     } else if let Some(at) = client.recheck() {
                         self.recheck = Some(self.recheck.map_or(at, |r| r.min(at)));
                     }
@@ -155,7 +115,7 @@ impl Endpoint {
     /// When the next client deadline passes, a health check is to be looked at, or accepting
     /// is to resume: the supervisor's poll timeout. `None` if there is nothing to wait for.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.clients.next_deadline().into_iter().chain(self.recheck).min()
+        self.bounded.next_deadline().into_iter().chain(self.recheck).min()
     }
 
     /// Answers the health checks that are due, closes clients whose deadline passed, and
@@ -163,7 +123,7 @@ impl Endpoint {
     pub fn expire(&mut self, now: Instant, metrics: &Metrics, vitals: &dyn Vitals) {
         if self.recheck.is_some_and(|at| at <= now) {
             let mut next: Option<Instant> = None;
-            self.clients.retain(|client| {
+            self.bounded.clients_mut().retain(|client| {
                 if client.recheck().is_some_and(|at| at <= now)
                     && client.drive(metrics, vitals, now) == Step::Close
                 {
@@ -174,48 +134,31 @@ impl Endpoint {
             });
             self.recheck = next;
         }
-        if self.clients.expire(now) {
-            if let Some(registry) = self.registry.take() {
-                self.accept(&registry, now);
-                self.registry = Some(registry);
-            }
-        }
+        let deadline = now + self.timeout;
+        self.bounded.expire(now, |new| admit(new, deadline));
     }
 
     /// Clients being served.
     #[cfg(test)]
     pub fn clients(&self) -> usize {
-        self.clients.len()
+        self.bounded.clients().len()
     }
 
-    /// Accepts until `WouldBlock` or the budget; a client beyond [`MAX_CLIENTS`] is closed at once.
-    fn accept(&mut self, registry: &Registry, now: Instant) {
-        let Some(base) = self.base else { return };
-        self.clients.accept_again(None);
-        for _ in 0..ACCEPTS_PER_PASS {
-            let (mut stream, peer) = match self.listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    debug!("metrics: accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}");
-                    self.clients.accept_again(Some(now + ACCEPT_PAUSE));
-                    return;
-                }
-            };
-            let Some(index) = self.clients.free() else {
-                debug!("metrics: client={peer} closed: {MAX_CLIENTS} clients already");
-                continue;
-            };
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            match registry.register(&mut stream, client_token(base, index), interest) {
-                Ok(()) => self.clients.put(index, Client::new(stream, now + self.timeout)),
-                Err(e) => debug!("metrics: client={peer} cannot be registered: {e}"),
-            }
-        }
-        self.clients.accept_again(Some(now)); // budget spent: more may be waiting, with no event to say so
+    /// Accepts what waits, within a pass's budget.
+    fn accept(&mut self, now: Instant) {
+        let deadline = now + self.timeout;
+        self.bounded.accept(now, |new| admit(new, deadline));
     }
+}
+
+/// The client just accepted, to be served until `deadline`; one beyond [`MAX_CLIENTS`] is
+/// closed at once.
+fn admit(new: Accepted<TcpStream, SocketAddr>, deadline: Instant) -> Option<Client> {
+    if !new.room {
+        debug!("metrics: client={} closed: {MAX_CLIENTS} clients already", new.peer);
+        return None;
+    }
+    Some(Client::new(new.stream, deadline))
 }
 
 /// What a client needs next.
@@ -267,9 +210,9 @@ impl Client {
     fn drive(&mut self, metrics: &Metrics, vitals: &dyn Vitals, now: Instant) -> Step {
         if let State::Reading(head) = &mut self.state {
             self.state = match read_head(&mut self.stream, head) {
-                Head::Partial => return Step::Wait,
-                Head::Closed => return Step::Close,
-                Head::Complete(end) => match parse(&head[..end]) {
+                Received::Partial => return Step::Wait,
+                Received::Closed => return Step::Close,
+                Received::Complete(end) => match parse(&head[..end]) {
                     Request::Get { page: Page::Metrics, head_only } => {
                         State::Writing(metrics_response(&metrics.render(), head_only), 0)
                     }
@@ -284,7 +227,7 @@ impl Client {
                         State::Writing(status_response(status, head_only), 0)
                     }
                 },
-                Head::TooLarge => State::Writing(status_response(Status::TooLarge, false), 0),
+                Received::TooLarge => State::Writing(status_response(Status::TooLarge, false), 0),
             };
         }
         if let State::Checking(check, head_only) = &mut self.state {
@@ -294,15 +237,15 @@ impl Client {
             }
         }
         if let State::Writing(answer, sent) = &mut self.state {
-            match write_out(&mut self.stream, answer, sent) {
-                Step::Wait if *sent < answer.len() => return Step::Wait,
-                Step::Wait => {
+            match bounded::write_out(&mut self.stream, answer, sent) {
+                Sent::Blocked => return Step::Wait,
+                Sent::All => {
                     if self.stream.shutdown(Shutdown::Write).is_err() {
                         return Step::Close;
                     }
                     self.state = State::Lingering(0);
                 }
-                Step::Close => return Step::Close,
+                Sent::Failed => return Step::Close,
             }
         }
         if let State::Lingering(discarded) = &mut self.state {
@@ -312,41 +255,10 @@ impl Client {
     }
 }
 
-/// How reading the request head went.
-#[derive(Debug, PartialEq, Eq)]
-enum Head {
-    /// Not complete yet; the socket would block.
-    Partial,
-    /// Complete: the head is `head[..end]`. Bytes after it are ignored.
-    Complete(usize),
-    /// [`MAX_HEAD`] bytes and no end in sight.
-    TooLarge,
-    /// End of stream or an error before the head was complete.
-    Closed,
-}
-
-/// Reads into `head` until its end (a blank line), `WouldBlock`, or [`MAX_HEAD`] bytes.
-fn read_head(stream: &mut impl Read, head: &mut Vec<u8>) -> Head {
-    let mut chunk = [0u8; 1024];
-    loop {
-        let room = MAX_HEAD - head.len();
-        if room == 0 {
-            return Head::TooLarge;
-        }
-        let want = room.min(chunk.len());
-        let n = match stream.read(&mut chunk[..want]) {
-            Ok(0) => return Head::Closed,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Head::Partial,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Head::Closed,
-        };
-        let from = head.len().saturating_sub(3); // the end may straddle two reads
-        head.extend_from_slice(&chunk[..n]);
-        if let Some(end) = head_end(&head[from..]) {
-            return Head::Complete(from + end);
-        }
-    }
+/// Reads the request head into `head`, until its end (a blank line), `WouldBlock`, or
+/// [`MAX_HEAD`] bytes.
+fn read_head(stream: &mut impl Read, head: &mut Vec<u8>) -> Received {
+    bounded::read_request(stream, head, MAX_HEAD, head_end)
 }
 
 /// The length of the head in `bytes` up to and including the blank line that ends it:
@@ -362,20 +274,6 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
         }
     }
     None
-}
-
-/// Writes `answer[*sent..]` until done (`Wait`, with everything sent) or `WouldBlock` (`Wait`).
-fn write_out(stream: &mut impl Write, answer: &[u8], sent: &mut usize) -> Step {
-    while *sent < answer.len() {
-        match stream.write(&answer[*sent..]) {
-            Ok(0) => return Step::Close,
-            Ok(n) => *sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Step::Close,
-        }
-    }
-    Step::Wait
 }
 
 /// Reads and discards until the client closes (or fails, or sends too much): then `Close`.

@@ -112,21 +112,21 @@ impl Read for Chunks {
 fn read_head_across_reads_and_its_limits() {
     let mut head = Vec::new();
     let split = vec![b"GET /metrics HTTP/1.1\r\n\r".to_vec()];
-    assert_eq!(read_head(&mut Chunks(split, false), &mut head), Head::Partial);
+    assert_eq!(read_head(&mut Chunks(split, false), &mut head), Received::Partial);
     let rest = vec![b"\nextra".to_vec()];
-    assert_eq!(read_head(&mut Chunks(rest, false), &mut head), Head::Complete(25));
+    assert_eq!(read_head(&mut Chunks(rest, false), &mut head), Received::Complete(25));
     let mut head = Vec::new();
-    assert_eq!(read_head(&mut Chunks(vec![b"GET /".to_vec()], true), &mut head), Head::Closed);
+    assert_eq!(read_head(&mut Chunks(vec![b"GET /".to_vec()], true), &mut head), Received::Closed);
     let mut head = Vec::new();
     let flood = vec![vec![b'a'; MAX_HEAD + 100]];
-    assert_eq!(read_head(&mut Chunks(flood, false), &mut head), Head::TooLarge);
+    assert_eq!(read_head(&mut Chunks(flood, false), &mut head), Received::TooLarge);
     assert_eq!(head.len(), MAX_HEAD);
     // A head that ends exactly at the limit is complete.
     let mut exact = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
     exact.resize(MAX_HEAD - 4, b'x');
     exact.extend_from_slice(b"\r\n\r\n");
     let mut head = Vec::new();
-    assert_eq!(read_head(&mut Chunks(vec![exact], false), &mut head), Head::Complete(MAX_HEAD));
+    assert_eq!(read_head(&mut Chunks(vec![exact], false), &mut head), Received::Complete(MAX_HEAD));
 }
 
 #[test]
@@ -138,15 +138,4 @@ fn lingering_reads_until_close_or_limit() {
     let flood = (0..40).map(|_| vec![0; 4096]).collect();
     assert_eq!(linger(&mut Chunks(flood, false), &mut discarded), Step::Close);
     assert!(discarded > MAX_LINGER && discarded <= MAX_LINGER + 4096);
-}
-
-#[test]
-fn tokens() {
-    let base = Token(7);
-    assert_eq!(owned(base, Token(6)), None);
-    assert_eq!(owned(base, Token(7)), Some(Owned::Listener));
-    assert_eq!(owned(base, Token(8)), Some(Owned::Client(0)));
-    assert_eq!(owned(base, client_token(base, MAX_CLIENTS - 1)), Some(Owned::Client(MAX_CLIENTS - 1)));
-    assert_eq!(owned(base, Token(8 + MAX_CLIENTS)), None);
-    assert_eq!(owned(Token(usize::MAX), Token(0)), None);
 }

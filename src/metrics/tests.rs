@@ -67,8 +67,9 @@ fn a_scrape_shows_every_family_of_the_list_and_no_other() {
     assert_eq!(families_of(&bare), expected);
 }
 
-#[test]
-fn render_one_listener_exactly() {
+/// Metrics after a small workload on one listener, `relay`, with two workers, and the relay's
+/// upstreams, which a scrape shows while they are in force (the counters hold them weakly).
+fn one_listener_workload() -> (Metrics, Arc<crate::upstream::Upstreams>) {
     let metrics = Metrics::started_at(2, Duration::from_millis(1_700_000_000_250));
     let relay = ListenerMetrics::new("relay");
     metrics.set_listeners(vec![Arc::clone(&relay)]);
@@ -96,69 +97,75 @@ fn render_one_listener_exactly() {
     metrics.reload(true);
     metrics.reload(false);
     metrics.reload(false);
-    let text = metrics.render_with(every_reading());
-    let version = env!("CARGO_PKG_VERSION");
-    let expected = format!(
-        r#"# HELP idlereaper_connections_accepted_total Connections admitted.
+    (metrics, upstreams)
+}
+
+/// The families of the listener `relay` after [`one_listener_workload`], as a scrape shows them.
+const RELAY_FAMILIES: &str = r#"# HELP idlereaper_connections_accepted_total Connections admitted.
 # TYPE idlereaper_connections_accepted_total counter
-idlereaper_connections_accepted_total{{listener="relay"}} 4
+idlereaper_connections_accepted_total{listener="relay"} 4
 # HELP idlereaper_connections_active Connections open now.
 # TYPE idlereaper_connections_active gauge
-idlereaper_connections_active{{listener="relay"}} 1
+idlereaper_connections_active{listener="relay"} 1
 # HELP idlereaper_connections_closed_total Connections closed, by reason (the reason of the close log line).
 # TYPE idlereaper_connections_closed_total counter
-idlereaper_connections_closed_total{{listener="relay",reason="client_closed"}} 2
-idlereaper_connections_closed_total{{listener="relay",reason="upstream_closed"}} 0
-idlereaper_connections_closed_total{{listener="relay",reason="client_reset"}} 0
-idlereaper_connections_closed_total{{listener="relay",reason="upstream_reset"}} 0
-idlereaper_connections_closed_total{{listener="relay",reason="idle"}} 1
-idlereaper_connections_closed_total{{listener="relay",reason="idle_in_transaction"}} 0
-idlereaper_connections_closed_total{{listener="relay",reason="subscriber_idle"}} 0
-idlereaper_connections_closed_total{{listener="relay",reason="max_lifetime"}} 0
-idlereaper_connections_closed_total{{listener="relay",reason="half_close_timeout"}} 0
-idlereaper_connections_closed_total{{listener="relay",reason="connect_timeout"}} 0
-idlereaper_connections_closed_total{{listener="relay",reason="upstream_refused"}} 0
-idlereaper_connections_closed_total{{listener="relay",reason="error"}} 0
-idlereaper_connections_closed_total{{listener="relay",reason="shutdown"}} 0
-idlereaper_connections_closed_total{{listener="relay",reason="killed"}} 0
+idlereaper_connections_closed_total{listener="relay",reason="client_closed"} 2
+idlereaper_connections_closed_total{listener="relay",reason="upstream_closed"} 0
+idlereaper_connections_closed_total{listener="relay",reason="client_reset"} 0
+idlereaper_connections_closed_total{listener="relay",reason="upstream_reset"} 0
+idlereaper_connections_closed_total{listener="relay",reason="idle"} 1
+idlereaper_connections_closed_total{listener="relay",reason="idle_in_transaction"} 0
+idlereaper_connections_closed_total{listener="relay",reason="subscriber_idle"} 0
+idlereaper_connections_closed_total{listener="relay",reason="max_lifetime"} 0
+idlereaper_connections_closed_total{listener="relay",reason="half_close_timeout"} 0
+idlereaper_connections_closed_total{listener="relay",reason="connect_timeout"} 0
+idlereaper_connections_closed_total{listener="relay",reason="upstream_refused"} 0
+idlereaper_connections_closed_total{listener="relay",reason="error"} 0
+idlereaper_connections_closed_total{listener="relay",reason="shutdown"} 0
+idlereaper_connections_closed_total{listener="relay",reason="killed"} 0
 # HELP idlereaper_connections_refused_total Clients closed at accept, by reason (limit, per_ip_limit, denied, out_of_descriptors).
 # TYPE idlereaper_connections_refused_total counter
-idlereaper_connections_refused_total{{listener="relay",reason="limit"}} 0
-idlereaper_connections_refused_total{{listener="relay",reason="per_ip_limit"}} 1
-idlereaper_connections_refused_total{{listener="relay",reason="denied"}} 0
-idlereaper_connections_refused_total{{listener="relay",reason="out_of_descriptors"}} 0
+idlereaper_connections_refused_total{listener="relay",reason="limit"} 0
+idlereaper_connections_refused_total{listener="relay",reason="per_ip_limit"} 1
+idlereaper_connections_refused_total{listener="relay",reason="denied"} 0
+idlereaper_connections_refused_total{listener="relay",reason="out_of_descriptors"} 0
 # HELP idlereaper_protocol_opaque_total Connections a protocol observer stopped following (byte idleness from then on), by cause.
 # TYPE idlereaper_protocol_opaque_total counter
-idlereaper_protocol_opaque_total{{listener="relay",cause="tls"}} 0
-idlereaper_protocol_opaque_total{{listener="relay",cause="gss"}} 0
-idlereaper_protocol_opaque_total{{listener="relay",cause="replication"}} 0
-idlereaper_protocol_opaque_total{{listener="relay",cause="reply_off"}} 0
-idlereaper_protocol_opaque_total{{listener="relay",cause="unparsable"}} 0
+idlereaper_protocol_opaque_total{listener="relay",cause="tls"} 0
+idlereaper_protocol_opaque_total{listener="relay",cause="gss"} 0
+idlereaper_protocol_opaque_total{listener="relay",cause="replication"} 0
+idlereaper_protocol_opaque_total{listener="relay",cause="reply_off"} 0
+idlereaper_protocol_opaque_total{listener="relay",cause="unparsable"} 0
 # HELP idlereaper_upstream_connect_errors_total Upstream connections that failed or timed out.
 # TYPE idlereaper_upstream_connect_errors_total counter
-idlereaper_upstream_connect_errors_total{{listener="relay"}} 1
+idlereaper_upstream_connect_errors_total{listener="relay"} 1
 # HELP idlereaper_upstream_up Whether new connections go to the upstream address: 1 up, 0 disabled or in backoff after a failed connect.
 # TYPE idlereaper_upstream_up gauge
-idlereaper_upstream_up{{listener="relay",upstream="127.0.0.1:7001"}} 1
-idlereaper_upstream_up{{listener="relay",upstream="127.0.0.1:7002"}} 0
+idlereaper_upstream_up{listener="relay",upstream="127.0.0.1:7001"} 1
+idlereaper_upstream_up{listener="relay",upstream="127.0.0.1:7002"} 0
 # HELP idlereaper_relayed_bytes_total Bytes relayed, by direction.
 # TYPE idlereaper_relayed_bytes_total counter
-idlereaper_relayed_bytes_total{{listener="relay",direction="from_client"}} 100
-idlereaper_relayed_bytes_total{{listener="relay",direction="from_upstream"}} 2048
+idlereaper_relayed_bytes_total{listener="relay",direction="from_client"} 100
+idlereaper_relayed_bytes_total{listener="relay",direction="from_upstream"} 2048
 # HELP idlereaper_connection_lifetime_seconds Time from accept to close of closed connections.
 # TYPE idlereaper_connection_lifetime_seconds histogram
-idlereaper_connection_lifetime_seconds_bucket{{listener="relay",le="0.01"}} 1
-idlereaper_connection_lifetime_seconds_bucket{{listener="relay",le="0.1"}} 2
-idlereaper_connection_lifetime_seconds_bucket{{listener="relay",le="1"}} 2
-idlereaper_connection_lifetime_seconds_bucket{{listener="relay",le="10"}} 3
-idlereaper_connection_lifetime_seconds_bucket{{listener="relay",le="60"}} 3
-idlereaper_connection_lifetime_seconds_bucket{{listener="relay",le="300"}} 3
-idlereaper_connection_lifetime_seconds_bucket{{listener="relay",le="3600"}} 3
-idlereaper_connection_lifetime_seconds_bucket{{listener="relay",le="86400"}} 3
-idlereaper_connection_lifetime_seconds_bucket{{listener="relay",le="+Inf"}} 3
-idlereaper_connection_lifetime_seconds_sum{{listener="relay"}} 2.520001
-idlereaper_connection_lifetime_seconds_count{{listener="relay"}} 3
-# HELP idlereaper_timers Timers live in the timing wheels of all workers.
+idlereaper_connection_lifetime_seconds_bucket{listener="relay",le="0.01"} 1
+idlereaper_connection_lifetime_seconds_bucket{listener="relay",le="0.1"} 2
+idlereaper_connection_lifetime_seconds_bucket{listener="relay",le="1"} 2
+idlereaper_connection_lifetime_seconds_bucket{listener="relay",le="10"} 3
+idlereaper_connection_lifetime_seconds_bucket{listener="relay",le="60"} 3
+idlereaper_connection_lifetime_seconds_bucket{listener="relay",le="300"} 3
+idlereaper_connection_lifetime_seconds_bucket{listener="relay",le="3600"} 3
+idlereaper_connection_lifetime_seconds_bucket{listener="relay",le="86400"} 3
+idlereaper_connection_lifetime_seconds_bucket{listener="relay",le="+Inf"} 3
+idlereaper_connection_lifetime_seconds_sum{listener="relay"} 2.520001
+idlereaper_connection_lifetime_seconds_count{listener="relay"} 3
+"#;
+
+/// The process-wide families after [`one_listener_workload`], with the build's `version`.
+fn process_families(version: &str) -> String {
+    format!(
+        r#"# HELP idlereaper_timers Timers live in the timing wheels of all workers.
 # TYPE idlereaper_timers gauge
 idlereaper_timers 7
 # HELP idlereaper_reloads_total Configuration reloads, by result.
@@ -192,7 +199,14 @@ process_resident_memory_bytes 4194304
 # TYPE process_start_time_seconds gauge
 process_start_time_seconds 1700000000.25
 "#
-    );
+    )
+}
+
+#[test]
+fn render_one_listener_exactly() {
+    let (metrics, _in_force) = one_listener_workload();
+    let text = metrics.render_with(every_reading());
+    let expected = RELAY_FAMILIES.to_owned() + &process_families(env!("CARGO_PKG_VERSION"));
     assert_eq!(text, expected);
 }
 

@@ -25,10 +25,11 @@
 //! A live upgrade gives a socket and a direction up, and takes them over again, in
 //! [`handover`].
 
+mod copy;
 mod handover;
 mod urgent;
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::Shutdown;
 
 use crate::os::stream::Stream;
@@ -39,6 +40,7 @@ use crate::observe::Observer;
 use crate::os::pipe::{Pipe, PipePool};
 use crate::os::sys;
 use crate::side::{IoFailure, Side};
+use copy::{copy, write_out, Fault};
 use urgent::{send_urgent, urgent_mark, urgent_pending, Mark};
 
 /// A splice burst that moved less than this was not bulk after all: back to copying.
@@ -183,57 +185,28 @@ pub fn pump(half: &mut Half, way: Way<'_>, io: &mut Io<'_>) -> Pumped {
     out
 }
 
+/// What the loop of [`pump`] does after a step of it.
+enum Then {
+    /// The next step of this turn.
+    Go,
+    /// The next turn, from the start.
+    Again,
+    /// Return: a socket would block, `src` is finished, or something failed.
+    Stop,
+}
+
+/// Records a failure of `op` on `side`; the pump stops.
+fn failed(out: &mut Pumped, side: Side, op: &'static str, error: io::Error) -> Then {
+    out.failure = Some(IoFailure { side, op, error });
+    Then::Stop
+}
+
 /// The loop of [`pump`]; returns how many bytes it spliced.
 fn pump_until_blocked(half: &mut Half, way: Way<'_>, io: &mut Io<'_>, out: &mut Pumped) -> usize {
     let Way { src, dst, src_side, observer } = way;
-    let dst_side = src_side.other();
-    let fail = |side, op, error| Some(IoFailure { side, op, error });
     let (mut reads, mut spliced) = (0, 0);
     loop {
-        // Deliver what is held before reading more.
-        if let Some(buf) = half.pending.as_mut() {
-            if let Err(error) = write_out(&mut dst.stream, &mut dst.writable, buf) {
-                out.failure = fail(dst_side, "write", error);
-                return spliced;
-            }
-            if !buf.is_empty() {
-                return spliced; // dst is full: stop reading src until it drains (backpressure)
-            }
-            io.pool.give(half.pending.take().expect("checked above"));
-        }
-        if let Some(pipe) = half.pipe.as_mut() {
-            if let Err(error) = splice_out(pipe, dst) {
-                out.failure = fail(dst_side, "splice", error);
-                return spliced;
-            }
-            if pipe.len > 0 {
-                return spliced;
-            }
-        }
-        if let Some(byte) = half.urgent {
-            match send_urgent(dst, byte) {
-                Ok(true) => half.urgent = None,
-                Ok(false) => return spliced, // dst is full: the byte waits, and so does src
-                Err(error) => {
-                    out.failure = fail(dst_side, "send urgent", error);
-                    return spliced;
-                }
-            }
-        }
-        if half.read_eof {
-            if !half.write_shut {
-                half.write_shut = true;
-                // With the other direction finished too, the connection is closed next, and the
-                // close sends this FIN after the last byte: no `shutdown` call for it.
-                // NotConnected: the peer is already fully gone; the other half will notice.
-                let shut = if io.other_done { Ok(()) } else { dst.stream.shutdown(Shutdown::Write) };
-                match shut {
-                    Err(e) if e.kind() != io::ErrorKind::NotConnected => {
-                        out.failure = fail(dst_side, "shutdown", e);
-                    }
-                    _ => {}
-                }
-            }
+        if let Then::Stop = deliver_held(half, dst, src_side.other(), io, out) {
             return spliced;
         }
         if !src.readable {
@@ -247,99 +220,138 @@ fn pump_until_blocked(half: &mut Half, way: Way<'_>, io: &mut Io<'_>, out: &mut 
         // Until its mark is passed, a socket with urgent data is read with `recv`, which can
         // read past the mark; `splice` cannot.
         let inline_only = src.urgent;
-        if src.urgent {
-            match urgent_mark(src) {
-                Ok(Mark::Byte(byte)) => {
-                    half.urgent = Some(byte);
-                    half.bytes += 1;
-                    out.moved = true;
-                    continue; // send it on before reading past the mark
-                }
-                Ok(Mark::NotYet) => {
-                    src.readable = false;
-                    return spliced;
-                }
-                Ok(Mark::Ahead) => {}
-                Ok(Mark::Passed) => src.urgent = false,
-                Err(error) => {
-                    out.failure = fail(src_side, "read urgent", error);
-                    return spliced;
-                }
+        if inline_only {
+            match take_urgent_mark(half, src, src_side, out) {
+                Then::Go => {}
+                Then::Again => continue,
+                Then::Stop => return spliced,
             }
         }
-        if half.bulk && half.pipe.is_none() && !inline_only && observer.is_none() {
-            half.pipe = io.pipes.take();
-        }
-        let read = match half.pipe.as_mut().filter(|_| !inline_only) {
-            Some(pipe) => splice_in(src, pipe).inspect(|&n| spliced += n).map_err(Fault::Read),
-            None => {
-                copy(half, Way { src: &mut *src, dst: &mut *dst, src_side, observer: &mut *observer }, io)
-            }
-        };
-        match read {
-            // `splice` returns 0 at an urgent mark once the peer has sent FIN: not the end.
-            Ok(0)
-                if half.pipe.is_some()
-                    && !inline_only
-                    && sys::at_urgent_mark(&src.stream).unwrap_or(false) =>
-            {
-                src.urgent = true;
-            }
-            Ok(0) if src.reset => {
-                out.failure = fail(src_side, "read", io::ErrorKind::ConnectionReset.into());
-                return spliced;
-            }
-            Ok(0) => half.read_eof = true,
-            Ok(n) => {
-                half.bytes += n as u64;
-                out.moved = true;
-            }
-            Err(Fault::Read(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                src.readable = false;
-                if src.urgent && !urgent_pending(src) {
-                    src.urgent = false; // the event's urgent data was already read past
-                }
-            }
-            Err(Fault::Read(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(Fault::Read(error)) => {
-                out.failure = fail(src_side, "read", error);
-                return spliced;
-            }
-            Err(Fault::Write(error)) => {
-                out.failure = fail(dst_side, "write", error);
-                return spliced;
-            }
+        let way = Way { src: &mut *src, dst: &mut *dst, src_side, observer: &mut *observer };
+        if let Then::Stop = read_once(half, way, io, inline_only, &mut spliced, out) {
+            return spliced;
         }
     }
 }
 
-/// Which end of a copy failed.
-enum Fault {
-    Read(io::Error),
-    Write(io::Error),
+/// Delivers what `half` holds before anything more is read: copied bytes, a pipe's bytes, an
+/// urgent byte; then, once `src` has sent FIN, the FIN. `Go` when all is delivered and `src`
+/// may be read; `Stop` when `dst` is full (backpressure: `src` waits until it drains), after
+/// the FIN, or on a failure.
+fn deliver_held(
+    half: &mut Half,
+    dst: &mut Socket,
+    dst_side: Side,
+    io: &mut Io<'_>,
+    out: &mut Pumped,
+) -> Then {
+    if let Some(buf) = half.pending.as_mut() {
+        if let Err(error) = write_out(&mut dst.stream, &mut dst.writable, buf) {
+            return failed(out, dst_side, "write", error);
+        }
+        if !buf.is_empty() {
+            return Then::Stop;
+        }
+        io.pool.give(half.pending.take().expect("checked above"));
+    }
+    if let Some(pipe) = half.pipe.as_mut() {
+        if let Err(error) = splice_out(pipe, dst) {
+            return failed(out, dst_side, "splice", error);
+        }
+        if pipe.len > 0 {
+            return Then::Stop;
+        }
+    }
+    if let Some(byte) = half.urgent {
+        match send_urgent(dst, byte) {
+            Ok(true) => half.urgent = None,
+            Ok(false) => return Then::Stop, // the byte waits, and so does src
+            Err(error) => return failed(out, dst_side, "send urgent", error),
+        }
+    }
+    if !half.read_eof {
+        return Then::Go;
+    }
+    if !half.write_shut {
+        half.write_shut = true;
+        // With the other direction finished too, the connection is closed next, and the close
+        // sends this FIN after the last byte: no `shutdown` call for it.
+        // NotConnected: the peer is already fully gone; the other half will notice.
+        let shut = if io.other_done { Ok(()) } else { dst.stream.shutdown(Shutdown::Write) };
+        match shut {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => {
+                failed(out, dst_side, "shutdown", e);
+            }
+            _ => {}
+        }
+    }
+    Then::Stop
 }
 
-/// One `read` into the scratch buffer, shown to the observer, and as much of it written on as
-/// `dst` takes; the rest is kept in a pooled buffer. A full read marks the direction as bulk.
-fn copy(half: &mut Half, way: Way<'_>, io: &mut Io<'_>) -> Result<usize, Fault> {
+/// At `src`'s urgent mark, takes the urgent byte (`Again`: it is sent on before anything past
+/// the mark is read). `Go` to read inline (the mark is ahead, or passed); `Stop` when the mark
+/// is not in yet, or on a failure.
+fn take_urgent_mark(half: &mut Half, src: &mut Socket, src_side: Side, out: &mut Pumped) -> Then {
+    match urgent_mark(src) {
+        Ok(Mark::Byte(byte)) => {
+            half.urgent = Some(byte);
+            half.bytes += 1;
+            out.moved = true;
+            Then::Again
+        }
+        Ok(Mark::NotYet) => {
+            src.readable = false;
+            Then::Stop
+        }
+        Ok(Mark::Ahead) => Then::Go,
+        Ok(Mark::Passed) => {
+            src.urgent = false;
+            Then::Go
+        }
+        Err(error) => failed(out, src_side, "read urgent", error),
+    }
+}
+
+/// One read from `src`, spliced into a pipe (bulk, with no observer and no urgent data to
+/// read inline) or copied and written on, and what it came to: bytes, the end, or `WouldBlock`.
+fn read_once(
+    half: &mut Half,
+    way: Way<'_>,
+    io: &mut Io<'_>,
+    inline_only: bool,
+    spliced: &mut usize,
+    out: &mut Pumped,
+) -> Then {
     let Way { src, dst, src_side, observer } = way;
-    let n = src.stream.read(io.scratch).map_err(Fault::Read)?;
-    if n == io.scratch.len() {
-        half.bulk = true;
+    if half.bulk && half.pipe.is_none() && !inline_only && observer.is_none() {
+        half.pipe = io.pipes.take();
     }
-    if let Some(observer) = observer.as_mut() {
-        match src_side {
-            Side::Client => observer.client_sent(&io.scratch[..n]),
-            Side::Upstream => observer.server_sent(&io.scratch[..n]),
+    let read = match half.pipe.as_mut().filter(|_| !inline_only) {
+        Some(pipe) => splice_in(src, pipe).inspect(|&n| *spliced += n).map_err(Fault::Read),
+        None => copy(half, Way { src: &mut *src, dst: &mut *dst, src_side, observer }, io),
+    };
+    match read {
+        // `splice` returns 0 at an urgent mark once the peer has sent FIN: not the end.
+        Ok(0) if half.pipe.is_some() && !inline_only && sys::at_urgent_mark(&src.stream).unwrap_or(false) => {
+            src.urgent = true;
         }
+        Ok(0) if src.reset => return failed(out, src_side, "read", io::ErrorKind::ConnectionReset.into()),
+        Ok(0) => half.read_eof = true,
+        Ok(n) => {
+            half.bytes += n as u64;
+            out.moved = true;
+        }
+        Err(Fault::Read(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+            src.readable = false;
+            if src.urgent && !urgent_pending(src) {
+                src.urgent = false; // the event's urgent data was already read past
+            }
+        }
+        Err(Fault::Read(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+        Err(Fault::Read(error)) => return failed(out, src_side, "read", error),
+        Err(Fault::Write(error)) => return failed(out, src_side.other(), "write", error),
     }
-    src.drained_by(n, io.scratch.len());
-    let mut rest = BorrowedBuf { bytes: &io.scratch[..n] };
-    write_out(&mut dst.stream, &mut dst.writable, &mut rest).map_err(Fault::Write)?;
-    if !rest.bytes.is_empty() {
-        half.pending = Some(io.pool.take(rest.bytes));
-    }
-    Ok(n)
+    Then::Go
 }
 
 /// Splices from a socket into an empty pipe. `WouldBlock` then means the socket has no data.
@@ -361,48 +373,6 @@ fn splice_out(pipe: &mut Pipe, dst: &mut Socket) -> io::Result<()> {
             Err(nix::errno::Errno::EAGAIN) => dst.writable = false,
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-/// Bytes waiting to be written: a pooled buffer or a slice of the scratch buffer.
-trait Outgoing {
-    fn pending(&self) -> &[u8];
-    fn consume(&mut self, n: usize);
-}
-
-impl Outgoing for Buf {
-    fn pending(&self) -> &[u8] {
-        Buf::pending(self)
-    }
-    fn consume(&mut self, n: usize) {
-        Buf::consume(self, n)
-    }
-}
-
-struct BorrowedBuf<'a> {
-    bytes: &'a [u8],
-}
-
-impl Outgoing for BorrowedBuf<'_> {
-    fn pending(&self) -> &[u8] {
-        self.bytes
-    }
-    fn consume(&mut self, n: usize) {
-        self.bytes = &self.bytes[n..];
-    }
-}
-
-/// Writes until `buf` is empty or `dst` would block (then clears `writable`).
-fn write_out(dst: &mut Stream, writable: &mut bool, buf: &mut impl Outgoing) -> io::Result<()> {
-    while !buf.pending().is_empty() && *writable {
-        match dst.write(buf.pending()) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf.consume(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => *writable = false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
     }
     Ok(())

@@ -8,24 +8,24 @@
 //! bytes.
 //!
 //! One job per file: this one runs the loop and the signals; [`reload`], [`upgrade`],
-//! [`answer`] (the control socket's requests), [`info`] (`show info`, `show config`), [`listing`] (`show conns` as the workers build
-//! it), [`watchdog`] (systemd's) and [`vitals`] (what `/healthz` and `/readyz` ask) do the rest.
+//! [`answer`] (the control socket's requests), [`info`] (`show info`, `show config`),
+//! [`listing`] (`show conns` as the workers build it), [`threads`] (the worker threads),
+//! [`watchdog`] (systemd's) and [`vitals`] (what `/healthz` and `/readyz` ask) do the rest.
 
 mod answer;
 mod info;
 mod listing;
 mod reload;
+mod threads;
 mod upgrade;
 mod vitals;
 mod watchdog;
 
 use std::io;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{error, warn, Level};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -40,6 +40,7 @@ use crate::signals::{self, Signal, Signals};
 use crate::upgrade::{Source, Thawed};
 use crate::upstream::{Upstreams, Watched};
 use crate::worker::{Command, Remote, Worker};
+use threads::Threads;
 use watchdog::Watchdog;
 
 const SIGNALS: Token = Token(0);
@@ -128,50 +129,6 @@ pub struct Supervisor {
     history: info::History,
     /// Set in the new image of an upgrade until its first turn.
     upgraded: Option<Upgraded>,
-}
-
-/// The worker threads.
-struct Threads {
-    remotes: Vec<Remote>,
-    handles: Vec<JoinHandle<()>>,
-    /// Threads not yet finished.
-    running: usize,
-}
-
-impl Threads {
-    /// One thread per worker; each reports its end on `finished` and wakes the supervisor.
-    fn spawn(
-        workers: Vec<(Worker, Remote)>,
-        done: &Arc<Waker>,
-        finished: &Sender<io::Result<()>>,
-    ) -> io::Result<Threads> {
-        let mut threads = Threads { remotes: Vec::new(), handles: Vec::new(), running: 0 };
-        for (i, (mut server, remote)) in workers.into_iter().enumerate() {
-            let (done, finished) = (Arc::clone(done), finished.clone());
-            let thread = std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
-                signals::block(); // the supervisor's thread alone takes the signals
-                let result = panic::catch_unwind(AssertUnwindSafe(|| server.run()))
-                    .unwrap_or_else(|_| Err(io::Error::other(format!("worker {i} panicked"))));
-                let _ = finished.send(result);
-                let _ = done.wake();
-            })?;
-            threads.remotes.push(remote);
-            threads.handles.push(thread);
-            threads.running += 1;
-        }
-        Ok(threads)
-    }
-
-    /// Waits for every thread to end (after a stop or a freeze). Their results are dropped:
-    /// the caller knows why they ended.
-    fn join(&mut self, finished: &Receiver<io::Result<()>>) {
-        while self.running > 0 && finished.recv().is_ok() {
-            self.running -= 1;
-        }
-        for handle in self.handles.drain(..) {
-            let _ = handle.join();
-        }
-    }
 }
 
 impl Supervisor {
@@ -271,15 +228,7 @@ impl Supervisor {
         signals::unblock();
         let mut watchdog = self.notifier.watchdog_interval().map(|every| Watchdog::new(every, &self.metrics));
         while threads.running > 0 {
-            let timeout = [
-                self.endpoint.as_ref().and_then(Endpoint::next_deadline),
-                self.control.as_ref().and_then(control::Server::next_deadline),
-                watchdog.as_ref().map(|w| w.next),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = self.poll_timeout(watchdog.as_ref());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -289,39 +238,12 @@ impl Supervisor {
                 result = Err(e);
                 break;
             }
-            if let Some(endpoint) = self.endpoint.as_mut() {
-                let vitals = vitals::Probed { stopping: self.stopping, threads: &threads };
-                for event in events.iter() {
-                    if endpoint.owns(event.token()) {
-                        endpoint.handle(self.poll.registry(), event, &self.metrics, &vitals);
-                    }
-                }
-                endpoint.expire(Instant::now(), &self.metrics, &vitals);
-            }
+            self.serve_metrics(&events, &threads);
             self.serve_control(&events, &threads.remotes, &log);
             if let Some(w) = watchdog.as_mut().filter(|w| Instant::now() >= w.next) {
-                // WATCHDOG=1 only if every worker's loop turned since the last ping; then ping
-                // them again (a turn of an idle loop needs a wake-up).
-                if w.all_turned(&self.metrics) {
-                    self.notifier.send(&format!("WATCHDOG=1\nSTATUS={}", self.status()));
-                }
-                broadcast(&threads.remotes, || Command::Ping);
+                self.tend_watchdog(w, &threads.remotes);
             }
-            // An upgrade execs: it is taken last, so that the rest of the batch is not lost with
-            // this image. A TERM with it stops first, and the upgrade is not done.
-            let mut upgrade_signalled = false;
-            for signal in self.signals.pending().collect::<Vec<Signal>>() {
-                match signal {
-                    Signal::Stop => self.stop(&threads.remotes),
-                    Signal::Reload if self.stopping => warn!("SIGHUP while stopping: ignored"),
-                    Signal::Reload => drop(self.reload(&threads.remotes, &log)),
-                    Signal::Stats => {
-                        log.reopen();
-                        logging::log_fields(Level::Info, "stats", &self.metrics.stats());
-                    }
-                    Signal::Upgrade => upgrade_signalled = true,
-                }
-            }
+            let upgrade_signalled = self.take_signals(&threads.remotes, &log);
             let mut turn =
                 Turn { threads: &mut threads, finished: &finished, finished_tx: &finished_tx, log: &log };
             if let Err(e) = self.upgrade_if_asked(upgrade_signalled, &mut turn) {
@@ -329,21 +251,66 @@ impl Supervisor {
                 error!("upgrade: cannot carry on: {e}");
                 result = Err(e);
             }
-            while let Ok(outcome) = finished.try_recv() {
-                threads.running -= 1;
-                if let Err(e) = outcome {
-                    error!("worker stopped on error: {e}; stopping the others");
-                    stop_now(&threads.remotes);
-                    if result.is_ok() {
-                        result = Err(e);
-                    }
-                }
-            }
+            threads.reap(&finished, &mut result);
         }
         for thread in threads.handles {
             let _ = thread.join();
         }
         result
+    }
+
+    /// Until the next deadline of the metrics endpoint, the control socket or the watchdog.
+    fn poll_timeout(&self, watchdog: Option<&Watchdog>) -> Option<Duration> {
+        [
+            self.endpoint.as_ref().and_then(Endpoint::next_deadline),
+            self.control.as_ref().and_then(control::Server::next_deadline),
+            watchdog.map(|w| w.next),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    /// The metrics endpoint's events of the batch, and its deadlines.
+    fn serve_metrics(&mut self, events: &Events, threads: &Threads) {
+        let Some(endpoint) = self.endpoint.as_mut() else { return };
+        let vitals = vitals::Probed { stopping: self.stopping, threads };
+        for event in events.iter() {
+            if endpoint.owns(event.token()) {
+                endpoint.handle(event, &self.metrics, &vitals);
+            }
+        }
+        endpoint.expire(Instant::now(), &self.metrics, &vitals);
+    }
+
+    /// WATCHDOG=1 only if every worker's loop turned since the last ping; then ping them again
+    /// (a turn of an idle loop needs a wake-up).
+    fn tend_watchdog(&self, watchdog: &mut Watchdog, remotes: &[Remote]) {
+        if watchdog.all_turned(&self.metrics) {
+            self.notifier.send(&format!("WATCHDOG=1\nSTATUS={}", self.status()));
+        }
+        broadcast(remotes, || Command::Ping);
+    }
+
+    /// Acts on the signals that arrived; true if one asks for an upgrade. An upgrade execs: it
+    /// is taken last, so that the rest of the batch is not lost with this image. A TERM with it
+    /// stops first, and the upgrade is not done.
+    fn take_signals(&mut self, remotes: &[Remote], log: &LogHandle) -> bool {
+        let mut upgrade_signalled = false;
+        for signal in self.signals.pending().collect::<Vec<Signal>>() {
+            match signal {
+                Signal::Stop => self.stop(remotes),
+                Signal::Reload if self.stopping => warn!("SIGHUP while stopping: ignored"),
+                Signal::Reload => drop(self.reload(remotes, log)),
+                Signal::Stats => {
+                    log.reopen();
+                    logging::log_fields(Level::Info, "stats", &self.metrics.stats());
+                }
+                Signal::Upgrade => upgrade_signalled = true,
+            }
+        }
+        upgrade_signalled
     }
 
     /// A stop (TERM or INT): the workers drain; a second one closes everything.

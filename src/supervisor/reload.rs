@@ -8,7 +8,7 @@ use std::sync::Arc;
 use log::{error, info, warn};
 
 use super::{watch_list, Supervisor};
-use crate::config::{Changes, Config};
+use crate::config::{Changes, Config, ListenerConfig};
 use crate::error;
 use crate::listener;
 use crate::logging::LogHandle;
@@ -68,65 +68,8 @@ impl Supervisor {
         let mut new = Config::load(&self.config.path, pidfile).map_err(|e| e.to_string())?;
         // Said only once the reload has succeeded: a failed one changes nothing.
         let restart = new.keep_restart_only(&self.config, self.runtime.pidfile_overridden);
-        // Every listener of the new configuration: kept by address, or bound now. A bind
-        // failure abandons the reload (dropping `parts` closes what was bound for it).
-        let mut parts: Vec<Vec<ListenerChange>> = remotes.iter().map(|_| Vec::new()).collect();
-        let (mut indices, mut next_index, mut kept) = (Vec::new(), self.next_index, 0);
-        // A kept listener keeps its counters (under its first name, should it be renamed).
-        let mut counters = Vec::new();
-        let mut upstreams = Vec::new();
-        let mut sources = self.sources.clone();
-        for (i, lc) in new.listeners.iter().enumerate() {
-            let source = Source { text: Arc::clone(&new.text), position: i };
-            let same = self.config.listeners.iter().position(|old| old.listen == lc.listen);
-            // A kept listener's addresses keep their health (disabled, in backoff).
-            let before = same.and_then(|j| self.upstreams[j].as_deref());
-            let resolved = listener::resolve_upstreams(&new, i, before).map_err(|e| e.to_string())?;
-            upstreams.push(resolved.clone());
-            match same {
-                Some(j) => {
-                    counters.push(self.metrics.listener(&self.config.listeners[j].name));
-                    let index = self.listener_indices[j];
-                    parts.iter_mut().for_each(|p| {
-                        let (config, upstreams) = (lc.clone(), resolved.clone());
-                        p.push(ListenerChange::Keep { index, config, upstreams })
-                    });
-                    indices.push(index);
-                    sources[index] = source;
-                    kept += 1;
-                }
-                // Bound after privileges were dropped: a Unix socket file is the daemon's own.
-                None => match listener::bind_one(
-                    lc,
-                    remotes.len(),
-                    ListenerMetrics::new(&lc.name),
-                    resolved,
-                    None,
-                ) {
-                    Ok(sockets) => {
-                        counters.push(Arc::clone(&sockets[0].metrics));
-                        for (part, listener) in parts.iter_mut().zip(sockets) {
-                            part.push(ListenerChange::Add(listener));
-                        }
-                        indices.push(next_index);
-                        sources.push(source);
-                        next_index += 1;
-                    }
-                    Err(e) => {
-                        // The file, line and key of the address, as for the errors of the file.
-                        let message = match e {
-                            error::Error::Io { source, .. } => {
-                                format!("cannot listen on {} (listener {:?}): {source}", lc.listen, lc.name)
-                            }
-                            e => e.to_string(),
-                        };
-                        let e = new.error_at(&format!("listener[{i}].listen"), Some(lc.listen_at), message);
-                        return Err(e.to_string());
-                    }
-                },
-            }
-        }
-        for (remote, listeners) in remotes.iter().zip(parts) {
+        let table = self.new_table(&new, remotes.len())?;
+        for (remote, listeners) in remotes.iter().zip(table.parts) {
             let shutdown_timeout = new.daemon.shutdown_timeout;
             remote.send(Command::Reload(Reload { listeners, shutdown_timeout }));
         }
@@ -138,16 +81,48 @@ impl Supervisor {
         }
         log.set_level(new.daemon.log_level);
         log.set_format(new.daemon.log_format);
-        self.in_force(&new, counters, upstreams);
+        self.in_force(&new, table.counters, table.upstreams);
+        let kept = table.kept;
         let (added, removed) = (new.listeners.len() - kept, self.config.listeners.len() - kept);
         let summary =
             format!("listeners={} kept={kept} added={added} removed={removed}", new.listeners.len());
         let changes = self.config.changes(&new, restart);
         self.config = new;
-        self.listener_indices = indices;
-        self.sources = sources;
-        self.next_index = next_index;
+        self.listener_indices = table.listener_indices;
+        self.sources = table.sources;
+        self.next_index = table.next_index;
         Ok(Reloaded { summary, changes })
+    }
+
+    /// The workers' listener table for every listener of `new`: kept by address, or bound now.
+    /// A bind failure abandons the reload (dropping the table closes what was bound for it).
+    fn new_table(&self, new: &Config, workers: usize) -> Result<Table, String> {
+        let mut table = Table {
+            parts: (0..workers).map(|_| Vec::new()).collect(),
+            listener_indices: Vec::new(),
+            next_index: self.next_index,
+            kept: 0,
+            counters: Vec::new(),
+            upstreams: Vec::new(),
+            sources: self.sources.clone(),
+        };
+        for (i, lc) in new.listeners.iter().enumerate() {
+            let source = Source { text: Arc::clone(&new.text), position: i };
+            let same = self.config.listeners.iter().position(|old| old.listen == lc.listen);
+            // A kept listener's addresses keep their health (disabled, in backoff).
+            let before = same.and_then(|j| self.upstreams[j].as_deref());
+            let resolved = listener::resolve_upstreams(new, i, before).map_err(|e| e.to_string())?;
+            table.upstreams.push(resolved.clone());
+            match same {
+                Some(j) => {
+                    // A kept listener keeps its counters (under its first name, should it be renamed).
+                    let counters = self.metrics.listener(&self.config.listeners[j].name);
+                    table.keep(lc, resolved, self.listener_indices[j], source, counters);
+                }
+                None => table.add(lc, resolved, source).map_err(|e| bind_failed(new, i, e))?,
+            }
+        }
+        Ok(table)
     }
 
     /// The counters and upstreams of the listeners of `new`, in its order, in force from now
@@ -166,4 +141,72 @@ impl Supervisor {
         upstreams.iter().flatten().for_each(|u| u.forget_unlisted());
         self.upstreams = upstreams;
     }
+}
+
+/// The workers' listener table a reload builds: what each worker is sent, and what the
+/// supervisor keeps of each listener (by the new configuration's order).
+struct Table {
+    /// Each worker's part.
+    parts: Vec<Vec<ListenerChange>>,
+    /// The workers' listener index of each listener.
+    listener_indices: Vec<usize>,
+    next_index: usize,
+    kept: usize,
+    counters: Vec<Arc<ListenerMetrics>>,
+    upstreams: Vec<Option<Arc<Upstreams>>>,
+    sources: Vec<Source>,
+}
+
+impl Table {
+    /// A listener whose address stays: the workers keep its sockets, at `index`.
+    fn keep(
+        &mut self,
+        lc: &ListenerConfig,
+        upstreams: Option<Arc<Upstreams>>,
+        index: usize,
+        source: Source,
+        counters: Arc<ListenerMetrics>,
+    ) {
+        self.counters.push(counters);
+        for part in &mut self.parts {
+            let (config, upstreams) = (lc.clone(), upstreams.clone());
+            part.push(ListenerChange::Keep { index, config, upstreams });
+        }
+        self.listener_indices.push(index);
+        self.sources[index] = source;
+        self.kept += 1;
+    }
+
+    /// A listener added: bound now, after privileges were dropped (a Unix socket file is the
+    /// daemon's own), at the next index.
+    fn add(
+        &mut self,
+        lc: &ListenerConfig,
+        upstreams: Option<Arc<Upstreams>>,
+        source: Source,
+    ) -> Result<(), error::Error> {
+        let metrics = ListenerMetrics::new(&lc.name);
+        let sockets = listener::bind_one(lc, self.parts.len(), metrics, upstreams, None)?;
+        self.counters.push(Arc::clone(&sockets[0].metrics));
+        for (part, listener) in self.parts.iter_mut().zip(sockets) {
+            part.push(ListenerChange::Add(listener));
+        }
+        self.listener_indices.push(self.next_index);
+        self.sources.push(source);
+        self.next_index += 1;
+        Ok(())
+    }
+}
+
+/// Why listener `i` of `new` could not be bound, with the file, line and key of its address,
+/// as for the errors of the file.
+fn bind_failed(new: &Config, i: usize, e: error::Error) -> String {
+    let lc = &new.listeners[i];
+    let message = match e {
+        error::Error::Io { source, .. } => {
+            format!("cannot listen on {} (listener {:?}): {source}", lc.listen, lc.name)
+        }
+        e => e.to_string(),
+    };
+    new.error_at(&format!("listener[{i}].listen"), Some(lc.listen_at), message).to_string()
 }

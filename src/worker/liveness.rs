@@ -174,10 +174,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn what_moved_on_the_wire_and_when() {
-        // (what, [client, upstream], the daemon holds bytes, the idle deadline decided)
-        let rows: [(&str, [TcpProgress; 2], bool, Option<u64>); 12] = [
+    /// A case of [`what_moved_on_the_wire_and_when`]: what, the kernel's figures for
+    /// `[client, upstream]`, whether the daemon holds bytes, and the idle deadline decided
+    /// (`None`: idle now).
+    type Wire = (&'static str, [TcpProgress; 2], bool, Option<u64>);
+
+    /// What the kernel may have moved since the last call, case by case.
+    fn wire_cases() -> [Wire; 12] {
+        [
             ("nothing since the last call", [quiet(), quiet()], false, None),
             (
                 "the last call's own bytes, sent then and acknowledged 1 ms later",
@@ -245,8 +249,12 @@ mod tests {
                 true,
                 Some(moved(2_000) + SLACK + IDLE),
             ),
-        ];
-        for (what, kernel, holds_bytes, expected) in rows {
+        ]
+    }
+
+    #[test]
+    fn what_moved_on_the_wire_and_when() {
+        for (what, kernel, holds_bytes, expected) in wire_cases() {
             let mut first = due(kernel);
             first.holds_bytes = holds_bytes;
             assert_eq!(decide(first), expected, "{what}");

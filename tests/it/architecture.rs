@@ -115,7 +115,7 @@ pub const LEAVES: &[&str] = &[
 /// lists them: a module imports only from its own layer or those below. The first layer is the
 /// leaves and the modules over them only.
 const LAYERS: &[(&str, &[&[&str]])] = &[
-    ("leaves", &[LEAVES, &["activation", "close_reason", "handover", "notify"]]),
+    ("leaves", &[LEAVES, &["activation", "bounded", "close_reason", "handover", "notify"]]),
     ("configuration", &[&["config", "daemon", "error", "logging", "upstream"]]),
     ("sockets and their state", &[&["cancel", "conn", "listener", "metrics", "relay"]]),
     ("the loop", &[&["worker"]]),
@@ -133,6 +133,12 @@ fn the_modules_import_each_other_without_a_cycle() {
     let loop_side = ["worker", "wheel", "clock", "listener", "config"];
     let knows: Vec<_> = graph["conn"].iter().filter(|m| loop_side.contains(&m.as_str())).collect();
     assert!(knows.is_empty(), "conn imports {knows:?}");
+    // The bounded-request server under the control socket and the metrics endpoint knows
+    // nothing of what they ask and answer: below both, beside the sockets.
+    let serves = ["control", "metrics", "supervisor", "config"];
+    let knows: Vec<_> = graph["bounded"].iter().filter(|m| serves.contains(&m.as_str())).collect();
+    assert!(knows.is_empty(), "bounded imports {knows:?}");
+    assert!(graph["control"].contains("bounded") && graph["metrics"].contains("bounded"));
     // The leaves the layers share import nothing of the crate.
     for &leaf in LEAVES {
         assert!(graph[leaf].is_empty(), "{leaf} is a leaf, yet imports {:?}", graph[leaf]);

@@ -61,8 +61,6 @@ pub fn reap(
     echo: bool,
 ) -> io::Result<String> {
     let mut poll = Poll::new()?;
-    let mut streams = Vec::with_capacity(conns);
-    let mut sent = Vec::with_capacity(conns);
     // The kernel stamps received packets only while some socket asks for it, and switches that
     // on asynchronously: ask first, and give it a moment, so that the first echo has its stamp.
     let _stamping = match echo {
@@ -75,6 +73,39 @@ pub fn reap(
         false => None,
     };
     let started = Instant::now();
+    let (streams, sent) = connect_and_send(&poll, addr, conns, echo)?;
+    let connect_ms = started.elapsed().as_secs_f64() * 1e3;
+    let seen = watch_closes(&mut poll, &streams, timeout, echo)?;
+    let (headline, mut extra) = lateness(&seen, &sent, timeout, echo);
+    if let Some(path) = samples {
+        let text: String = headline.iter().map(|l| format!("{:.3}\n", l * 1e3)).collect();
+        std::fs::write(path, text)?;
+    }
+    let l = Summary::of(headline);
+    let closed = conns - seen.open;
+    if echo && l.count < closed {
+        extra.push_str(&format!(" no_echo={}", closed - l.count));
+    }
+    Ok(format!(
+        "scenario=reap conns={conns} connect_ms={connect_ms:.0} closed={closed} early={} min_ms={:.3} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}{extra}",
+        l.below_zero,
+        l.min,
+        l.p50,
+        l.p99,
+        l.max,
+    ))
+}
+
+/// Opens `conns` connections, each registered with `poll` under its index, and sends each its
+/// byte as soon as it exists; returns them with the instant each byte was sent.
+fn connect_and_send(
+    poll: &Poll,
+    addr: SocketAddr,
+    conns: usize,
+    echo: bool,
+) -> io::Result<(Vec<mio::net::TcpStream>, Vec<Instant>)> {
+    let mut streams = Vec::with_capacity(conns);
+    let mut sent = Vec::with_capacity(conns);
     for i in 0..conns {
         let mut stream = connect(addr).map_err(context(format!("connect {i}")))?;
         if echo {
@@ -90,82 +121,89 @@ pub fn reap(
         poll.registry().register(&mut stream, Token(i), Interest::READABLE)?;
         streams.push(stream);
     }
-    let connect_ms = started.elapsed().as_secs_f64() * 1e3;
-    let mut closed: Vec<Option<Instant>> = vec![None; conns];
-    let mut echoed: Vec<Option<Instant>> = vec![None; conns];
-    let mut open = conns;
+    Ok((streams, sent))
+}
+
+/// What [`watch_closes`] saw of each connection: when it was closed, when its echo arrived (by
+/// the kernel's stamp), and how many were still open when it gave up.
+struct Seen {
+    closed: Vec<Option<Instant>>,
+    echoed: Vec<Option<Instant>>,
+    open: usize,
+}
+
+/// Reads every connection until the daemon closes it, noting when; gives up after twice the
+/// timeout and 10 s more.
+fn watch_closes(
+    poll: &mut Poll,
+    streams: &[mio::net::TcpStream],
+    timeout: Duration,
+    echo: bool,
+) -> io::Result<Seen> {
+    let conns = streams.len();
+    let mut seen = Seen { closed: vec![None; conns], echoed: vec![None; conns], open: conns };
     let give_up = Instant::now() + timeout * 2 + Duration::from_secs(10);
     let mut events = Events::with_capacity(1024);
     let mut buf = [0u8; 64];
-    while open > 0 && Instant::now() < give_up {
+    while seen.open > 0 && Instant::now() < give_up {
         poll.poll(&mut events, Some(Duration::from_millis(100)))?;
         let now = Instant::now();
         for event in events.iter() {
             let i = event.token().0;
-            if closed[i].is_some() {
+            if seen.closed[i].is_some() {
                 continue;
             }
-            if echo && echoed[i].is_none() {
-                echoed[i] = received_at(&streams[i], &mut buf)?;
+            if echo && seen.echoed[i].is_none() {
+                seen.echoed[i] = received_at(&streams[i], &mut buf)?;
             }
-            loop {
-                match streams[i].read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => break, // reset: closed too
-                }
-            }
-            // Closed when the read side saw EOF or an error.
-            let mut probe = [0u8; 1];
-            let finished = match streams[i].peek(&mut probe) {
-                Ok(0) => true,
-                Ok(_) => false,
-                Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-            };
-            if finished {
-                closed[i] = Some(now);
-                open -= 1;
+            if drained_to_the_end(&streams[i], &mut buf) {
+                seen.closed[i] = Some(now);
+                seen.open -= 1;
             }
         }
     }
+    Ok(seen)
+}
+
+/// Reads what waits on `stream`; true if its read side is finished (EOF or an error).
+fn drained_to_the_end(mut stream: &mio::net::TcpStream, buf: &mut [u8]) -> bool {
+    loop {
+        match stream.read(buf) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break, // reset: closed too
+        }
+    }
+    let mut probe = [0u8; 1];
+    match stream.peek(&mut probe) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Each close's lateness in milliseconds (the headline: from the echo with `echo`, else from
+/// the send), and with `echo` the figures from the send and the echo's lag, as `key=value`s.
+fn lateness(seen: &Seen, sent: &[Instant], timeout: Duration, echo: bool) -> (Vec<f64>, String) {
     let timeout_ms = timeout.as_secs_f64() * 1e3;
     let lateness_from = |from: &mut dyn Iterator<Item = Option<Instant>>| -> Vec<f64> {
-        let pairs = closed.iter().zip(from);
+        let pairs = seen.closed.iter().zip(from);
         pairs.filter_map(|(c, f)| Some(signed_ms((*c)?, f?) - timeout_ms)).collect()
     };
     let from_sent = lateness_from(&mut sent.iter().copied().map(Some));
-    let (headline, mut extra) = match echo {
-        false => (from_sent, String::new()),
-        true => {
-            let pairs = echoed.iter().zip(&sent);
-            let lag = Summary::of(pairs.filter_map(|(e, s)| Some(signed_ms((*e)?, *s))).collect());
-            let sent = Summary::of(from_sent);
-            let extra = format!(
-                " echoed={} echo_lag_p50_ms={:.3} echo_lag_max_ms={:.3} sent_early={} sent_p50_ms={:.3} sent_p99_ms={:.3} sent_max_ms={:.3}",
-                lag.count, lag.p50, lag.max, sent.below_zero, sent.p50, sent.p99, sent.max,
-            );
-            (lateness_from(&mut echoed.iter().copied()), extra)
-        }
-    };
-    if let Some(path) = samples {
-        let text: String = headline.iter().map(|l| format!("{:.3}\n", l * 1e3)).collect();
-        std::fs::write(path, text)?;
+    if !echo {
+        return (from_sent, String::new());
     }
-    let l = Summary::of(headline);
-    if echo && l.count < conns - open {
-        extra.push_str(&format!(" no_echo={}", conns - open - l.count));
-    }
-    Ok(format!(
-        "scenario=reap conns={conns} connect_ms={connect_ms:.0} closed={} early={} min_ms={:.3} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}{extra}",
-        conns - open,
-        l.below_zero,
-        l.min,
-        l.p50,
-        l.p99,
-        l.max,
-    ))
+    let pairs = seen.echoed.iter().zip(sent);
+    let lag = Summary::of(pairs.filter_map(|(e, s)| Some(signed_ms((*e)?, *s))).collect());
+    let sent = Summary::of(from_sent);
+    let extra = format!(
+        " echoed={} echo_lag_p50_ms={:.3} echo_lag_max_ms={:.3} sent_early={} sent_p50_ms={:.3} sent_p99_ms={:.3} sent_max_ms={:.3}",
+        lag.count, lag.p50, lag.max, sent.below_zero, sent.p50, sent.p99, sent.max,
+    );
+    (lateness_from(&mut seen.echoed.iter().copied()), extra)
 }
 
 /// Reads the first bytes waiting on `stream` and returns when the kernel received them, as an

@@ -2,13 +2,14 @@
 //! `max_connections_per_ip`, `allow`, `deny` and `tcp_keepalive`; their defaults, values,
 //! errors and summary. The helpers are those of the pipeline's tests.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use proptest::prelude::*;
 
 use super::super::property_tests::{check_outcome, network_text, table};
 use super::super::tests::{ms, named, ok, parse, rejected, PATH};
+use super::networks::network;
 use super::*;
 
 /// A sink listener `a` with `lines` from line 5 on.
