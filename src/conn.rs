@@ -21,7 +21,7 @@ use crate::stream::Stream;
 
 use crate::buffer::Pool;
 use crate::pipe::PipePool;
-use crate::relay::{pump, Half, Io, Socket};
+use crate::relay::{pump, Half, Io, Pumped, Socket};
 use crate::sys::{tcp_progress, TcpProgress};
 use crate::vocab::{is_reset, CloseReason, IoFailure, Side};
 
@@ -334,8 +334,16 @@ impl Conn {
         let upstream = self.upstream.as_mut().expect("a relay has an upstream");
         io.other_done = self.to_client.done();
         let up = pump(&mut self.to_upstream, &mut self.client, upstream, Side::Client, io);
-        io.other_done = self.to_upstream.done();
-        let down = pump(&mut self.to_client, upstream, &mut self.client, Side::Upstream, io);
+        // After a failure the other direction is not pumped: the kernel reports a socket's error
+        // once, to the first call that meets it, and a read of that socket afterwards sees an end
+        // of stream, which passed on would give the peer a FIN ahead of its reset.
+        let down = match up.failure {
+            Some(_) => Pumped { moved: false, budget_spent: false, failure: None },
+            None => {
+                io.other_done = self.to_upstream.done();
+                pump(&mut self.to_client, upstream, &mut self.client, Side::Upstream, io)
+            }
+        };
         let active = up.moved || down.moved;
         let had_fin = self.first_fin.is_some();
         for (half, side) in [(&self.to_upstream, Side::Client), (&self.to_client, Side::Upstream)] {
