@@ -1,0 +1,89 @@
+"""The fault table as Markdown: the table alone (printed after a run) and RELIABILITY.md (the
+table, how each row is made, the exceptions, the machine and the command)."""
+
+import time
+
+COLUMN = {"idlereaper": "idlereaper", "haproxy": "HAProxy 2.6", "nginx": "nginx 1.22 (stream)"}
+
+
+def _cell(results, row, kind):
+    for r in results:
+        if r["row"] == row.key and r["kind"] == kind:
+            mark = ""
+            if r["label"] == "known loss":
+                mark = " **(known loss, see below)**"
+            elif r["failed"]:
+                mark = " **(FAILED)**"
+            return r["text"].replace("|", "/") + mark
+    if kind not in row.kinds:
+        return row.peer_notes.get(kind, "does not apply")
+    return "not run"
+
+
+def table(rows, results, kinds):
+    ran = {r["row"] for r in results}
+    lines = ["| fault | " + " | ".join(COLUMN[k] for k in kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for row in rows:
+        if row.key not in ran:
+            continue
+        lines.append(f"| {row.title} | " + " | ".join(_cell(results, row, k) for k in kinds) + " |")
+    return "\n".join(lines)
+
+
+def write(path, rows, results, kinds, about, args, elapsed):
+    ran = [row for row in rows if any(r["row"] == row.key for r in results)]
+    command = "flock /tmp/idlereaper-heavy.lock python3 bench/faults.py --write RELIABILITY.md"
+    if args.short:
+        command = command.replace("faults.py", "faults.py --short")
+    out = [
+        "# Reliability: idlereaper, HAProxy and nginx through the same faults",
+        "",
+        "What each fault costs a relay in front of a service: the bytes and connections lost, the",
+        "connections closed early, and how long it took to notice. Every relay runs the same",
+        "listeners, in front of the same upstreams, with the same timeouts, one thread each, inside",
+        "network namespaces the run makes (a client host, a relay host and a server host joined by",
+        "veth links). idlereaper's cells are judged (0 bytes lost, 0 closed early, the fault noticed",
+        "within its bound); HAProxy's and nginx's are reported as measured.",
+        "",
+        f"Reproduce (as root, Debian 12; about {round(elapsed / 60)} minutes):",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        "`python3 bench/faults.py --short` runs every row at a small size in a few minutes; CI runs",
+        "it (`.ci/run`) and fails when an idlereaper cell fails.",
+        "",
+        "## The table",
+        "",
+        table(rows, results, kinds),
+        "",
+        "## How each row is made",
+        "",
+    ]
+    # Rows that share a method (the loss rates, the vanished peers) are described once.
+    groups = []
+    for row in ran:
+        if groups and groups[-1][0].method == row.method:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    for group in groups:
+        out.append(f"- **{'; '.join(r.title for r in group)}.** {group[0].method}")
+        notes = {k: v for r in group for k, v in r.peer_notes.items()}
+        for kind, note in notes.items():
+            out.append(f"  {COLUMN[kind]}: {note}")
+    known = [row for row in ran if row.known_loss]
+    if known:
+        out += ["", "## Exceptions", ""]
+        for row in known:
+            out.append(f"- **{row.title}** (idlereaper): {row.known_loss}")
+    out += ["", "## The machine", "", "| | |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in about]
+    out += [
+        f"| run | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {elapsed / 60:.0f} minutes, "
+        f"{'short' if args.short else 'full'} sizes, {args.profile} build |",
+        "",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(out))
