@@ -23,6 +23,7 @@ out of date); HAProxy's and nginx's figures are reported, not judged. 2 on a usa
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -157,6 +158,26 @@ def run_rows(args, ctx):
     return results
 
 
+def others_load(work):
+    """The CPU other processes used during the run, from bench/loadmon.py's samples."""
+    cores = []
+    try:
+        with open(os.path.join(work, "load.txt")) as f:
+            for line in f:
+                for word in line.split():
+                    if word.startswith("others_cores="):
+                        cores.append(float(word.split("=", 1)[1]))
+    except OSError:
+        pass
+    if not cores:
+        return "not measured"
+    cores.sort()
+    return (
+        f"{cores[len(cores) // 2]:.2f} cores (median of {len(cores)} samples every 10 s), at most "
+        f"{cores[-1]:.2f}"
+    )
+
+
 def main():
     args = parse()
     if args.list:
@@ -171,6 +192,9 @@ def main():
             f"faults: missing {' '.join(missing)} (apt-get install haproxy nginx libnginx-mod-stream "
             "postgresql iptables iproute2)"
         )
+    # A thousand connections held at once, and the relays started from here inherit the limit.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if not args.no_build:
         build(args.profile)
     target = os.path.join(REPO, "target", args.profile)
@@ -185,6 +209,10 @@ def main():
     results = []
     ctx = None
     try:
+        # How busy the machine was besides this run (other people's builds share the cores).
+        with open(os.path.join(work, "load.txt"), "wb") as samples:
+            loadmon = [sys.executable, os.path.join(HERE, "loadmon.py"), str(os.getpid()), "10"]
+            procs.start("load", loadmon, stdout=samples)
         hosts.create()
         ctx = Ctx(work, procs, hosts, Loadgen(bins["loadgen"], procs), bins, args.short)
         results = run_rows(args, ctx)
@@ -208,7 +236,7 @@ def main():
     print(report.table(ROWS, results, args.relays))
     failed = [r for r in results if r["failed"]]
     if args.write:
-        about = machine.describe(REPO, bins["idlereaper"])
+        about = machine.describe(REPO, bins["idlereaper"]) + [("other processes", others_load(work))]
         report.write(args.write, ROWS, results, args.relays, about, args, elapsed)
         print(f"faults: wrote {args.write}")
     print(f"faults: {len(results)} cells in {elapsed:.0f} s; {len(failed)} failed")

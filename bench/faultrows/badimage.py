@@ -58,11 +58,11 @@ def run(ctx, kind, how):
 
 
 KNOWN = (
-    "On this build the process that execs a failing new image is gone with it: every "
-    "connection is lost (streams that had bytes in the relay end with a clean EOF), the "
-    "listener stops. A guardian process that keeps the connections until the new image "
-    "reports in, and takes over when it does not, is being built; the table will be run "
-    "again with it."
+    "On this build the process that executes a failing new image goes with it: every connection "
+    "is lost (streams with bytes in the relay end with a clean EOF), and the listeners are gone. "
+    "Keeping them needs a process that outlives the failed image: a guardian that holds every "
+    "connection until the new image reports in, and carries on as the daemon when it does not. "
+    "This build has none."
 )
 
 METHOD = (

@@ -45,7 +45,8 @@ def write(path, rows, results, kinds, about, args, elapsed):
         "veth links). idlereaper's cells are judged (0 bytes lost, 0 closed early, the fault noticed",
         "within its bound); HAProxy's and nginx's are reported as measured.",
         "",
-        f"Reproduce (as root, Debian 12; about {round(elapsed / 60)} minutes):",
+        f"Reproduce (as root, Debian 12, with haproxy, nginx, libnginx-mod-stream, postgresql, iptables "
+        f"and iproute2 installed; about {max(1, round(elapsed / 60))} min):",
         "",
         "```sh",
         command,
@@ -53,6 +54,12 @@ def write(path, rows, results, kinds, about, args, elapsed):
         "",
         "`python3 bench/faults.py --short` runs every row at a small size in a few minutes; CI runs",
         "it (`.ci/run`) and fails when an idlereaper cell fails.",
+        "",
+        "Reading a cell: *held* connections are idle ones opened before the fault and checked with a",
+        "one-byte echo after it; *streams* carry seeded data both ways and are checked by SHA-256;",
+        "*told by reset* means the peer still there saw ECONNRESET (it knows bytes may be lost),",
+        "*told by FIN* an orderly end of stream, which a client that does not count its bytes takes",
+        "for a complete answer; *closed early* means before the relay's own deadline.",
         "",
         "## The table",
         "",
@@ -74,10 +81,14 @@ def write(path, rows, results, kinds, about, args, elapsed):
         for kind, note in notes.items():
             out.append(f"  {COLUMN[kind]}: {note}")
     known = [row for row in ran if row.known_loss]
-    if known:
+    failed = [r for r in results if r["failed"]]
+    if known or failed:
         out += ["", "## Exceptions", ""]
         for row in known:
             out.append(f"- **{row.title}** (idlereaper): {row.known_loss}")
+        for r in failed:
+            title = next(row.title for row in rows if row.key == r["row"])
+            out.append(f"- **{title}** (idlereaper) FAILED: {r['why'] or r['text']}")
     out += ["", "## The machine", "", "| | |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in about]
     out += [

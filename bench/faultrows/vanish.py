@@ -133,7 +133,9 @@ METHOD = (
     "gives. Idle timeout 10 s (2 s in the short run); user timeout 2 s (1 s) where set "
     "(idlereaper `tcp_user_timeout`, HAProxy `tcp-ut` on bind and server lines; nginx has no "
     "such setting, so its cell is the same fault without one). A user timeout only counts time "
-    "during which sent bytes stay unacknowledged: an idle connection has none."
+    "during which sent bytes stay unacknowledged: an idle connection has none. idlereaper's cell is "
+    "judged: the peer still there is told, not before the idle timeout (where that is what ends "
+    "the connection), and, when bytes were in flight, by a reset."
 )
 
 FAULTS = (
