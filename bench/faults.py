@@ -236,7 +236,8 @@ def main():
     print(report.table(ROWS, results, args.relays))
     failed = [r for r in results if r["failed"]]
     if args.write:
-        about = machine.describe(REPO, bins["idlereaper"]) + [("other processes", others_load(work))]
+        about = machine.describe(REPO, bins["idlereaper"])
+        about += [("network", hosts.describe()), ("other processes", others_load(work))]
         report.write(args.write, ROWS, results, args.relays, about, args, elapsed)
         print(f"faults: wrote {args.write}")
     print(f"faults: {len(results)} cells in {elapsed:.0f} s; {len(failed)} failed")

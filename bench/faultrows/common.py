@@ -8,6 +8,7 @@ are on the server host (10.77.2.2), inside the run's own namespaces. Ports are f
 
 import contextlib
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ FULL = dict(
     loss_streams=16,
     loss_bytes=8 * MIB,
     loss_idle_s=30.0,
-    loss_limit_s=900.0,
+    loss_limit_s=300.0,
     vanish_idle_s=10.0,
     user_timeout_s=2.0,
     silent_idle_s=5.0,
@@ -118,6 +119,25 @@ def fmt_bytes(n):
     if n < 1024 * 1024:
         return f"{n / 1024:.1f} KiB"
     return f"{n / MIB:.1f} MiB"
+
+
+def crashes(relay):
+    """Processes of the relay its own log says died of SIGSEGV (HAProxy: "exited with code 139";
+    nginx: "exited on signal 11"), as words for a cell, or None."""
+    n = len(re.findall(r"exited (?:with code 139|on signal 11)", relay.log_text()))
+    return f"{n} of its processes died of SIGSEGV (its log)" if n else None
+
+
+def haproxy_endings(relay):
+    """HAProxy's own account (its `option tcplog` lines) of the connections it ended abnormally:
+    termination state -> count (`cD`: the client-side timeout during data), as words, or None."""
+    states = {}
+    for line in relay.log_text().splitlines():
+        fields = line.split()
+        # client [date] frontend backend/server Tw/Tc/Tt bytes state …
+        if len(fields) > 7 and fields[1].startswith("[") and fields[6] != "--":
+            states[fields[6]] = states.get(fields[6], 0) + 1
+    return "HAProxy's log: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())) if states else None
 
 
 def fmt_s(seconds):

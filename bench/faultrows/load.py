@@ -18,7 +18,7 @@ from rig.streams import Streams
 
 from .common import fmt_bytes
 
-LONG_IDLE_S = 600.0
+LONG_IDLE_S = 3600.0  # longer than any row: the held connections and streams are never idle-reaped
 
 
 def listeners(ctx, kind, reap_idle_s, extra=()):

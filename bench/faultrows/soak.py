@@ -9,7 +9,7 @@ import time
 from rig import measure, wire
 from rig import procs as P
 
-from .common import Cell, Row, fmt_s
+from .common import Cell, Row, crashes, fmt_s
 from .load import Load, listeners, lost_summary, reaped_all
 
 FD_TOLERANCE = 4
@@ -99,7 +99,7 @@ def _phase(ctx, kind, relay, lsts, secs, streams, ops):
 
 def run(ctx, kind):
     s = ctx.size
-    lsts = listeners(ctx, kind, s["reap_idle_s"], extra=[("victims", 600.0)])
+    lsts = listeners(ctx, kind, s["reap_idle_s"], extra=[("victims", 3600.0)])
     relay = ctx.relay(kind, list(lsts.values()), "soak", control=True)
     held = ctx.open_held(lsts["held"], s["soak_held"])
     ops = {
@@ -131,6 +131,8 @@ def run(ctx, kind):
     text += f"; {ops['reloads_ok']}/{ops['reloads']} reloads, {ops['upgrades_ok']}/{ops['upgrades']} upgrades"
     if kind != "nginx":
         text += f", {ops['killed_ended']}/{ops['killed']} killed connections closed"
+    if crashes(relay):
+        text += f"; {crashes(relay)}"
     data = {"start": start, "end": end, "ops": ops, "load": got}
     if kind != "idlereaper":
         return Cell(text, None, "", data)

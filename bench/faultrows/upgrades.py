@@ -5,7 +5,7 @@ meanwhile may be late only by the tick plus the pauses the upgrades made."""
 import statistics
 import time
 
-from .common import Cell, Row
+from .common import Cell, Row, crashes
 from .load import Load, listeners, lost_summary, reaped_all
 
 TICK_MS = 1.0
@@ -59,6 +59,8 @@ def run(ctx, kind):
         words.append(f"max reap lateness {got['reap']['max_ms']:.1f} ms")
     if kind != "idlereaper":
         words.append(f"{len(relay.pids())} processes after")
+    if crashes(relay):
+        words.append(crashes(relay))
     text = f"{head}; " + "; ".join(words)
     if again is None:
         text += "; NO new connection relayed after"

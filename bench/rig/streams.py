@@ -54,6 +54,7 @@ class _Stream:
         self.sha_in = hashlib.sha256()
         self.end = None  # done, eof, reset, timeout
         self.ended_at = None
+        self.moved_at = time.monotonic()  # the last byte sent or received
         self.interest = 0
 
     def to_send(self, stopped):
@@ -68,6 +69,7 @@ class _Stream:
         n = self.sock.send(memoryview(self.block)[self.off :])
         self.off += n
         self.sent += n
+        self.moved_at = time.monotonic()
 
     def recv(self):
         b = self.sock.recv(262144)
@@ -75,6 +77,7 @@ class _Stream:
             return False
         self.sha_in.update(b)
         self.received += len(b)
+        self.moved_at = time.monotonic()
         return True
 
 
@@ -177,7 +180,8 @@ class Streams:
         st.sock.close()
 
     def summary(self):
-        """streams, intact, corrupt, early (ended by eof or reset before done), timeouts,
+        """streams, intact, corrupt, early (ended by eof or reset before done), timeouts (with
+        `unfinished`: what each had sent and got back, and how long nothing had moved on it),
         lost_bytes, bytes_each_way (sent by the client), seconds."""
         out = {
             "streams": len(self.streams),
@@ -204,6 +208,9 @@ class Streams:
                 out["intact"] += 1
             elif st.end == "timeout":
                 out["timeouts"] += 1
+                out.setdefault("unfinished", []).append(
+                    {"sent": st.sent, "received": st.received, "still_s": round(st.ended_at - st.moved_at, 1)}
+                )
             else:
                 out["early"] += 1
         out["seconds"] = round(last - (self.t0 or last), 2)
