@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Install test of the Debian package (issue 3): build it, lint it, install it,
-# run the daemon from the packaged /etc/idlereaper.toml, stop it, upgrade it in
-# place under a running daemon to a second package one version up (issue 13),
+# Install test of the Debian package: build it, lint it, install it,
+# check what postinst made and said, run the daemon from the packaged
+# /etc/idlereaper.toml, stop it, rotate its log with the packaged logrotate
+# file, upgrade it in place under a running daemon to a second package one
+# version up, remove it with a daemon running (what prerm says),
 # purge it.
 #
 #   bash .ci/deb-test.sh        (as root, from the repository root)
@@ -270,6 +272,36 @@ step "system user and group $USER_NAME exist (home /nonexistent)" user_ok
 step "reinstall over itself (postinst is idempotent)" \
     timeout 300 dpkg -i "$deb" </dev/null >"$work/dpkg-i2.log" 2>&1
 
+# --- what postinst made and said --------------------------------------------
+# The log directory for a log file, owned by the daemon's user (logrotate
+# rotates it as that user). On a first installation where systemd does not
+# run, postinst says the daemon was not started and how to start and stop it;
+# a reinstallation says nothing of the kind.
+log_directory_made() {
+    local d=/var/log/idlereaper
+    [ -d "$d" ] || { note "no $d"; return 1; }
+    note "$d: $(stat -c '%U:%G mode %a' "$d")"
+    [ "$(stat -c '%U:%G %a' "$d")" = "$USER_NAME:$USER_NAME 750" ]
+}
+step "postinst: /var/log/idlereaper made, owned by $USER_NAME, mode 750" log_directory_made
+
+start_hint_said() {
+    grep '^idlereaper:' "$work/dpkg-i.log" | sed 's/^/      dpkg -i: /'
+    if grep -q 'daemon was not started' "$work/dpkg-i2.log"; then
+        note "the reinstallation said it too"
+        return 1
+    fi
+    if [ -d /run/systemd/system ]; then
+        ! grep -q 'daemon was not started' "$work/dpkg-i.log"
+        return
+    fi
+    grep -qxF "idlereaper: systemd is not running, so the daemon was not started." "$work/dpkg-i.log" \
+        && grep -qxF "idlereaper: Start it as root with: idlereaper" "$work/dpkg-i.log" \
+        && grep -qxF "idlereaper: Stop it with: kill -TERM \$(cat $PIDFILE)" "$work/dpkg-i.log" \
+        && { [ -S /dev/log ] || grep -q '^idlereaper: There is no syslog socket (/dev/log)' "$work/dpkg-i.log"; }
+}
+step "postinst: without a running systemd, the first dpkg -i says the daemon was not started, and how to start and stop it" start_hint_said
+
 config_ok() {
     grep -q "^user = \"$USER_NAME\"" "$CONF" && grep -q "^group = \"$USER_NAME\"" "$CONF" \
         && timeout 10 "$BIN" --check </dev/null >"$work/check.log" 2>&1
@@ -472,6 +504,64 @@ systemd_like() {
     [ "$ready" = 1 ] && [ "$s" -eq 0 ] && [ ! -e "$PIDFILE" ] && [ "$logged" = 1 ]
 }
 step "as the unit runs it: relays as $USER_NAME, logs, survives HUP/USR1, exits 0 on TERM" systemd_like
+
+# --- log rotation -----------------------------------------------------------
+# The packaged /etc/logrotate.d/idlereaper on a daemon (started by hand, as
+# root: it drops to _idlereaper) that logs to a file in the packaged log
+# directory. logrotate -f renames the file, creates a new one and sends SIGUSR1
+# (postrotate); the daemon reopens, writes to the new file (the statistics
+# line USR1 logs, then a connection's close line), and the rotated file no
+# longer grows. Twice, so that the first generation gets compressed too.
+ROTATED_LOG=/var/log/idlereaper/idlereaper.log
+# rotate N: logrotate -f with the packaged file, then waits for the daemon
+# ($rpid) to log its statistics line in the new file; the Nth rotation.
+rotate() {
+    local i
+    timeout 60 logrotate -f -s "$work/logrotate.state" /etc/logrotate.d/idlereaper >"$work/logrotate-$1.log" 2>&1 \
+        || { note "logrotate (rotation $1) failed:"; sed 's/^/      logrotate: /' "$work/logrotate-$1.log"; return 1; }
+    for i in $(seq 1 100); do
+        grep -q ' stats connections=' "$ROTATED_LOG" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    note "rotation $1: no statistics line in the new $ROTATED_LOG (the daemon did not reopen)"
+    return 1
+}
+# closes_in FILE: the number of close lines in FILE.
+closes_in() { grep -c ' conn closed ' "$1" 2>/dev/null || true; }
+logrotate_reopens() {
+    local conf=$work/logrotate.toml rpid before after i
+    if ! command -v logrotate >/dev/null; then
+        { timeout 600 apt-get update -q && timeout 600 apt-get install -y -q --no-install-recommends logrotate; } \
+            </dev/null >"$work/apt-logrotate.log" 2>&1 || { tail -n 20 "$work/apt-logrotate.log"; return 1; }
+    fi
+    rm -f "$ROTATED_LOG" "$ROTATED_LOG".*
+    sed "s|^log = \"syslog\"|log = \"$ROTATED_LOG\"|" "$CONF" >"$conf"
+    timeout 30 "$BIN" -c "$conf" </dev/null >"$work/logrotate-start.log" 2>&1 \
+        || { sed 's/^/      /' "$work/logrotate-start.log"; return 1; }
+    rpid=$(daemon_pid) || { note "no daemon"; return 1; }
+    relay "$RELAY_PORT" >/dev/null || { stop_pid "$rpid"; return 1; }
+    for i in $(seq 1 50); do [ "$(closes_in "$ROTATED_LOG")" -ge 1 ] && break; sleep 0.1; done
+    local ok=1
+    rotate 1 || ok=0
+    if [ "$ok" = 1 ]; then
+        before=$(stat -c %s "$ROTATED_LOG.1")
+        relay "$RELAY_PORT" >/dev/null || ok=0
+        for i in $(seq 1 50); do [ "$(closes_in "$ROTATED_LOG")" -ge 1 ] && break; sleep 0.1; done
+        after=$(stat -c %s "$ROTATED_LOG.1")
+        note "rotated file $ROTATED_LOG.1: $before bytes, then $after after a connection; new file: $(closes_in "$ROTATED_LOG") close line(s), owned by $(stat -c %U:%G "$ROTATED_LOG")"
+        [ "$(closes_in "$ROTATED_LOG")" -ge 1 ] && [ "$before" = "$after" ] || ok=0
+        [ "$(stat -c %U:%G "$ROTATED_LOG")" = "$USER_NAME:$USER_NAME" ] || ok=0
+    fi
+    if [ "$ok" = 1 ]; then
+        rotate 2 || ok=0
+        note "after a second rotation: $(cd /var/log/idlereaper && ls | tr '\n' ' ')"
+        [ -f "$ROTATED_LOG.2.gz" ] && [ -f "$ROTATED_LOG.1" ] || ok=0
+    fi
+    stop_pid "$rpid"
+    rm -f "$ROTATED_LOG" "$ROTATED_LOG".*
+    [ "$ok" = 1 ]
+}
+step "logrotate -f with the packaged file: the daemon reopens its log, writes to the new file, the rotated one stops growing" logrotate_reopens
 
 # --- upgrade in place -------------------------------------------------------
 # Installing a newer package over a running daemon does not restart it (issue
@@ -831,6 +921,45 @@ elif step "upgrade: $cur_version-1 installed, daemon started by hand, $UPGRADE_C
     }
     step "dpkg -i $next_version-1 with no daemon running: nothing started, nothing said" idle_upgrade
 fi
+
+# --- removal with a daemon running ---------------------------------------------
+# prerm stops a daemon started by hand, and says so first: which pid, and how
+# long its open connections get (daemon.shutdown_timeout of the file it runs
+# with: here 3s, with a connection held open, so that the stop takes that
+# long). Then that it stopped.
+prerm_says() {
+    local conf=$work/prerm.toml rpid holder s
+    install -d -o "$USER_NAME" -g "$USER_NAME" -m 0755 "$work/prerm-log" || return 1
+    sed -e "s|^log = \"syslog\"|log = \"$work/prerm-log/idlereaper.log\"|" \
+        -e 's|^shutdown_timeout = .*|shutdown_timeout = "3s"|' "$CONF" >"$conf"
+    chmod 0644 "$conf"
+    grep -q '^shutdown_timeout = "3s"$' "$conf" || { note "no shutdown_timeout line in $CONF"; return 1; }
+    timeout 30 "$BIN" -c "$conf" </dev/null >"$work/prerm-start.log" 2>&1 \
+        || { sed 's/^/      /' "$work/prerm-start.log"; return 1; }
+    rpid=$(daemon_pid) || { note "no daemon"; return 1; }
+    "$PY" -c '
+import socket, sys, time
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+c.sendall(b"held\n")
+c.recv(16)
+time.sleep(60)' "$RELAY_PORT" </dev/null >/dev/null 2>&1 &
+    holder=$!
+    sleep 0.5
+    timeout 120 dpkg --remove "$PKG" </dev/null >"$work/dpkg-remove.log" 2>&1
+    s=$?
+    kill "$holder" 2>/dev/null
+    wait "$holder" 2>/dev/null
+    sed 's/^/      dpkg: /' "$work/dpkg-remove.log"
+    [ "$s" -eq 0 ] || { note "exit status $s"; stop_pid "$rpid"; return 1; }
+    if alive "$rpid"; then
+        note "pid $rpid still runs"
+        stop_pid "$rpid"
+        return 1
+    fi
+    grep -qxF "idlereaper: stopping pid $rpid (SIGTERM); waiting up to 3s (daemon.shutdown_timeout in $conf) for its open connections to finish" "$work/dpkg-remove.log" \
+        && grep -qxF "idlereaper: pid $rpid stopped" "$work/dpkg-remove.log"
+}
+step "dpkg --remove with a daemon running: prerm says it stops pid N and waits up to its shutdown_timeout (3s), then that it stopped" prerm_says
 
 # --- purge ------------------------------------------------------------------
 purge_ok() {

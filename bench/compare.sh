@@ -27,13 +27,14 @@
 #     WORKERS=N             idlereaper `daemon.workers = N`, HAProxy `nbthread N`, nginx
 #                           `worker_processes N` (+ reuseport); unset: 1 thread each, no
 #                           `workers` key in idlereaper's config
-#     SCENARIOS="hold reap bulk pingpong churn pgbench redis upgrade"
+#     SCENARIOS="hold reap bulk pingpong churn pgbench redis upgrade protocols"
 #     REPS=3                repetitions of the quick scenarios (all but hold)
 #     HOLD_N=9000 HOLD_SECS=30 HOLD_CURVE="1000 3000" HOLD_CURVE_SECS=5
 #     REAP_CONNS=2000 REAP_TIMEOUT=2s BULK_SECS=10 CHURN_SECS=10 CHURN_THREADS=4
 #     PING_COUNT=20000 INSTALL=1 BUILD=1 OUT=bench/results/<timestamp>
 #     PGBENCH_SECS=10 PGBENCH_SCALE=10 REDIS_N_P16=2000000 REDIS_N_P1=300000
 #     UPGRADE_CONNS=9000 UPGRADE_WAIT=10
+#     PROTO_HOLD_N=5000 PROTO_HOLD_SECS=5 PROTO_HOLD_REPS=2 BIGVALUE_MB=100 BIGVALUE_ROUNDS=3
 #
 # The real clients (pgbench, redis-benchmark) talk to servers this script starts and stops: a
 # PostgreSQL cluster made by initdb in a temporary directory under /tmp (run as the `postgres`
@@ -57,12 +58,14 @@ full)
     : "${REAP_CONNS:=2000}" "${BULK_SECS:=10}" "${CHURN_SECS:=10}" "${PING_COUNT:=20000}"
     : "${PGBENCH_SECS:=10}" "${REDIS_N_P16:=2000000}" "${REDIS_N_P1:=300000}"
     : "${UPGRADE_CONNS:=9000}" "${UPGRADE_WAIT:=10}"
+    : "${PROTO_HOLD_N:=5000}" "${PROTO_HOLD_SECS:=5}" "${PROTO_HOLD_REPS:=2}" "${BIGVALUE_MB:=100}"
     ;;
 smoke)
     : "${REPS:=1}" "${HOLD_N:=50}" "${HOLD_SECS:=2}" "${HOLD_CURVE=20}" "${HOLD_CURVE_SECS:=1}"
     : "${REAP_CONNS:=50}" "${BULK_SECS:=2}" "${CHURN_SECS:=2}" "${PING_COUNT:=1000}"
     : "${PGBENCH_SECS:=2}" "${REDIS_N_P16:=20000}" "${REDIS_N_P1:=5000}"
     : "${UPGRADE_CONNS:=500}" "${UPGRADE_WAIT:=2}"
+    : "${PROTO_HOLD_N:=50}" "${PROTO_HOLD_SECS:=1}" "${PROTO_HOLD_REPS:=1}" "${BIGVALUE_MB:=10}"
     ;;
 *)
     echo "compare.sh: SCALE must be full or smoke, not '$SCALE'" >&2
@@ -72,7 +75,8 @@ esac
 : "${REAP_TIMEOUT:=2s}" "${CHURN_THREADS:=4}" "${INSTALL:=1}" "${BUILD:=1}" "${PUBLISH:=auto}"
 # pgbench -i -s 10 takes about a second here; smoke runs use the same scale.
 : "${PGBENCH_SCALE:=10}"
-ALL_SCENARIOS="hold reap bulk pingpong churn pgbench redis upgrade"
+: "${BIGVALUE_ROUNDS:=3}"
+ALL_SCENARIOS="hold reap bulk pingpong churn pgbench redis upgrade protocols"
 : "${SCENARIOS:=$ALL_SCENARIOS}"
 LONG_TIMEOUT=10m # idle timeout of the non-reap listeners: longer than any scenario
 WORKERS=${WORKERS:-}
@@ -98,7 +102,7 @@ for r in $RELAYS; do
 done
 for s in $SCENARIOS; do
     case "$s" in
-    hold | reap | bulk | pingpong | churn | pgbench | redis | upgrade) ;;
+    hold | reap | bulk | pingpong | churn | pgbench | redis | upgrade | protocols) ;;
     *)
         echo "compare.sh: unknown scenario '$s' ($ALL_SCENARIOS)" >&2
         exit 2
@@ -243,10 +247,10 @@ pg_bin() {
     done
 }
 pg_complete() { [ -n "$(pg_bin)" ]; }
-if has_scenario pgbench; then
+if has_scenario pgbench || has_scenario protocols; then
     pg_complete || need_pkgs+=(postgresql)
 fi
-if has_scenario redis; then
+if has_scenario redis || has_scenario protocols; then
     command -v redis-server >/dev/null || need_pkgs+=(redis-server)
     { command -v redis-benchmark >/dev/null && command -v redis-cli >/dev/null; } || need_pkgs+=(redis-tools)
 fi
@@ -267,7 +271,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 # The packages may start their services (ports 80/8404, PostgreSQL's 5432, redis's 6379):
 # harmless, and not ours to stop; this script starts its own servers on its own ports.
-if has_scenario pgbench; then
+if has_scenario pgbench || has_scenario protocols; then
     pg_complete || {
         echo "compare.sh: PostgreSQL's initdb, postgres, pgbench or pg_isready is missing under /usr/lib/postgresql/*/bin" >&2
         exit 1
@@ -278,7 +282,7 @@ if has_scenario pgbench; then
         exit 1
     fi
 fi
-if has_scenario redis; then
+if has_scenario redis || has_scenario protocols; then
     for b in redis-server redis-benchmark redis-cli; do
         command -v "$b" >/dev/null || {
             echo "compare.sh: $b is missing (packages redis-server, redis-tools)" >&2
@@ -348,11 +352,11 @@ fi
     echo "haproxy=$(haproxy -v 2>&1 | head -1)"
     echo "nginx=$(nginx -v 2>&1 | head -1)"
     echo "iperf3=$(iperf3 -v 2>&1 | head -1)"
-    if has_scenario pgbench; then
+    if has_scenario pgbench || has_scenario protocols; then
         echo "postgres=$("$PGBIN/postgres" -V 2>&1 | head -1)"
         echo "pgbench_secs=$PGBENCH_SECS pgbench_scale=$PGBENCH_SCALE"
     fi
-    if has_scenario redis; then
+    if has_scenario redis || has_scenario protocols; then
         echo "redis=$(redis-server -v 2>&1 | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
         echo "redis_n_p16=$REDIS_N_P16 redis_n_p1=$REDIS_N_P1"
     fi
@@ -915,6 +919,181 @@ scenario_redis() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Protocols (SCENARIOS=protocols): the same idlereaper listener with `protocol = "tcp"` and with
+# "postgres" / "redis" (bench/idlereaper-protocols.toml.in, a process of its own on ports
+# 22501..22507, an echo upstream of its own on 22551), with HAProxy and nginx beside them on
+# their real-client listeners and "direct" as the ceiling, in front of the run's one PostgreSQL
+# and one redis-server: pgbench -S -c 8 -j 2, redis-benchmark -t get -c 50 -P 16 and -P 1, a
+# large value SET and GET back (loadgen bigvalue), each round over every target in a rotated
+# order; then memory per idle connection held through each of the three listeners, a fresh
+# process for each measurement. Results: scenario=proto_* lines in results.txt, the table in
+# protocols.md (bench/protocols_report.py).
+proto_port() { echo $((22500 + $1)); }
+PROTO_PID="" PROTO_ECHO_PID=""
+
+# start_proto_relay: renders the template and starts the process, fresh; sets PROTO_PID.
+start_proto_relay() {
+    local run=$OUT/run/protocols log=$OUT/logs/relay-idlereaper-protocols.log workers_line=""
+    mkdir -p "$run"
+    rm -f "$run"/*.pid
+    [ -n "$WORKERS" ] && workers_line="workers = $WORKERS"
+    sed -e "s|@RUN@|$run|g" -e "s|@WORKERS_LINE@|$workers_line|" -e "s|@LONG_TIMEOUT@|$LONG_TIMEOUT|g" \
+        -e "s|@PG_TCP@|$(proto_port 1)|g" -e "s|@PG_POSTGRES@|$(proto_port 2)|g" \
+        -e "s|@REDIS_TCP@|$(proto_port 3)|g" -e "s|@REDIS_REDIS@|$(proto_port 4)|g" \
+        -e "s|@HOLD_TCP@|$(proto_port 5)|g" -e "s|@HOLD_POSTGRES@|$(proto_port 6)|g" \
+        -e "s|@HOLD_REDIS@|$(proto_port 7)|g" -e "s|@U_PG@|$PG_PORT|g" -e "s|@U_REDIS@|$REDIS_PORT|g" \
+        -e "s|@U_ECHO@|$(proto_port 51)|g" "$BENCH/idlereaper-protocols.toml.in" >"$OUT/configs/idlereaper-protocols.toml"
+    if grep -q '@[A-Z_]*@' "$OUT/configs/idlereaper-protocols.toml"; then
+        echo "compare.sh: unfilled placeholder in configs/idlereaper-protocols.toml" >&2
+        exit 1
+    fi
+    "$IDLEREAPER" -f -c "$OUT/configs/idlereaper-protocols.toml" >>"$log" 2>&1 &
+    PROTO_PID=$!
+    track "$PROTO_PID"
+    # shellcheck disable=SC2046
+    if ! wait_until 15 all_listening $(for i in 1 2 3 4 5 6 7; do proto_port "$i"; done) || ! alive "$PROTO_PID"; then
+        tail -20 "$log" >&2
+        echo "compare.sh: the protocol listeners' idlereaper did not start (log: $log)" >&2
+        exit 1
+    fi
+}
+stop_proto_relay() {
+    [ -n "$PROTO_PID" ] || return 0
+    alive "$PROTO_PID" || fail "protocols: the relay process $PROTO_PID died during the run"
+    stop_pids "$PROTO_PID"
+    PROTO_PID=""
+}
+
+# proto_targets KIND: "label port pids" lines for pg or redis: idlereaper's two listeners, the
+# peers that run, direct.
+proto_targets() {
+    local kind=$1 r
+    if [ "$kind" = pg ]; then
+        echo "idlereaper-tcp $(proto_port 1) $PROTO_PID"
+        echo "idlereaper-postgres $(proto_port 2) $PROTO_PID"
+    else
+        echo "idlereaper-tcp $(proto_port 3) $PROTO_PID"
+        echo "idlereaper-redis $(proto_port 4) $PROTO_PID"
+    fi
+    for r in haproxy nginx; do
+        [[ " $RELAYS " == *" $r "* ]] || continue
+        if [ "$kind" = pg ]; then echo "$r $(p_pg "$r") ${RELAY_MEASURE[$r]// /,}"; else echo "$r $(p_redis "$r") ${RELAY_MEASURE[$r]// /,}"; fi
+    done
+    if [ "$kind" = pg ]; then echo "direct $PG_PORT -"; else echo "direct $REDIS_PORT -"; fi
+}
+
+# proto_pgbench LABEL PORT PIDS REP
+proto_pgbench() {
+    local label=$1 port=$2 pids=${3//,/ } rep=$4 tag="proto-pgbench-$1-$4" rc=0 cpu0 cpu1 tps xacts failed
+    [ "$pids" = - ] && pids=""
+    # shellcheck disable=SC2086
+    cpu0=$(cpu_sum $pids)
+    timeout $((PGBENCH_SECS + 60)) "$PGBIN/pgbench" -S -c 8 -j 2 -T "$PGBENCH_SECS" -h 127.0.0.1 -p "$port" \
+        -U postgres postgres >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
+    # shellcheck disable=SC2086
+    cpu1=$(cpu_sum $pids)
+    tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$OUT/logs/$tag.out")
+    xacts=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$OUT/logs/$tag.out")
+    failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$OUT/logs/$tag.out")
+    if [ "$rc" -ne 0 ] || [ -z "$tps" ] || [ "${xacts:-0}" -eq 0 ] || [ "${failed:-0}" -ne 0 ]; then
+        fail "$label: protocols pgbench rep $rep failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
+        return 0
+    fi
+    record "$label" "$rep" "scenario=proto_pgbench tps=$tps transactions=$xacts$([ -n "$pids" ] && awk -v a="$cpu0" -v b="$cpu1" -v n="$xacts" 'BEGIN {printf " relay_cpu_s=%.3f cpu_s_per_100k=%.4f", b - a, (b - a) * 100000 / n}')"
+}
+
+# proto_redis LABEL PORT PIDS REP PIPELINE N
+proto_redis() {
+    local label=$1 port=$2 pids=${3//,/ } rep=$4 pipe=$5 n=$6 tag="proto-redis-P$5-$1-$4" rc=0 cpu0 cpu1 line test rps rest
+    [ "$pids" = - ] && pids=""
+    # shellcheck disable=SC2086
+    cpu0=$(cpu_sum $pids)
+    timeout $((60 + n / 10000)) redis-benchmark -h 127.0.0.1 -p "$port" -t get -c 50 -P "$pipe" -n "$n" --csv \
+        >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
+    # shellcheck disable=SC2086
+    cpu1=$(cpu_sum $pids)
+    line=$(grep -m1 '^"GET"' "$OUT/logs/$tag.out" | tr -d '"' || true)
+    IFS=, read -r test rps rest <<<"$line"
+    if [ "$rc" -ne 0 ] || [ "$test" != GET ] || ! awk -v v="$rps" 'BEGIN {exit !(v > 0)}'; then
+        fail "$label: protocols redis-benchmark -P $pipe rep $rep failed (exit $rc): $(tail -c 300 "$OUT/logs/$tag.err" | tr '\n' ' ')"
+        return 0
+    fi
+    record "$label" "$rep" "scenario=proto_redis pipeline=$pipe requests=$n rps=$rps$([ -n "$pids" ] && awk -v a="$cpu0" -v b="$cpu1" -v n="$n" 'BEGIN {printf " relay_cpu_s=%.3f cpu_s_per_100k=%.4f", b - a, (b - a) * 100000 / n}')"
+}
+
+# proto_bigvalue LABEL PORT PIDS REP
+proto_bigvalue() {
+    local label=$1 port=$2 rep=$4 tag="proto-bigvalue-$1-$4" rc=0
+    timeout 300 "$LOADGEN" bigvalue --connect "127.0.0.1:$port" --size "$((BIGVALUE_MB * 1000000))" \
+        --rounds "$BIGVALUE_ROUNDS" >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
+    client_result "$tag" "$rc" "$label: protocols bigvalue rep $rep" || return 0
+    record "$label" "$rep" "${RESULT_LINE/scenario=bigvalue/scenario=proto_bigvalue}"
+}
+
+# proto_hold KIND REP: memory per idle connection through the hold-KIND listener, a fresh process.
+proto_hold() {
+    local kind=$1 rep=$2 port tag="proto-hold-$1-$2" rc=0
+    case "$kind" in tcp) port=$(proto_port 5) ;; postgres) port=$(proto_port 6) ;; redis) port=$(proto_port 7) ;; esac
+    start_proto_relay
+    timeout $((PROTO_HOLD_SECS + 180)) "$LOADGEN" hold --connect "127.0.0.1:$port" --conns "$PROTO_HOLD_N" \
+        --pid "$PROTO_PID" --hold "${PROTO_HOLD_SECS}s" >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.err" || rc=$?
+    if client_result "$tag" "$rc" "protocols hold $kind rep $rep"; then
+        record "idlereaper-$kind" "$rep" "${RESULT_LINE/scenario=hold/scenario=proto_hold}"
+        [ "$(field "$RESULT_LINE" alive_after)" = "$PROTO_HOLD_N" ] ||
+            fail "protocols hold $kind: only $(field "$RESULT_LINE" alive_after) of $PROTO_HOLD_N still relayed"
+    fi
+    stop_proto_relay
+    # shellcheck disable=SC2317
+    proto_echo_drained() { [ "$(established "$(proto_port 51)")" -lt 10 ]; }
+    wait_until 20 proto_echo_drained || true
+}
+
+# proto_each KIND REP FUNCTION ARGS...: FUNCTION LABEL PORT PIDS REP ARGS... for every target,
+# starting one further along the list each round.
+proto_each() {
+    local kind=$1 rep=$2 fn=$3 targets n i
+    shift 3
+    mapfile -t targets < <(proto_targets "$kind")
+    n=${#targets[@]}
+    for i in $(seq 0 $((n - 1))); do
+        # shellcheck disable=SC2086
+        set -- ${targets[$(((i + rep) % n))]} "$rep" "$@"
+        say "protocols: $fn $1, rep $rep"
+        "$fn" "$@"
+        shift 4
+    done
+}
+
+scenario_protocols() {
+    local rep kind
+    "$LOADGEN" echo --listen "127.0.0.1:$(proto_port 51)" >"$OUT/logs/upstream-protocols-echo.log" 2>&1 &
+    PROTO_ECHO_PID=$!
+    track "$PROTO_ECHO_PID"
+    wait_until 10 listening "$(proto_port 51)" || {
+        fail "protocols: the echo upstream did not start"
+        return 0
+    }
+    start_proto_relay
+    for rep in $(seq 1 "$REPS"); do
+        proto_each pg "$rep" proto_pgbench
+        proto_each redis "$rep" proto_redis 16 "$REDIS_N_P16"
+        proto_each redis "$rep" proto_redis 1 "$REDIS_N_P1"
+        proto_each redis "$rep" proto_bigvalue
+        for r in $RELAYS; do check_relay "$r" protocols; done
+    done
+    stop_proto_relay
+    for rep in $(seq 1 "$PROTO_HOLD_REPS"); do
+        for kind in tcp postgres redis; do
+            say "protocols: hold $PROTO_HOLD_N idle connections through protocol $kind, rep $rep"
+            proto_hold "$kind" "$rep"
+        done
+    done
+    stop_pids "$PROTO_ECHO_PID"
+    "$PY" "$BENCH/protocols_report.py" "$OUT" >"$OUT/logs/protocols-report.log" 2>&1 ||
+        fail "protocols_report.py failed: $(tail -c 300 "$OUT/logs/protocols-report.log" | tr '\n' ' ')"
+}
+
+# ---------------------------------------------------------------------------------------------
 say "results in $OUT"
 say "relays: $RELAYS; scenarios: $SCENARIOS; scale $SCALE; workers ${WORKERS:-unset}"
 for r in $RELAYS; do start_upstreams "$r"; done
@@ -938,15 +1117,15 @@ fi
 # The real clients' servers: started once, after the holds (which they would not disturb, but
 # there is no need), stopped after the last scenario or by the trap.
 PG_READY=0 REDIS_READY=0
-if has_scenario pgbench || has_scenario redis; then
+if has_scenario pgbench || has_scenario redis || has_scenario protocols; then
     SERVERS_TMP=$(mktemp -d /tmp/idlereaper-bench.XXXXXX)
     chmod 755 "$SERVERS_TMP"
 fi
-if has_scenario pgbench; then
+if has_scenario pgbench || has_scenario protocols; then
     say "PostgreSQL: initdb, start on 127.0.0.1:$PG_PORT, pgbench -i -s $PGBENCH_SCALE"
     start_postgres && PG_READY=1
 fi
-if has_scenario redis; then
+if has_scenario redis || has_scenario protocols; then
     say "redis-server: start on 127.0.0.1:$REDIS_PORT"
     start_redis && REDIS_READY=1
 fi
@@ -1004,6 +1183,9 @@ for s in reap bulk pingpong churn pgbench redis; do
         done
     done
 done
+if has_scenario protocols && [ "$PG_READY" = 1 ] && [ "$REDIS_READY" = 1 ]; then
+    scenario_protocols
+fi
 for r in $RELAYS; do stop_relay "$r"; done
 stop_servers
 

@@ -1,20 +1,27 @@
 //! The program, from a parsed command line to a stopped daemon: load the config, lock the
 //! pidfile, bind, daemonize (or not), drop privileges, run the event loop, clean up. Every error
 //! is an [`Error`] whose [`Error::exit_status`] is the contract's: 2 for configuration, 1 else.
+//! The daemon rebuilt from a live upgrade's state, in the new image or in its guardian, is
+//! [`resume`]'s.
+
+mod resume;
+
+use std::path::PathBuf;
 
 use log::info;
 
+use crate::activation::Inherited;
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError};
 use crate::control;
 use crate::daemon::{self, Credentials, Forked, Pidfile};
 use crate::error::Error;
-use crate::handover::{codec, exec};
+use crate::handover::{codec, exec, guardian};
 use crate::listener::{self, Listener};
 use crate::logging::{self, Destination};
 use crate::metrics::http::Endpoint;
 use crate::metrics::Metrics;
-use crate::supervisor::{Runtime, Services, Supervisor, Upgraded};
+use crate::supervisor::{Runtime, Services, Supervisor};
 use crate::upgrade;
 use crate::upstream;
 use crate::worker::Worker;
@@ -33,7 +40,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         return Ok(());
     }
     if let Some(fd) = cli.handover {
-        return resume(fd);
+        return match cli.handover_guard.as_deref() {
+            Some(&[pipe, image, pidfd]) => resume::guard(fd, pipe, image as u32, pidfd),
+            _ => resume::resume(fd, None),
+        };
     }
     let pidfile = match &cli.pidfile {
         None => None,
@@ -74,6 +84,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
 /// Everything that can fail before the event loop runs, in the order that keeps errors on the
 /// terminal and leaves nothing behind on failure.
 fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<(), Error> {
+    // First: descriptors 3 and up are still only what systemd passed, if it did.
+    let mut inherited = Inherited::take();
+    // Before daemonizing changes the directory a relative path is relative to.
+    let started_as = invoked_as();
     if !foreground {
         if let Some(msg) = logging::detached_problem(&config.daemon.log) {
             return Err(log_error(config, msg).into());
@@ -84,7 +98,7 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
     let pidfile = Pidfile::lock(&config.daemon.pidfile)?;
     let metrics = Metrics::new(config.daemon.workers);
     let owner = credentials.as_ref().map(|c| (c.uid.as_raw(), c.gid.as_raw()));
-    let bound = listener::bind(config, &metrics, owner).and_then(|listeners| {
+    let bound = listener::bind(config, &metrics, owner, &mut inherited).and_then(|listeners| {
         let endpoint = match &config.metrics {
             None => None,
             Some(m) => Some(
@@ -104,7 +118,9 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
                     .map_err(|e| Error::io(format!("control: cannot listen on {}", c.socket.display()), e))?,
             ),
         };
-        Ok((Bound { listeners, services: Services { endpoint, control }, metrics }, log))
+        // A socket systemd passed that no listener took is closed now.
+        let warnings = std::mem::take(&mut inherited).close_the_rest();
+        Ok((Bound { listeners, services: Services { endpoint, control }, metrics, warnings }, log))
     });
     let (listeners, log) = match bound {
         Ok(ok) => ok,
@@ -116,7 +132,7 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
     if foreground {
         let server = setup(
             config,
-            (pidfile_overridden, true),
+            (pidfile_overridden, true, started_as),
             listeners,
             log,
             &credentials,
@@ -134,7 +150,14 @@ fn start(config: &Config, foreground: bool, pidfile_overridden: bool) -> Result<
         Forked::Daemon(notifier) => {
             let daemon = pidfile_with_pid(pidfile)
                 .and_then(|pidfile| {
-                    setup(config, (pidfile_overridden, false), listeners, log, &credentials, pidfile)
+                    setup(
+                        config,
+                        (pidfile_overridden, false, started_as),
+                        listeners,
+                        log,
+                        &credentials,
+                        pidfile,
+                    )
                 })
                 .and_then(|ready| daemon::detach_stdio(ready.log.on_stderr()).map(|()| ready));
             match daemon {
@@ -168,9 +191,9 @@ struct Ready {
     log: logging::LogHandle,
     pidfile: Pidfile,
     /// The `started` line (the new image of an upgrade says `upgraded` instead).
-    started: Option<String>,
+    started: Option<Started>,
     /// Logged once logging is up.
-    warning: Option<String>,
+    warnings: Vec<String>,
 }
 
 /// What start-up binds while it can still report errors on the terminal.
@@ -179,27 +202,30 @@ struct Bound {
     listeners: Vec<Vec<Listener>>,
     services: Services,
     metrics: Metrics,
+    /// Logged once logging is up.
+    warnings: Vec<String>,
 }
 
 /// In the process that will serve: drop privileges, build the event loops, install the signal
 /// handlers and logging.
 fn setup(
     config: &Config,
-    (pidfile_overridden, foreground): (bool, bool),
-    Bound { listeners, services, metrics }: Bound,
+    (pidfile_overridden, foreground, started_as): (bool, bool, Option<PathBuf>),
+    Bound { listeners, services, metrics, warnings: bound_warnings }: Bound,
     log: Destination,
     credentials: &Option<Credentials>,
     pidfile: Pidfile,
 ) -> Result<Ready, Error> {
-    let started = started_line(config);
+    let started = Started::of(config);
     let runtime = Runtime {
         pidfile_overridden,
         foreground,
-        exe: std::env::current_exe().ok(),
+        started_as,
         pidfile_fd: pidfile.descriptor(),
         args: started_args(),
     };
-    let warning = config_writable_warning(config); // while we may still be root
+    let mut warnings: Vec<String> = config_writable_warning(config).into_iter().collect(); // while we may still be root
+    warnings.extend(bound_warnings);
 
     // Two descriptors per connection, and some for listeners, pipes and the like per worker.
     let connections: usize = config.listeners.iter().map(|l| l.max_connections).sum();
@@ -216,10 +242,11 @@ fn setup(
         Supervisor::new(config.clone(), runtime, workers, metrics, services, upstreams)
             .map_err(|e| Error::io("signal handlers", e))
     });
-    let installed =
-        built.and_then(|supervisor| Ok((supervisor, logging::install(log, config.daemon.log_level)?)));
+    let installed = built.and_then(|supervisor| {
+        Ok((supervisor, logging::install(log, config.daemon.log_level, config.daemon.log_format)?))
+    });
     match installed {
-        Ok((supervisor, log)) => Ok(Ready { supervisor, log, pidfile, started: Some(started), warning }),
+        Ok((supervisor, log)) => Ok(Ready { supervisor, log, pidfile, started: Some(started), warnings }),
         Err(e) => {
             pidfile.remove();
             Err(e)
@@ -227,53 +254,47 @@ fn setup(
     }
 }
 
-/// The new image of a live upgrade (`--handover FD`): the daemon rebuilt from the state the
-/// old image left in `fd` — same process, pidfile still locked, privileges already dropped —
-/// then served as if it had started, without the start's checks and binds.
-fn resume(fd: i32) -> Result<(), Error> {
-    let state = exec::read(fd).map_err(|e| Error::io("upgrade: the state handed over", e))?;
-    let metrics = Metrics::resumed(state.workers.len(), &state.counters);
-    let thawed = upgrade::thaw(&state, &metrics)?;
-    let config = thawed.config.clone();
-    let pidfile = Pidfile::adopt(&config.daemon.pidfile, state.pidfile_fd)?;
-    let endpoint = state.endpoint_fd.map(Endpoint::adopt).transpose().map_err(|e| Error::io("metrics", e))?;
-    let control = match (state.control_fd, &config.control) {
-        (Some(fd), Some(c)) => {
-            Some(control::Server::adopt(fd, &c.socket).map_err(|e| Error::io("control socket", e))?)
-        }
-        _ => None,
-    };
-    let log =
-        logging::install(Destination::open(&config.daemon.log, state.foreground)?, config.daemon.log_level)?;
-    let runtime = Runtime {
-        pidfile_overridden: state.pidfile_overridden,
-        foreground: state.foreground,
-        exe: std::env::current_exe().ok(),
-        pidfile_fd: pidfile.descriptor(),
-        args: started_args(),
-    };
-    let upgraded = Upgraded {
-        from: state.from.clone(),
-        frozen_at: state.frozen_at,
-        connections: thawed.connections,
-        listeners: thawed.listeners,
-        stop: state.stop,
-        reply: state.reply_fd,
-        retired: state.retired.clone(),
-    };
-    let services = Services { endpoint, control };
-    let supervisor = Supervisor::resumed(thawed, runtime, metrics, services, upgraded)
-        .map_err(|e| Error::io("signal handlers", e))?;
-    serve(Ready { supervisor, log, pidfile, started: None, warning: None })
-}
-
-/// The arguments the process was started with, without the `--handover FD` of an upgrade.
+/// The arguments the process was started with, without the `--handover FD` of an upgrade and
+/// the `--handover-guard FD PID PIDFD` of its guardian.
 fn started_args() -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    if let Some(at) = args.iter().position(|a| a == exec::HANDOVER_ARG) {
-        args.drain(at..(at + 2).min(args.len()));
+    for (option, values) in [(exec::HANDOVER_ARG, 1), (guardian::GUARD_ARG, 3)] {
+        if let Some(at) = args.iter().position(|a| a == option) {
+            args.drain(at..(at + 1 + values).min(args.len()));
+        }
     }
     args
+}
+
+/// The path this process was started as (`argv[0]`, see [`named_path`]). This is what an
+/// upgrade executes, resolved only then, so that a daemon started as
+/// `/opt/idlereaper/current/idlereaper` upgrades to whatever `current` points to by then. If that
+/// path is not the file running (a launcher that set another `argv[0]`), the file running, as
+/// resolved now.
+fn invoked_as() -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let argv0 = PathBuf::from(std::env::args_os().next()?);
+    let named = named_path(&argv0, std::env::var_os("PATH").as_deref());
+    let running = std::fs::metadata("/proc/self/exe").ok();
+    let same = |path: &PathBuf| match (std::fs::metadata(path), &running) {
+        (Ok(named), Some(running)) => named.dev() == running.dev() && named.ino() == running.ino(),
+        _ => false,
+    };
+    named.filter(same).or_else(|| std::env::current_exe().ok())
+}
+
+/// The file `argv0` names, absolute but with its symbolic links kept: one with a slash against
+/// the current directory, a bare name the first executable of that name on `path` (`PATH`).
+fn named_path(argv0: &std::path::Path, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let found = match argv0.as_os_str().as_bytes().contains(&b'/') {
+        true => Some(argv0.to_path_buf()),
+        false => std::env::split_paths(path?)
+            .map(|dir| dir.join(argv0))
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)),
+    };
+    std::path::absolute(found?).ok()
 }
 
 /// An error about `daemon.log`, at the key, or saying it is the default.
@@ -286,32 +307,40 @@ fn syslog_socket() -> bool {
     std::path::Path::new(logging::SYSLOG_SOCKET).exists()
 }
 
-fn started_line(config: &Config) -> String {
-    let listeners: Vec<String> = config
-        .listeners
-        .iter()
-        .map(|l| match l.upstream.is_empty() {
-            true => format!("{}={} sink", l.name, l.listen),
-            false => {
-                let ups: Vec<String> = l.upstream.iter().map(ToString::to_string).collect();
-                format!("{}={}->{}", l.name, l.listen, ups.join(","))
-            }
-        })
-        .collect();
-    format!(
-        "started version={} pid={} workers={} listeners=\"{}\"",
-        env!("CARGO_PKG_VERSION"),
-        std::process::id(),
-        config.daemon.workers,
-        listeners.join(", ")
-    )
+/// The `started` line: what runs, logged once logging is up.
+struct Started {
+    workers: usize,
+    /// `name=listen->upstream,…` or `name=listen sink`, for each listener.
+    listeners: String,
 }
 
-fn serve(Ready { supervisor, log, pidfile, started, warning }: Ready) -> Result<(), Error> {
-    if let Some(started) = started {
-        info!("{started}");
+impl Started {
+    fn of(config: &Config) -> Started {
+        let listeners: Vec<String> = config
+            .listeners
+            .iter()
+            .map(|l| match l.upstream.is_empty() {
+                true => format!("{}={} sink", l.name, l.listen),
+                false => {
+                    let ups: Vec<String> = l.upstream.iter().map(ToString::to_string).collect();
+                    format!("{}={}->{}", l.name, l.listen, ups.join(","))
+                }
+            })
+            .collect();
+        Started { workers: config.daemon.workers, listeners: listeners.join(", ") }
     }
-    if let Some(warning) = warning {
+
+    fn log(&self) {
+        let (version, pid) = (env!("CARGO_PKG_VERSION"), std::process::id());
+        info!(version, pid, workers = self.workers, listeners = self.listeners.as_str(); "started");
+    }
+}
+
+fn serve(Ready { supervisor, log, pidfile, started, warnings }: Ready) -> Result<(), Error> {
+    if let Some(started) = started {
+        started.log();
+    }
+    for warning in warnings {
         log::warn!("{warning}");
     }
     let result = supervisor.run(log).map_err(|e| Error::io("event loop", e));
@@ -340,4 +369,32 @@ fn config_writable_warning(config: &Config) -> Option<String> {
             mode & 0o7777
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use super::named_path;
+
+    #[test]
+    fn the_path_started_as_is_made_absolute_without_resolving_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, link) = (dir.path().join("bin"), dir.path().join("current"));
+        std::fs::create_dir(&bin).unwrap();
+        std::os::unix::fs::symlink(&bin, &link).unwrap();
+        let exe = bin.join("idlereaper");
+        std::fs::write(&exe, "").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let through = link.join("idlereaper");
+        assert_eq!(named_path(&through, None), Some(through.clone()), "the link is kept");
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(named_path(Path::new("./x/idlereaper"), None), Some(cwd.join("x/idlereaper")));
+        let path = std::env::join_paths([dir.path().join("none"), link.clone()]).unwrap();
+        assert_eq!(named_path(Path::new("idlereaper"), Some(&path)), Some(through), "found on PATH");
+        assert_eq!(named_path(Path::new("idlereaper"), None), None, "no PATH");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(named_path(Path::new("idlereaper"), Some(&path)), None, "not executable");
+    }
 }

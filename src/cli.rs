@@ -17,8 +17,9 @@ Once it has returned, the daemon writes nothing to the terminal.
 
 Signals: TERM or INT stop gracefully (open connections get up to daemon.shutdown_timeout; a
 second one stops at once), HUP reloads the configuration, USR1 reopens the log file and logs
-statistics, USR2 upgrades in place: the binary is executed again from disk in the same process,
-and every listener and connection carries on in the new code.
+statistics, USR2 upgrades in place: the binary at the path the daemon was started as is
+executed again from disk in the same process, and every listener and connection carries on in
+the new code (or in the old, if the new one fails).
 
 Exit status: 0 success, 2 usage or configuration error, 1 any other failure.
 
@@ -73,6 +74,13 @@ pub struct Cli {
     /// Internal: the new image of a live upgrade, handed its state in this descriptor.
     #[arg(long, value_name = "FD", hide = true)]
     pub handover: Option<i32>,
+
+    /// Internal: the guardian of a live upgrade (with --handover): the read end of the pipe on
+    /// which the new image says whether it took over, the new image's pid, and a process
+    /// descriptor of it (-1: none).
+    #[arg(long, value_names = ["FD", "PID", "PIDFD"], num_args = 3, requires = "handover", hide = true,
+          allow_negative_numbers = true)]
+    pub handover_guard: Option<Vec<i32>>,
 
     /// Print the handover state versions this binary reads (checked before a live upgrade to
     /// it), and exit.

@@ -64,6 +64,7 @@ use toml::{Spanned, Value};
 
 use locate::Source;
 
+pub use crate::observe::Protocol;
 pub use address::{Listen, Upstream};
 
 mod address;
@@ -74,6 +75,7 @@ mod duration;
 mod host;
 mod listener;
 mod locate;
+mod protocol;
 
 /// Where the daemon looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/idlereaper.toml";
@@ -126,6 +128,8 @@ pub struct DaemonConfig {
     pub log_at: Option<Position>,
     /// Default `Info`; never `Off`.
     pub log_level: log::LevelFilter,
+    /// How each line is written. Default [`LogFormat::Text`].
+    pub log_format: LogFormat,
     /// Timing-wheel resolution, 1ms..=1s. Default 1ms.
     pub tick: Duration,
     /// How long open connections may run after TERM, 0s..=1h (0 = close at once). Default 10s.
@@ -149,6 +153,24 @@ pub enum LogTarget {
     Stderr,
     /// An absolute path.
     File(PathBuf),
+}
+
+/// How a log line is written: `time LEVEL message key=value …`, or one JSON object with the
+/// same fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// The word the file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 /// One `[[listener]]` table.
@@ -202,8 +224,15 @@ pub struct ListenerConfig {
     /// How a connection closed by `idle_timeout`, `max_lifetime` or `half_close_timeout` ends.
     pub idle_close: IdleClose,
     /// Bytes written to the client just before an idle close, if it can take them at once.
-    /// Never with [`IdleClose::Rst`] (a reset discards them).
+    /// Never with [`IdleClose::Rst`] (a reset discards them), nor with a protocol.
     pub idle_notice: Option<std::sync::Arc<[u8]>>,
+    /// What idle means for its connections (default [`Protocol::Tcp`]: nothing moved). Set in
+    /// the file only for a relay listener.
+    pub protocol: Protocol,
+    /// PostgreSQL idle in a transaction: `daemon.tick`..=30 days, default `idle_timeout`.
+    pub idle_in_transaction_timeout: Duration,
+    /// Redis subscribers with no message for this long; `None` (unset or `"0s"`): never.
+    pub subscriber_idle_timeout: Option<Duration>,
 }
 
 /// Which upstream address a new connection tries first.
@@ -316,10 +345,11 @@ impl Config {
         };
         let resolve = dc.resolve_interval.map_or("off".to_owned(), d);
         let daemon = format!(
-            "daemon: pidfile {}, log {log} ({}), tick {}, shutdown_timeout {}, workers {}, \
+            "daemon: pidfile {}, log {log} ({}, {}), tick {}, shutdown_timeout {}, workers {}, \
              resolve_interval {resolve}{user}",
             dc.pidfile.display(),
             dc.log_level.as_str().to_lowercase(),
+            dc.log_format.as_str(),
             d(dc.tick),
             d(dc.shutdown_timeout),
             dc.workers

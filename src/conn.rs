@@ -11,8 +11,10 @@
 //! ones meant for a connection that previously used the same slab key) are harmless: the calls
 //! they lead to return `WouldBlock`.
 //!
-//! A live upgrade gives a connection up and takes it over again in [`handover`].
+//! A live upgrade gives a connection up and takes it over again in [`handover`]; what an
+//! observed connection says as the daemon closes it is [`farewell`]'s.
 
+mod farewell;
 mod handover;
 
 use std::io::{self, Read};
@@ -20,8 +22,9 @@ use std::io::{self, Read};
 use crate::stream::Stream;
 
 use crate::buffer::Pool;
+use crate::observe::Observer;
 use crate::pipe::PipePool;
-use crate::relay::{pump, Half, Io, Pumped, Socket};
+use crate::relay::{pump, Half, Io, Pumped, Socket, Way};
 use crate::sys::{tcp_progress, TcpProgress};
 use crate::vocab::{is_reset, CloseReason, IoFailure, Side};
 
@@ -68,6 +71,8 @@ pub struct Conn {
     first_fin: Option<Side>,
     /// Bytes to send the upstream before the client's (a PROXY protocol header).
     preamble: Option<Box<[u8]>>,
+    /// What the service makes of the bytes, on a protocol listener.
+    observer: Option<Observer>,
 }
 
 /// Closing after an I/O failure, with the reason it implies.
@@ -93,10 +98,17 @@ impl Conn {
     }
 
     /// A relay connection whose upstream connect (non-blocking) is in progress; `preamble` is
-    /// sent to the upstream once connected, before any byte from the client.
-    pub fn relay(client: Stream, upstream: Stream, preamble: Option<Box<[u8]>>) -> Conn {
+    /// sent to the upstream once connected, before any byte from the client; `observer`, on a
+    /// protocol listener, is shown every byte relayed.
+    pub fn relay(
+        client: Stream,
+        upstream: Stream,
+        preamble: Option<Box<[u8]>>,
+        observer: Option<Observer>,
+    ) -> Conn {
         let mut conn = Conn::new(client, Some(upstream), State::Connecting);
         conn.preamble = preamble;
+        conn.observer = observer;
         conn
     }
 
@@ -109,7 +121,13 @@ impl Conn {
             to_client: Half::default(),
             first_fin: None,
             preamble: None,
+            observer: None,
         }
+    }
+
+    /// The protocol observer, on a protocol listener.
+    pub fn observed(&self) -> Option<&Observer> {
+        self.observer.as_ref()
     }
 
     /// True while the upstream connect is in progress (the timer is then `connect_timeout`).
@@ -332,8 +350,10 @@ impl Conn {
 
     fn drive_relay(&mut self, io: &mut Io<'_>) -> Progress {
         let upstream = self.upstream.as_mut().expect("a relay has an upstream");
+        let observer = &mut self.observer;
         io.other_done = self.to_client.done();
-        let up = pump(&mut self.to_upstream, &mut self.client, upstream, Side::Client, io);
+        let way = Way { src: &mut self.client, dst: upstream, src_side: Side::Client, observer };
+        let up = pump(&mut self.to_upstream, way, io);
         // After a failure the other direction is not pumped: the kernel reports a socket's error
         // once, to the first call that meets it, and a read of that socket afterwards sees an end
         // of stream, which passed on would give the peer a FIN ahead of its reset.
@@ -341,7 +361,8 @@ impl Conn {
             Some(_) => Pumped { moved: false, budget_spent: false, failure: None },
             None => {
                 io.other_done = self.to_upstream.done();
-                pump(&mut self.to_client, upstream, &mut self.client, Side::Upstream, io)
+                let way = Way { src: upstream, dst: &mut self.client, src_side: Side::Upstream, observer };
+                pump(&mut self.to_client, way, io)
             }
         };
         let active = up.moved || down.moved;

@@ -16,9 +16,11 @@ compile_error!(
     "idlereaper runs on Linux only: it relies on epoll, splice(2), timerfd, TCP_INFO, SIOCATMARK and /proc"
 );
 
+pub(crate) mod activation;
 pub(crate) mod alarm;
 pub mod app;
 pub(crate) mod buffer;
+pub(crate) mod cancel;
 pub mod cli;
 pub(crate) mod clock;
 pub(crate) mod config;
@@ -33,6 +35,7 @@ pub(crate) mod logging;
 pub(crate) mod metrics;
 pub mod net;
 pub(crate) mod notify;
+pub(crate) mod observe;
 pub(crate) mod pipe;
 pub(crate) mod proxy_protocol;
 pub(crate) mod relay;

@@ -2,17 +2,20 @@
 //! one worker they are bound with `SO_REUSEPORT` and the kernel spreads new connections across
 //! them. A Unix socket listener is bound once and shared (each worker polls its own handle). The
 //! count of open connections is shared by a listener's sockets, so `max_connections` holds for
-//! the listener as a whole; so are its upstream addresses.
+//! the listener as a whole; so are its upstream addresses. A socket systemd passed
+//! (`systemd:NAME`) is shared by the workers as a Unix listener's is: one socket cannot be
+//! split by `SO_REUSEPORT`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::Registry;
 
+use crate::activation::{self, Inherited};
 use crate::config::{Config, Listen, ListenerConfig};
 use crate::error::Error;
 use crate::metrics::{ListenerMetrics, Metrics};
@@ -137,12 +140,13 @@ impl Listener {
 
 /// Binds every listener of `config` once per worker, before daemonizing, so that errors reach the
 /// terminal, and gives each its counters in `metrics` and its resolved upstreams. Unix socket
-/// files are given to `owner` (uid, gid), if set. Returns one set of listeners per worker, in
-/// configuration order.
+/// files are given to `owner` (uid, gid), if set; a `systemd:NAME` listener takes its socket
+/// from `inherited`. Returns one set of listeners per worker, in configuration order.
 pub fn bind(
     config: &Config,
     metrics: &Metrics,
     owner: Option<(u32, u32)>,
+    inherited: &mut Inherited,
 ) -> Result<Vec<Vec<Listener>>, Error> {
     let workers = config.daemon.workers.max(1);
     let counters: Vec<_> = config.listeners.iter().map(|lc| ListenerMetrics::new(&lc.name)).collect();
@@ -150,7 +154,11 @@ pub fn bind(
     let mut sets: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
     for (i, (lc, counters)) in config.listeners.iter().zip(counters).enumerate() {
         let upstreams = resolve_upstreams(config, i)?;
-        for (set, listener) in sets.iter_mut().zip(bind_one(lc, workers, counters, upstreams, owner)?) {
+        let listeners = match &lc.listen {
+            Listen::Systemd(name) => from_systemd(config, i, name, inherited, counters, upstreams)?,
+            _ => bind_one(lc, workers, counters, upstreams, owner)?,
+        };
+        for (set, listener) in sets.iter_mut().zip(listeners) {
             set.push(listener);
         }
     }
@@ -173,9 +181,42 @@ pub fn resolve_upstreams(config: &Config, i: usize) -> Result<Option<Arc<Upstrea
     })
 }
 
+/// Listener `i` of `config` on the socket systemd passed as `name`, for every worker (one
+/// socket, a handle each). Errors are at the listener's `listen` key, exit status 1: the file
+/// may be right and the socket unit wrong, as for an address in use.
+fn from_systemd(
+    config: &Config,
+    i: usize,
+    name: &str,
+    inherited: &mut Inherited,
+    metrics: Arc<ListenerMetrics>,
+    upstreams: Option<Arc<Upstreams>>,
+) -> Result<Vec<Listener>, Error> {
+    let lc = &config.listeners[i];
+    let at = |msg: String| {
+        Error::Message(config.error_at(&format!("listener[{i}].listen"), Some(lc.listen_at), msg).to_string())
+    };
+    let passed = inherited.take_named(name).map_err(at)?;
+    let (socket, unix) = activation::listening(passed)
+        .map_err(|e| at(format!("the socket systemd passed as {name:?} {e}")))?;
+    if unix && (!lc.allow.is_empty() || !lc.deny.is_empty() || lc.max_connections_per_ip > 0) {
+        return Err(at(format!(
+            "the socket systemd passed as {name:?} is a Unix socket, whose clients have no address: \
+             allow, deny and max_connections_per_ip do not apply to it"
+        )));
+    }
+    let workers = config.daemon.workers.max(1);
+    let sockets = (0..workers)
+        .map(|_| socket.try_clone().map(|fd| Some(ListenSocket::from_fd(fd, unix))))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::io(format!("listener {}: the socket systemd passed as {name:?}", lc.name), e))?;
+    Ok(assemble(lc, sockets, None, metrics, upstreams))
+}
+
 /// Binds one listener for every worker (TCP: a socket each, with `SO_REUSEPORT` when there are
 /// several; Unix: one socket, a handle each), sharing its connection counts and upstreams. Used
-/// at start and for a listener a reload adds.
+/// at start and for a listener a reload adds (not one on a socket systemd passes: those are
+/// taken at start only).
 pub fn bind_one(
     lc: &ListenerConfig,
     workers: usize,
@@ -185,6 +226,13 @@ pub fn bind_one(
 ) -> Result<Vec<Listener>, Error> {
     let failed = |e| Error::io(format!("listener {}: cannot listen on {}", lc.name, lc.listen), e);
     let unix = match &lc.listen {
+        Listen::Systemd(name) => {
+            return Err(Error::Message(format!(
+                "listener {:?}: the socket systemd passes as {name:?} is taken only at start: restart \
+                 idlereaper to add this listener",
+                lc.name
+            )))
+        }
         Listen::Tcp(_) => None,
         Listen::Unix(path) => Some(crate::net::listen_unix(path, lc.socket_mode, owner).map_err(failed)?),
     };
@@ -196,7 +244,7 @@ pub fn bind_one(
             (Listen::Unix(_), Some((first, _))) => Ok(ListenSocket::Unix(mio::net::UnixListener::from_std(
                 first.as_fd().try_clone_to_owned().map_err(failed)?.into(),
             ))),
-            (Listen::Unix(_), None) => unreachable!("bound above"),
+            (Listen::Unix(_), None) | (Listen::Systemd(_), _) => unreachable!("bound above"),
         })
         .map(|socket| socket.map(Some))
         .collect::<Result<Vec<_>, Error>>()?;
@@ -212,14 +260,21 @@ pub fn adopt(
     metrics: Arc<ListenerMetrics>,
     upstreams: Option<Arc<Upstreams>>,
 ) -> Result<Vec<Listener>, Error> {
-    let unix = matches!(lc.listen, Listen::Unix(_));
     let failed = |e| Error::io(format!("listener {}: the socket handed over", lc.name), e);
+    // A socket systemd passed is of either family: it says which.
+    let unix = |fd: &OwnedFd| match lc.listen {
+        Listen::Systemd(_) => activation::is_unix(fd.as_fd()),
+        _ => Ok(matches!(lc.listen, Listen::Unix(_))),
+    };
     let sockets = fds
         .iter()
         .map(|fd| {
-            fd.map(|fd| crate::sys::adopt(fd).map(|fd| ListenSocket::from_fd(fd, unix)))
-                .transpose()
-                .map_err(failed)
+            fd.map(|fd| {
+                let fd = crate::sys::adopt(fd)?;
+                unix(&fd).map(|unix| ListenSocket::from_fd(fd, unix))
+            })
+            .transpose()
+            .map_err(failed)
         })
         .collect::<Result<Vec<_>, Error>>()?;
     Ok(assemble(lc, sockets, unix_path, metrics, upstreams))

@@ -1,7 +1,8 @@
 //! The `log` backend, chosen in one place: stderr, an append-only file, or syslog (`/dev/log`,
 //! RFC 3164). In the foreground, "syslog" and "stderr" both mean stderr (a supervisor such as
 //! systemd captures it); a file stays a file. A log file is reopened on request (SIGUSR1), for
-//! `logrotate`.
+//! `logrotate`. Each line is text or JSON (`daemon.log_format`, changed by a reload), written by
+//! [`format`] from the record's message and fields.
 //!
 //! A daemon writes nothing to the terminal it was started from once the start command has
 //! returned. So daemonizing is refused, before anything is done, when its log lines could only
@@ -9,17 +10,22 @@
 //! terminal ([`detached_problem`]); and a syslog socket that refuses the connection fails the
 //! start rather than falling back to stderr.
 
+mod format;
+
+pub use format::text;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use crate::config::LogTarget;
+use crate::config::{LogFormat, LogTarget};
 
 type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
 
@@ -93,6 +99,30 @@ impl Destination {
 }
 
 impl Destination {
+    /// [`Destination::open`] in a daemon rebuilt by a live upgrade, which may have the log file
+    /// the previous image had open (`kept`, a descriptor it inherited): a file it cannot open
+    /// again — a directory only root may write to, the file rotated away — is a warning (the
+    /// second value), and the lines go on to the kept file, as after a SIGUSR1 that cannot
+    /// reopen it. A kept file not needed is closed.
+    pub fn reopen(
+        target: &LogTarget,
+        foreground: bool,
+        kept: Option<RawFd>,
+    ) -> Result<(Destination, Option<String>), crate::error::Error> {
+        let kept = kept.and_then(|fd| crate::sys::adopt(fd).ok());
+        match (Destination::open(target, foreground), kept, target) {
+            (Ok(destination), _, _) => Ok((destination, None)),
+            (Err(e), Some(kept), LogTarget::File(path)) => {
+                let warning = format!(
+                    "{e}; logging on to the file the previous image had open (SIGUSR1 tries {} again)",
+                    path.display()
+                );
+                Ok((Destination::File { path: path.clone(), file: File::from(kept) }, Some(warning)))
+            }
+            (Err(e), _, _) => Err(e),
+        }
+    }
+
     /// The log file, if logging to one.
     pub fn file(&self) -> Option<&File> {
         match self {
@@ -112,6 +142,8 @@ enum Output {
 struct Logger {
     /// A `LevelFilter` as `usize`, so that a reload can change it.
     level: AtomicUsize,
+    /// [`LogFormat::Json`] rather than text (a reload can change it too).
+    json: AtomicBool,
     output: Mutex<Output>,
 }
 
@@ -129,11 +161,27 @@ impl LogHandle {
         self.on_stderr
     }
 
+    /// The log file's descriptor, if logging to one (a live upgrade carries it over).
+    pub fn descriptor(&self) -> Option<RawFd> {
+        let output = self.logger?.output.lock().ok()?;
+        match &*output {
+            Output::File { file, .. } => Some(file.as_raw_fd()),
+            _ => None,
+        }
+    }
+
     /// Changes the level (a reload).
     pub fn set_level(&self, level: LevelFilter) {
         if let Some(logger) = self.logger {
             logger.level.store(level as usize, Ordering::Relaxed);
             log::set_max_level(level);
+        }
+    }
+
+    /// Changes the format (a reload).
+    pub fn set_format(&self, format: LogFormat) {
+        if let Some(logger) = self.logger {
+            logger.json.store(format == LogFormat::Json, Ordering::Relaxed);
         }
     }
 
@@ -146,16 +194,37 @@ impl LogHandle {
         match open_log_file(path) {
             Ok(new) => *file = new,
             Err(e) => {
-                let line = format!("{} ERROR cannot reopen log file {}: {e}\n", now(), path.display());
-                let _ = file.write_all(line.as_bytes());
+                let message = format_args!("cannot reopen log file {}: {e}", path.display());
+                let record = Record::builder().level(Level::Error).args(message).build();
+                let _ = file.write_all(format::line(logger.format(), now(), &record).as_bytes());
             }
         }
     }
 }
 
+/// Logs `message` with `fields` at `level`: for a line whose fields are built as a list, because
+/// its text form (see [`text`]) is also shown elsewhere; the `log` macros take fields too
+/// (`info!(id, listener; "conn closed")`).
+pub fn log_fields(level: Level, message: &str, fields: &dyn log::kv::Source) {
+    if level <= log::max_level() {
+        log::logger().log(
+            &Record::builder()
+                .level(level)
+                .target(module_path!())
+                .args(format_args!("{message}"))
+                .key_values(fields)
+                .build(),
+        );
+    }
+}
+
 /// Installs the global logger. Call once, in the process that will log (after daemonizing). Fails
 /// only when syslog cannot be reached: a daemon has no terminal to fall back to.
-pub fn install(destination: Destination, level: LevelFilter) -> Result<LogHandle, crate::error::Error> {
+pub fn install(
+    destination: Destination,
+    level: LevelFilter,
+    format: LogFormat,
+) -> Result<LogHandle, crate::error::Error> {
     let output = match destination {
         Destination::Stderr => Output::Stderr,
         Destination::File { path, file } => Output::File { path, file },
@@ -176,14 +245,26 @@ pub fn install(destination: Destination, level: LevelFilter) -> Result<LogHandle
     };
     // The logger lives as long as the process; leaking it gives the `&'static` that both the
     // `log` facade and the reopen handle need, without a global of our own.
-    let logger: &'static Logger =
-        Box::leak(Box::new(Logger { level: AtomicUsize::new(level as usize), output: Mutex::new(output) }));
+    let logger: &'static Logger = Box::leak(Box::new(Logger {
+        level: AtomicUsize::new(level as usize),
+        json: AtomicBool::new(format == LogFormat::Json),
+        output: Mutex::new(output),
+    }));
     let installed = log::set_logger(logger).is_ok();
     if installed {
         log::set_max_level(level);
     }
     let on_stderr = matches!(logger.output.lock().as_deref(), Ok(Output::Stderr));
     Ok(LogHandle { logger: installed.then_some(logger), on_stderr })
+}
+
+impl Logger {
+    fn format(&self) -> LogFormat {
+        match self.json.load(Ordering::Relaxed) {
+            true => LogFormat::Json,
+            false => LogFormat::Text,
+        }
+    }
 }
 
 impl Log for Logger {
@@ -198,12 +279,14 @@ impl Log for Logger {
         let Ok(mut output) = self.output.lock() else {
             return;
         };
+        let format = self.format();
         // A log write that fails has nowhere to be reported; dropping the line is the only option.
+        // Each line is one `write`, so that lines never interleave.
         let _ = match &mut *output {
-            Output::Stderr => write_line(&mut io::stderr().lock(), record),
-            Output::File { file, .. } => write_line(file, record),
+            Output::Stderr => io::stderr().lock().write_all(format::line(format, now(), record).as_bytes()),
+            Output::File { file, .. } => file.write_all(format::line(format, now(), record).as_bytes()),
             Output::Syslog(syslog) => {
-                let message = record.args().to_string();
+                let message = format::syslog_message(format, now(), record);
                 match record.level() {
                     Level::Error => syslog.err(message),
                     Level::Warn => syslog.warning(message),
@@ -224,12 +307,6 @@ impl Log for Logger {
             };
         }
     }
-}
-
-/// `2026-11-27T03:24:57.123Z INFO message`, written with one `write` so lines never interleave.
-fn write_line(w: &mut impl Write, record: &Record<'_>) -> io::Result<()> {
-    let line = format!("{} {} {}\n", now(), record.level(), record.args());
-    w.write_all(line.as_bytes())
 }
 
 fn now() -> humantime::Rfc3339Timestamp {
@@ -260,5 +337,29 @@ mod tests {
         }
         let msg = detached_problem_with(&LogTarget::Stderr, true, true).unwrap();
         assert!(msg.contains("--foreground") && msg.contains("\"syslog\" or a file path"), "{msg}");
+    }
+
+    #[test]
+    fn a_log_file_that_cannot_be_opened_again_is_written_on_to_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept_path = dir.path().join("rotated.log");
+        let kept = || {
+            let file = open_log_file(&kept_path).unwrap();
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
+            crate::sys::inherit(fd).unwrap();
+            fd
+        };
+        let gone = LogTarget::File(dir.path().join("no-such-dir").join("idlereaper.log"));
+        let (destination, warning) = Destination::reopen(&gone, false, Some(kept())).unwrap();
+        let warning = warning.unwrap();
+        assert!(warning.contains("cannot open log file") && warning.contains("no-such-dir"), "{warning}");
+        let Destination::File { mut file, .. } = destination else { panic!("a file destination") };
+        file.write_all(b"on\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&kept_path).unwrap(), "on\n", "written to the kept file");
+        assert!(Destination::reopen(&gone, false, None).is_err(), "nothing kept: the error stands");
+        // A file that opens is used (the kept descriptor is closed).
+        let fine = LogTarget::File(dir.path().join("idlereaper.log"));
+        let (destination, warning) = Destination::reopen(&fine, false, Some(kept())).unwrap();
+        assert!(warning.is_none() && destination.file().is_some());
     }
 }

@@ -19,25 +19,33 @@
 //! Close and refusal reasons are written even at zero, so that `rate()` sees them from the start;
 //! their names are those of the close log line ([`CloseReason::as_str`]).
 //!
-//! Here: the counters and how they are bumped. [`render`] writes a scrape's families,
+//! The process's own numbers are the standard `process_*` family of the Prometheus client
+//! libraries (CPU time, memory, descriptors, start time), read at scrape time.
+//!
+//! Here: the counters and how they are bumped. [`render`] writes a scrape's families (and
+//! lists them all, [`render::FAMILIES`]), [`process`] reads the process's numbers,
 //! [`exposition`] the text format, [`export`] reads the counters out whole (a live upgrade, the
-//! control socket), [`http`] and [`request`] serve `GET /metrics`.
+//! control socket), [`http`] and [`request`] serve `GET /metrics`, `/healthz` and `/readyz`.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::observe::Cause;
 use crate::vocab::CloseReason;
 
 mod export;
 mod exposition;
+pub mod health;
 pub mod http;
+mod process;
 mod render;
 mod request;
 
-/// Every close reason, in the order the metrics show them: the ends of accepted connections,
-/// then the refusals at accept. [`reason_slot`] is the position in this list.
-const REASONS: [CloseReason; 16] = [
+/// Every close reason, where its counter is kept: [`reason_slot`] is the position. The order
+/// is fixed (a live upgrade carries the counters in it, see `export`): a new reason goes at the
+/// end. [`SHOWN`] is the order the metrics show them in.
+const REASONS: [CloseReason; 18] = [
     CloseReason::ClientClosed,
     CloseReason::UpstreamClosed,
     CloseReason::ClientReset,
@@ -54,9 +62,35 @@ const REASONS: [CloseReason; 16] = [
     CloseReason::PerIpLimit,
     CloseReason::Denied,
     CloseReason::OutOfDescriptors,
+    CloseReason::IdleInTransaction,
+    CloseReason::SubscriberIdle,
 ];
-/// `REASONS[..CLOSES]` end accepted connections; the rest are refusals.
-const CLOSES: usize = 12;
+/// How many reasons the format carried across an upgrade had before the protocol ones.
+const REASONS_BEFORE_PROTOCOLS: usize = 16;
+/// The ends of accepted connections, in the order the metrics show them, then the refusals at
+/// accept from [`CLOSES`] on.
+const SHOWN: [CloseReason; 18] = [
+    CloseReason::ClientClosed,
+    CloseReason::UpstreamClosed,
+    CloseReason::ClientReset,
+    CloseReason::UpstreamReset,
+    CloseReason::Idle,
+    CloseReason::IdleInTransaction,
+    CloseReason::SubscriberIdle,
+    CloseReason::MaxLifetime,
+    CloseReason::HalfCloseTimeout,
+    CloseReason::ConnectTimeout,
+    CloseReason::UpstreamRefused,
+    CloseReason::Error,
+    CloseReason::Shutdown,
+    CloseReason::Killed,
+    CloseReason::Limit,
+    CloseReason::PerIpLimit,
+    CloseReason::Denied,
+    CloseReason::OutOfDescriptors,
+];
+/// `SHOWN[..CLOSES]` end accepted connections; the rest are refusals.
+const CLOSES: usize = 14;
 
 /// The index of `reason` in [`REASONS`]. A `match`, so that a new reason does not compile
 /// until it has a place here.
@@ -78,6 +112,8 @@ fn reason_slot(reason: CloseReason) -> usize {
         CloseReason::PerIpLimit => 13,
         CloseReason::Denied => 14,
         CloseReason::OutOfDescriptors => 15,
+        CloseReason::IdleInTransaction => 16,
+        CloseReason::SubscriberIdle => 17,
     }
 }
 
@@ -111,6 +147,8 @@ pub struct ListenerMetrics {
     lifetimes: [AtomicU64; LIFETIME_BUCKETS.len() + 1],
     /// Sum of the lifetimes in microseconds (wraps after 584,000 years of connections).
     lifetime_micros: AtomicU64,
+    /// Connections a protocol observer stopped following, by [`Cause::index`].
+    opaque: [AtomicU64; Cause::ALL.len()],
 }
 
 impl ListenerMetrics {
@@ -127,7 +165,14 @@ impl ListenerMetrics {
             bytes_from_upstream: AtomicU64::new(0),
             lifetimes: Default::default(),
             lifetime_micros: AtomicU64::new(0),
+            opaque: Default::default(),
         })
+    }
+
+    /// A protocol observer stopped following a connection
+    /// (`idlereaper_protocol_opaque_total{cause}`).
+    pub fn protocol_opaque(&self, cause: Cause) {
+        self.opaque[cause.index()].fetch_add(1, Relaxed);
     }
 
     /// A connection was admitted (`idlereaper_connections_accepted_total`).
@@ -161,7 +206,7 @@ impl ListenerMetrics {
         self.upstream_connect_errors.fetch_add(1, Relaxed);
     }
 
-    /// Bytes relayed since the last call (`idlereaper_bytes_total`): deltas, not totals.
+    /// Bytes relayed since the last call (`idlereaper_relayed_bytes_total`): deltas, not totals.
     pub fn bytes(&self, from_client: u64, from_upstream: u64) {
         if from_client > 0 {
             self.bytes_from_client.fetch_add(from_client, Relaxed);
@@ -191,6 +236,7 @@ struct Inner {
     reloads_failed: AtomicU64,
     upgrades_ok: AtomicU64,
     upgrades_refused: AtomicU64,
+    upgrades_failed: AtomicU64,
     /// Since the Unix epoch.
     started: Duration,
 }
@@ -213,6 +259,7 @@ impl Metrics {
                 reloads_failed: AtomicU64::new(0),
                 upgrades_ok: AtomicU64::new(0),
                 upgrades_refused: AtomicU64::new(0),
+                upgrades_failed: AtomicU64::new(0),
                 started,
             }),
         }
@@ -270,9 +317,10 @@ impl Metrics {
             .sum()
     }
 
-    /// The statistics line logged on USR1 (after `stats `), read from the same counters as
-    /// `/metrics`, summed over the listeners configured now and over the workers.
-    pub fn stats_line(&self) -> String {
+    /// The fields of the statistics line logged on USR1 (`stats connections=… accepted=…`), read
+    /// from the same counters as `/metrics`, summed over the listeners configured now and over
+    /// the workers.
+    pub fn stats(&self) -> [(&'static str, i64); 6] {
         let sum = |v: &[AtomicU64]| v.iter().map(|a| a.load(Relaxed)).sum::<u64>();
         let (mut accepted, mut closed, mut refused) = (0, 0, 0);
         for l in self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).iter() {
@@ -280,13 +328,15 @@ impl Metrics {
             closed += sum(&l.closed);
             refused += sum(&l.refused);
         }
-        format!(
-            "connections={} accepted={accepted} closed={closed} refused={refused} timers={} \
-             buffers_in_use={}",
-            self.open_connections(),
-            sum(&self.inner.timers),
-            sum(&self.inner.buffers)
-        )
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        [
+            ("connections", self.open_connections()),
+            ("accepted", count(accepted)),
+            ("closed", count(closed)),
+            ("refused", count(refused)),
+            ("timers", count(sum(&self.inner.timers))),
+            ("buffers_in_use", count(sum(&self.inner.buffers))),
+        ]
     }
 
     /// A reload was applied (`ok`) or rejected (`idlereaper_reloads_total{result}`).
@@ -295,12 +345,32 @@ impl Metrics {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// A live upgrade completed (`ok`) or was refused (`idlereaper_upgrades_total{result}`).
-    pub fn upgrade(&self, ok: bool) {
-        let counter = if ok { &self.inner.upgrades_ok } else { &self.inner.upgrades_refused };
+    /// A live upgrade's end (`idlereaper_upgrades_total{result}`).
+    pub fn upgrade(&self, result: UpgradeResult) {
+        let i = &self.inner;
+        let counter = match result {
+            UpgradeResult::Success => &i.upgrades_ok,
+            UpgradeResult::Refused => &i.upgrades_refused,
+            UpgradeResult::Failed => &i.upgrades_failed,
+        };
         counter.fetch_add(1, Relaxed);
     }
 }
 
+/// How a live upgrade ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeResult {
+    /// The new code runs.
+    Success,
+    /// Not attempted (the pre-flight checks, or an `execve` that failed): the running code
+    /// carries on.
+    Refused,
+    /// The new image did not take over after the `execve`: the old code carries on, in the
+    /// upgrade's guardian.
+    Failed,
+}
+
+#[cfg(test)]
+mod endpoint_tests;
 #[cfg(test)]
 mod tests;

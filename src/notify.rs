@@ -2,8 +2,9 @@
 //! change to the Unix socket named by `NOTIFY_SOCKET` (a path, or an abstract name after `@`),
 //! only when that variable is set. `READY=1` once every listener is bound and privileges are
 //! dropped, `RELOADING=1` (with `MONOTONIC_USEC`) then `READY=1` around a reload, `STOPPING=1`
-//! on stop, `STATUS=` lines, and `WATCHDOG=1` when `WATCHDOG_USEC` asks for it (see
-//! [`Notifier::watchdog_interval`]). A failed send is logged once and otherwise ignored: the
+//! on stop, `STATUS=` lines, `WATCHDOG=1` when `WATCHDOG_USEC` asks for it (see
+//! [`Notifier::watchdog_interval`]), and `MAINPID=` around a live upgrade's exec (its guardian
+//! is the main process meanwhile). A failed send is logged once and otherwise ignored: the
 //! service manager is a listener, not a dependency.
 
 use std::os::linux::net::SocketAddrExt;
@@ -70,9 +71,25 @@ impl Notifier {
         }
     }
 
+    /// `MAINPID=pid`: the service's main process is `pid` from now on (a live upgrade's
+    /// guardian, during the exec, and back).
+    pub fn main_pid(&self, pid: u32) {
+        self.send(&format!("MAINPID={pid}"));
+    }
+
     /// `RELOADING=1` with the monotonic time, as systemd wants it before a reload.
     pub fn reloading(&self) {
         self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::clock::monotonic_ns() / 1000));
+    }
+}
+
+/// This process takes the place of `predecessor` as the service's main process (the guardian
+/// of a live upgrade whose new image failed): a watchdog systemd asked of `predecessor`
+/// (`WATCHDOG_PID`) is asked of this one, and of the images it execs later. Call while the
+/// process has one thread (it changes the environment).
+pub fn take_over_from(predecessor: u32) {
+    if std::env::var("WATCHDOG_PID").is_ok_and(|pid| pid.trim() == predecessor.to_string()) {
+        std::env::set_var("WATCHDOG_PID", std::process::id().to_string());
     }
 }
 

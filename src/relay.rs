@@ -18,6 +18,10 @@
 //! every byte before it, so the receiver sees it where the sender put it, out of band; then the
 //! inline read goes on past the mark.
 //!
+//! A connection with a protocol observer (see [`crate::observe`]) is always copied: the
+//! observer is fed each read, in order, before it is written on; its bytes never go through a
+//! pipe, where it could not see them.
+//!
 //! A live upgrade gives a socket and a direction up, and takes them over again, in
 //! [`handover`].
 
@@ -31,6 +35,7 @@ use crate::stream::Stream;
 use nix::fcntl::{splice, SpliceFFlags};
 
 use crate::buffer::{Buf, Pool};
+use crate::observe::Observer;
 use crate::pipe::{Pipe, PipePool};
 use crate::sys;
 use crate::vocab::{IoFailure, Side};
@@ -152,11 +157,21 @@ pub struct Pumped {
     pub failure: Option<IoFailure>,
 }
 
+/// The sockets of one direction: where bytes come from (and which side that is), where they
+/// go, and the connection's observer, if it has one.
+pub struct Way<'a> {
+    pub src: &'a mut Socket,
+    pub dst: &'a mut Socket,
+    pub src_side: Side,
+    pub observer: &'a mut Option<Observer>,
+}
+
 /// Moves bytes from `src` to `dst` until one of them would block, `src` is finished, or the
 /// budget is spent.
-pub fn pump(half: &mut Half, src: &mut Socket, dst: &mut Socket, src_side: Side, io: &mut Io<'_>) -> Pumped {
+pub fn pump(half: &mut Half, way: Way<'_>, io: &mut Io<'_>) -> Pumped {
+    let Way { src, dst, src_side, observer } = way;
     let mut out = Pumped { moved: false, budget_spent: false, failure: None };
-    let spliced = pump_until_blocked(half, src, dst, src_side, io, &mut out);
+    let spliced = pump_until_blocked(half, Way { src, dst, src_side, observer }, io, &mut out);
     if spliced > 0 && spliced < BULK_MIN && !src.readable {
         half.bulk = false;
     }
@@ -169,14 +184,8 @@ pub fn pump(half: &mut Half, src: &mut Socket, dst: &mut Socket, src_side: Side,
 }
 
 /// The loop of [`pump`]; returns how many bytes it spliced.
-fn pump_until_blocked(
-    half: &mut Half,
-    src: &mut Socket,
-    dst: &mut Socket,
-    src_side: Side,
-    io: &mut Io<'_>,
-    out: &mut Pumped,
-) -> usize {
+fn pump_until_blocked(half: &mut Half, way: Way<'_>, io: &mut Io<'_>, out: &mut Pumped) -> usize {
+    let Way { src, dst, src_side, observer } = way;
     let dst_side = src_side.other();
     let fail = |side, op, error| Some(IoFailure { side, op, error });
     let (mut reads, mut spliced) = (0, 0);
@@ -258,12 +267,14 @@ fn pump_until_blocked(
                 }
             }
         }
-        if half.bulk && half.pipe.is_none() && !inline_only {
+        if half.bulk && half.pipe.is_none() && !inline_only && observer.is_none() {
             half.pipe = io.pipes.take();
         }
         let read = match half.pipe.as_mut().filter(|_| !inline_only) {
             Some(pipe) => splice_in(src, pipe).inspect(|&n| spliced += n).map_err(Fault::Read),
-            None => copy(half, src, dst, io),
+            None => {
+                copy(half, Way { src: &mut *src, dst: &mut *dst, src_side, observer: &mut *observer }, io)
+            }
         };
         match read {
             // `splice` returns 0 at an urgent mark once the peer has sent FIN: not the end.
@@ -308,12 +319,19 @@ enum Fault {
     Write(io::Error),
 }
 
-/// One `read` into the scratch buffer and as much of it written on as `dst` takes; the rest is
-/// kept in a pooled buffer. A full read marks the direction as bulk.
-fn copy(half: &mut Half, src: &mut Socket, dst: &mut Socket, io: &mut Io<'_>) -> Result<usize, Fault> {
+/// One `read` into the scratch buffer, shown to the observer, and as much of it written on as
+/// `dst` takes; the rest is kept in a pooled buffer. A full read marks the direction as bulk.
+fn copy(half: &mut Half, way: Way<'_>, io: &mut Io<'_>) -> Result<usize, Fault> {
+    let Way { src, dst, src_side, observer } = way;
     let n = src.stream.read(io.scratch).map_err(Fault::Read)?;
     if n == io.scratch.len() {
         half.bulk = true;
+    }
+    if let Some(observer) = observer.as_mut() {
+        match src_side {
+            Side::Client => observer.client_sent(&io.scratch[..n]),
+            Side::Upstream => observer.server_sent(&io.scratch[..n]),
+        }
     }
     src.drained_by(n, io.scratch.len());
     let mut rest = BorrowedBuf { bytes: &io.scratch[..n] };

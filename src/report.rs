@@ -17,16 +17,24 @@ pub struct ConnRow {
     pub client: String,
     /// The upstream's address (`-` for a sink).
     pub upstream: String,
-    /// `connecting`, `relaying`, `half_closed` or `sink`.
+    /// `tcp`, `postgres` or `redis`: what idle means for it.
+    pub protocol: String,
+    /// `tcp`: `connecting`, `relaying`, `half_closed` or `sink`. A protocol's, once connected:
+    /// `starting`, `idle`, `idle_in_transaction`, `busy`, `subscribed`, `monitoring`, `opaque`
+    /// (`half_closed` after a FIN).
     pub state: String,
+    /// The inactivity timer its state runs: `idle`, `idle_in_transaction`, `subscriber_idle`,
+    /// or `none` (never closed as idle); `connect` while connecting.
+    pub timer: String,
     pub age_ms: u64,
     /// Since the last byte moved (or since accept, while connecting).
     pub idle_ms: u64,
-    /// Until the daemon closes it, unless something moves first.
-    pub reap_in_ms: u64,
-    /// Which deadline is next: `idle`, `max_lifetime`, `half_close` or `connect`.
+    /// Until the daemon closes it, unless something moves first; none when no deadline runs.
+    pub reap_in_ms: Option<u64>,
+    /// Which deadline is next: `idle`, `idle_in_transaction`, `subscriber_idle`,
+    /// `max_lifetime`, `half_close`, `connect`, or `none`.
     pub reap_reason: String,
-    /// The idle timeout it is subject to (for `top`'s bar).
+    /// The length of its inactivity timer (0 for none; for `top`'s bar).
     pub idle_timeout_ms: u64,
     pub bytes_from_client: u64,
     pub bytes_from_upstream: u64,
@@ -93,7 +101,9 @@ pub fn conns_table(rows: &[ConnRow]) -> String {
         "listener",
         "client",
         "upstream",
+        "protocol",
         "state",
+        "timer",
         "age",
         "idle",
         "reap_in",
@@ -109,10 +119,12 @@ pub fn conns_table(rows: &[ConnRow]) -> String {
                 r.listener.clone(),
                 r.client.clone(),
                 r.upstream.clone(),
+                r.protocol.clone(),
                 r.state.clone(),
+                r.timer.clone(),
                 human_ms(r.age_ms),
                 human_ms(r.idle_ms),
-                human_ms(r.reap_in_ms),
+                r.reap_in_ms.map_or_else(|| "-".to_owned(), human_ms),
                 r.reap_reason.clone(),
                 r.bytes_from_client.to_string(),
                 r.bytes_from_upstream.to_string(),
@@ -154,10 +166,12 @@ mod tests {
             listener: "pg".into(),
             client: "127.0.0.1:40000".into(),
             upstream: "127.0.0.1:5432".into(),
+            protocol: "tcp".into(),
             state: "relaying".into(),
+            timer: "idle".into(),
             age_ms: 65_000,
             idle_ms: 1_500,
-            reap_in_ms,
+            reap_in_ms: Some(reap_in_ms),
             reap_reason: "idle".into(),
             idle_timeout_ms: 300_000,
             bytes_from_client: 10,
@@ -175,10 +189,15 @@ mod tests {
 
     #[test]
     fn a_table_aligns_its_columns_and_json_reads_back() {
-        let rows = vec![row(7, 298_500), row(12345, 5)];
+        let mut busy = row(8, 0);
+        (busy.protocol, busy.state, busy.timer, busy.reap_in_ms) =
+            ("postgres".into(), "busy".into(), "none".into(), None);
+        busy.reap_reason = "none".into();
+        let rows = vec![row(7, 298_500), row(12345, 5), busy];
         let text = conns_table(&rows);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 4);
+        assert!(lines[3].contains("postgres  busy      none") && lines[3].contains("  -  "), "{text}");
         assert!(lines[0].starts_with("id     listener  client"), "{text}");
         assert!(lines[1].contains("4m58s") && lines[2].contains("5ms"), "{text}");
         let column = |l: &str| l.find("relaying");

@@ -19,8 +19,8 @@ pub enum Signal {
     Upgrade,
 }
 
-/// The signals the daemon handles.
-const HANDLED: [i32; 5] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2];
+/// The signals the daemon handles (also blocked in a live upgrade's guardian).
+pub const HANDLED: [i32; 5] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2];
 
 fn handled_set() -> SigSet {
     let mut set = SigSet::empty();

@@ -42,6 +42,15 @@ impl<C: Timed> Slots<C> {
         self.slots.get_mut(slot).and_then(Option::take)
     }
 
+    /// Keeps the clients for which `keep` is true, dropping (closing) the others.
+    pub fn retain(&mut self, mut keep: impl FnMut(&mut C) -> bool) {
+        for slot in &mut self.slots {
+            if slot.as_mut().is_some_and(|c| !keep(c)) {
+                *slot = None;
+            }
+        }
+    }
+
     /// Accepting resumes at `at` without a new event (`None`: only on one).
     pub fn accept_again(&mut self, at: Option<Instant>) {
         self.accept_again = at;

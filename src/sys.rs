@@ -1,15 +1,18 @@
 //! Linux socket queries that neither std, mio, socket2 nor nix wrap: `TCP_INFO` (what the kernel
 //! moved on a socket's behalf while the relay made no call) and `SIOCATMARK` (whether the next
-//! read starts at TCP urgent data). Both are read-only queries of a socket we own. And the two
-//! ends of a live upgrade's descriptor passing: [`inherit`] (keep a descriptor across `execve`)
-//! and [`adopt`] (own a descriptor inherited by number). This module is, with `daemon.rs`, one
-//! of the two places that use `unsafe`.
+//! read starts at TCP urgent data). Both are read-only queries of a socket we own. And the
+//! process calls of a live upgrade that no crate wraps: the two ends of its descriptor passing,
+//! [`inherit`] (keep a descriptor across `execve`) and [`adopt`] (own a descriptor inherited by
+//! number); process descriptors ([`pidfd_open`], [`pidfd_kill`], [`pidfd_exit_status`]) with
+//! which its guardian watches the new image; and [`spawn_blocking`], a child started with
+//! signals blocked. This module is, with `daemon.rs`, one of the two places that use `unsafe`.
 
 #![allow(unsafe_code)]
 
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
 
 /// `SIOCATMARK` from `<asm-generic/sockios.h>` (the same on every Linux architecture we build).
 const SIOCATMARK: libc::c_ulong = 0x8905;
@@ -27,37 +30,42 @@ pub struct TcpProgress {
     /// Bytes the peer acknowledged plus bytes received from it: grows whenever a byte moves on
     /// the wire in either direction, whether or not the relay made a call.
     pub moved: u64,
-    /// Milliseconds since the kernel last received data from the peer (jiffies-based: see
-    /// [`JIFFY_SLACK_MS`]).
+    /// Milliseconds since the kernel last took in data from the peer (`tcpi_last_data_recv`;
+    /// jiffies-based, as the two below: see [`JIFFY_SLACK_MS`]). Only data the connection
+    /// accepts moves it: not a keepalive or zero-window probe, nor data beyond the window.
     pub since_data_ms: u32,
-    /// Milliseconds since the kernel last received an acknowledgement (of data, or of a
-    /// keepalive or window probe).
+    /// Milliseconds since the kernel last sent a data segment (`tcpi_last_data_sent`), new
+    /// bytes or sent again. Keepalive and zero-window probes carry no data and do not move it.
+    pub since_sent_ms: u32,
+    /// Milliseconds since the kernel last received an acknowledgement (`tcpi_last_ack_recv`):
+    /// of data, or the answer to a keepalive or zero-window probe.
     pub since_ack_ms: u32,
     /// Bytes written to the socket and not yet acknowledged by the peer (in flight or unsent).
     pub unacknowledged: bool,
     /// The peer's FIN has arrived (or the connection is gone), whether or not it was read.
     pub peer_finished: bool,
-    /// The kernel is backing off: retransmission or zero-window probes go unanswered by
-    /// progress, so recent acknowledgements are probe answers, not movement.
-    pub backing_off: bool,
 }
 
 impl TcpProgress {
     /// For a socket the kernel reports nothing of (not TCP): no movement ever.
     pub fn quiet() -> TcpProgress {
-        TcpProgress { since_data_ms: u32::MAX, since_ack_ms: u32::MAX, ..TcpProgress::default() }
+        TcpProgress {
+            since_data_ms: u32::MAX,
+            since_sent_ms: u32::MAX,
+            since_ack_ms: u32::MAX,
+            ..TcpProgress::default()
+        }
     }
 
-    /// Milliseconds since a byte last moved on this socket, as far as the kernel can tell: the
-    /// last data received, or the last acknowledgement while bytes sent are outstanding and
-    /// the kernel is not probing a closed window (then acknowledgements answer the probes and
-    /// say nothing of movement). An acknowledgement with nothing outstanding (a keepalive
-    /// answer, or the end of a drain) does not count.
+    /// Milliseconds since a byte last moved on this socket, at the least, as far as the
+    /// kernel's timestamps tell: the last data received, or the last data sent that the peer
+    /// has acknowledged — sent no later than the last data segment and no later than the last
+    /// acknowledgement, so the later of the two "ago"s. Probes carry no data and their answers
+    /// acknowledge none: a reader that stopped, whose kernel answers zero-window probes, and a
+    /// keepalive's answers move neither the data received nor the data sent, so they are no
+    /// movement; every window a slow reader opens is (the data sent into it).
     pub fn since_movement_ms(&self) -> u32 {
-        match self.unacknowledged && !self.backing_off {
-            true => self.since_data_ms.min(self.since_ack_ms),
-            false => self.since_data_ms,
-        }
+        self.since_data_ms.min(self.since_sent_ms.max(self.since_ack_ms))
     }
 }
 
@@ -90,13 +98,13 @@ pub fn tcp_progress(socket: &impl AsFd) -> io::Result<TcpProgress> {
     Ok(TcpProgress {
         moved: info.tcpi_bytes_acked.wrapping_add(info.tcpi_bytes_received),
         since_data_ms: info.tcpi_last_data_recv,
+        since_sent_ms: info.tcpi_last_data_sent,
         since_ack_ms: info.tcpi_last_ack_recv,
         unacknowledged: info.tcpi_unacked > 0 || info.tcpi_notsent_bytes > 0,
         peer_finished: matches!(
             info.tcpi_state,
             TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_TIME_WAIT | TCP_CLOSE
         ),
-        backing_off: info.tcpi_backoff > 0 || info.tcpi_probes > 0,
     })
 }
 
@@ -137,6 +145,101 @@ pub fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Sets close-on-exec again on a descriptor this process keeps (one [`inherit`] cleared for an
+/// `execve` that failed).
+pub fn close_on_exec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD sets the descriptor flags of a number; one that is not open fails (EBADF).
+    match unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// A process descriptor of `pid` (`pidfd_open(2)`, Linux 5.3), close-on-exec: it names that
+/// process and no other, even once its number is reused.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: pidfd_open takes a pid and flags (none) and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created this descriptor (it fits an int), and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends SIGKILL to the process of a process descriptor (`pidfd_send_signal(2)`); one that has
+/// exited already is not an error.
+pub fn pidfd_kill(pidfd: &impl AsFd) -> io::Result<()> {
+    let fd = pidfd.as_fd().as_raw_fd();
+    // SAFETY: pidfd_send_signal takes a descriptor, a signal number, a null siginfo (the kernel
+    // fills in one as kill(2) would) and flags (none).
+    let rc =
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, std::ptr::null::<u8>(), 0) };
+    match rc {
+        0 => Ok(()),
+        _ => match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            e => Err(e),
+        },
+    }
+}
+
+/// `struct pidfd_info` of `<linux/pidfd.h>` as Linux 6.15 first defined it (64 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    ids: [u32; 11],
+    exit_code: i32,
+}
+
+/// `PIDFD_GET_INFO`: `_IOWR(0xFF, 11, struct pidfd_info)`, for the 64-byte structure above.
+const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+/// The `mask` bit that asks for (and reports) the exit status.
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+
+/// How the process of a process descriptor ended, as a wait status (`WIFEXITED` …), once its
+/// parent has reaped it (`PIDFD_GET_INFO`, Linux 6.15; it works for a process that is not our
+/// child). `None` while it runs or is not reaped yet, or on an older kernel.
+pub fn pidfd_exit_status(pidfd: &impl AsFd) -> Option<i32> {
+    let mut info = PidfdInfo { mask: PIDFD_INFO_EXIT, ..PidfdInfo::default() };
+    // SAFETY: PIDFD_GET_INFO writes at most the size its number encodes (64 bytes, the size of
+    // `info`) into the structure it is given, which lives through the call.
+    let rc =
+        unsafe { libc::ioctl(pidfd.as_fd().as_raw_fd(), PIDFD_GET_INFO as _, &mut info as *mut PidfdInfo) };
+    (rc == 0 && info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code)
+}
+
+/// Spawns `command` with `signals` blocked in the child from its first instruction on (std
+/// clears the signal mask of the children it starts; a signal meant for the daemon then waits
+/// in the child's pending set instead of killing it).
+pub fn spawn_blocking(
+    command: &mut std::process::Command,
+    signals: &[i32],
+) -> io::Result<std::process::Child> {
+    // SAFETY: sigemptyset and sigaddset only write the set they are given.
+    let set = unsafe {
+        let mut set = MaybeUninit::<libc::sigset_t>::zeroed();
+        libc::sigemptyset(set.as_mut_ptr());
+        for &signal in signals {
+            libc::sigaddset(set.as_mut_ptr(), signal);
+        }
+        set.assume_init()
+    };
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed: it makes one, pthread_sigmask, on a set prepared before the fork, and
+    // neither allocates nor takes a lock.
+    unsafe {
+        command.pre_exec(move || match libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        });
+    }
+    command.spawn()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +272,59 @@ mod tests {
         assert!(tcp_progress(&b).unwrap().peer_finished);
     }
 
+    /// What the liveness review relies on, checked on the running kernel: a peer that stopped
+    /// reading answers zero-window probes, which move the time of the last acknowledgement but
+    /// not the time of the last data sent, nor the byte counters (once the window is shut: a
+    /// probe into a window too small to fill carries data, and is movement).
+    #[test]
+    fn zero_window_probe_answers_move_no_data_timestamp() {
+        let (a, b) = pair();
+        a.set_nonblocking(true).unwrap();
+        let chunk = [5u8; 64 * 1024];
+        // Until the peer's window and our buffer are full (a few MiB at most).
+        for _ in 0..10_000 {
+            if (&a).write(&chunk).is_err() {
+                break;
+            }
+        }
+        // The first persist timer may still send what fits a window too small to fill: wait
+        // until nothing has moved for 300 ms.
+        let mut full = tcp_progress(&a).unwrap();
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let now = tcp_progress(&a).unwrap();
+            if now.moved == full.moved {
+                break;
+            }
+            full = now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        let later = tcp_progress(&a).unwrap();
+        assert_eq!(later.moved, full.moved, "{full:?} → {later:?}");
+        assert!(later.unacknowledged);
+        assert!(later.since_sent_ms >= 1000 && later.since_movement_ms() >= 1000, "{later:?}");
+        assert!(later.since_ack_ms < later.since_sent_ms, "probes were answered since: {later:?}");
+        drop(b);
+    }
+
+    /// The same for keepalive answers on an idle connection.
+    #[test]
+    fn keepalive_answers_move_no_data_timestamp() {
+        let (mut a, mut b) = pair();
+        a.write_all(b"ping").unwrap();
+        b.read_exact(&mut [0; 4]).unwrap();
+        let every_second = socket2::TcpKeepalive::new()
+            .with_time(std::time::Duration::from_secs(1))
+            .with_interval(std::time::Duration::from_secs(1));
+        SockRef::from(&a).set_tcp_keepalive(&every_second).unwrap();
+        let before = tcp_progress(&a).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let after = tcp_progress(&a).unwrap();
+        assert_eq!(after.moved, before.moved, "{before:?} → {after:?}");
+        assert!(after.since_ack_ms < 1000, "a keepalive was answered: {after:?}");
+        assert!(after.since_movement_ms() >= 1500, "{after:?}");
+    }
+
     #[test]
     fn the_urgent_mark_is_seen_where_the_urgent_byte_is() {
         let (a, mut b) = pair();
@@ -187,5 +343,28 @@ mod tests {
         let n = b.read(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"after");
         assert!(!at_urgent_mark(&b).unwrap());
+    }
+
+    #[test]
+    fn a_child_spawned_blocking_starts_with_those_signals_blocked() {
+        let mut command = std::process::Command::new("grep");
+        command.args(["^SigBlk:", "/proc/self/status"]).stdout(std::process::Stdio::piped());
+        let child = spawn_blocking(&mut command, &[libc::SIGUSR2, libc::SIGTERM]).unwrap();
+        let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+        let mask = u64::from_str_radix(out.trim_start_matches("SigBlk:").trim(), 16).unwrap();
+        assert_eq!(mask, 1 << (libc::SIGUSR2 - 1) | 1 << (libc::SIGTERM - 1), "{out}");
+    }
+
+    #[test]
+    fn a_process_descriptor_kills_its_process_and_tells_how_it_ended() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pidfd = pidfd_open(child.id()).unwrap();
+        assert_eq!(pidfd_exit_status(&pidfd), None, "running");
+        pidfd_kill(&pidfd).unwrap();
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        pidfd_kill(&pidfd).unwrap(); // gone: not an error
+                                     // PIDFD_GET_INFO tells the wait status once reaped (Linux 6.15; before, nothing).
+        assert!(matches!(pidfd_exit_status(&pidfd), None | Some(libc::SIGKILL)));
     }
 }

@@ -45,6 +45,10 @@ pub struct Carried<'a> {
     /// The upstreams of each listener of `config`.
     pub upstreams: &'a [Option<Arc<Upstreams>>],
     pub metrics: &'a Metrics,
+    /// The path the daemon was started as (see `State::started_as`).
+    pub started_as: Option<&'a Path>,
+    /// The log file's descriptor, if logging to one.
+    pub log_fd: Option<std::os::fd::RawFd>,
 }
 
 /// The state of the whole daemon, from the frozen workers (in worker order) and the rest.
@@ -99,6 +103,9 @@ pub fn state_of(carried: Carried<'_>, frozen_at: u64, frozen: Vec<Frozen>) -> St
         in_force: carried.in_force.to_vec(),
         counters: carried.metrics.carried(),
         workers,
+        started_as: carried.started_as.map(|p| p.display().to_string()),
+        log_fd: carried.log_fd,
+        guardian: None,
     }
 }
 
@@ -127,6 +134,7 @@ pub struct Thawed {
 /// worker with every part a connection can have.
 pub fn sample_of(carried: Carried<'_>, workers: usize) -> State {
     use crate::handover::state::{ConnState, HalfState, RelayState, SocketState, WorkerState};
+    use crate::observe::{Observer, Protocol};
     let table = carried.sources.len();
     let half = HalfState {
         pending: Some(vec![0]),
@@ -150,6 +158,7 @@ pub fn sample_of(carried: Carried<'_>, workers: usize) -> State {
             to_client: half,
             first_fin: Some(0),
             preamble: Some(vec![0]),
+            observer: Observer::new(Protocol::Postgres).map(|o| o.to_bytes()),
         },
         ..ConnState::default()
     };
@@ -162,7 +171,7 @@ pub fn sample_of(carried: Carried<'_>, workers: usize) -> State {
             retired: None,
         })
         .collect();
-    state_of(carried, 0, frozen)
+    State { guardian: Some((-1, 0)), ..state_of(carried, 0, frozen) }
 }
 
 /// What `idlereaper --handover-check FD` does in the new binary: reads the sample state as it
@@ -190,8 +199,9 @@ fn configs_of(state: &State) -> Result<Vec<Config>, Error> {
 }
 
 /// Rebuilds the daemon from `state`, its counters in `metrics` (made by
-/// [`Metrics::resumed`]).
-pub fn thaw(state: &State, metrics: &Metrics) -> Result<Thawed, Error> {
+/// [`Metrics::resumed`]). The guard of each Unix listener's socket file is cloned into
+/// `socket_files`: while the caller holds the clones, no failure removes a file.
+pub fn thaw(state: &State, metrics: &Metrics, socket_files: &mut Vec<UnixPath>) -> Result<Thawed, Error> {
     let configs = configs_of(state)?;
     // What the process already has stays: its pidfile and its number of workers.
     let mut config = configs[0].clone();
@@ -234,6 +244,7 @@ pub fn thaw(state: &State, metrics: &Metrics) -> Result<Thawed, Error> {
             (Listen::Unix(_), Some(path)) => Some(UnixPath::adopt(path.into())),
             _ => None,
         };
+        socket_files.extend(unix_path.clone());
         for (table, l) in
             tables.iter_mut().zip(listener::adopt(lc, &fds, unix_path, listener_metrics, resumed)?)
         {
@@ -244,13 +255,12 @@ pub fn thaw(state: &State, metrics: &Metrics) -> Result<Thawed, Error> {
     }
     counters.sort_by_key(|(k, _)| *k);
     metrics.set_listeners(counters.into_iter().map(|(_, m)| m).collect());
-    let frozen = crate::clock::instant_of(state.frozen_at);
     let mut workers = Vec::with_capacity(tables.len());
     let mut connections = 0;
     for (i, (table, part)) in tables.into_iter().zip(&state.workers).enumerate() {
         let (mut worker, remote) =
             Worker::new(&config, i, table, metrics.clone()).map_err(|e| Error::io("event loop", e))?;
-        connections += worker.adopt(part, frozen);
+        connections += worker.adopt(part, state.frozen_at);
         workers.push((worker, remote));
     }
     let listeners = state.in_force.len();

@@ -45,6 +45,15 @@ impl Target {
         }
     }
 
+    /// The address `stream` is connected to, to connect to again (`None` if the kernel no
+    /// longer says, or a Unix socket without a path).
+    pub fn of(stream: &Stream) -> Option<Target> {
+        match stream {
+            Stream::Tcp(s) => s.peer_addr().ok().map(Target::Tcp),
+            Stream::Unix(s) => s.peer_addr().ok()?.as_pathname().map(|p| Target::Unix(p.to_owned())),
+        }
+    }
+
     /// Starts a non-blocking connect.
     pub fn connect(&self) -> io::Result<Stream> {
         match self {

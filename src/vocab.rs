@@ -41,8 +41,13 @@ impl Side {
 /// Why a connection was closed. The names are part of the log format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// No byte moved in either direction for `idle_timeout`.
+    /// No byte moved in either direction for `idle_timeout` (on a protocol listener: idle as
+    /// the service means it, for `idle_timeout`).
     Idle,
+    /// PostgreSQL: idle in a transaction for `idle_in_transaction_timeout`.
+    IdleInTransaction,
+    /// Redis: a subscriber with nothing moving for `subscriber_idle_timeout`.
+    SubscriberIdle,
     /// The client finished (FIN), and everything it sent was delivered.
     ClientClosed,
     /// The upstream finished (FIN) first, and everything it sent was delivered.
@@ -80,6 +85,8 @@ impl CloseReason {
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::Idle => "idle",
+            CloseReason::IdleInTransaction => "idle_in_transaction",
+            CloseReason::SubscriberIdle => "subscriber_idle",
             CloseReason::ClientClosed => "client_closed",
             CloseReason::UpstreamClosed => "upstream_closed",
             CloseReason::UpstreamRefused => "upstream_refused",
@@ -115,12 +122,19 @@ impl CloseReason {
         }
     }
 
+    /// An inactivity timer ran out (one of the idle reasons).
+    pub fn is_idle(self) -> bool {
+        matches!(self, CloseReason::Idle | CloseReason::IdleInTransaction | CloseReason::SubscriberIdle)
+    }
+
     /// A close the daemon decides on (a timer, a stop): each peer is reset if bytes for it are
     /// undelivered, and sent FIN otherwise.
     pub fn is_forced(self) -> bool {
         matches!(
             self,
             CloseReason::Idle
+                | CloseReason::IdleInTransaction
+                | CloseReason::SubscriberIdle
                 | CloseReason::MaxLifetime
                 | CloseReason::HalfCloseTimeout
                 | CloseReason::Shutdown

@@ -116,6 +116,7 @@ fn the_modules_import_each_other_without_a_cycle() {
         "alarm",
         "signals",
         "proxy_protocol",
+        "observe",
         "stream",
         "report",
         "slots",

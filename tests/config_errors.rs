@@ -110,6 +110,23 @@ fn an_unknown_key_in_daemon_is_rejected() {
 }
 
 #[test]
+fn a_log_format_other_than_text_or_json_is_rejected_and_check_prints_the_format() {
+    let listen = free_addr();
+    let with = |format: &str| {
+        config_with(&sink_listener("a", listen, "5s"))
+            .replace("tick = \"1ms\"\n", &format!("tick = \"1ms\"\nlog_format = \"{format}\"\n"))
+    };
+    for args in [&["--check"][..], &["--foreground"][..]] {
+        let outcome = run_with(args, Some(&with("logfmt")));
+        assert_rejected(&outcome, &["\"text\" or \"json\", got \"logfmt\""], Some(listen));
+        assert_at(&outcome, 5, "daemon.log_format");
+    }
+    let check = run_with(&["--check"], Some(&with("json")));
+    assert_eq!(check.status.code(), Some(0), "{}", check.stderr);
+    assert!(check.stdout.contains(", log stderr (info, json), "), "{}", check.stdout);
+}
+
+#[test]
 fn a_duration_with_a_bad_unit_is_rejected() {
     let listen = free_addr();
     let text = config_with(&sink_listener("a", listen, "5x"));
@@ -271,4 +288,44 @@ fn check_rejects_a_bad_config_with_status_2() {
     let text = config_with(&sink_listener("a", free_addr(), "5x"));
     let outcome = run_with(&["--check"], Some(&text));
     assert_rejected(&outcome, &["idle_timeout"], None);
+}
+
+#[test]
+fn protocol_keys_where_they_do_not_apply_are_rejected_at_the_key() {
+    let (listen, upstream) = (free_addr(), free_addr());
+    let relay = |more: &str| config_with(&(relay_listener("db", listen, upstream, "5s") + more));
+    let cases = [
+        ("protocol = \"mysql\"\n", "listener[0].protocol"),
+        ("idle_in_transaction_timeout = \"30s\"\n", "listener[0].idle_in_transaction_timeout"),
+        (
+            "protocol = \"postgres\"\nsubscriber_idle_timeout = \"1h\"\n",
+            "listener[0].subscriber_idle_timeout",
+        ),
+        ("protocol = \"redis\"\nidle_notice = \"-ERR idle\\r\\n\"\n", "listener[0].idle_notice"),
+        ("protocol = \"postgres\"\nidle_close = \"rst\"\n", "listener[0].idle_close"),
+    ];
+    for (more, key) in cases {
+        assert_rejected(&run_with(&[], Some(&relay(more))), &[key], Some(listen));
+    }
+    let sink = config_with(&(sink_listener("tarpit", listen, "5s") + "protocol = \"redis\"\n"));
+    assert_rejected(&run_with(&["--check"], Some(&sink)), &["listener[0].protocol"], None);
+}
+
+#[test]
+fn check_prints_each_relays_protocol() {
+    let (pg, cache, upstream) = (free_addr(), free_addr(), free_addr());
+    let text = config_with(
+        &(relay_listener("pg", pg, upstream, "10m")
+            + "protocol = \"postgres\"\nidle_in_transaction_timeout = \"30s\"\n\n"
+            + &relay_listener("cache", cache, upstream, "5m")
+            + "protocol = \"redis\"\nsubscriber_idle_timeout = \"1h\"\n"),
+    );
+    let outcome = run_with(&["--check"], Some(&text));
+    assert_eq!(outcome.status.code(), Some(0), "{}", outcome.stderr);
+    let line =
+        |name: &str| outcome.stdout.lines().find(|l| l.starts_with(&format!("listener {name}:"))).unwrap();
+    assert!(
+        line("pg").contains("relay, protocol postgres, idle_timeout 10m, idle_in_transaction_timeout 30s")
+    );
+    assert!(line("cache").contains("relay, protocol redis, idle_timeout 5m, subscriber_idle_timeout 1h"));
 }

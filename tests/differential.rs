@@ -10,6 +10,9 @@
 //! the relay, no peer may receive a byte that was not sent, see a clean EOF after anything but
 //! every byte, or stall.
 //!
+//! The scenarios run through plain (`tcp`) listeners, and through `postgres` and `redis` ones:
+//! their observers see every byte and must change none.
+//!
 //! `IDLEREAPER_DIFF_SEED=<n>` replays one scenario; `IDLEREAPER_DIFF_SCENARIOS=<n>` (default
 //! 500) and `IDLEREAPER_DIFF_BASE_SEED=<n>` choose the seeds `base..base+n`. With a seed,
 //! `IDLEREAPER_DIFF_SCENARIOS` says how many times to run it (8 at once): what the relay does
@@ -77,6 +80,23 @@ struct Failure {
 
 #[test]
 fn relayed_peers_observe_what_direct_peers_observe() {
+    relayed_through("tcp");
+}
+
+/// A protocol observer sees every byte (the copy path, never splice) and changes none, whatever
+/// it makes of them.
+#[test]
+fn relayed_peers_observe_what_direct_peers_observe_through_a_postgres_listener() {
+    relayed_through("postgres");
+}
+
+#[test]
+fn relayed_peers_observe_what_direct_peers_observe_through_a_redis_listener() {
+    relayed_through("redis");
+}
+
+/// Every scenario, directly and through relay listeners of `protocol`.
+fn relayed_through(protocol: &str) {
     let seeds = seeds_from_env();
     let relays: Vec<SocketAddr> = (0..WORKERS.min(seeds.len())).map(|_| free_addr()).collect();
     let paths: Vec<Path> = relays.iter().map(|&relay| Path::new(Some(relay))).collect();
@@ -86,12 +106,15 @@ fn relayed_peers_observe_what_direct_peers_observe() {
         .enumerate()
         .map(|(i, (path, &relay))| {
             relay_listener(&format!("diff{i}"), relay, path.upstream_addr(), "60s")
-                + "half_close_timeout = \"60s\"\nconnect_timeout = \"10s\"\n\n"
+                + &format!(
+                    "half_close_timeout = \"60s\"\nconnect_timeout = \"10s\"\nprotocol = \"{protocol}\"\n\n"
+                )
         })
         .collect();
     let mut daemon = Daemon::start(&listeners);
-    let failures = run_all(&seeds, &paths, "relayed");
-    report(&failures, seeds.len(), "relayed");
+    let label = format!("relayed ({protocol})");
+    let failures = run_all(&seeds, &paths, &label);
+    report(&failures, seeds.len(), &label);
     daemon.stop();
 }
 

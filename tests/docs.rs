@@ -1,7 +1,8 @@
 //! The README and the sample config say what the program does: the README's configuration
 //! table is one table, in the order of the file's tables, and documents every key of the
-//! commented sample (and the sample every `[daemon]` key of the table); the statistics line it
-//! shows has the fields the daemon logs; `idlereaper --check` accepts the sample.
+//! commented sample (and the sample every `[daemon]` key of the table); the statistics line and
+//! the close line it shows have the fields the daemon logs, in order, and its JSON close line the
+//! same fields; `idlereaper --check` accepts the sample.
 
 mod common;
 
@@ -85,6 +86,41 @@ fn the_statistics_line_shown_is_the_one_logged() {
     let mut sorted = documented.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, logged, "README shows `stats {line}`");
+}
+
+/// The README's example lines of the Logs section that start with `prefix`.
+fn logs_example(prefix: &str) -> &'static str {
+    let logs = README.split_once("\n## Logs\n").expect("a Logs section").1;
+    logs.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} line in Logs"))
+}
+
+#[test]
+fn the_close_line_shown_is_the_one_logged() {
+    let shown = logs_example("conn closed ");
+    let keys = |fields: &str| -> Vec<String> {
+        fields.split_whitespace().filter_map(|f| f.split_once('=')).map(|(k, _)| k.to_owned()).collect()
+    };
+    let documented = keys(shown.strip_prefix("conn closed ").unwrap());
+    let upstream = Upstream::echo();
+    let listen = free_addr();
+    let daemon = Daemon::start(&relay_listener("example-relay", listen, upstream.addr, "30s"));
+    let mut client = connect(listen);
+    assert_echo(&mut client, b"shown");
+    let me = client.local_addr().unwrap();
+    drop(client);
+    let line = daemon.wait_close_of(me, std::time::Duration::from_secs(5));
+    let logged = keys(line.raw.split_once(" conn closed ").unwrap().1);
+    assert_eq!(documented, logged, "README shows {shown:?}; the daemon logged {:?}", line.raw);
+
+    let json: serde_json::Value = serde_json::from_str(logs_example("{")).expect("the README's JSON line");
+    let members: Vec<String> = json.as_object().unwrap().keys().cloned().collect();
+    let expected: Vec<String> =
+        ["time", "level", "msg"].map(String::from).into_iter().chain(documented).collect();
+    let (mut sorted_members, mut sorted_expected) = (members.clone(), expected);
+    sorted_members.sort();
+    sorted_expected.sort();
+    assert_eq!(sorted_members, sorted_expected, "the JSON line has the text line's fields: {members:?}");
+    assert_eq!((json["msg"].as_str(), json["id"].as_u64()), (Some("conn closed"), Some(17)));
 }
 
 #[test]

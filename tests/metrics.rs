@@ -1,21 +1,19 @@
 //! The Prometheus endpoint: after a scripted workload, a scrape of `/metrics` shows exactly what
-//! the workload did; other paths get 404; the daemon's own traffic is not disturbed.
+//! the workload did, and passes `promtool check metrics`; other paths get 404; the daemon's own
+//! traffic is not disturbed. `/healthz` and `/readyz`: healthy while the loops turn, ready until
+//! a graceful stop begins.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
 fn scrape(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut s = connect(addr);
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (head.to_string(), body.to_string())
+    http_get(addr, path)
 }
 
 /// The value of the sample `name{labels}` in `body`.
@@ -70,7 +68,7 @@ fn a_scrape_shows_what_a_scripted_workload_did() {
         format!("idlereaper_connections_closed_total{{listener=\"{listener}\",reason=\"{r}\"}}")
     };
     assert_eq!(sample(&body, &reason("relay", "client_closed")), 3.0);
-    let bytes = |d: &str| format!("idlereaper_bytes_total{{listener=\"relay\",direction=\"{d}\"}}");
+    let bytes = |d: &str| format!("idlereaper_relayed_bytes_total{{listener=\"relay\",direction=\"{d}\"}}");
     assert_eq!(sample(&body, &bytes("from_client")), 3000.0);
     assert_eq!(sample(&body, &bytes("from_upstream")), 3000.0);
     assert_eq!(sample(&body, &l("idlereaper_connection_lifetime_seconds_count", "relay")), 3.0);
@@ -86,8 +84,20 @@ fn a_scrape_shows_what_a_scripted_workload_did() {
         (sample(&body, "idlereaper_timers") == 0.0).then_some(())
     });
     assert!(timers.is_some(), "timers left in the wheel after every connection closed");
-    assert!(sample(&body, "idlereaper_open_fds") > 0.0);
     assert!(body.contains("idlereaper_build_info{version=\""), "{body}");
+    // The process family, as the Prometheus client libraries export it.
+    let pid = daemon.pid();
+    // Counted during the scrape, whose own connection is one more than the census after it.
+    let (scraped, census) = (sample(&body, "process_open_fds") as usize, fd_census(pid).unwrap().total());
+    assert!((census..=census + 2).contains(&scraped), "{scraped} open, the census after: {census}");
+    assert!(sample(&body, "process_max_fds") >= sample(&body, "process_open_fds"));
+    let rss = sample(&body, "process_resident_memory_bytes");
+    assert!(rss > 1e6 && sample(&body, "process_virtual_memory_bytes") >= rss, "{body}");
+    let cpu = sample(&body, "process_cpu_seconds_total");
+    assert!(cpu > 0.0 && cpu <= cpu_time(pid).unwrap().as_secs_f64() + 0.05, "{cpu} s of CPU");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let started = sample(&body, "process_start_time_seconds");
+    assert!(started <= now && started > now - 600.0, "started at {started}, now {now}");
 
     let (head, _) = scrape(metrics, "/other");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
@@ -108,4 +118,65 @@ fn reloads_are_counted() {
     let (_, body) = scrape(metrics, "/metrics");
     assert_eq!(sample(&body, "idlereaper_reloads_total{result=\"success\"}"), 1.0);
     assert_eq!(sample(&body, "idlereaper_reloads_total{result=\"failure\"}"), 0.0);
+}
+
+#[test]
+fn a_real_scrape_passes_promtool_check_metrics() {
+    let Some(promtool) = promtool() else { return };
+    let body = busy_scrape();
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    check.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {:?}\n{said}\n{body}",
+        out.status
+    );
+}
+
+#[test]
+fn healthz_and_readyz_follow_the_loops_and_a_graceful_stop() {
+    let upstream = Upstream::echo();
+    let (relay, metrics) = (free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_section(dir.path(), "30s").replace("[daemon]\n", "[daemon]\nworkers = 2\n")
+        + &relay_listener("relay", relay, upstream.addr, "60s")
+        + &format!("[metrics]\nlisten = \"{metrics}\"\n");
+    let mut daemon = Daemon::start_in(dir, &config);
+    let ok = |path: &str| {
+        let (head, body) = scrape(metrics, path);
+        assert!(head.starts_with("HTTP/1.1 200 OK") && body == "ok\n", "{path}: {head}\n{body}");
+    };
+    // Idle loops sleep in epoll: /healthz wakes them, and each turns.
+    for _ in 0..3 {
+        ok("/healthz");
+        ok("/readyz");
+    }
+    let mut held = connect(relay);
+    assert_echo(&mut held, b"before the stop");
+
+    // TERM begins a graceful stop: the held connection keeps the daemon draining.
+    daemon.signal(libc::SIGTERM);
+    let unready = wait_for(Duration::from_secs(5), || {
+        let (head, body) = scrape(metrics, "/readyz");
+        head.starts_with("HTTP/1.1 503 Service Unavailable").then_some(body)
+    });
+    assert_eq!(unready.as_deref(), Some("stopping\n"), "{}", daemon.log());
+    daemon.wait_log("draining connections=1", Duration::from_secs(5));
+    ok("/healthz"); // draining loops still turn
+    let (head, _) = scrape(metrics, "/readyz");
+    assert!(head.starts_with("HTTP/1.1 503"), "ready again during the drain: {head}");
+    assert_echo(&mut held, b"during the drain");
+    assert!(daemon.poll_exit().is_none(), "exited with a connection open: {}", daemon.log());
+
+    drop(held);
+    let status = daemon.wait_exit(Duration::from_secs(10)).expect("exit once the last connection closed");
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
 }

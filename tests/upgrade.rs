@@ -11,10 +11,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
@@ -25,32 +24,6 @@ use common::*;
 /// How long an upgrade may take, from USR2 to the `upgraded` line (it runs the new binary's
 /// `--check` first), on a loaded 2-core machine with a debug build.
 const UPGRADE_DEADLINE: Duration = Duration::from_secs(20);
-
-/// Copies the built daemon into `dir`, for the daemon to run and an upgrade to replace.
-fn copy_binary(dir: &Path) -> PathBuf {
-    let program = dir.join("idlereaper");
-    fs::copy(BIN, &program).expect("copy the daemon binary");
-    program
-}
-
-/// Replaces `program` the way a package manager does: a fresh copy written under another name
-/// in the same directory, then renamed over it (a new inode; the running one is now deleted).
-fn replace_binary(program: &Path) {
-    let fresh = program.with_extension("new");
-    fs::copy(BIN, &fresh).expect("write the new binary");
-    fs::rename(&fresh, program).expect("rename the new binary over the old one");
-}
-
-/// Where /proc/<pid>/exe points: the file the process runs, with " (deleted)" once replaced.
-fn exe_of(pid: u32) -> String {
-    fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|e| panic!("/proc/{pid}/exe: {e}"))
-}
-
-fn read_pidfile(daemon: &Daemon) -> String {
-    fs::read_to_string(&daemon.pidfile).unwrap_or_else(|e| panic!("{}: {e}", daemon.pidfile.display()))
-}
 
 /// The fields of the `n`-th (0-based) log line that contains `marker` (e.g. " INFO upgraded "),
 /// once it is there (within `timeout`); panics with the log on a refusal, an exit or the timeout.
@@ -77,30 +50,13 @@ fn num(fields: &BTreeMap<String, String>, key: &str) -> u64 {
     fields.get(key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no numeric {key}= in {fields:?}"))
 }
 
-/// Every sample of `GET /metrics`, by series (`name{labels}`).
-fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
-    let mut s = connect(addr);
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read the /metrics answer");
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    assert!(head.starts_with("HTTP/1.1 200"), "/metrics answer: {head}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 /// The samples of the counters that must never go backwards.
 fn monotonic(samples: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
     samples
         .iter()
         .filter(|(k, _)| {
             k.starts_with("idlereaper_connections_accepted_total{")
-                || k.starts_with("idlereaper_bytes_total{")
+                || k.starts_with("idlereaper_relayed_bytes_total{")
         })
         .map(|(k, v)| (k.clone(), *v))
         .collect()
@@ -118,63 +74,6 @@ fn assert_not_backwards(before: &BTreeMap<String, f64>, after: &BTreeMap<String,
             daemon.log()
         );
     }
-}
-
-fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
-    *samples.get(series).unwrap_or_else(|| panic!("no {series} in the scrape: {samples:?}"))
-}
-
-/// An echo upstream whose connections may stay idle for a minute (the harness's echo gives up
-/// after [`IO_TIMEOUT`] without a byte, which would close idle relayed connections).
-fn patient_echo() -> Upstream {
-    Upstream::start(|mut s| {
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let _ = echo_until_eof(&mut s);
-    })
-}
-
-/// `n` connections to `addr`, each having made one echo round trip.
-fn open_idle(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
-    (0..n)
-        .map(|i| {
-            let mut s = connect(addr);
-            assert_echo(&mut s, format!("hello {i:05}").as_bytes());
-            s
-        })
-        .collect()
-}
-
-/// One echo round trip on each of `conns`; panics naming how many failed and the first failure.
-fn assert_all_echo(conns: &mut [TcpStream], what: &str, daemon: &Daemon) {
-    let mut failures = Vec::new();
-    for (i, s) in conns.iter_mut().enumerate() {
-        let msg = format!("again {i:05}");
-        let result = s.write_all(msg.as_bytes()).and_then(|()| {
-            let mut got = vec![0u8; msg.len()];
-            s.read_exact(&mut got)?;
-            if got == msg.as_bytes() {
-                Ok(())
-            } else {
-                Err(io::Error::other(format!("echoed {:?}", String::from_utf8_lossy(&got))))
-            }
-        });
-        if let Err(e) = result {
-            failures.push(format!("connection {i} ({:?}): {e}", s.local_addr().ok()));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{what}: {} of {} connections failed a round trip, first: {}; log tail:\n{}",
-        failures.len(),
-        conns.len(),
-        failures[0],
-        tail(&daemon.log(), 40)
-    );
-}
-
-fn tail(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// A client that, on its own thread, keeps connecting, making one round trip and closing,
@@ -235,122 +134,6 @@ impl ConnectLoop {
         let failures = self.thread.join().expect("the connect loop panicked");
         (self.ok.load(Ordering::Relaxed), failures)
     }
-}
-
-/// A connection through an echo relay moving data both ways at once: a writer thread sends the
-/// stream `seed`, a reader thread checks every byte that comes back, in order.
-struct EchoStream {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    received: Arc<AtomicU64>,
-    writer: JoinHandle<io::Result<()>>,
-    reader: JoinHandle<Result<u64, String>>,
-}
-
-/// Bytes per write of an [`EchoStream`]; it writes one such piece every 2 ms or so (about
-/// 4 MB/s), which keeps data moving without taking the machine's two cores from the daemon.
-const PIECE: usize = 8 * 1024;
-
-impl EchoStream {
-    fn start(addr: SocketAddr, seed: u64) -> EchoStream {
-        let stream = connect(addr);
-        let mut rx = stream.try_clone().unwrap();
-        let mut tx = stream;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sent, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let writer = {
-            let (stop, sent) = (stop.clone(), sent.clone());
-            thread::spawn(move || {
-                let mut bytes = ByteStream::new(seed);
-                let mut buf = vec![0u8; PIECE];
-                let start = Instant::now();
-                for _ in 0..1_000_000 {
-                    if stop.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(60) {
-                        break;
-                    }
-                    bytes.fill(&mut buf);
-                    tx.write_all(&buf)?;
-                    sent.fetch_add(PIECE as u64, Ordering::SeqCst);
-                    thread::sleep(Duration::from_millis(2));
-                }
-                tx.shutdown(Shutdown::Write)
-            })
-        };
-        let reader = {
-            let received = received.clone();
-            thread::spawn(move || {
-                let mut expected = ByteStream::new(seed);
-                let mut buf = vec![0u8; 64 * 1024];
-                for _ in 0..10_000_000 {
-                    let n = match rx.read(&mut buf) {
-                        Ok(0) => return Ok(expected.offset),
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(format!("read failed after {} bytes: {e}", expected.offset)),
-                    };
-                    expected
-                        .check(&buf[..n])
-                        .map_err(|at| format!("byte {at} came back different from what was sent"))?;
-                    received.store(expected.offset, Ordering::SeqCst);
-                }
-                Err("ten million reads without EOF".to_string())
-            })
-        };
-        EchoStream { stop, sent, received, writer, reader }
-    }
-
-    fn received(&self) -> u64 {
-        self.received.load(Ordering::SeqCst)
-    }
-
-    /// Stops writing (FIN after the last byte) and checks that exactly what was sent came back.
-    fn finish(self, which: usize) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let wrote = self.writer.join().expect("writer thread");
-        wrote.unwrap_or_else(|e| panic!("stream {which}: write failed: {e}"));
-        let back = self.reader.join().expect("reader thread");
-        let back = back.unwrap_or_else(|e| panic!("stream {which}: {e}"));
-        let sent = self.sent.load(Ordering::SeqCst);
-        assert_eq!(back, sent, "stream {which}: bytes echoed back vs sent");
-        sent
-    }
-}
-
-/// Writes the stream `seed` to `s` without blocking until the relay stops taking bytes (no
-/// progress for half a second), at most `cap` bytes; returns how many it took.
-fn write_until_stalled(s: &TcpStream, seed: u64, cap: u64) -> u64 {
-    s.set_nonblocking(true).unwrap();
-    let mut bytes = ByteStream::new(seed);
-    let mut buf = vec![0u8; 64 * 1024];
-    let (mut at, mut len) = (0, 0);
-    let mut sent = 0u64;
-    let start = Instant::now();
-    let mut progress = Instant::now();
-    let mut w = s;
-    while sent < cap && start.elapsed() < Duration::from_secs(30) {
-        if at == len {
-            let n = (cap - bytes.offset).min(buf.len() as u64) as usize;
-            bytes.fill(&mut buf[..n]);
-            (at, len) = (0, n);
-        }
-        match w.write(&buf[at..len]) {
-            Ok(n) => {
-                at += n;
-                sent += n as u64;
-                progress = Instant::now();
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if progress.elapsed() > Duration::from_millis(500) {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(2));
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("writing to a stalled upstream, after {sent} bytes: {e}"),
-        }
-    }
-    s.set_nonblocking(false).unwrap();
-    sent
 }
 
 /// What the half-closed connection's upstream sends after the upgrade.
@@ -524,7 +307,10 @@ fn an_upgrade_keeps_every_connection_and_byte() {
         idle_for,
         closed - signalled
     );
-    daemon.wait_close_of(short_me, Duration::from_secs(5)).assert_reason("idle");
+    let short_line = daemon.wait_close_of(short_me, Duration::from_secs(5));
+    short_line.assert_reason("idle");
+    // The address that served it crossed the upgrade with the connection.
+    assert_eq!(short_line.get("upstream"), Some(echo.addr.to_string().as_str()), "{}", short_line.raw);
 
     // The half-closed client gets the whole response, then EOF.
     half_go.store(true, Ordering::SeqCst);
@@ -616,6 +402,54 @@ fn an_upgrade_with_two_workers_keeps_each_workers_connections() {
     assert_eq!(drained.len(), 2, "one stopping line per worker; log:\n{log}");
     assert_eq!(drained.iter().sum::<u64>(), 251, "connections open at the stop, by worker: {drained:?}");
     assert!(drained.iter().all(|&n| n > 0), "both workers held connections: {drained:?}");
+}
+
+/// A deploy that flips a symbolic link (`current` → the newest release directory) and then
+/// upgrades: the daemon, started as `current/idlereaper`, executes what that path points to at
+/// the upgrade, not what it pointed to at start, says so in the `upgraded` line, and keeps the
+/// path for the next upgrade.
+#[test]
+fn an_upgrade_executes_the_path_the_daemon_was_started_as_resolved_then() {
+    let echo = patient_echo();
+    let (listen, metrics) = (free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let release = |v: &str| root.join("releases").join(v);
+    for v in ["v1", "v2"] {
+        std::fs::create_dir_all(release(v)).unwrap();
+        copy_binary(&release(v));
+    }
+    let current = root.join("current");
+    let flip = |to: &str| {
+        let fresh = root.join("current.new");
+        std::os::unix::fs::symlink(Path::new("releases").join(to), &fresh).unwrap();
+        std::fs::rename(&fresh, &current).unwrap();
+    };
+    flip("v1");
+    let program = current.join("idlereaper");
+    let config = daemon_section(&root, "1s")
+        + &relay_listener("relay", listen, echo.addr, "60s")
+        + &format!("[metrics]\nlisten = \"{metrics}\"\n");
+    let mut daemon = Daemon::start_program(&program, dir, &config, |_, _| {});
+    let pid = daemon.pid();
+    let runs = |v: &str| release(v).join("idlereaper").display().to_string();
+    assert_eq!(exe_of(pid), runs("v1"), "started through the link");
+    let mut client = connect(listen);
+    assert_echo(&mut client, b"before the flip");
+
+    for (n, to) in ["v2", "v1"].into_iter().enumerate() {
+        flip(to);
+        daemon.signal(libc::SIGUSR2);
+        let upgraded = wait_line(&mut daemon, " INFO upgraded ", n, UPGRADE_DEADLINE);
+        assert_eq!(exe_of(pid), runs(to), "/proc/{pid}/exe after upgrade {n}; log:\n{}", daemon.log());
+        let said = |key: &str| upgraded.get(key).cloned().unwrap_or_default();
+        assert_eq!(said("binary"), program.display().to_string(), "the path it was started as");
+        assert_eq!(said("resolved"), runs(to), "the file that runs");
+        assert_echo(&mut client, format!("after upgrade {n}").as_bytes());
+    }
+    assert_eq!(sample(&scrape(metrics), "idlereaper_upgrades_total{result=\"success\"}"), 2.0);
+    let status = daemon.stop_within(Duration::from_secs(15));
+    assert!(status.success(), "exit after TERM: {status}");
 }
 
 /// When, relative to the USR2, a second signal is sent.

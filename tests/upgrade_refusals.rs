@@ -70,7 +70,7 @@ fn a_refused_upgrade_keeps_every_connection_and_a_later_one_succeeds() {
             Box::new(|| replace(&exe, &script("--check) echo 'this build rejects it' >&2; exit 2;;"), true)),
         ),
         (
-            "reads handover state versions [99], not this one's (1)",
+            "reads handover state versions [99], not this one's (",
             Box::new(|| replace(&exe, &script("--handover-versions) echo 99; exit 0;;"), true)),
         ),
         // One that says it reads this version but cannot restore the state (a format changed

@@ -58,6 +58,13 @@ fn a_host_name_upstream_is_resolved_and_relayed() {
     for i in 0..3 {
         let mut c = connect(listen);
         assert_echo(&mut c, format!("by name {i}").as_bytes());
+        let me = c.local_addr().unwrap();
+        drop(c);
+        // The close line names the address the name resolved to that served, not the name.
+        let line = daemon.wait_close_of(me, Duration::from_secs(5));
+        let served = line.get("upstream").and_then(|u| u.parse::<std::net::SocketAddr>().ok());
+        assert_eq!(served.map(|a| a.port()), Some(upstream.addr.port()), "{}", line.raw);
+        assert!(served.is_some_and(|a| a.ip().is_loopback()), "{}", line.raw);
     }
     assert!(
         daemon.log().contains(&format!("named={listen}->localhost:{}", upstream.addr.port())),
@@ -78,6 +85,12 @@ fn first_fails_over_a_dead_address_and_every_dead_address_is_counted() {
     for i in 0..5 {
         let mut c = connect(failover);
         assert_echo(&mut c, format!("failover {i}").as_bytes());
+        let me = c.local_addr().unwrap();
+        drop(c);
+        // The first address refused: the close line names the second, which served.
+        let line = daemon.wait_close_of(me, Duration::from_secs(5));
+        line.assert_reason("client_closed");
+        assert_eq!(line.get("upstream"), Some(live.addr.to_string().as_str()), "{}", line.raw);
     }
     let mut c = connect(nowhere);
     let me = c.local_addr().unwrap();
@@ -85,6 +98,7 @@ fn first_fails_over_a_dead_address_and_every_dead_address_is_counted() {
     let line = daemon.wait_close_of(me, Duration::from_secs(5));
     line.assert_reason("upstream_refused");
     assert_eq!(line.get("upstreams_tried"), Some("2"), "{}", line.raw);
+    assert_eq!(line.get("upstream"), None, "no upstream served it: {}", line.raw);
     assert!(line.get("error").is_some_and(|e| e.contains("refused")), "the last error: {}", line.raw);
 }
 
@@ -135,6 +149,8 @@ fn a_unix_listener_relays_to_a_unix_upstream_and_its_file_follows_it() {
     let line = closed.expect("a close line");
     line.assert_well_formed();
     assert_eq!(line.get("client"), Some("unix"), "{}", line.raw);
+    let served = format!("unix:{}", up.display());
+    assert_eq!(line.get("upstream"), Some(served.as_str()), "the upstream socket: {}", line.raw);
     assert_eq!(daemon.stop().code(), Some(0));
     assert!(!sock.exists(), "the socket file is removed on stop");
 }
@@ -222,13 +238,17 @@ fn each_address_has_its_own_connect_timeout_before_the_next_is_tried() {
     let listen = free_addr();
     let to = format!("[\"{}\", \"{}\"]", hanging.local_addr().unwrap(), live.addr);
     let config = listener_to("slow-first", &listen.to_string(), &to, "30s") + "connect_timeout = \"300ms\"\n";
-    let _daemon = Daemon::start(&config);
+    let daemon = Daemon::start(&config);
     let mut c = connect(listen);
     // Sent while the first address hangs: not lost.
     c.write_all(b"early bytes").unwrap();
     let mut back = [0u8; 11];
     c.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"early bytes");
+    let me = c.local_addr().unwrap();
+    drop(c);
+    let line = daemon.wait_close_of(me, Duration::from_secs(5));
+    assert_eq!(line.get("upstream"), Some(live.addr.to_string().as_str()), "the second served: {}", line.raw);
 }
 
 /// Runs the command in a mount namespace of its own where `hosts` is bind-mounted over

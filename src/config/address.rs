@@ -1,5 +1,5 @@
 //! The address forms of the configuration: where a listener listens (`IP:port`,
-//! `[IPv6]:port`, `unix:/absolute/path`) and where a relay connects (those, or `host:port`
+//! `[IPv6]:port`, `unix:/absolute/path`, or `systemd:NAME`, a socket systemd passes) and where a relay connects (those, or `host:port`
 //! with a DNS name, resolved at start and then every `daemon.resolve_interval`). Each parser
 //! returns the message that completes `"<text>" …` for the caller's positioned error.
 
@@ -16,7 +16,13 @@ pub enum Listen {
     Tcp(SocketAddr),
     /// A Unix stream socket file.
     Unix(PathBuf),
+    /// The listening socket systemd passes under this name (`FileDescriptorName=` of a
+    /// `.socket` unit; `LISTEN_FDNAMES`), taken at start instead of binding.
+    Systemd(String),
 }
+
+/// The longest name `LISTEN_FDNAMES` may carry (systemd's `FDNAME_MAX`).
+pub const MAX_FDNAME: usize = 255;
 
 /// One upstream address, as written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,6 +41,7 @@ impl fmt::Display for Listen {
         match self {
             Listen::Tcp(addr) => write!(f, "{addr}"),
             Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+            Listen::Systemd(name) => write!(f, "systemd:{name}"),
         }
     }
 }
@@ -54,23 +61,45 @@ impl Listen {
     pub fn tcp(&self) -> Option<SocketAddr> {
         match self {
             Listen::Tcp(addr) => Some(*addr),
-            Listen::Unix(_) => None,
+            Listen::Unix(_) | Listen::Systemd(_) => None,
         }
     }
 }
 
-/// `IP:port`, `[IPv6]:port` or `unix:/path`.
+/// `IP:port`, `[IPv6]:port`, `unix:/path` or `systemd:NAME`.
 pub fn listen(text: &str) -> Result<Listen, String> {
     if let Some(path) = text.strip_prefix("unix:") {
         return unix_path(path).map(Listen::Unix);
     }
+    if let Some(name) = text.strip_prefix("systemd:") {
+        return fdname(name).map(|name| Listen::Systemd(name.to_owned()));
+    }
     match text.parse::<SocketAddr>() {
         Ok(addr) if addr.port() == 0 => Err("port 0 is not allowed".into()),
         Ok(addr) => Ok(Listen::Tcp(addr)),
-        Err(_) => Err("is not an address to listen on: expected \"IP:port\", \"[IPv6]:port\" or \
-                       \"unix:/absolute/path\""
+        Err(_) => Err("is not an address to listen on: expected \"IP:port\", \"[IPv6]:port\", \
+                       \"unix:/absolute/path\" or \"systemd:NAME\""
             .into()),
     }
+}
+
+/// The name of `systemd:NAME`, as systemd allows it in `LISTEN_FDNAMES` (printable ASCII
+/// without `:`, at most [`MAX_FDNAME`] characters), and not empty.
+fn fdname(name: &str) -> Result<&str, String> {
+    if name.is_empty() {
+        return Err("has no name after \"systemd:\": write \"systemd:NAME\", NAME being the socket's \
+                    FileDescriptorName= (by default the .socket unit's name)"
+            .into());
+    }
+    if let Some(c) = name.chars().find(|&c| c == ':' || !(' '..='~').contains(&c)) {
+        return Err(format!(
+            "has {c:?} in its name: systemd names a socket with printable ASCII characters other than ':'"
+        ));
+    }
+    if name.len() > MAX_FDNAME {
+        return Err(format!("has a name of {} characters: systemd allows at most {MAX_FDNAME}", name.len()));
+    }
+    Ok(name)
 }
 
 /// `IP:port`, `[IPv6]:port`, `host:port` or `unix:/path`.
@@ -174,5 +203,20 @@ mod tests {
         assert!(listen("localhost:7000").unwrap_err().contains("not an address to listen on"));
         assert!(listen("[::]:0").unwrap_err().contains("port 0"));
         assert_eq!(format!("{}", Listen::Unix("/x.sock".into())), "unix:/x.sock");
+    }
+
+    #[test]
+    fn a_listener_may_take_a_socket_systemd_passes_by_name() {
+        let systemd = Listen::Systemd("idlereaper.socket".into());
+        assert_eq!(listen("systemd:idlereaper.socket"), Ok(systemd.clone()));
+        assert_eq!((systemd.to_string(), systemd.tcp()), ("systemd:idlereaper.socket".to_owned(), None));
+        assert_eq!(listen("systemd:web 1"), Ok(Listen::Systemd("web 1".into())), "a space is allowed");
+        let why = |t: &str| listen(t).unwrap_err();
+        assert!(why("systemd:").contains("no name"));
+        assert!(why("systemd:a:b").contains("':'"));
+        assert!(why("systemd:caf\u{e9}").contains("printable ASCII"));
+        assert!(why(&format!("systemd:{}", "a".repeat(256))).contains("at most 255"));
+        assert!(listen(&format!("systemd:{}", "a".repeat(255))).is_ok());
+        assert!(why("sd:web").contains("\"systemd:NAME\""), "named in the expected forms");
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::address::{Listen, Upstream};
 use super::listener::Checked;
 use super::locate::Source;
-use super::{Balance, IdleClose, ListenerConfig, Res};
+use super::{Balance, IdleClose, ListenerConfig, Protocol, Res};
 use crate::proxy_protocol::Version as ProxyVersion;
 
 /// Names and `listen` addresses are unique; the error points at the second occurrence.
@@ -108,9 +108,9 @@ impl ListenerConfig {
         }
     }
 
-    /// One line for `idlereaper --check`: the addresses, the idle timer and the connection limit,
-    /// then `half_close_timeout` (on by default, so always shown for a relay), then the other
-    /// settings only when they are not the default.
+    /// One line for `idlereaper --check`: the addresses, a relay's protocol, the idle timers
+    /// and the connection limit, then `half_close_timeout` (on by default, so always shown for
+    /// a relay), then the other settings only when they are not the default.
     pub fn summary(&self) -> String {
         let d = |d: Duration| humantime::format_duration(d).to_string();
         let (name, listen, idle, max) =
@@ -118,10 +118,21 @@ impl ListenerConfig {
         let mut line = match self.upstream.is_empty() {
             false => {
                 let ups: Vec<String> = self.upstream.iter().map(Upstream::to_string).collect();
+                let timers = match self.protocol {
+                    Protocol::Tcp => String::new(),
+                    Protocol::Postgres => {
+                        format!(", idle_in_transaction_timeout {}", d(self.idle_in_transaction_timeout))
+                    }
+                    Protocol::Redis => {
+                        let never = "never".to_owned();
+                        format!(", subscriber_idle_timeout {}", self.subscriber_idle_timeout.map_or(never, d))
+                    }
+                };
                 format!(
-                    "listener {name}: {listen} -> {} relay, idle_timeout {idle}, connect_timeout {}, \
-                     max_connections {max}",
+                    "listener {name}: {listen} -> {} relay, protocol {}, idle_timeout {idle}{timers}, \
+                     connect_timeout {}, max_connections {max}",
                     ups.join(", "),
+                    self.protocol.as_str(),
                     d(self.connect_timeout)
                 )
             }
@@ -131,8 +142,11 @@ impl ListenerConfig {
             line.push_str(", ");
             line.push_str(&part);
         };
-        if matches!(self.listen, Listen::Unix(_)) {
-            add(format!("socket_mode {:04o}", self.socket_mode));
+        match &self.listen {
+            Listen::Unix(_) => add(format!("socket_mode {:04o}", self.socket_mode)),
+            // Nothing to check now: systemd passes it to the daemon it starts.
+            Listen::Systemd(name) => add(format!("the socket systemd passes as {name:?}, taken at start")),
+            Listen::Tcp(_) => {}
         }
         if self.upstream.len() > 1 || self.balance != Balance::First {
             add(format!("balance {}", if self.balance == Balance::First { "first" } else { "round_robin" }));

@@ -12,7 +12,7 @@ use toml::{Spanned, Value};
 
 use super::duration::{duration, duration_or_off};
 use super::locate::Source;
-use super::{integer, DaemonConfig, ListenerConfig, LogTarget, MetricsConfig, Res, HOUR, MS};
+use super::{integer, DaemonConfig, ListenerConfig, LogFormat, LogTarget, MetricsConfig, Res, HOUR, MS};
 
 const DEFAULT_PIDFILE: &str = "/run/idlereaper/idlereaper.pid";
 const DEFAULT_TICK: Duration = MS;
@@ -35,6 +35,7 @@ pub(super) struct FileDaemon {
     pub(super) pidfile: Option<Spanned<String>>,
     pub(super) log: Option<Spanned<String>>,
     pub(super) log_level: Option<Spanned<String>>,
+    pub(super) log_format: Option<Spanned<String>>,
     pub(super) tick: Option<Spanned<Value>>,
     pub(super) shutdown_timeout: Option<Spanned<Value>>,
     pub(super) user: Option<Spanned<String>>,
@@ -128,6 +129,14 @@ pub(super) fn validate(src: &Source, d: &FileDaemon) -> Res<DaemonConfig> {
             }
         },
     };
+    let log_format = match d.log_format.as_ref().map(|v| (v.get_ref().as_str(), v)) {
+        None | Some(("text", _)) => LogFormat::Text,
+        Some(("json", _)) => LogFormat::Json,
+        Some((s, v)) => {
+            let msg = format!("expected \"text\" or \"json\", got {s:?}");
+            return Err(src.error(v.span(), "daemon.log_format", msg));
+        }
+    };
     let tick = duration(src, "daemon.tick", &d.tick, (DEFAULT_TICK, TICK_RANGE), "")?;
     let limits = (DEFAULT_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT_RANGE);
     let shutdown_timeout = duration(src, "daemon.shutdown_timeout", &d.shutdown_timeout, limits, "")?;
@@ -150,6 +159,7 @@ pub(super) fn validate(src: &Source, d: &FileDaemon) -> Res<DaemonConfig> {
         log,
         log_at,
         log_level,
+        log_format,
         tick,
         shutdown_timeout,
         user,

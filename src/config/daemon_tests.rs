@@ -17,6 +17,9 @@ fn daemon_values() {
     assert_eq!((d.tick, d.shutdown_timeout), (ms(10), Duration::ZERO));
     assert_eq!((d.user.unwrap(), d.group.unwrap()), ("nobody".into(), "nogroup".into()));
     assert_eq!(ok(&daemon("log = \"stderr\"")).daemon.log, LogTarget::Stderr);
+    assert_eq!(d.log_format, LogFormat::Text, "text unless json is asked for");
+    assert_eq!(ok(&daemon("log_format = \"json\"")).daemon.log_format, LogFormat::Json);
+    assert_eq!(ok(&daemon("log_format = \"text\"")).daemon.log_format, LogFormat::Text);
     for (text, level) in [("error", log::LevelFilter::Error), ("debug", log::LevelFilter::Debug)] {
         assert_eq!(ok(&daemon(&format!("log_level = \"{text}\""))).daemon.log_level, level);
     }
@@ -30,6 +33,9 @@ fn daemon_errors() {
     bad("log = \"file.log\"", "daemon.log", "\"stderr\" or an absolute path, got \"file.log\"");
     bad("log_level = \"INFO\"", "daemon.log_level", "error, warn, info, debug or trace, got \"INFO\"");
     bad("log_level = \"off\"", "daemon.log_level", "got \"off\"");
+    bad("log_format = \"JSON\"", "daemon.log_format", "expected \"text\" or \"json\", got \"JSON\"");
+    bad("log_format = \"logfmt\"", "daemon.log_format", "got \"logfmt\"");
+    bad("log_format = 1", "daemon.log_format", "invalid type: integer `1`, expected a string");
     bad("user = \"\"", "daemon.user", "must be a non-empty name");
     bad("group = \"a b\"", "daemon.group", "without spaces, got \"a b\"");
     bad("group = \"nogroup\"", "daemon.group", "is set without daemon.user");

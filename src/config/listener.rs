@@ -23,6 +23,7 @@ use crate::proxy_protocol::Version as ProxyVersion;
 use super::address::{self, Listen, Upstream};
 use super::checks;
 use super::duration::{duration, duration_or_off};
+use super::protocol::{self, ProtocolFile};
 use super::{found, integer, shown, wrong_type};
 use super::{Balance, IdleClose, ListenerConfig, Res, HOUR, TICK_NOTE};
 
@@ -71,6 +72,9 @@ pub(super) struct FileListener {
     tcp_user_timeout: Option<Spanned<Value>>,
     idle_close: Option<Spanned<Value>>,
     idle_notice: Option<Spanned<Value>>,
+    protocol: Option<Spanned<Value>>,
+    idle_in_transaction_timeout: Option<Spanned<Value>>,
+    subscriber_idle_timeout: Option<Spanned<Value>>,
 }
 
 // ---- Step 2: validation ---------------------------------------------------------------------------
@@ -140,6 +144,7 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
         ("half_close_timeout", &l.half_close_timeout),
         ("proxy_protocol", &l.proxy_protocol),
         ("balance", &l.balance),
+        ("protocol", &l.protocol),
     ];
     if !relay {
         none_set(src, &key, &relay_only, "only applies to a relay listener (one with an `upstream`)")?;
@@ -184,6 +189,9 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
             [("allow", &l.allow), ("deny", &l.deny), ("max_connections_per_ip", &l.max_connections_per_ip)];
         let msg = "does not apply to a Unix socket listener: its clients have no address";
         none_set(src, &key, &by_address, msg)?;
+    } else if matches!(listen_addr, Listen::Systemd(_)) {
+        let msg = "does not apply to a socket systemd passes: its .socket unit sets the mode (SocketMode=)";
+        none_set(src, &key, &[("socket_mode", &l.socket_mode)], msg)?;
     } else {
         let msg = "only applies to a Unix socket listener (listen = \"unix:/path\")";
         none_set(src, &key, &[("socket_mode", &l.socket_mode)], msg)?;
@@ -202,6 +210,16 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
         Some("rst") => IdleClose::Rst,
         _ => IdleClose::Fin,
     };
+    let file = ProtocolFile {
+        protocol: &l.protocol,
+        idle_in_transaction_timeout: &l.idle_in_transaction_timeout,
+        subscriber_idle_timeout: &l.subscriber_idle_timeout,
+    };
+    let protocol = protocol::validate(src, &key, &file, idle_timeout, tick)?;
+    let notice_set =
+        matches!(l.idle_notice.as_ref().map(|v| v.get_ref()), Some(Value::String(t)) if !t.is_empty());
+    let (close, notice) = ((idle_close, &l.idle_close), (notice_set, &l.idle_notice));
+    protocol::no_own_goodbye(src, &key, protocol.protocol, close, notice)?;
     let idle_notice = match &l.idle_notice {
         None => None,
         Some(v) => match v.get_ref() {
@@ -252,6 +270,9 @@ fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tic
             tcp_user_timeout,
             idle_close,
             idle_notice,
+            protocol: protocol.protocol,
+            idle_in_transaction_timeout: protocol.idle_in_transaction_timeout,
+            subscriber_idle_timeout: protocol.subscriber_idle_timeout,
         },
         name_span: name.span(),
         listen_span: listen.span(),
@@ -370,7 +391,7 @@ fn none_set(
 }
 
 /// A string value that must be one of `words`; `None` when absent.
-fn word<'w>(
+pub(super) fn word<'w>(
     src: &Source,
     key: &str,
     value: &Option<Spanned<Value>>,

@@ -191,7 +191,7 @@ mod tests {
     fn unknown_keys_are_errors_with_their_position() {
         let top = format!("colour = 1\n{LISTENER}");
         assert_eq!(rejected(&top, "colour", 1, "unknown field `colour`").column, Some(1));
-        let msg = "unknown field `tik`, expected one of `pidfile`, `log`, `log_level`, `tick`";
+        let msg = "unknown field `tik`, expected one of `pidfile`, `log`, `log_level`, `log_format`, `tick`";
         rejected(&daemon("tik = \"1ms\""), "daemon.tik", 2, msg);
         rejected(&daemon("[daemon.sub]\nq = 1"), "daemon.sub", 2, "unknown field `sub`");
         let second = format!("{LISTENER}[[listener]]\nname = \"b\"\n  idle = \"1s\"\n");

@@ -21,7 +21,7 @@ fn chance(key: &str) -> f64 {
     }
 }
 
-const DAEMON_KEYS: &str = "pidfile log log_level tick shutdown_timeout user group workers colour";
+const DAEMON_KEYS: &str = "pidfile log log_level log_format tick shutdown_timeout user group workers colour";
 const LISTENER_KEYS: &str = "name listen idle_timeout upstream connect_timeout max_connections max_lifetime \
     half_close_timeout max_connections_per_ip allow deny tcp_keepalive proxy_protocol idle";
 /// Other tables and top-level keys, `|`-separated; mostly none.
@@ -46,6 +46,7 @@ fn plausible(key: &str) -> (&'static str, &'static str) {
         "max_connections" => ("1|10000", "0|-5|1000001|\"10\"|1.5"),
         "log" => ("\"syslog\"|\"stderr\"|\"/var/log/x.log\"", "\"x.log\""),
         "log_level" => ("\"info\"|\"trace\"", "\"INFO\"|\"off\""),
+        "log_format" => ("\"text\"|\"json\"", "\"JSON\"|\"\"|1"),
         "pidfile" => ("\"/run/x.pid\"", "\"x.pid\""),
         "user" | "group" => ("\"_idlereaper\"", "\"\"|\"a b\""),
         "max_lifetime" | "half_close_timeout" => ("\"0s\"|\"1ms\"|\"30s\"|\"1h\"", BAD_DURATIONS),

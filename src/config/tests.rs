@@ -83,6 +83,9 @@ fn sample_parses_to_what_it_says() {
         tcp_user_timeout: None,
         idle_close: IdleClose::Fin,
         idle_notice: None,
+        protocol: Protocol::Tcp,
+        idle_in_transaction_timeout: Duration::from_secs(idle),
+        subscriber_idle_timeout: None,
     };
     let expected = Config {
         path: PathBuf::from(PATH),
@@ -93,6 +96,7 @@ fn sample_parses_to_what_it_says() {
             log: LogTarget::Syslog,
             log_at: Some(Position { line: line_of(SAMPLE, "log = \"syslog\""), column: 7 }),
             log_level: log::LevelFilter::Info,
+            log_format: LogFormat::Text,
             tick: ms(1),
             shutdown_timeout: Duration::from_secs(10),
             user: None,
@@ -108,9 +112,9 @@ fn sample_parses_to_what_it_says() {
     };
     assert_eq!(config, expected);
     let summary = [
-        "daemon: pidfile /run/idlereaper/idlereaper.pid, log syslog (info), tick 1ms, shutdown_timeout 10s, \
+        "daemon: pidfile /run/idlereaper/idlereaper.pid, log syslog (info, text), tick 1ms, shutdown_timeout 10s, \
          workers 1, resolve_interval 30s",
-        "listener example-relay: 127.0.0.1:16380 -> 127.0.0.1:16379 relay, idle_timeout 5m, \
+        "listener example-relay: 127.0.0.1:16380 -> 127.0.0.1:16379 relay, protocol tcp, idle_timeout 5m, \
          connect_timeout 5s, max_connections 10000, half_close_timeout 30s",
         "listener tarpit: 127.0.0.1:16390 sink, idle_timeout 30s, max_connections 10000",
     ];
@@ -284,7 +288,7 @@ fn addresses() {
     let l = &v6.listeners[0];
     assert_eq!(l.listen, Listen::Tcp(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 7000))));
     assert_eq!(l.upstream, vec![Upstream::Ip("[2001:db8::1]:6379".parse().unwrap())]);
-    let summary = "listener a: [::1]:7000 -> [2001:db8::1]:6379 relay, idle_timeout 1s, \
+    let summary = "listener a: [::1]:7000 -> [2001:db8::1]:6379 relay, protocol tcp, idle_timeout 1s, \
                    connect_timeout 5s, max_connections 10000, half_close_timeout 30s";
     assert_eq!(v6.summary()[1..], [summary]);
     let listen = |addr: &str, fragment: &str| {

@@ -1,5 +1,6 @@
 //! Tests of the keys that put idlereaper in front of real services: upstreams as host names,
-//! Unix sockets and lists, `balance`, Unix listeners and `socket_mode`, `tcp_user_timeout`,
+//! Unix sockets and lists, `balance`, Unix listeners and `socket_mode`, sockets systemd passes,
+//! `tcp_user_timeout`,
 //! `idle_close`, `idle_notice` and `daemon.resolve_interval`.
 
 use super::tests::{daemon, named, ok, rejected};
@@ -76,6 +77,24 @@ fn unix_listeners_have_a_mode_and_no_address_rules() {
         5,
         "only applies to a Unix socket listener",
     );
+}
+
+#[test]
+fn a_listener_on_a_socket_systemd_passes_is_checked_without_it() {
+    let passed = |lines: &str| named("web", "systemd:web", lines);
+    let config = ok(&passed("upstream = \"127.0.0.1:7001\"\nallow = [\"10.0.0.0/8\"]\n"));
+    assert_eq!(config.listeners[0].listen, Listen::Systemd("web".into()));
+    let summary = &config.summary()[1];
+    assert!(summary.starts_with("listener web: systemd:web -> 127.0.0.1:7001 relay"), "{summary}");
+    assert!(summary.contains(", the socket systemd passes as \"web\", taken at start,"), "{summary}");
+    rejected(&passed("socket_mode = \"0600\"\n"), "listener[0].socket_mode", 5, "SocketMode=");
+    rejected(&named("web", "systemd:", ""), "listener[0].listen", 3, "no name after \"systemd:\"");
+    let twice = passed("") + &named("again", "systemd:web", "");
+    if let Err(e) = Config::parse(&twice, Path::new("/etc/idlereaper.toml")) {
+        assert!(e.to_string().contains("duplicate address systemd:web"), "{e}");
+    } else {
+        panic!("two listeners on one passed socket were accepted");
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::io;
 use super::{Conn, State};
 use crate::buffer::Pool;
 use crate::handover::state::RelayState;
+use crate::observe::Observer;
 use crate::pipe::PipePool;
 use crate::relay::{Half, Socket};
 use crate::vocab::Side;
@@ -14,7 +15,8 @@ impl Conn {
     /// Gives up the connection for a live upgrade: both sockets open, every byte it holds, and
     /// where the state machine stood.
     pub fn freeze(self, pool: &mut Pool, pipes: &mut PipePool) -> RelayState {
-        let Conn { client, upstream, state, mut to_upstream, mut to_client, first_fin, preamble } = self;
+        let Conn { client, upstream, state, mut to_upstream, mut to_client, first_fin, preamble, observer } =
+            self;
         RelayState {
             phase: match state {
                 State::Connecting => 0,
@@ -27,6 +29,7 @@ impl Conn {
             to_client: to_client.freeze(pool, pipes),
             first_fin: first_fin.map(|side| side.index() as u8),
             preamble: preamble.map(Vec::from),
+            observer: observer.map(|o| o.to_bytes()),
         }
     }
 
@@ -46,6 +49,7 @@ impl Conn {
             to_client: Half::default(),
             first_fin: r.first_fin.map(|i| if i == 0 { Side::Client } else { Side::Upstream }),
             preamble: r.preamble.as_deref().map(Box::from),
+            observer: r.observer.as_deref().and_then(Observer::from_bytes),
         };
         conn.to_upstream = Half::thaw(&r.to_upstream, pool, pipes)?;
         match Half::thaw(&r.to_client, pool, pipes) {

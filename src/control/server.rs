@@ -67,8 +67,14 @@ impl Server {
 
     /// The control socket a live upgrade handed over.
     pub fn adopt(fd: RawFd, path: &std::path::Path) -> io::Result<Server> {
+        Server::adopt_with(fd, UnixPath::adopt(path.to_path_buf()))
+    }
+
+    /// [`Server::adopt`], with the guard of the socket file made by the caller (who may keep a
+    /// clone of it, so that the file stays while the guardian of an upgrade may still need it).
+    pub fn adopt_with(fd: RawFd, path: UnixPath) -> io::Result<Server> {
         let listener = mio::net::UnixListener::from(crate::sys::adopt(fd)?);
-        Ok(Server::on(listener, UnixPath::adopt(path.to_path_buf())))
+        Ok(Server::on(listener, path))
     }
 
     fn on(listener: mio::net::UnixListener, path: UnixPath) -> Server {

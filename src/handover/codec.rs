@@ -4,7 +4,12 @@
 //!
 //! A new format gets a new [`VERSION`]; a binary lists the versions it reads in [`READS`]
 //! (`idlereaper --handover-versions`), and the old image upgrades only to a binary that reads
-//! its version (and restores a sample of its state: `handover::exec::preflight`).
+//! its version (and restores a sample of its state: `handover::exec::preflight`). Format 2 adds,
+//! after the workers, the path the daemon was started as, the log file's descriptor, the
+//! guardian and the count of failed upgrades; a state of format 1 (from a binary without a
+//! guardian) reads with none of them. Format 2 also adds, at the end of each connection's
+//! record, its protocol observer's state (`RelayState::observer`); the connections of a state of
+//! format 1 (from a binary without observers) read with none, idle by bytes as they were.
 
 use std::io;
 
@@ -14,16 +19,21 @@ use super::state::{
 use super::wire::{Reader, Writer};
 
 /// The version this binary writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The versions this binary reads.
-pub const READS: &[u32] = &[1];
+pub const READS: &[u32] = &[1, 2];
 const MAGIC: &[u8; 8] = b"IRHANDOV";
 
 impl State {
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_as(VERSION)
+    }
+
+    /// The state in format `version` (what format 1 lacks is left out).
+    fn encode_as(&self, version: u32) -> Vec<u8> {
         let mut w = Writer::default();
         w.bytes.extend_from_slice(MAGIC);
-        w.u32(VERSION);
+        w.u32(version);
         w.str(&self.from);
         w.u64(self.frozen_at);
         w.bool(self.stop);
@@ -51,9 +61,18 @@ impl State {
         }
         w.list(&self.workers, |w, worker| {
             w.list(&worker.listeners, |w, fd| w.option(fd.as_ref(), |w, fd| w.i32(*fd)));
-            w.list(&worker.conns, put_conn);
+            w.list(&worker.conns, |w, c| put_conn(w, c, version));
             w.u64(worker.next_id);
         });
+        if version >= 2 {
+            w.option(self.started_as.as_ref(), |w, p| w.str(p));
+            w.option(self.log_fd.as_ref(), |w, fd| w.i32(*fd));
+            w.option(self.guardian.as_ref(), |w, (fd, pid)| {
+                w.i32(*fd);
+                w.u32(*pid);
+            });
+            w.u64(self.counters.upgrades_failed);
+        }
         w.bytes
     }
 
@@ -69,7 +88,7 @@ impl State {
         if !READS.contains(&version) {
             return Err(invalid(format!("handover state version {version}, this binary reads {READS:?}")));
         }
-        let state = State {
+        let mut state = State {
             from: r.str()?,
             frozen_at: r.u64()?,
             stop: r.bool()?,
@@ -99,15 +118,25 @@ impl State {
                 reloads_failed: r.u64()?,
                 upgrades_ok: r.u64()?,
                 upgrades_refused: r.u64()?,
+                upgrades_failed: 0,
             },
             workers: r.list(|r| {
                 Ok(WorkerState {
                     listeners: r.list(|r| r.option(Reader::i32))?,
-                    conns: r.list(get_conn)?,
+                    conns: r.list(|r| get_conn(r, version))?,
                     next_id: r.u64()?,
                 })
             })?,
+            started_as: None,
+            log_fd: None,
+            guardian: None,
         };
+        if version >= 2 {
+            state.started_as = r.option(Reader::str)?;
+            state.log_fd = r.option(Reader::i32)?;
+            state.guardian = r.option(|r| Ok((r.i32()?, r.u32()?)))?;
+            state.counters.upgrades_failed = r.u64()?;
+        }
         r.finish()?;
         state.check()?;
         Ok(state)
@@ -151,7 +180,7 @@ fn get_half(r: &mut Reader<'_>) -> io::Result<HalfState> {
     })
 }
 
-fn put_conn(w: &mut Writer, c: &ConnState) {
+fn put_conn(w: &mut Writer, c: &ConnState, version: u32) {
     w.u64(c.id);
     w.usize(c.listener);
     w.option(c.peer.as_ref(), |w, p| w.str(p));
@@ -174,10 +203,14 @@ fn put_conn(w: &mut Writer, c: &ConnState) {
     put_half(w, &r.to_client);
     w.option(r.first_fin.as_ref(), |w, s| w.u8(*s));
     w.option(r.preamble.as_ref(), |w, b| w.bytes(b));
+    if version >= 2 {
+        w.option(r.observer.as_ref(), |w, b| w.bytes(b));
+    }
 }
 
-fn get_conn(r: &mut Reader<'_>) -> io::Result<ConnState> {
-    Ok(ConnState {
+/// A connection's record in a state of `version`.
+fn get_conn(r: &mut Reader<'_>, version: u32) -> io::Result<ConnState> {
+    let mut conn = ConnState {
         id: r.u64()?,
         listener: r.usize()?,
         peer: r.option(Reader::str)?,
@@ -196,8 +229,13 @@ fn get_conn(r: &mut Reader<'_>) -> io::Result<ConnState> {
             to_client: get_half(r)?,
             first_fin: r.option(Reader::u8)?,
             preamble: r.option(Reader::bytes)?,
+            observer: None,
         },
-    })
+    };
+    if version >= 2 {
+        conn.relay.observer = r.option(Reader::bytes)?;
+    }
+    Ok(conn)
 }
 
 #[cfg(test)]
@@ -233,6 +271,7 @@ mod tests {
                 to_client: HalfState::default(),
                 first_fin: Some(1),
                 preamble: Some(b"PROXY UNKNOWN\r\n".to_vec()),
+                observer: Some(vec![1, 5, 0, 73]),
             },
         };
         State {
@@ -272,8 +311,12 @@ mod tests {
                 reloads_failed: 3,
                 upgrades_ok: 4,
                 upgrades_refused: 5,
+                upgrades_failed: 6,
             },
             workers: vec![WorkerState { listeners: vec![Some(5), None], conns: vec![conn], next_id: 43 }],
+            started_as: Some("/opt/idlereaper/current/idlereaper".into()),
+            log_fd: Some(23),
+            guardian: Some((24, 4321)),
         }
     }
 
@@ -284,8 +327,23 @@ mod tests {
         assert_eq!(back, state);
         let mut fds = back.descriptors();
         fds.sort();
-        assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11, 20, 21, 22]);
+        assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11, 20, 21, 22, 23], "every one but the guardian's pipe");
         assert_eq!(back.connections(), 1);
+    }
+
+    #[test]
+    fn a_state_of_format_1_reads_without_what_format_2_added() {
+        let state = sample();
+        let back = State::decode(&state.encode_as(1)).unwrap();
+        assert_eq!((back.started_as.as_ref(), back.log_fd, back.guardian), (None, None, None));
+        assert_eq!(back.counters.upgrades_failed, 0);
+        assert_eq!(back.workers[0].conns[0].relay.observer, None, "a connection without an observer");
+        let mut same = sample();
+        (same.started_as, same.log_fd, same.guardian) = (None, None, None);
+        same.counters.upgrades_failed = 0;
+        same.workers[0].conns[0].relay.observer = None;
+        assert_eq!(back, same, "everything else as written");
+        assert_eq!(State::decode(&same.encode()).unwrap(), same, "none in format 2 too");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The steps around the `execve` of a live upgrade that involve no connection: check the new
 //! binary before committing ([`preflight`]), pass the state in a memory file whose descriptor
-//! survives the exec ([`write`], [`read`]), and exec ([`exec`]).
+//! survives the exec ([`memfd`], [`write_into`], [`read`]), and exec ([`exec`]).
 
 use std::ffi::{CString, OsStr};
 use std::io::{self, Read, Seek, Write};
@@ -47,7 +47,9 @@ pub fn preflight(exe: &Path, config_args: &[&OsStr], sample: &State) -> Result<(
             versions.trim()
         ));
     }
-    let memfd = write(sample).map_err(|e| format!("cannot write a sample state: {e}"))?;
+    let memfd = write(sample)
+        .and_then(|memfd| crate::sys::inherit(memfd.as_raw_fd()).map(|()| memfd))
+        .map_err(|e| format!("cannot write a sample state: {e}"))?;
     let fd = memfd.as_raw_fd().to_string();
     run(exe, &[OsStr::new(CHECK_ARG), OsStr::new(&fd)])
         .map_err(|e| format!("{} cannot restore this version's state: {e}", exe.display()))?;
@@ -92,16 +94,30 @@ fn run(exe: &Path, args: &[&OsStr]) -> Result<String, String> {
 
 /// Writes `state` to a memory file that survives `execve`; returns its descriptor.
 pub fn write(state: &State) -> io::Result<OwnedFd> {
-    let fd = nix::sys::memfd::memfd_create(c"idlereaper-handover", nix::sys::memfd::MFdFlags::empty())?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(&state.encode())?;
-    file.rewind()?;
-    Ok(file.into())
+    let fd = memfd()?;
+    write_into(&fd, state)?;
+    Ok(fd)
 }
 
-/// Reads the state the old image left in memory file `fd` (and closes it).
+/// An empty memory file for a state, close-on-exec until [`inherit`] says otherwise.
+pub fn memfd() -> io::Result<OwnedFd> {
+    Ok(nix::sys::memfd::memfd_create(c"idlereaper-handover", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?)
+}
+
+/// Writes `state` into memory file `memfd`, from its start.
+pub fn write_into(memfd: &OwnedFd, state: &State) -> io::Result<()> {
+    let mut file = std::fs::File::from(memfd.try_clone()?);
+    file.rewind()?;
+    file.write_all(&state.encode())?;
+    file.rewind()
+}
+
+/// Reads the state the old image left in memory file `fd` (and closes it), from its start: the
+/// file's offset is shared with every process that holds it (a new image that read it before a
+/// guardian does).
 pub fn read(fd: RawFd) -> io::Result<State> {
     let mut file = std::fs::File::from(crate::sys::adopt(fd)?);
+    file.rewind()?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     State::decode(&bytes)
@@ -113,21 +129,22 @@ pub fn inherit(state: &State, memfd: &OwnedFd) -> io::Result<()> {
     state.descriptors().into_iter().try_for_each(crate::sys::inherit)
 }
 
-/// Replaces this process's image with `exe`, handing it the state in `memfd`. `args` are the
-/// arguments the daemon was started with, passed again so that `ps` still shows them (the new
-/// image takes everything from the state, and ignores them). Returns only if the exec failed.
-pub fn exec(exe: &Path, args: &[std::ffi::OsString], memfd: &OwnedFd) -> io::Error {
+/// Replaces this process's image with the file `exe`, handing it the state in `memfd`.
+/// `argv0` is the path the daemon was started as, and `args` the arguments it was started
+/// with, passed again so that `ps` still shows them (the new image takes everything from the
+/// state, and ignores them). Returns only if the exec failed.
+pub fn exec(exe: &Path, argv0: &Path, args: &[std::ffi::OsString], memfd: &OwnedFd) -> io::Error {
     let arg = |s: &[u8]| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
     let fd = memfd.as_raw_fd().to_string();
-    let all = std::iter::once(exe.as_os_str().as_bytes())
+    let all = std::iter::once(argv0.as_os_str().as_bytes())
         .chain(args.iter().map(|a| a.as_bytes()))
         .chain([HANDOVER_ARG.as_bytes(), fd.as_bytes()]);
     let args = all.map(arg).collect::<io::Result<Vec<CString>>>();
-    match args {
-        Ok(args) => match nix::unistd::execv(&args[0], &args) {
+    match (arg(exe.as_os_str().as_bytes()), args) {
+        (Ok(exe), Ok(args)) => match nix::unistd::execv(&exe, &args) {
             Ok(never) => match never {},
             Err(errno) => errno.into(),
         },
-        Err(e) => e,
+        (Err(e), _) | (_, Err(e)) => e,
     }
 }

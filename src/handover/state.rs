@@ -40,6 +40,15 @@ pub struct State {
     pub in_force: Vec<usize>,
     pub counters: Counters,
     pub workers: Vec<WorkerState>,
+    /// The path the daemon was started as, symlinks not resolved: what every upgrade executes,
+    /// resolved when it happens. `None` in a state of format 1.
+    pub started_as: Option<String>,
+    /// The log file's descriptor: a new image that cannot open the file again (a directory it
+    /// may no longer write to, the file rotated away) writes on to this one.
+    pub log_fd: Option<RawFd>,
+    /// The upgrade's guardian (`handover::guardian`): the write end of its pipe, on which the
+    /// new image says whether it took over, and its pid, to wait for its exit.
+    pub guardian: Option<(RawFd, u32)>,
 }
 
 /// The process-wide counters of `/metrics`.
@@ -51,6 +60,7 @@ pub struct Counters {
     pub reloads_failed: u64,
     pub upgrades_ok: u64,
     pub upgrades_refused: u64,
+    pub upgrades_failed: u64,
 }
 
 /// One entry of the workers' listener table.
@@ -89,7 +99,8 @@ pub struct ConnState {
     pub peer: Option<String>,
     /// Nanoseconds from accept to `frozen_at`.
     pub age: u64,
-    /// Nanoseconds from `frozen_at` to each deadline (0: due already).
+    /// Nanoseconds from `frozen_at` to each deadline: to the start of its tick, a boundary of
+    /// every clock of that tick length (0: due already).
     pub activity: u64,
     pub lifetime: Option<u64>,
     pub half_close: Option<u64>,
@@ -112,6 +123,9 @@ pub struct RelayState {
     /// 0 client, 1 upstream.
     pub first_fin: Option<u8>,
     pub preamble: Option<Vec<u8>>,
+    /// A protocol listener's observer, as `observe::Observer::to_bytes` writes it (format
+    /// version 2; a connection of version 1 has none).
+    pub observer: Option<Vec<u8>>,
 }
 
 /// A connected socket and the readiness the relay believed it had.
@@ -137,9 +151,11 @@ pub struct HalfState {
 }
 
 impl State {
-    /// Every descriptor the state names (to clear close-on-exec, or to close).
+    /// Every descriptor the state names (to clear close-on-exec, or to close), but the
+    /// guardian's pipe, which the guardian must not inherit.
     pub fn descriptors(&self) -> Vec<RawFd> {
         let mut fds = vec![self.pidfile_fd];
+        fds.extend(self.log_fd);
         fds.extend(self.endpoint_fd);
         fds.extend(self.control_fd);
         fds.extend(self.reply_fd);

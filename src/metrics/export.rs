@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use super::{ListenerMetrics, Metrics, CLOSES, REASONS};
+use super::{reason_slot, ListenerMetrics, Metrics, CLOSES, REASONS_BEFORE_PROTOCOLS, SHOWN};
 use crate::handover::state::Counters;
 use crate::report::ListenerRow;
 
@@ -13,10 +13,9 @@ impl ListenerMetrics {
     pub fn fill(&self, row: &mut ListenerRow) {
         row.open = u64::try_from(self.active.load(Relaxed)).unwrap_or(0);
         row.accepted = self.accepted.load(Relaxed);
-        row.closed = REASONS[..CLOSES]
+        row.closed = SHOWN[..CLOSES]
             .iter()
-            .zip(&self.closed)
-            .map(|(reason, n)| (reason.as_str().to_owned(), n.load(Relaxed)))
+            .map(|reason| (reason.as_str().to_owned(), self.closed[reason_slot(*reason)].load(Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect();
         row.refused = self.refused.iter().map(|n| n.load(Relaxed)).sum();
@@ -37,10 +36,16 @@ impl ListenerMetrics {
         });
     }
 
+    /// The counters in the order an upgrade carries them: those of the format's first version,
+    /// then those added since (a binary that knows fewer reads a prefix, one that knows more
+    /// finds the rest missing and keeps them at zero).
     fn counter_cells(&self) -> impl Iterator<Item = &AtomicU64> {
         let singles = [&self.accepted, &self.upstream_connect_errors, &self.bytes_from_client];
         let more = [&self.bytes_from_upstream, &self.lifetime_micros];
-        singles.into_iter().chain(more).chain(&self.closed).chain(&self.refused).chain(&self.lifetimes)
+        let (closed, closed_since) = self.closed.split_at(REASONS_BEFORE_PROTOCOLS);
+        let (refused, refused_since) = self.refused.split_at(REASONS_BEFORE_PROTOCOLS);
+        let first = singles.into_iter().chain(more).chain(closed).chain(refused).chain(&self.lifetimes);
+        first.chain(closed_since).chain(refused_since).chain(&self.opaque)
     }
 }
 
@@ -54,6 +59,7 @@ impl Metrics {
             reloads_failed: i.reloads_failed.load(Relaxed),
             upgrades_ok: i.upgrades_ok.load(Relaxed),
             upgrades_refused: i.upgrades_refused.load(Relaxed),
+            upgrades_failed: i.upgrades_failed.load(Relaxed),
         }
     }
 
@@ -66,6 +72,7 @@ impl Metrics {
         i.reloads_failed.store(carried.reloads_failed, Relaxed);
         i.upgrades_ok.store(carried.upgrades_ok, Relaxed);
         i.upgrades_refused.store(carried.upgrades_refused, Relaxed);
+        i.upgrades_failed.store(carried.upgrades_failed, Relaxed);
         metrics
     }
 }

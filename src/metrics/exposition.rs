@@ -5,6 +5,7 @@ use std::fmt::{self, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::render::FAMILIES;
 use super::ListenerMetrics;
 
 /// The text being written, and the name of the family whose samples are being written.
@@ -17,6 +18,10 @@ impl Exposition {
     /// Starts the family `name`: its `# HELP` and `# TYPE` lines.
     pub(super) fn family(&mut self, name: &'static str, kind: &str, help: &str) {
         debug_assert!(!help.contains(['\\', '\n']), "{name}: HELP text needs escaping");
+        debug_assert!(
+            FAMILIES.contains(&name),
+            "{name} is not in render::FAMILIES, which the docs are checked against"
+        );
         let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
         self.family = name;
     }

@@ -1,5 +1,6 @@
 //! The `GET /metrics` endpoint: a listening socket and a few client connections on the
-//! supervisor's poll, answering each client once with [`Metrics::render`] and closing.
+//! supervisor's poll, answering each client once with [`Metrics::render`], or with the
+//! daemon's liveness (`/healthz`) or readiness (`/readyz`, see [`super::health`]), and closing.
 //!
 //! It must not be a way to hang, crash or busy the daemon, so everything is bounded: a request
 //! head is at most [`MAX_HEAD`] bytes (more is answered 431), a client has [`CLIENT_TIMEOUT`]
@@ -11,7 +12,9 @@
 //! A client goes through three states: reading the head, writing the answer, and lingering:
 //! after the answer it shuts down its sending side and reads (up to [`MAX_LINGER`] bytes) until
 //! the client closes, so that unread bytes from the client (a request body, a head too large)
-//! do not make the kernel reset the connection and lose the answer on its way.
+//! do not make the kernel reset the connection and lose the answer on its way. A `/healthz`
+//! request waits between reading and writing while the loops are checked: the endpoint looks
+//! at the check again at its [`Check::next`], through [`Endpoint::next_deadline`].
 //!
 //! Readiness (mio, edge-triggered): a client is registered for reading and writing once, and
 //! every read and write runs until `WouldBlock`; a spurious event, or one meant for the previous
@@ -26,7 +29,8 @@ use log::debug;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
-use super::request::{answer, status_response, Status};
+use super::health::{Check, Vitals};
+use super::request::{metrics_response, parse, probe_response, status_response, Page, Request, Status};
 use super::Metrics;
 use crate::net::ACCEPT_PAUSE;
 use crate::slots::{Slots, Timed};
@@ -52,6 +56,8 @@ pub struct Endpoint {
     base: Option<Token>,
     clients: Slots<Client>,
     timeout: Duration,
+    /// When a `/healthz` check is to be looked at again (the earliest, if several).
+    recheck: Option<Instant>,
 }
 
 /// What a token of the endpoint stands for.
@@ -85,7 +91,8 @@ impl Endpoint {
     }
 
     fn on(listener: TcpListener, timeout: Duration) -> Endpoint {
-        Endpoint { listener, registry: None, base: None, clients: Slots::new(MAX_CLIENTS), timeout }
+        let clients = Slots::new(MAX_CLIENTS);
+        Endpoint { listener, registry: None, base: None, clients, timeout, recheck: None }
     }
 
     /// The address bound (useful with port 0).
@@ -122,29 +129,51 @@ impl Endpoint {
         self.base.and_then(|base| owned(base, token)).is_some()
     }
 
-    /// Handles a readiness event for one of its tokens, answering with `metrics.render()`.
-    pub fn handle(&mut self, registry: &Registry, event: &mio::event::Event, metrics: &Metrics) {
+    /// Handles a readiness event for one of its tokens, answering from `metrics` and `vitals`.
+    pub fn handle(
+        &mut self,
+        registry: &Registry,
+        event: &mio::event::Event,
+        metrics: &Metrics,
+        vitals: &dyn Vitals,
+    ) {
         match self.base.and_then(|base| owned(base, event.token())) {
             None => {}
             Some(Owned::Listener) => self.accept(registry, Instant::now()),
             Some(Owned::Client(slot)) => {
                 if let Some(client) = self.clients.get_mut(slot) {
-                    if client.drive(metrics) == Step::Close {
+                    if client.drive(metrics, vitals, Instant::now()) == Step::Close {
                         self.clients.take(slot);
+                    } else if let Some(at) = client.recheck() {
+                        self.recheck = Some(self.recheck.map_or(at, |r| r.min(at)));
                     }
                 }
             }
         }
     }
 
-    /// When the next client deadline passes, or accepting is to resume: the supervisor's poll
-    /// timeout. `None` if there is nothing to wait for.
+    /// When the next client deadline passes, a health check is to be looked at, or accepting
+    /// is to resume: the supervisor's poll timeout. `None` if there is nothing to wait for.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.clients.next_deadline()
+        self.clients.next_deadline().into_iter().chain(self.recheck).min()
     }
 
-    /// Closes clients whose deadline passed, and accepts the clients a pass left waiting.
-    pub fn expire(&mut self, now: Instant) {
+    /// Answers the health checks that are due, closes clients whose deadline passed, and
+    /// accepts the clients a pass left waiting.
+    pub fn expire(&mut self, now: Instant, metrics: &Metrics, vitals: &dyn Vitals) {
+        if self.recheck.is_some_and(|at| at <= now) {
+            let mut next: Option<Instant> = None;
+            self.clients.retain(|client| {
+                if client.recheck().is_some_and(|at| at <= now)
+                    && client.drive(metrics, vitals, now) == Step::Close
+                {
+                    return false;
+                }
+                next = next.into_iter().chain(client.recheck()).min();
+                true
+            });
+            self.recheck = next;
+        }
         if self.clients.expire(now) {
             if let Some(registry) = self.registry.take() {
                 self.accept(&registry, now);
@@ -207,6 +236,8 @@ struct Client {
 enum State {
     /// The request head so far.
     Reading(Vec<u8>),
+    /// A `/healthz` request (`HEAD` if true) whose loops are being checked.
+    Checking(Check, bool),
     /// The answer and how much of it is sent.
     Writing(Vec<u8>, usize),
     /// Answered and shut down for writing; discarded bytes so far.
@@ -224,16 +255,43 @@ impl Client {
         Client { stream, deadline, state: State::Reading(Vec::new()) }
     }
 
-    /// Advances through the states as far as the socket allows.
-    fn drive(&mut self, metrics: &Metrics) -> Step {
+    /// When its health check is to be looked at again, if it is waiting for one.
+    fn recheck(&self) -> Option<Instant> {
+        match &self.state {
+            State::Checking(check, _) => Some(check.next),
+            _ => None,
+        }
+    }
+
+    /// Advances through the states as far as the socket (and a health check) allows.
+    fn drive(&mut self, metrics: &Metrics, vitals: &dyn Vitals, now: Instant) -> Step {
         if let State::Reading(head) = &mut self.state {
-            let answer = match read_head(&mut self.stream, head) {
+            self.state = match read_head(&mut self.stream, head) {
                 Head::Partial => return Step::Wait,
                 Head::Closed => return Step::Close,
-                Head::Complete(end) => answer(&head[..end], || metrics.render()),
-                Head::TooLarge => status_response(Status::TooLarge, false),
+                Head::Complete(end) => match parse(&head[..end]) {
+                    Request::Get { page: Page::Metrics, head_only } => {
+                        State::Writing(metrics_response(&metrics.render(), head_only), 0)
+                    }
+                    Request::Get { page: Page::Ready, head_only } => {
+                        let verdict = if vitals.ready() { Ok(()) } else { Err("stopping".to_owned()) };
+                        State::Writing(probe_response(verdict, head_only), 0)
+                    }
+                    Request::Get { page: Page::Health, head_only } => {
+                        State::Checking(Check::start(metrics, vitals, now), head_only)
+                    }
+                    Request::Other(status, head_only) => {
+                        State::Writing(status_response(status, head_only), 0)
+                    }
+                },
+                Head::TooLarge => State::Writing(status_response(Status::TooLarge, false), 0),
             };
-            self.state = State::Writing(answer, 0);
+        }
+        if let State::Checking(check, head_only) = &mut self.state {
+            match check.verdict(metrics, vitals, now) {
+                None => return Step::Wait,
+                Some(verdict) => self.state = State::Writing(probe_response(verdict, *head_only), 0),
+            }
         }
         if let State::Writing(answer, sent) = &mut self.state {
             match write_out(&mut self.stream, answer, sent) {

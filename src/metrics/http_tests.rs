@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// The answer to a request head, as the endpoint gives it for a page that needs no check
+/// (`/healthz` and `/readyz` answered as healthy and ready here).
+fn answer(head: &[u8], render: impl FnOnce() -> String) -> Vec<u8> {
+    match parse(head) {
+        Request::Get { page: Page::Metrics, head_only } => metrics_response(&render(), head_only),
+        Request::Get { page: Page::Health | Page::Ready, head_only } => probe_response(Ok(()), head_only),
+        Request::Other(status, head_only) => status_response(status, head_only),
+    }
+}
+
 fn status_of(head: &str) -> String {
     let answer = String::from_utf8(answer(head.as_bytes(), || "x 1\n".to_owned())).unwrap();
     answer.lines().next().unwrap().to_owned()
@@ -16,6 +26,10 @@ fn requests_and_their_status() {
         ("GET /metrics?name[]=x HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK"),
         ("\r\nGET /metrics HTTP/1.1\n\n", "HTTP/1.1 200 OK"),
         ("HEAD /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK"),
+        ("GET /healthz HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK"),
+        ("HEAD /readyz?verbose HTTP/1.0\r\n\r\n", "HTTP/1.1 200 OK"),
+        ("GET /readyz/ HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"),
+        ("POST /healthz HTTP/1.1\r\n\r\n", "HTTP/1.1 405 Method Not Allowed"),
         ("GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"),
         ("GET /metrics/ HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"),
         ("GET http://a/metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"),
@@ -52,6 +66,16 @@ fn responses_are_complete_and_close() {
     assert!(not_allowed.ends_with("\r\n\r\n405 Method Not Allowed\n"), "{not_allowed}");
     let not_found = String::from_utf8(answer(b"HEAD /x HTTP/1.1\r\n\r\n", || unreachable!())).unwrap();
     assert!(not_found.ends_with("Content-Length: 14\r\nConnection: close\r\n\r\n"), "{not_found}");
+    let unavailable = String::from_utf8(probe_response(Err("stopping".to_owned()), false)).unwrap();
+    let expected = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                    Content-Length: 9\r\nConnection: close\r\n\r\nstopping\n";
+    assert_eq!(unavailable, expected);
+    let ok = String::from_utf8(probe_response(Ok(()), true)).unwrap();
+    assert!(
+        ok.starts_with("HTTP/1.1 200 OK\r\n")
+            && ok.ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"),
+        "{ok}"
+    );
     let too_large = String::from_utf8(status_response(Status::TooLarge, false)).unwrap();
     assert!(too_large.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{too_large}");
 }

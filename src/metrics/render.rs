@@ -1,29 +1,40 @@
 //! What a scrape reads: every family of the text exposition (version 0.0.4), written with
-//! [`super::exposition`] from the counters and from the process.
+//! [`super::exposition`] from the counters and, for the `process_*` family, from the process
+//! ([`super::process`]).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::exposition::{Exposition, Seconds};
-use super::{ListenerMetrics, Metrics, CLOSES, LIFETIME_BUCKETS, REASONS};
+use super::process::Process;
+use super::{reason_slot, ListenerMetrics, Metrics, CLOSES, LIFETIME_BUCKETS, SHOWN};
+use crate::observe::Cause;
 
-/// What a scrape reads from the process rather than from counters.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Process {
-    pub(super) open_fds: Option<u64>,
-    pub(super) max_fds: Option<u64>,
-}
-
-impl Process {
-    fn read() -> Process {
-        // The listing holds a descriptor of its own while it runs: not one of ours.
-        let open_fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count().saturating_sub(1) as u64);
-        let max_fds = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .ok()
-            .map(|(soft, _hard)| soft);
-        Process { open_fds, max_fds }
-    }
-}
+/// Every family a scrape can show, in the order it shows them. With at least one listener and
+/// every process reading at hand a scrape shows each of them (a unit test holds the renderer to
+/// this list); without listeners the per-listener ones are left out, and a process reading that
+/// cannot be taken leaves its family out. The documentation, the packaged alerting rules and
+/// the dashboard are checked against it.
+pub const FAMILIES: [&str; 18] = [
+    "idlereaper_connections_accepted_total",
+    "idlereaper_connections_active",
+    "idlereaper_connections_closed_total",
+    "idlereaper_connections_refused_total",
+    "idlereaper_protocol_opaque_total",
+    "idlereaper_upstream_connect_errors_total",
+    "idlereaper_relayed_bytes_total",
+    "idlereaper_connection_lifetime_seconds",
+    "idlereaper_timers",
+    "idlereaper_reloads_total",
+    "idlereaper_upgrades_total",
+    "idlereaper_build_info",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+];
 
 impl Metrics {
     /// The Prometheus text exposition (version 0.0.4) of everything, with the process-wide
@@ -52,13 +63,21 @@ impl Metrics {
         });
         let help = "Clients closed at accept, by reason (limit, per_ip_limit, denied, out_of_descriptors).";
         out.per_listener(ls, "idlereaper_connections_refused_total", "counter", help, |o, l| {
-            l.reasons(o, &l.refused, CLOSES..REASONS.len())
+            l.reasons(o, &l.refused, CLOSES..SHOWN.len())
+        });
+        let help =
+            "Connections a protocol observer stopped following (byte idleness from then on), by cause.";
+        out.per_listener(ls, "idlereaper_protocol_opaque_total", "counter", help, |o, l| {
+            for cause in Cause::ALL {
+                o.sample("", &[l.label(), ("cause", cause.as_str())], l.opaque[cause.index()].load(Relaxed));
+            }
         });
         let help = "Upstream connections that failed or timed out.";
         out.per_listener(ls, "idlereaper_upstream_connect_errors_total", "counter", help, |o, l| {
             o.sample("", &[l.label()], l.upstream_connect_errors.load(Relaxed))
         });
-        out.per_listener(ls, "idlereaper_bytes_total", "counter", "Bytes relayed, by direction.", |o, l| {
+        let help = "Bytes relayed, by direction.";
+        out.per_listener(ls, "idlereaper_relayed_bytes_total", "counter", help, |o, l| {
             for (direction, n) in
                 [("from_client", &l.bytes_from_client), ("from_upstream", &l.bytes_from_upstream)]
             {
@@ -79,23 +98,44 @@ impl Metrics {
         out.family("idlereaper_upgrades_total", "counter", "Live upgrades (SIGUSR2), by result.");
         out.sample("", &[("result", "success")], i.upgrades_ok.load(Relaxed));
         out.sample("", &[("result", "refused")], i.upgrades_refused.load(Relaxed));
-        if let Some(n) = process.open_fds {
-            out.family("idlereaper_open_fds", "gauge", "Open file descriptors.");
-            out.sample("", &[], n);
-        }
-        if let Some(n) = process.max_fds {
-            out.family("idlereaper_max_fds", "gauge", "Most file descriptors the process may open.");
-            out.sample("", &[], n);
-        }
+        out.sample("", &[("result", "failed")], i.upgrades_failed.load(Relaxed));
         out.family("idlereaper_build_info", "gauge", "Always 1; the version of idlereaper is a label.");
         out.sample("", &[("version", env!("CARGO_PKG_VERSION"))], 1);
-        out.family(
-            "idlereaper_start_time_seconds",
-            "gauge",
-            "Start time of the process since the Unix epoch.",
-        );
-        out.sample("", &[], Seconds(i.started));
+        out.process(&process, i.started);
         out.text
+    }
+}
+
+impl Exposition {
+    /// The `process_*` family, with the names, types and help texts of the Prometheus client
+    /// libraries' process collector; `started` is since the Unix epoch.
+    fn process(&mut self, process: &Process, started: Duration) {
+        if let Some(cpu) = process.cpu {
+            self.family(
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+            );
+            self.sample("", &[], Seconds(cpu));
+        }
+        let gauges = [
+            ("process_open_fds", "Number of open file descriptors.", process.open_fds),
+            ("process_max_fds", "Maximum number of open file descriptors.", process.max_fds),
+            ("process_virtual_memory_bytes", "Virtual memory size in bytes.", process.virtual_bytes),
+            ("process_resident_memory_bytes", "Resident memory size in bytes.", process.resident_bytes),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(n) = value {
+                self.family(name, "gauge", help);
+                self.sample("", &[], n);
+            }
+        }
+        self.family(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+        );
+        self.sample("", &[], Seconds(started));
     }
 }
 
@@ -104,11 +144,11 @@ impl ListenerMetrics {
         ("listener", &self.name)
     }
 
-    /// One sample per reason of `expected`, and one for any other reason counted here.
+    /// One sample per reason of `SHOWN[expected]`, and one for any other reason counted here.
     fn reasons(&self, out: &mut Exposition, counts: &[AtomicU64], expected: std::ops::Range<usize>) {
-        for (slot, reason) in REASONS.iter().enumerate() {
-            let n = counts[slot].load(Relaxed);
-            if expected.contains(&slot) || n > 0 {
+        for (shown, reason) in SHOWN.iter().enumerate() {
+            let n = counts[reason_slot(*reason)].load(Relaxed);
+            if expected.contains(&shown) || n > 0 {
                 out.sample("", &[self.label(), ("reason", reason.as_str())], n);
             }
         }

@@ -1,13 +1,25 @@
 //! The HTTP side of the metrics endpoint: what a request head asks for, and the whole answer
-//! to it (the metrics for `GET /metrics` and `HEAD`, or a status line for anything else).
+//! to it (a page for `GET` and `HEAD` of `/metrics`, `/healthz` and `/readyz`, or a status line
+//! for anything else).
 
 /// What a request head asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Request {
-    /// `GET /metrics` or `HEAD /metrics` (`head_only`), with or without a query string.
-    Metrics { head_only: bool },
+    /// `GET` or `HEAD` (`head_only`) of a page, with or without a query string.
+    Get { page: Page, head_only: bool },
     /// A status other than 200; `head_only` for a `HEAD` request.
     Other(Status, bool),
+}
+
+/// The pages the endpoint serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Page {
+    /// `/metrics`: the Prometheus text exposition.
+    Metrics,
+    /// `/healthz`: 200 while every event loop turns.
+    Health,
+    /// `/readyz`: 200 while serving, 503 from the start of a graceful stop.
+    Ready,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,21 +77,28 @@ pub(super) fn parse(head: &[u8]) -> Request {
         _ => return Request::Other(Status::MethodNotAllowed, false),
     };
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    match path {
-        b"/metrics" => Request::Metrics { head_only },
-        _ => Request::Other(Status::NotFound, head_only),
-    }
+    let page = match path {
+        b"/metrics" => Page::Metrics,
+        b"/healthz" => Page::Health,
+        b"/readyz" => Page::Ready,
+        _ => return Request::Other(Status::NotFound, head_only),
+    };
+    Request::Get { page, head_only }
 }
 
-/// The whole answer to the request head `head`; `render` is called only for `/metrics`.
-pub(super) fn answer(head: &[u8], render: impl FnOnce() -> String) -> Vec<u8> {
-    match parse(head) {
-        Request::Metrics { head_only } => {
-            let content_type = "text/plain; version=0.0.4; charset=utf-8";
-            response("200 OK", content_type, "", render().as_bytes(), head_only)
-        }
-        Request::Other(status, head_only) => status_response(status, head_only),
-    }
+/// The metrics: 200 with the exposition `text`.
+pub(super) fn metrics_response(text: &str, head_only: bool) -> Vec<u8> {
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    response("200 OK", content_type, "", text.as_bytes(), head_only)
+}
+
+/// A probe's answer: 200 with `ok\n`, or 503 with why not (one line).
+pub(super) fn probe_response(verdict: Result<(), String>, head_only: bool) -> Vec<u8> {
+    let (status, body) = match verdict {
+        Ok(()) => ("200 OK", "ok\n".to_owned()),
+        Err(why) => ("503 Service Unavailable", format!("{why}\n")),
+    };
+    response(status, "text/plain; charset=utf-8", "", body.as_bytes(), head_only)
 }
 
 pub(super) fn status_response(status: Status, head_only: bool) -> Vec<u8> {

@@ -1,17 +1,11 @@
-//! Tests of the exposition text and, in-process, of the `/metrics` endpoint over loopback.
+//! Tests of the exposition text: every family, exactly, and the counters behind it.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use mio::{Events, Poll, Token, Waker};
+use std::time::Duration;
 
 use super::exposition::Seconds;
-use super::http::{Endpoint, MAX_CLIENTS, MAX_HEAD};
-use super::render::Process;
+use super::process::Process;
+use super::render::FAMILIES;
 use super::*;
 
 #[test]
@@ -19,10 +13,19 @@ fn reason_slots_match_the_list() {
     for (slot, reason) in REASONS.iter().enumerate() {
         assert_eq!(reason_slot(*reason), slot, "{reason}");
     }
-    assert!(REASONS[CLOSES..].iter().all(|r| matches!(
-        r,
-        CloseReason::Limit | CloseReason::PerIpLimit | CloseReason::Denied | CloseReason::OutOfDescriptors
-    )));
+    let refusal = |r: &CloseReason| {
+        matches!(
+            r,
+            CloseReason::Limit
+                | CloseReason::PerIpLimit
+                | CloseReason::Denied
+                | CloseReason::OutOfDescriptors
+        )
+    };
+    assert!(SHOWN[CLOSES..].iter().all(refusal) && !SHOWN[..CLOSES].iter().any(refusal));
+    let mut shown = SHOWN.map(reason_slot);
+    shown.sort_unstable();
+    assert_eq!(shown.to_vec(), (0..REASONS.len()).collect::<Vec<_>>(), "every reason shown once");
 }
 
 #[test]
@@ -34,6 +37,34 @@ fn seconds_are_exact() {
     assert_eq!(s(Duration::from_micros(1)), "0.000001");
     assert_eq!(s(Duration::from_nanos(999)), "0"); // below the microsecond
     assert_eq!(s(Duration::from_millis(1_700_000_000_250)), "1700000000.25");
+}
+
+/// Process readings with every number at hand.
+fn every_reading() -> Process {
+    Process {
+        cpu: Some(Duration::from_millis(12_340)),
+        resident_bytes: Some(4 << 20),
+        virtual_bytes: Some(20 << 20),
+        open_fds: Some(12),
+        max_fds: Some(1024),
+    }
+}
+
+/// The families of an exposition, in order, from its `# TYPE` lines.
+fn families_of(text: &str) -> Vec<&str> {
+    text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect()
+}
+
+#[test]
+fn a_scrape_shows_every_family_of_the_list_and_no_other() {
+    let metrics = Metrics::new(1);
+    metrics.set_listeners(vec![ListenerMetrics::new("a")]);
+    assert_eq!(families_of(&metrics.render_with(every_reading())), FAMILIES);
+    // Without listeners, the process-wide families only; without readings, fewer of those.
+    let bare = Metrics::new(1).render_with(Process::default());
+    let process_wide = ["idlereaper_timers", "idlereaper_reloads_total", "idlereaper_upgrades_total"];
+    let expected = [&process_wide[..], &["idlereaper_build_info", "process_start_time_seconds"]].concat();
+    assert_eq!(families_of(&bare), expected);
 }
 
 #[test]
@@ -58,7 +89,7 @@ fn render_one_listener_exactly() {
     metrics.reload(true);
     metrics.reload(false);
     metrics.reload(false);
-    let text = metrics.render_with(Process { open_fds: Some(12), max_fds: Some(1024) });
+    let text = metrics.render_with(every_reading());
     let version = env!("CARGO_PKG_VERSION");
     let expected = format!(
         r#"# HELP idlereaper_connections_accepted_total Connections admitted.
@@ -74,6 +105,8 @@ idlereaper_connections_closed_total{{listener="relay",reason="upstream_closed"}}
 idlereaper_connections_closed_total{{listener="relay",reason="client_reset"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="upstream_reset"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="idle"}} 1
+idlereaper_connections_closed_total{{listener="relay",reason="idle_in_transaction"}} 0
+idlereaper_connections_closed_total{{listener="relay",reason="subscriber_idle"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="max_lifetime"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="half_close_timeout"}} 0
 idlereaper_connections_closed_total{{listener="relay",reason="connect_timeout"}} 0
@@ -87,13 +120,20 @@ idlereaper_connections_refused_total{{listener="relay",reason="limit"}} 0
 idlereaper_connections_refused_total{{listener="relay",reason="per_ip_limit"}} 1
 idlereaper_connections_refused_total{{listener="relay",reason="denied"}} 0
 idlereaper_connections_refused_total{{listener="relay",reason="out_of_descriptors"}} 0
+# HELP idlereaper_protocol_opaque_total Connections a protocol observer stopped following (byte idleness from then on), by cause.
+# TYPE idlereaper_protocol_opaque_total counter
+idlereaper_protocol_opaque_total{{listener="relay",cause="tls"}} 0
+idlereaper_protocol_opaque_total{{listener="relay",cause="gss"}} 0
+idlereaper_protocol_opaque_total{{listener="relay",cause="replication"}} 0
+idlereaper_protocol_opaque_total{{listener="relay",cause="reply_off"}} 0
+idlereaper_protocol_opaque_total{{listener="relay",cause="unparsable"}} 0
 # HELP idlereaper_upstream_connect_errors_total Upstream connections that failed or timed out.
 # TYPE idlereaper_upstream_connect_errors_total counter
 idlereaper_upstream_connect_errors_total{{listener="relay"}} 1
-# HELP idlereaper_bytes_total Bytes relayed, by direction.
-# TYPE idlereaper_bytes_total counter
-idlereaper_bytes_total{{listener="relay",direction="from_client"}} 100
-idlereaper_bytes_total{{listener="relay",direction="from_upstream"}} 2048
+# HELP idlereaper_relayed_bytes_total Bytes relayed, by direction.
+# TYPE idlereaper_relayed_bytes_total counter
+idlereaper_relayed_bytes_total{{listener="relay",direction="from_client"}} 100
+idlereaper_relayed_bytes_total{{listener="relay",direction="from_upstream"}} 2048
 # HELP idlereaper_connection_lifetime_seconds Time from accept to close of closed connections.
 # TYPE idlereaper_connection_lifetime_seconds histogram
 idlereaper_connection_lifetime_seconds_bucket{{listener="relay",le="0.01"}} 1
@@ -118,18 +158,28 @@ idlereaper_reloads_total{{result="failure"}} 2
 # TYPE idlereaper_upgrades_total counter
 idlereaper_upgrades_total{{result="success"}} 0
 idlereaper_upgrades_total{{result="refused"}} 0
-# HELP idlereaper_open_fds Open file descriptors.
-# TYPE idlereaper_open_fds gauge
-idlereaper_open_fds 12
-# HELP idlereaper_max_fds Most file descriptors the process may open.
-# TYPE idlereaper_max_fds gauge
-idlereaper_max_fds 1024
+idlereaper_upgrades_total{{result="failed"}} 0
 # HELP idlereaper_build_info Always 1; the version of idlereaper is a label.
 # TYPE idlereaper_build_info gauge
 idlereaper_build_info{{version="{version}"}} 1
-# HELP idlereaper_start_time_seconds Start time of the process since the Unix epoch.
-# TYPE idlereaper_start_time_seconds gauge
-idlereaper_start_time_seconds 1700000000.25
+# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 12.34
+# HELP process_open_fds Number of open file descriptors.
+# TYPE process_open_fds gauge
+process_open_fds 12
+# HELP process_max_fds Maximum number of open file descriptors.
+# TYPE process_max_fds gauge
+process_max_fds 1024
+# HELP process_virtual_memory_bytes Virtual memory size in bytes.
+# TYPE process_virtual_memory_bytes gauge
+process_virtual_memory_bytes 20971520
+# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 4194304
+# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.
+# TYPE process_start_time_seconds gauge
+process_start_time_seconds 1700000000.25
 "#
     );
     assert_eq!(text, expected);
@@ -172,7 +222,7 @@ fn families_group_listeners_in_order_and_escape_labels() {
     families.dedup();
     assert_eq!(families.len(), count, "a family appears twice");
     // The process numbers come from the process.
-    let fds = text.lines().find_map(|l| l.strip_prefix("idlereaper_open_fds ")).expect("open_fds");
+    let fds = text.lines().find_map(|l| l.strip_prefix("process_open_fds ")).expect("open_fds");
     assert!(fds.parse::<u64>().unwrap() >= 3, "{fds}");
 }
 
@@ -192,207 +242,39 @@ fn a_listener_kept_across_reload_keeps_its_counters() {
     assert!(!Arc::ptr_eq(&metrics.listener("b"), &a));
 }
 
-// ---- The endpoint, in-process --------------------------------------------------------------------
-
-/// An endpoint on 127.0.0.1:0 driven by a poll loop in a thread, as the supervisor drives it.
-/// Dropping it stops the thread, and fails the test if the thread panicked.
-struct Running {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
-}
-
-const WAKER: Token = Token(0);
-const BASE: Token = Token(5);
-/// No test takes longer; the loop ends then whatever happens.
-const TEST_LIMIT: Duration = Duration::from_secs(60);
-
-fn start(timeout: Duration) -> Running {
-    let mut endpoint = Endpoint::with_timeout("127.0.0.1:0".parse().unwrap(), timeout).unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    let mut poll = Poll::new().unwrap();
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
-    endpoint.register(poll.registry(), BASE).unwrap();
-    let metrics = Metrics::new(1);
-    metrics.set_listeners(vec![ListenerMetrics::new("a")]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopping = Arc::clone(&stop);
-    let thread = std::thread::spawn(move || {
-        let mut events = Events::with_capacity(64);
-        let limit = Instant::now() + TEST_LIMIT;
-        while !stopping.load(Ordering::Relaxed) && Instant::now() < limit {
-            let now = Instant::now();
-            let timeout = endpoint.next_deadline().unwrap_or(limit).min(limit).saturating_duration_since(now);
-            poll.poll(&mut events, Some(timeout)).unwrap();
-            for event in events.iter() {
-                assert!(event.token() == WAKER || endpoint.owns(event.token()), "{event:?}");
-                if endpoint.owns(event.token()) {
-                    endpoint.handle(poll.registry(), event, &metrics);
-                }
-            }
-            endpoint.expire(Instant::now());
-            assert!(endpoint.clients() <= MAX_CLIENTS);
-        }
-    });
-    Running { addr, stop, waker, thread: Some(thread) }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.waker.wake();
-        let joined = self.thread.take().unwrap().join();
-        if !std::thread::panicking() {
-            assert!(joined.is_ok(), "the endpoint's loop panicked");
-        }
-    }
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    stream
-}
-
-/// Sends `request` and reads until the server closes.
-fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut stream = connect(addr);
-    stream.write_all(request)?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
-    Ok(answer)
-}
-
-/// Status line, headers and body of a complete response; the body's length is checked against
-/// `Content-Length` unless `head_only`.
-fn split(answer: &[u8], head_only: bool) -> (String, String, String) {
-    let text = String::from_utf8(answer.to_vec()).expect("UTF-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");
-    let (status, headers) = head.split_once("\r\n").expect("headers");
-    let length = headers.lines().find_map(|l| l.strip_prefix("Content-Length: ")).expect("Content-Length");
-    let expected = if head_only { 0 } else { length.parse().unwrap() };
-    assert_eq!(body.len(), expected, "{text}");
-    assert!(headers.contains("Connection: close"), "{text}");
-    (status.to_owned(), headers.to_owned(), body.to_owned())
-}
-
 #[test]
-fn endpoint_answers_each_kind_of_request() {
-    let server = start(Duration::from_secs(5));
-    let get = |request: &str| exchange(server.addr, request.as_bytes()).unwrap();
-
-    let (status, headers, body) = split(&get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), false);
-    assert_eq!(status, "HTTP/1.1 200 OK");
-    assert!(headers.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8"), "{headers}");
-    assert!(body.contains("\nidlereaper_connections_accepted_total{listener=\"a\"} 0\n"), "{body}");
-    assert!(body.contains("idlereaper_build_info{version="), "{body}");
-    let (status, _, _) = split(&get("GET /metrics?x=1 HTTP/1.0\r\n\r\n"), false);
-    assert_eq!(status, "HTTP/1.1 200 OK");
-    let (status, headers, body) = split(&get("HEAD /metrics HTTP/1.1\r\n\r\n"), true);
-    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", ""));
-    assert!(!headers.contains("Content-Length: 0\r\n"), "{headers}");
-    assert_eq!(split(&get("GET / HTTP/1.1\r\n\r\n"), false).0, "HTTP/1.1 404 Not Found");
-    assert_eq!(split(&get("DELETE /metrics HTTP/1.1\r\n\r\n"), false).0, "HTTP/1.1 405 Method Not Allowed");
-    assert_eq!(split(&get("hello\r\n\r\n"), false).0, "HTTP/1.1 400 Bad Request");
-    // A body after the head is read and discarded, not a reason to reset the answer away.
-    let with_body = format!("GET /metrics HTTP/1.1\r\nContent-Length: 50000\r\n\r\n{}", "b".repeat(50_000));
-    assert_eq!(split(&get(&with_body), false).0, "HTTP/1.1 200 OK");
-}
-
-#[test]
-fn oversized_heads_get_431_and_floods_are_cut_off() {
-    let server = start(Duration::from_secs(5));
-    let answer = exchange(server.addr, &vec![b'a'; MAX_HEAD + 1000]).unwrap();
-    assert_eq!(split(&answer, false).0, "HTTP/1.1 431 Request Header Fields Too Large");
-
-    // A client that never stops sending is closed once the linger limit is passed.
-    let mut flood = connect(server.addr);
-    let chunk = vec![b'a'; 64 * 1024];
-    let mut sent = 0;
-    let result = loop {
-        if let Err(e) = flood.write_all(&chunk) {
-            break Err(e);
-        }
-        sent += chunk.len();
-        if sent > 64 * 1024 * 1024 {
-            break Ok(());
-        }
+fn counters_carried_by_an_upgrade_keep_their_places_across_versions() {
+    let old = ListenerMetrics::new("pg");
+    old.accepted();
+    old.closed(CloseReason::Idle, Duration::from_millis(5));
+    old.refused(CloseReason::Limit);
+    old.closed(CloseReason::IdleInTransaction, Duration::from_secs(2));
+    old.protocol_opaque(Cause::Tls);
+    let carried = old.counters();
+    // A binary from before the protocol observers carried the first 46 of them.
+    let before = 5 + 2 * REASONS_BEFORE_PROTOCOLS + LIFETIME_BUCKETS.len() + 1;
+    let from_older = ListenerMetrics::new("pg");
+    from_older.restore(&carried[..before]);
+    let shown = |m: &ListenerMetrics| {
+        let mut row = crate::report::ListenerRow {
+            name: String::new(),
+            listen: String::new(),
+            upstream: String::new(),
+            open: 0,
+            accepted: 0,
+            closed: Vec::new(),
+            refused: 0,
+            idle_timeout_ms: 0,
+            bytes_from_client: 0,
+            bytes_from_upstream: 0,
+        };
+        m.fill(&mut row);
+        (row.accepted, row.closed, row.refused)
     };
-    assert!(result.is_err(), "64 MiB accepted without the connection being closed");
-    // And the endpoint still answers.
-    let answer = exchange(server.addr, b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
-    assert_eq!(split(&answer, false).0, "HTTP/1.1 200 OK");
-}
-
-#[test]
-fn slow_and_silent_clients_are_closed_at_their_deadline() {
-    let timeout = Duration::from_millis(300);
-    let server = start(timeout);
-    for request in [&b"GET /metr"[..], b""] {
-        let started = Instant::now(); // before connect, so before the server's accept
-        let mut stream = connect(server.addr);
-        stream.write_all(request).unwrap();
-        let mut answer = Vec::new();
-        let read = stream.read_to_end(&mut answer);
-        assert!(read.is_ok() && answer.is_empty(), "{read:?} {answer:?}");
-        assert!(started.elapsed() >= timeout, "closed after {:?}", started.elapsed());
-    }
-}
-
-#[test]
-fn clients_beyond_the_limit_are_closed_at_once() {
-    let server = start(Duration::from_secs(30));
-    let held: Vec<TcpStream> = (0..MAX_CLIENTS).map(|_| connect(server.addr)).collect();
-    // Accepted after the ones before it in the backlog, when every slot is taken.
-    let mut extra = connect(server.addr);
-    let mut buf = [0u8; 16];
-    match extra.read(&mut buf) {
-        Ok(0) => {}
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-        other => panic!("expected the extra client to be closed, got {other:?}"),
-    }
-    drop(held);
-    // The slots free up as the server sees the held clients go.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(answer) = exchange(server.addr, b"GET /metrics HTTP/1.1\r\n\r\n") {
-            if !answer.is_empty() {
-                assert_eq!(split(&answer, false).0, "HTTP/1.1 200 OK");
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "no slot freed up");
-        std::thread::yield_now();
-    }
-}
-
-#[test]
-fn forty_concurrent_clients_do_not_break_it() {
-    let server = start(Duration::from_secs(5));
-    let addr = server.addr;
-    let clients: Vec<_> = (0..40)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut served = 0;
-                for _ in 0..5 {
-                    match exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n") {
-                        // Closed without an answer: over the limit.
-                        Ok(answer) if answer.is_empty() => {}
-                        Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {}
-                        Ok(answer) => {
-                            assert_eq!(split(&answer, false).0, "HTTP/1.1 200 OK");
-                            served += 1;
-                        }
-                        Err(e) => panic!("{e}"),
-                    }
-                }
-                served
-            })
-        })
-        .collect();
-    let served: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
-    assert!(served >= MAX_CLIENTS, "only {served} of 200 requests served");
-    let answer = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
-    assert_eq!(split(&answer, false).0, "HTTP/1.1 200 OK");
+    let idle = ("idle".to_owned(), 1);
+    assert_eq!(shown(&from_older), (1, vec![idle.clone()], 1), "the older counters in their places");
+    let same = ListenerMetrics::new("pg");
+    same.restore(&carried);
+    assert_eq!(shown(&same), (1, vec![idle, ("idle_in_transaction".to_owned(), 1)], 1));
+    assert_eq!(same.opaque[Cause::Tls.index()].load(Relaxed), 1);
 }

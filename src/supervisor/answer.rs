@@ -52,7 +52,7 @@ impl Supervisor {
                         .into_iter()
                         .flatten()
                         .collect();
-                rows.sort_by_key(|r| (r.reap_in_ms, r.id));
+                rows.sort_by_key(|r| (r.reap_in_ms.unwrap_or(u64::MAX), r.id));
                 rows.truncate(query.limit.unwrap_or(usize::MAX));
                 if as_json {
                     json(&rows)

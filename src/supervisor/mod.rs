@@ -8,11 +8,13 @@
 //! bytes.
 //!
 //! One job per file: this one runs the loop and the signals; [`reload`], [`upgrade`],
-//! [`answer`] (the control socket's requests) and [`watchdog`] (systemd's) do the rest.
+//! [`answer`] (the control socket's requests), [`watchdog`] (systemd's) and [`vitals`] (what
+//! `/healthz` and `/readyz` ask) do the rest.
 
 mod answer;
 mod reload;
 mod upgrade;
+mod vitals;
 mod watchdog;
 
 use std::io;
@@ -23,12 +25,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use log::{error, info, warn};
+use log::{error, warn, Level};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
 use crate::control;
-use crate::logging::LogHandle;
+use crate::logging::{self, LogHandle};
 use crate::metrics::http::{self, Endpoint};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -50,17 +52,17 @@ pub struct Runtime {
     /// `--pidfile` was given: the file's `daemon.pidfile` does not count.
     pub pidfile_overridden: bool,
     pub foreground: bool,
-    /// The binary to execute on USR2: the one the process was started from (`None`: unknown,
-    /// and an upgrade is refused).
-    pub exe: Option<PathBuf>,
+    /// The path the daemon was started as, symlinks kept: what USR2 executes, resolved then
+    /// (`None`: unknown, and an upgrade is refused).
+    pub started_as: Option<PathBuf>,
     /// The locked pidfile's descriptor, kept open across an upgrade's exec.
     pub pidfile_fd: std::os::fd::RawFd,
     /// The arguments it was started with (without a `--handover`), passed again on an upgrade.
     pub args: Vec<std::ffi::OsString>,
 }
 
-/// The new image of a live upgrade, before its first turn: what to say, and whether a stop
-/// was asked for meanwhile.
+/// The new image of a live upgrade (or its guardian, carrying on after the new image failed),
+/// before its first turn: what to say, and whether a stop was asked for meanwhile.
 pub struct Upgraded {
     pub from: String,
     /// `CLOCK_MONOTONIC` when the old image froze its workers: the pause runs from here.
@@ -72,6 +74,10 @@ pub struct Upgraded {
     pub reply: Option<std::os::fd::RawFd>,
     /// What to close once the loops run (see `handover::State::retired`).
     pub retired: Vec<std::os::fd::RawFd>,
+    /// The path the daemon was started as, and the file that runs now.
+    pub binary: Option<(PathBuf, PathBuf)>,
+    /// Set in the upgrade's guardian, which carries on because the new image did not take over.
+    pub failed: Option<crate::handover::guardian::Failure>,
 }
 
 /// The sockets the supervisor serves besides the signals: `GET /metrics` and the control
@@ -269,12 +275,13 @@ impl Supervisor {
                 break;
             }
             if let Some(endpoint) = self.endpoint.as_mut() {
+                let vitals = vitals::Probed { stopping: self.stopping, threads: &threads };
                 for event in events.iter() {
                     if endpoint.owns(event.token()) {
-                        endpoint.handle(self.poll.registry(), event, &self.metrics);
+                        endpoint.handle(self.poll.registry(), event, &self.metrics, &vitals);
                     }
                 }
-                endpoint.expire(Instant::now());
+                endpoint.expire(Instant::now(), &self.metrics, &vitals);
             }
             let mut asked = Vec::new();
             if let Some(control) = self.control.as_mut() {
@@ -315,7 +322,7 @@ impl Supervisor {
                     Signal::Reload => drop(self.reload(&threads.remotes, &log)),
                     Signal::Stats => {
                         log.reopen();
-                        info!("stats {}", self.metrics.stats_line());
+                        logging::log_fields(Level::Info, "stats", &self.metrics.stats());
                     }
                     Signal::Upgrade if self.stopping => warn!("SIGUSR2 while stopping: ignored"),
                     Signal::Upgrade => {

@@ -112,6 +112,7 @@ impl Supervisor {
             );
         }
         log.set_level(new.daemon.log_level);
+        log.set_format(new.daemon.log_format);
         self.metrics.set_listeners(counters);
         let (added, removed) = (new.listeners.len() - kept, self.config.listeners.len() - kept);
         let summary =

@@ -17,6 +17,7 @@ use super::token::{Target, GEN_MASK, KEY_MASK};
 use super::{Core, Slot};
 use crate::conn::Conn;
 use crate::net::{is_out_of_descriptors, open_spare, tune_tcp, ACCEPT_PAUSE};
+use crate::observe::Observer;
 use crate::proxy_protocol;
 use crate::stream::{Peer, Stream};
 use crate::vocab::{CloseReason, IoFailure, Side};
@@ -152,12 +153,13 @@ impl Core {
                             }
                             .into_boxed_slice()
                         });
-                        (Conn::relay(client, upstream, preamble), Some(Box::new(attempts)))
+                        let observer = Observer::new(config.protocol);
+                        (Conn::relay(client, upstream, preamble, observer), Some(attempts))
                     }
                     Err((reason, failure)) => {
                         self.listeners[i].release(peer.ip(), per_ip_counted);
                         let id = self.new_id();
-                        return self.closed_at_once(i, id, peer, reason, failure, attempts.tried);
+                        return self.closed_at_once(i, id, peer, reason, failure, attempts.tried());
                     }
                 }
             }
@@ -219,9 +221,9 @@ impl Core {
             _ => 2,
         };
         if let Some(held_back) = listener.refusals[kind].admit(now) {
-            let name = &listener.config.name;
-            let more = if held_back > 0 { format!(" refused_unlogged={held_back}") } else { String::new() };
-            info!("conn refused listener={name} client={peer} reason={reason}{more}");
+            let listener = listener.config.name.as_str();
+            let refused_unlogged = (held_back > 0).then_some(held_back);
+            info!(listener, client:% = peer, reason:% = reason, refused_unlogged; "conn refused");
         }
     }
 }

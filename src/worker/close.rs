@@ -9,12 +9,17 @@
 use std::time::Duration;
 
 use log::info;
+use log::kv::Value;
 
 use super::Core;
-use crate::config::IdleClose;
+use crate::cancel::Canceller;
+use crate::config::{IdleClose, ListenerConfig};
 use crate::conn::Conn;
+use crate::observe::Closing;
+use crate::proxy_protocol;
 use crate::stream::{Peer, Stream};
 use crate::sys::TcpProgress;
+use crate::upstream::Target;
 use crate::vocab::{CloseReason, IoFailure, Side};
 
 /// What the ledger records.
@@ -73,10 +78,11 @@ impl Core {
             }
         }
         let conn = &mut slot.conn;
-        let rst = self.listeners[slot.listener].config.idle_close == IdleClose::Rst;
-        for (side, abort) in
-            [Side::Client, Side::Upstream].into_iter().zip(abort_sides(conn, reason, kernel, rst))
-        {
+        let config = &self.listeners[slot.listener].config;
+        let rst = config.idle_close == IdleClose::Rst;
+        let abort = abort_sides(conn, reason, kernel, rst);
+        let abort = farewell(conn, reason, abort, &mut self.cancels, config);
+        for (side, abort) in [Side::Client, Side::Upstream].into_iter().zip(abort) {
             if abort {
                 conn.abort(side);
             }
@@ -90,9 +96,12 @@ impl Core {
         let lifetime = slot.accepted.elapsed();
         self.record(slot.listener, Entry::Closed { reason, lifetime });
         let bytes = (conn.bytes_from_client(), conn.bytes_from_upstream());
-        let tried = slot.attempts.as_ref().map_or(0, |a| a.tried);
+        let attempts = slot.attempts.as_ref();
+        let tried = attempts.map_or(0, |a| a.tried());
+        // The address that served the connection: none for a sink, or while still connecting.
+        let upstream = attempts.filter(|_| !conn.is_connecting()).and_then(|a| a.current());
         let (id, peer, failure) = (slot.id, slot.peer, failure.as_ref());
-        let line = CloseLine { id, peer, lifetime, bytes, reason, failure, tried };
+        let line = CloseLine { id, peer, lifetime, bytes, reason, failure, tried, upstream };
         line.log(&listener.config.name);
         // Dropping the connection closes the client's descriptor, and dropping the upstream
         // closes the other; closing also removes them from the epoll set (they are never
@@ -122,6 +131,7 @@ impl Core {
             reason,
             failure: Some(&failure),
             tried,
+            upstream: None,
         };
         line.log(&self.listeners[i].config.name);
     }
@@ -146,7 +156,15 @@ fn abort_sides(conn: &Conn, reason: CloseReason, kernel: Option<[TcpProgress; 2]
         CloseReason::ClientReset => [false, true],
         CloseReason::UpstreamReset => [true, false],
         CloseReason::Error => [true, true],
-        CloseReason::Idle | CloseReason::MaxLifetime | CloseReason::HalfCloseTimeout if rst => [true, true],
+        CloseReason::Idle
+        | CloseReason::IdleInTransaction
+        | CloseReason::SubscriberIdle
+        | CloseReason::MaxLifetime
+        | CloseReason::HalfCloseTimeout
+            if rst =>
+        {
+            [true, true]
+        }
         r if r.is_forced() => {
             let kernel = kernel.or_else(|| conn.kernel_progress());
             [Side::Client, Side::Upstream].map(|side| conn.undelivered_toward(side, kernel.as_ref()))
@@ -155,7 +173,36 @@ fn abort_sides(conn: &Conn, reason: CloseReason, kernel: Option<[TcpProgress; 2]
     }
 }
 
-/// The one log line per closed connection (`key=value` fields; the format is documented).
+/// What an observed connection's peers are told as the daemon closes it for `reason` (see
+/// `observe::Farewell`: PostgreSQL's FATAL error and Terminate, each at a message boundary and
+/// after every byte relayed), and the CancelRequest for a busy session's query, queued to the
+/// upstream address that served it. Returns `abort` with any peer that took part of its message
+/// only: a cut message ends in a reset.
+fn farewell(
+    conn: &mut Conn,
+    reason: CloseReason,
+    abort: [bool; 2],
+    cancels: &mut Canceller,
+    config: &ListenerConfig,
+) -> [bool; 2] {
+    let Some(observer) = conn.observed() else { return abort };
+    let closing = match reason {
+        CloseReason::Idle => Closing::Idle,
+        CloseReason::IdleInTransaction => Closing::IdleInTransaction,
+        CloseReason::Killed | CloseReason::Shutdown | CloseReason::MaxLifetime => Closing::Administrator,
+        _ => return abort,
+    };
+    let farewell = observer.farewell(closing);
+    if let (Some(key), Some(to)) = (farewell.cancel, conn.upstream().and_then(Target::of)) {
+        let preamble = config.proxy_protocol.map(|v| proxy_protocol::header_unknown(v).into_boxed_slice());
+        cancels.cancel(to, preamble, key, config.connect_timeout);
+    }
+    let cut = conn.farewell(&farewell, abort);
+    [abort[0] || cut[0], abort[1] || cut[1]]
+}
+
+/// The one log line per closed connection (fields in the documented order; text or JSON, see
+/// `logging`).
 struct CloseLine<'a> {
     id: u64,
     peer: Peer,
@@ -166,23 +213,25 @@ struct CloseLine<'a> {
     failure: Option<&'a IoFailure>,
     /// Upstream addresses tried, shown when the connect failed.
     tried: usize,
+    /// The upstream address connected, for a relay whose connect succeeded.
+    upstream: Option<&'a Target>,
 }
 
 impl CloseLine<'_> {
     fn log(&self, listener: &str) {
         let CloseLine { id, peer, reason, .. } = self;
-        let lifetime = self.lifetime.as_millis();
-        let (from_client, from_upstream) = self.bytes;
-        let error = self.failure.map(|f| format!(" error=\"{f}\"")).unwrap_or_default();
-        let tried = match reason {
-            CloseReason::UpstreamRefused | CloseReason::ConnectTimeout => {
-                format!(" upstreams_tried={}", self.tried)
-            }
-            _ => String::new(),
+        let lifetime_ms = u64::try_from(self.lifetime.as_millis()).unwrap_or(u64::MAX);
+        let (bytes_from_client, bytes_from_upstream) = self.bytes;
+        let upstream = self.upstream.map(Value::from_display);
+        let upstreams_tried = match reason {
+            CloseReason::UpstreamRefused | CloseReason::ConnectTimeout => Some(self.tried),
+            _ => None,
         };
+        let error = self.failure.map(Value::from_display);
         info!(
-            "conn closed id={id} listener={listener} client={peer} reason={reason} lifetime_ms={lifetime} \
-             bytes_from_client={from_client} bytes_from_upstream={from_upstream}{tried}{error}"
+            id, listener, client:% = peer, reason:% = reason, lifetime_ms, bytes_from_client,
+            bytes_from_upstream, upstream, upstreams_tried, error;
+            "conn closed"
         );
     }
 }

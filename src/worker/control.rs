@@ -27,8 +27,9 @@ pub enum Command {
     /// Apply a new configuration (SIGHUP).
     Reload(Reload),
     /// A live upgrade: give up every listener handle and connection, with times relative to
-    /// `at`, send them back on `reply`, and stop.
-    Freeze { at: Instant, reply: Sender<Frozen> },
+    /// `at` (a `CLOCK_MONOTONIC` reading, shared by both images), send them back on `reply`,
+    /// and stop.
+    Freeze { at: u64, reply: Sender<Frozen> },
     /// A row for each open connection `query` chooses (`show conns`).
     Inspect { query: Query, reply: Sender<Vec<ConnRow>> },
     /// Close the connections `selector` names, at once; reply with how many.

@@ -3,7 +3,9 @@
 //! - **activity**: `connect_timeout` from accept while the upstream connect is in progress (from
 //!   each new attempt when an address fails), then
 //!   `idle_timeout` from the last byte moved (by the daemon, or — checked when it passes, see
-//!   [`super::liveness`] — by the kernel);
+//!   [`super::liveness`] — by the kernel); on a protocol listener, the timer its observer's
+//!   state runs ([`inactivity`]: `idle_timeout`, `idle_in_transaction_timeout`,
+//!   `subscriber_idle_timeout`, or none, which is a deadline [`NEVER`] away);
 //! - **lifetime**: `max_lifetime` from accept, whatever the traffic;
 //! - **half-close**: after the first FIN, `half_close_timeout` from the last movement, until the
 //!   other FIN; none once both FINs are in (only delivery is left, which the idle rule governs).
@@ -11,12 +13,43 @@
 //! Every deadline is computed from the clock read *after* the bytes moved, rounded up to a tick,
 //! so none is early.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::config::ListenerConfig;
 use crate::conn::{Conn, Progress};
+use crate::observe::Timer;
 use crate::vocab::CloseReason;
+
+/// How far away the deadline of a connection that runs no inactivity timer is (a busy
+/// PostgreSQL session, a monitoring Redis client): beyond any timeout the configuration allows
+/// (30 days), so that it keeps one deadline like every connection, which never comes, and its
+/// idle time still reads as `NEVER` less the time to that deadline.
+pub const NEVER: Duration = Duration::from_secs(50 * 365 * 24 * 3600);
+
+/// The inactivity timer `conn` runs now and its length: `idle_timeout`, or on a protocol
+/// listener the timer its observer's state calls for ([`Timer::Never`] and [`NEVER`] for none).
+pub fn inactivity(config: &ListenerConfig, conn: &Conn) -> (Timer, Duration) {
+    let timer = conn.observed().map_or(Timer::Idle, |o| o.state().timer());
+    match timer {
+        Timer::Idle => (timer, config.idle_timeout),
+        Timer::IdleInTransaction => (timer, config.idle_in_transaction_timeout),
+        Timer::SubscriberIdle => match config.subscriber_idle_timeout {
+            Some(timeout) => (timer, timeout),
+            None => (Timer::Never, NEVER),
+        },
+        Timer::Never => (timer, NEVER),
+    }
+}
+
+/// The close reason of an inactivity timer that ran out.
+pub fn reason_of(timer: Timer) -> CloseReason {
+    match timer {
+        Timer::IdleInTransaction => CloseReason::IdleInTransaction,
+        Timer::SubscriberIdle => CloseReason::SubscriberIdle,
+        Timer::Idle | Timer::Never => CloseReason::Idle,
+    }
+}
 
 /// The deadlines a connection is subject to, in wheel ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +95,7 @@ impl Deadlines {
             // The clock is read after the bytes moved, so no deadline is early.
             let now = Instant::now();
             if progress.active {
-                self.activity = clock.deadline(now, config.idle_timeout);
+                self.activity = clock.deadline(now, inactivity(config, conn).1);
             }
             if progress.half_closed || (progress.active && conn.awaited_fin().is_some()) {
                 self.half_close = config.half_close_timeout.map(|d| clock.deadline(now, d));
@@ -79,7 +112,8 @@ impl Deadlines {
         [Some(self.activity), self.lifetime, self.half_close].into_iter().flatten().min().unwrap_or(u64::MAX)
     }
 
-    /// Why a connection whose timer fired is closed: the deadline that passed first.
+    /// Why a connection whose timer fired is closed: the deadline that passed first (the
+    /// activity deadline says `Idle`; which inactivity timer it was is [`inactivity`]'s).
     pub fn reason(&self, connecting: bool) -> CloseReason {
         let activity = if connecting { CloseReason::ConnectTimeout } else { CloseReason::Idle };
         let candidates = [

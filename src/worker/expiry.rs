@@ -5,6 +5,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use super::deadlines::{inactivity, reason_of};
 use super::liveness::{self, Due, Verdict};
 use super::Core;
 use crate::net::is_out_of_descriptors;
@@ -43,9 +44,11 @@ impl Core {
                 continue;
             }
             let reason = slot.deadlines.reason(slot.conn.is_connecting());
+            let timer = inactivity(&self.listeners[slot.listener].config, &slot.conn).0;
+            let reason = if reason == CloseReason::Idle { reason_of(timer) } else { reason };
             // Idle or waiting for a FIN as far as the daemon's own calls go: ask the kernel.
             let kernel = match reason {
-                CloseReason::Idle | CloseReason::HalfCloseTimeout => slot.conn.kernel_progress(),
+                r if r.is_idle() || r == CloseReason::HalfCloseTimeout => slot.conn.kernel_progress(),
                 _ => None,
             };
             let mut reason = match kernel {
@@ -82,7 +85,8 @@ impl Core {
     }
 
     /// The kernel's word on a due relay: the reason to close it now, or `None` when it was
-    /// re-armed for a later deadline.
+    /// re-armed for a later deadline. Any inactivity timer is reviewed as idleness, with its own
+    /// length.
     fn review(
         &mut self,
         key: usize,
@@ -96,13 +100,13 @@ impl Core {
         let clock = &self.clock;
         let due = Due {
             deadlines: slot.deadlines,
-            reason,
+            reason: if reason.is_idle() { CloseReason::Idle } else { reason },
             tick,
             kernel,
             awaited_fin: slot.conn.awaited_fin(),
             holds_bytes: slot.conn.holds_bytes(),
             wire_seen: slot.wire_seen,
-            idle_ticks: clock.ticks_in(config.idle_timeout),
+            idle_ticks: clock.ticks_in(inactivity(config, &slot.conn).1),
             half_close_ticks: config.half_close_timeout.map_or(0, |d| clock.ticks_in(d)),
             slack_ticks: clock.ticks_in(Duration::from_millis(JIFFY_SLACK_MS.into())),
         };
@@ -117,6 +121,7 @@ impl Core {
                 slot.timer = Some(self.wheel.insert(deadlines.earliest(), key as u32));
                 None
             }
+            Verdict::Close(CloseReason::Idle) if reason.is_idle() => Some(reason),
             Verdict::Close(why) => Some(why),
         }
     }

@@ -1,5 +1,6 @@
-//! What the control socket asks of a worker: a row per open connection (`show conns`), and
-//! closing chosen connections at once (`kill`, reason `killed`). Both are answered from the
+//! What the control socket asks of a worker: a row per open connection (`show conns`: with a
+//! protocol listener's state and the timer it runs), and closing chosen connections at once
+//! (`kill`, reason `killed`). Both are answered from the
 //! slots and the wheel's deadlines, with no system call but one `getpeername` per row's
 //! upstream. With a limit, the connections are chosen before any row is built, so a `top`
 //! asking for a screenful costs the loop a pass over the slots, not 9,000 rows of text.
@@ -7,7 +8,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::deadlines::{inactivity, NEVER};
 use super::{Core, Slot};
+use crate::observe::Protocol;
 use crate::report::ConnRow;
 use crate::stream::Peer;
 use crate::vocab::CloseReason;
@@ -72,8 +75,8 @@ impl Core {
         match slot.conn.is_connecting() {
             true => age,
             false => {
-                let timeout = self.listeners[slot.listener].config.idle_timeout;
-                // The idle deadline is the last movement plus idle_timeout.
+                let timeout = inactivity(&self.listeners[slot.listener].config, &slot.conn).1;
+                // The idle deadline is the last movement plus the timer's length.
                 timeout.saturating_sub(self.clock.until(now, slot.deadlines.activity)).min(age)
             }
         }
@@ -83,18 +86,23 @@ impl Core {
         let conn = &slot.conn;
         let config = &self.listeners[slot.listener].config;
         let connecting = conn.is_connecting();
+        let (timer, timeout) = inactivity(config, conn);
         let reap_reason = match slot.deadlines.reason(connecting) {
             CloseReason::MaxLifetime => "max_lifetime",
             CloseReason::HalfCloseTimeout => "half_close",
             CloseReason::ConnectTimeout => "connect",
-            _ => "idle",
+            _ => timer.as_str(),
         };
-        let state = match (conn.upstream(), connecting, conn.awaited_fin()) {
-            (None, _, _) => "sink",
-            (Some(_), true, _) => "connecting",
-            (Some(_), false, Some(_)) => "half_closed",
-            (Some(_), false, None) => "relaying",
+        let observed = conn.observed().map(|o| o.state().as_str());
+        let state = match (conn.upstream(), connecting, conn.awaited_fin(), observed) {
+            (None, _, _, _) => "sink",
+            (Some(_), true, _, _) => "connecting",
+            (Some(_), false, Some(_), _) => "half_closed",
+            (Some(_), false, None, Some(state)) => state,
+            (Some(_), false, None, None) => "relaying",
         };
+        let protocol = conn.observed().map_or(Protocol::Tcp, |o| o.protocol());
+        let timer = if connecting { "connect" } else { timer.as_str() };
         // While connecting, the address being tried (the kernel has no peer yet).
         let trying = slot.attempts.as_ref().filter(|_| connecting).and_then(|a| a.current());
         let upstream = match (conn.upstream(), trying) {
@@ -107,12 +115,14 @@ impl Core {
             listener: config.name.clone(),
             client: slot.peer.to_string(),
             upstream,
+            protocol: protocol.as_str().to_owned(),
             state: state.to_owned(),
+            timer: timer.to_owned(),
             age_ms: millis(now.saturating_duration_since(slot.accepted)),
             idle_ms: millis(self.idle(now, slot)),
-            reap_in_ms: millis(reap_in),
+            reap_in_ms: (reap_reason != "none").then(|| millis(reap_in)),
             reap_reason: reap_reason.to_owned(),
-            idle_timeout_ms: millis(config.idle_timeout),
+            idle_timeout_ms: if timeout == NEVER { 0 } else { millis(timeout) },
             bytes_from_client: conn.bytes_from_client(),
             bytes_from_upstream: conn.bytes_from_upstream(),
         }

@@ -10,18 +10,30 @@
 //!
 //! The rules, which the README and idlereaper(8) state for users:
 //! - **Idle** means no byte moved on the wire in either direction on either socket: the latest
-//!   of the daemon's own last read or write, the last data the kernel received, and — while
-//!   bytes sent are still unacknowledged — the last acknowledgement. The kernel reports those
-//!   times in jiffies, so they are taken as late as they can be ([`JIFFY_SLACK_MS`]): a
-//!   deadline is never early. With nothing queued anywhere, a kernel time within that slack of
-//!   the daemon's own last call is that call (so an idle close is not delayed by the slack).
-//! - If neither socket's byte counters moved since the last review, nothing moved: close.
+//!   of the daemon's own last read or write, the last data the kernel received
+//!   (`tcpi_last_data_recv`), and the last data it sent that the peer has acknowledged — no
+//!   later than both the last data segment sent (`tcpi_last_data_sent`) and the last
+//!   acknowledgement (`tcpi_last_ack_recv`): [`TcpProgress::since_movement_ms`]. A slow reader
+//!   in the zero-window persist state between two window openings moves bytes at every opening,
+//!   whatever the probe or backoff state. Keepalive and zero-window probes carry no data, and
+//!   their answers acknowledge none: they move neither the data received nor the data sent, so
+//!   a reader that stopped, or an idle peer that answers keepalives, is still idle.
+//! - Those times are counted in jiffies, so they are taken as late as they can be
+//!   ([`JIFFY_SLACK_MS`]): a deadline is never early, and is late by at most that slack (and
+//!   one more review) beyond the kernel's own timestamps. With nothing queued anywhere, a
+//!   kernel time within that slack of the daemon's own last call is that call (so an idle close
+//!   is not delayed by the slack).
+//! - The review compares both sockets' byte counters (`tcpi_bytes_acked` and
+//!   `tcpi_bytes_received`) with the last review's: if none advanced, nothing moved since then,
+//!   and the connection closes. The first review of an idle period has no earlier counters; it
+//!   needs none, since the timestamps above move only with bytes.
 //! - **Half-close**: `half_close_timeout` bounds the wait for the other peer's FIN. If the
 //!   kernel has received that FIN (the daemon has not read it yet because bytes come first),
 //!   the wait is over and only the idle rule applies from then on.
 //!
 //! The connection keeps one timer throughout: a postponement is one re-insertion, and a truly
-//! idle connection costs exactly one review (two `getsockopt` calls) when it is closed.
+//! idle connection costs one review (two `getsockopt` calls) when it is closed — two when bytes
+//! are queued toward a peer that stopped reading (the first postpones by the slack).
 
 use super::deadlines::Deadlines;
 use crate::sys::TcpProgress;
@@ -52,7 +64,8 @@ pub struct Due {
     pub awaited_fin: Option<Side>,
     /// The daemon holds bytes in flight (a buffer, a pipe, an urgent byte).
     pub holds_bytes: bool,
-    /// The sum of both sockets' byte counters at the last review, if any.
+    /// The sum of both sockets' byte counters (acknowledged and received) at the last review,
+    /// if any.
     pub wire_seen: Option<u64>,
     /// `idle_timeout` and `half_close_timeout`, rounded up.
     pub idle_ticks: u64,
@@ -105,15 +118,31 @@ mod tests {
     const IDLE: u64 = 2000; // ticks (1 ms each) of idle timeout
     const HALF_CLOSE: u64 = 500;
     const SLACK: u64 = 10;
+    /// The tick of the daemon's own last call: the idle deadline is `OWN + IDLE`.
+    const OWN: u64 = 1000;
+
+    /// A socket whose kernel last received data, sent data, and received an acknowledgement so
+    /// many milliseconds ago, with bytes sent and not yet acknowledged or not.
+    fn socket(data_ms: u32, sent_ms: u32, ack_ms: u32, unacknowledged: bool) -> TcpProgress {
+        let moved = 100;
+        TcpProgress {
+            moved,
+            since_data_ms: data_ms,
+            since_sent_ms: sent_ms,
+            since_ack_ms: ack_ms,
+            unacknowledged,
+            peer_finished: false,
+        }
+    }
 
     fn quiet() -> TcpProgress {
-        TcpProgress { moved: 100, since_data_ms: 5_000, since_ack_ms: 5_000, ..TcpProgress::default() }
+        socket(5_000, 5_000, 5_000, false)
     }
 
     /// A relay whose last own activity was at tick 1000, due at 3000, reviewed at 3000.
     fn due(kernel: [TcpProgress; 2]) -> Due {
         Due {
-            deadlines: Deadlines { activity: 3000, lifetime: None, half_close: None },
+            deadlines: Deadlines { activity: OWN + IDLE, lifetime: None, half_close: None },
             reason: CloseReason::Idle,
             tick: 3000,
             kernel,
@@ -131,52 +160,115 @@ mod tests {
         3000u64.saturating_sub(ms.into())
     }
 
-    #[test]
-    fn an_idle_relay_with_nothing_queued_closes_on_time() {
-        assert_eq!(review(due([quiet(), quiet()]), moved), Verdict::Close(CloseReason::Idle));
-        // Its last acknowledgement came 1 ms after the daemon's last write: still that write.
-        let mut k = quiet();
-        k.since_ack_ms = 1999;
-        k.since_data_ms = 1999;
-        assert_eq!(review(due([k, quiet()]), moved), Verdict::Close(CloseReason::Idle));
+    /// What a review decides: `None` to close as idle, `Some(t)` to postpone the idle deadline
+    /// to tick `t`.
+    fn decide(due: Due) -> Option<u64> {
+        match review(due, moved) {
+            Verdict::Close(CloseReason::Idle) => None,
+            Verdict::Postpone { deadlines, wire } => {
+                assert_eq!(wire, Some(due.kernel[0].moved.wrapping_add(due.kernel[1].moved)));
+                Some(deadlines.activity)
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
-    fn a_slow_reader_still_acknowledging_postpones_the_idle_close() {
-        let mut reader = quiet();
-        reader.unacknowledged = true;
-        reader.since_ack_ms = 50;
-        let verdict = review(due([reader, quiet()]), moved);
-        let Verdict::Postpone { deadlines, wire } = verdict else { panic!("{verdict:?}") };
-        assert_eq!(deadlines.activity, moved(50) + SLACK + IDLE, "50 ms ago, at the latest 40, plus idle");
-        assert_eq!(wire, Some(200));
-        // Reviewed again with the same counters: nothing moved since, so it is idle.
-        let mut again = due([reader, quiet()]);
-        again.wire_seen = wire;
-        assert_eq!(review(again, moved), Verdict::Close(CloseReason::Idle));
+    fn what_moved_on_the_wire_and_when() {
+        // (what, [client, upstream], the daemon holds bytes, the idle deadline decided)
+        let rows: [(&str, [TcpProgress; 2], bool, Option<u64>); 12] = [
+            ("nothing since the last call", [quiet(), quiet()], false, None),
+            (
+                "the last call's own bytes, sent then and acknowledged 1 ms later",
+                [socket(5_000, 2_000, 1_999, false), quiet()],
+                false,
+                None,
+            ),
+            (
+                "keepalive answers, nothing outstanding",
+                [socket(5_000, 5_000, 20, false), quiet()],
+                false,
+                None,
+            ),
+            (
+                "zero-window probe answers to a reader that stopped before the last call",
+                [socket(5_000, 2_500, 20, true), quiet()],
+                true,
+                None,
+            ),
+            (
+                "a peer that vanished: data sent again and again, never acknowledged",
+                [socket(5_000, 30, 2_500, true), quiet()],
+                true,
+                None,
+            ),
+            (
+                "a slow reader's window opened 400 ms ago; probe answers since",
+                [socket(5_000, 400, 20, true), quiet()],
+                true,
+                Some(moved(400) + SLACK + IDLE),
+            ),
+            (
+                "a slow reader whose data was acknowledged 300 ms after it was sent",
+                [socket(5_000, 700, 400, true), quiet()],
+                true,
+                Some(moved(700) + SLACK + IDLE),
+            ),
+            (
+                "a reader that finished draining 50 ms ago: nothing outstanding now",
+                [socket(5_000, 60, 50, false), quiet()],
+                false,
+                Some(moved(60) + SLACK + IDLE),
+            ),
+            (
+                "bytes arriving from the upstream while backpressure keeps the daemon from reading",
+                [quiet(), socket(300, 5_000, 300, false)],
+                true,
+                Some(moved(300) + SLACK + IDLE),
+            ),
+            (
+                "bytes arriving 5 ms after the last call, within the slack, while held",
+                [quiet(), socket(1_995, 5_000, 1_995, false)],
+                true,
+                Some(moved(1_995) + SLACK + IDLE),
+            ),
+            (
+                "the same with nothing held: the daemon's own last read",
+                [quiet(), socket(1_995, 5_000, 1_995, false)],
+                false,
+                None,
+            ),
+            (
+                "the reader stopped just as the last call filled its window: at most the slack",
+                [socket(5_000, 2_000, 20, true), quiet()],
+                true,
+                Some(moved(2_000) + SLACK + IDLE),
+            ),
+        ];
+        for (what, kernel, holds_bytes, expected) in rows {
+            let mut first = due(kernel);
+            first.holds_bytes = holds_bytes;
+            assert_eq!(decide(first), expected, "{what}");
+            // Reviewed again with the same counters: nothing moved since, whatever the times say.
+            let mut again = first;
+            again.wire_seen = Some(kernel[0].moved + kernel[1].moved);
+            if let Some(activity) = expected {
+                again.deadlines.activity = activity;
+                again.tick = activity;
+            }
+            assert_eq!(review(again, moved), Verdict::Close(CloseReason::Idle), "{what}, reviewed again");
+        }
     }
 
     #[test]
-    fn acknowledgements_of_probes_and_keepalives_are_not_movement() {
-        let mut probed = quiet();
-        probed.unacknowledged = true;
-        probed.backing_off = true;
-        probed.since_ack_ms = 20;
-        let mut keepalive = quiet();
-        keepalive.since_ack_ms = 20;
-        assert_eq!(review(due([probed, keepalive]), moved), Verdict::Close(CloseReason::Idle));
-    }
-
-    #[test]
-    fn bytes_arriving_while_backpressured_postpone_without_slack() {
-        let mut sender = quiet();
-        sender.since_data_ms = 1995; // 5 ms after the daemon's last call, within the slack
-        let mut held = due([quiet(), sender]);
-        held.holds_bytes = true;
-        let Verdict::Postpone { deadlines, .. } = review(held, moved) else { panic!() };
-        assert_eq!(deadlines.activity, moved(1995) + SLACK + IDLE);
-        // The same without bytes queued is the daemon's own read.
-        assert_eq!(review(due([quiet(), sender]), moved), Verdict::Close(CloseReason::Idle));
+    fn counters_that_advanced_since_the_last_review_are_movement_whatever_the_probe_state() {
+        // The last review saw 200 bytes; the reader's window has opened since, the last data
+        // went out 900 ms ago and probes have been answered since.
+        let mut review_again = due([socket(5_000, 900, 15, true), quiet()]);
+        review_again.kernel[0].moved = 100 + 65_536;
+        review_again.wire_seen = Some(200);
+        review_again.holds_bytes = true;
+        assert_eq!(decide(review_again), Some(moved(900) + SLACK + IDLE));
     }
 
     #[test]
@@ -189,8 +281,7 @@ mod tests {
         assert_eq!(review(waiting, moved), Verdict::Close(CloseReason::HalfCloseTimeout));
         // Bytes still moving toward the client: postponed by half_close_timeout from then.
         let mut moving = waiting;
-        moving.kernel[0].unacknowledged = true;
-        moving.kernel[0].since_ack_ms = 100;
+        moving.kernel[0] = socket(5_000, 100, 99, true);
         let Verdict::Postpone { deadlines, .. } = review(moving, moved) else { panic!() };
         assert_eq!(deadlines.half_close, Some(moved(100) + SLACK + HALF_CLOSE));
         // The upstream's FIN has arrived behind bytes not read yet: the wait is over.
@@ -206,10 +297,7 @@ mod tests {
         lifetime.reason = CloseReason::MaxLifetime;
         assert_eq!(review(lifetime, moved), Verdict::Close(CloseReason::MaxLifetime));
         // A postponed idle deadline beyond the lifetime: the lifetime closes it.
-        let mut reader = quiet();
-        reader.unacknowledged = true;
-        reader.since_ack_ms = 0;
-        let mut both = due([reader, quiet()]);
+        let mut both = due([socket(5_000, 0, 0, true), quiet()]);
         both.deadlines.lifetime = Some(3000);
         both.deadlines.activity = 2999;
         assert_eq!(review(both, moved), Verdict::Close(CloseReason::MaxLifetime));

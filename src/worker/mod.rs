@@ -33,18 +33,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::stream::{Peer, Stream};
-use log::warn;
+use log::{debug, warn};
 use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
 use crate::alarm::Alarm;
 use crate::buffer::Pool;
+use crate::cancel::Canceller;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Conn, Next};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::net::open_spare;
+use crate::observe::State;
 use crate::pipe::PipePool;
 use crate::relay::Io;
 use crate::vocab::CloseReason;
@@ -103,12 +105,13 @@ struct Slot {
     timer: Option<TimerKey>,
     /// What the timer is armed for.
     deadlines: Deadlines,
-    /// Both sockets' kernel byte counters at the last idle review (see [`liveness`]).
+    /// The sum of both sockets' kernel byte counters (acknowledged and received) at the last
+    /// idle review (see [`liveness`]).
     wire_seen: Option<u64>,
     /// Counted in the listener's per-address table (to be uncounted at close).
     per_ip_counted: bool,
-    /// A relay's upstream addresses and how many were tried, until one connects.
-    attempts: Option<Box<connect::Attempts>>,
+    /// A relay's upstream addresses, how many were tried, and the one that connected.
+    attempts: Option<connect::Attempts>,
 }
 
 /// Everything but the poll's event buffer, so that events can be iterated while handling them.
@@ -147,9 +150,11 @@ struct Core {
     workers: usize,
     next_id: u64,
     /// Connections a live upgrade handed over, admitted but not yet registered (see
-    /// [`Worker::adopt`]), and the instant their times are relative to.
+    /// [`Worker::adopt`]), and the instant their times are relative to (`CLOCK_MONOTONIC`).
     adopting: VecDeque<(crate::handover::state::ConnState, Peer)>,
-    adopt_since: Instant,
+    adopt_since: u64,
+    /// CancelRequests for the queries of busy PostgreSQL sessions it closes (off the loop).
+    cancels: Canceller,
 }
 
 impl Worker {
@@ -200,7 +205,8 @@ impl Worker {
                 workers: config.daemon.workers.max(1),
                 next_id: 1,
                 adopting: VecDeque::new(),
-                adopt_since: Instant::now(),
+                adopt_since: crate::clock::monotonic_ns(),
+                cancels: Canceller::new(worker),
             },
         };
         Ok((worker, Remote::new(sender, waker)))
@@ -338,6 +344,7 @@ impl Core {
         let conn = &mut slot.conn;
         let before = (conn.bytes_from_client(), conn.bytes_from_upstream());
         let was_connecting = conn.is_connecting();
+        let was_followed = conn.observed().is_some_and(|o| !matches!(o.state(), State::Opaque(_)));
         let progress = conn.drive(&mut io);
         let listener = &self.listeners[slot.listener];
         if progress.active {
@@ -345,10 +352,12 @@ impl Core {
                 (conn.bytes_from_client() - before.0, conn.bytes_from_upstream() - before.1);
             listener.metrics.bytes(client, upstream);
         }
-        let connected = was_connecting && !conn.is_connecting();
-        if connected {
-            slot.attempts = None;
+        if let Some(State::Opaque(cause)) = conn.observed().map(|o| o.state()).filter(|_| was_followed) {
+            listener.metrics.protocol_opaque(cause);
+            let (id, name) = (slot.id, &listener.config.name);
+            debug!("conn opaque id={id} listener={name} cause={}: idle by bytes from now on", cause.as_str());
         }
+        let connected = was_connecting && !conn.is_connecting();
         // The activity path is a store into the slot, which is in cache anyway: a later deadline
         // leaves the wheel alone, and when the timer fires early `expiry` re-arms it (lazy
         // re-arm). The entry moves only for a deadline that moves earlier, and once when the

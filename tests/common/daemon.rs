@@ -59,7 +59,7 @@ impl Daemon {
     }
 
     /// Writes `config` into `dir` and starts the daemon in the foreground on it; returns once the
-    /// log says `started` (listeners bound, pidfile written), or panics with the log.
+    /// log says `started` (listeners bound, pidfile written; text or JSON), or panics with the log.
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
         Daemon::start_in_with(dir, config, |_, _| {})
     }
@@ -83,11 +83,24 @@ impl Daemon {
         config: &str,
         prepare: impl FnOnce(&Path, &mut Command),
     ) -> Daemon {
+        let log_path = dir.path().join("stderr.log");
+        Daemon::start_logging_to(program, dir, config, &log_path, prepare)
+    }
+
+    /// [`Daemon::start_program`] with a configuration whose `daemon.log` is the file `log_path`
+    /// (stderr still goes to `stderr.log`).
+    pub fn start_logging_to(
+        program: &Path,
+        dir: tempfile::TempDir,
+        config: &str,
+        log_path: &Path,
+        prepare: impl FnOnce(&Path, &mut Command),
+    ) -> Daemon {
         let config_path = dir.path().join("idlereaper.toml");
         fs::write(&config_path, config).expect("write config");
         let pidfile = dir.path().join("idlereaper.pid");
-        let log_path = dir.path().join("stderr.log");
-        let stderr = File::create(&log_path).expect("create log file");
+        let log_path = log_path.to_path_buf();
+        let stderr = File::create(dir.path().join("stderr.log")).expect("create the stderr file");
         let mut command = Command::new(program);
         command
             .arg("-f")
@@ -100,7 +113,7 @@ impl Daemon {
         let child = command.spawn().expect("spawn idlereaper");
         let mut daemon = Daemon { dir, config_path, pidfile, log_path, child, status: None };
         let ready = wait_for(START_DEADLINE, || {
-            if daemon.log().contains(" INFO started ") {
+            if daemon.log().lines().any(is_started_line) {
                 return Some(true);
             }
             daemon.poll_exit().map(|_| false)
@@ -219,6 +232,11 @@ impl Daemon {
         let (_, fields) = line.split_once(" stats ").expect("a stats line");
         parse_fields(fields)
     }
+}
+
+/// Whether `line` is the daemon's `started` line, in either log format.
+pub fn is_started_line(line: &str) -> bool {
+    line.contains(" INFO started ") || line.starts_with('{') && line.contains(r#","msg":"started","#)
 }
 
 /// For [`Daemon::start_in_with`]: the child gets `RLIMIT_NOFILE` = `limit` (soft and hard).

@@ -59,8 +59,10 @@ impl CloseLine {
 }
 
 /// The close reasons the log format documents.
-pub const REASONS: [&str; 13] = [
+pub const REASONS: [&str; 15] = [
     "idle",
+    "idle_in_transaction",
+    "subscriber_idle",
     "client_closed",
     "upstream_closed",
     "client_reset",

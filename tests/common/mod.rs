@@ -1,12 +1,15 @@
 //! The harness shared by the integration tests: the real `idlereaper` binary started in a temp
 //! directory and stopped with real signals, its log parsed, in-process upstream servers, loopback
 //! addresses that parallel tests do not share, a reproducible byte stream to check relayed data
-//! against, scripted peers that record what they observed, and real services (Redis,
-//! PostgreSQL) started for a test and reached through the daemon in each address form.
+//! against, scripted peers that record what they observed, real services (Redis, PostgreSQL)
+//! started for a test and reached through the daemon in each address form, a client's own view
+//! of the wire (`TCP_INFO`), network namespaces a test makes, joined by a veth link, and what
+//! live upgrades are tested with (a binary to replace, traffic to keep busy).
 //!
 //! Rules every test follows: no fixed sleep for readiness (wait for a condition, with a deadline);
 //! every loop bounded in count and time; every socket with read and write timeouts, so that a bug
-//! fails a test instead of hanging it; only loopback addresses; a test that cannot run here says
+//! fails a test instead of hanging it; only loopback addresses, or network namespaces the test
+//! made itself ([`NetnsPair`]: unique names, removed on drop); a test that cannot run here says
 //! so with [`skip`] or [`require_program`] (which fails it in CI), never by returning silently.
 
 // Each test binary uses a different part of the harness.
@@ -14,21 +17,27 @@
 
 mod bytes;
 mod cli;
+mod ctl;
 mod daemon;
 mod load;
 mod log;
 mod net;
+mod netns;
 mod peer;
+mod pgwire;
 mod postgres;
 mod redis;
 mod routes;
+mod scrape;
 mod services;
 mod skip;
+mod upgrade;
+mod wire;
 
 #[allow(unused_imports)]
 pub use {
-    bytes::*, cli::*, daemon::*, load::*, log::*, net::*, peer::*, postgres::*, redis::*, routes::*,
-    services::*, skip::*,
+    bytes::*, cli::*, ctl::*, daemon::*, load::*, log::*, net::*, netns::*, peer::*, pgwire::*, postgres::*,
+    redis::*, routes::*, scrape::*, services::*, skip::*, upgrade::*, wire::*,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};

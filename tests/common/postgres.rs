@@ -56,6 +56,19 @@ impl Postgres {
     /// Creates a cluster, starts its server and creates the test database; `None` (the test
     /// skipped, see [`require_program`]) if PostgreSQL is not installed.
     pub fn start() -> Option<Postgres> {
+        Postgres::start_as(false)
+    }
+
+    /// [`Postgres::start`], with `ssl=on` and a self-signed certificate made for it with
+    /// `openssl` (`None` if that is missing too).
+    pub fn start_with_tls() -> Option<Postgres> {
+        if !require_program(OPENSSL, "apt-get install openssl") {
+            return None;
+        }
+        Postgres::start_as(true)
+    }
+
+    fn start_as(tls: bool) -> Option<Postgres> {
         let bin = Postgres::bin_dir().unwrap_or_else(|| Path::new(VERSIONS_DIR).join("<version>/bin"));
         let programs = ["postgres", "initdb", "pg_isready", "psql", "pgbench"];
         if !programs.iter().all(|p| require_program(&bin.join(p).to_string_lossy(), SERVICES_INSTALL)) {
@@ -76,7 +89,7 @@ impl Postgres {
         };
         let mut failures = Vec::new();
         for _ in 0..START_TRIES {
-            match Postgres::try_start(&bin, user.as_ref()) {
+            match Postgres::try_start(&bin, user.as_ref(), tls) {
                 Ok(pg) => return Some(pg),
                 Err(log) => failures.push(log),
             }
@@ -84,8 +97,9 @@ impl Postgres {
         panic!("postgres did not start in {START_TRIES} tries:\n{}", failures.join("\n"));
     }
 
-    /// Starts a cluster, run by `user` (root's stand-in) or else by the test's own user.
-    fn try_start(bin: &Path, user: Option<&User>) -> Result<Postgres, String> {
+    /// Starts a cluster, run by `user` (root's stand-in) or else by the test's own user; with
+    /// `tls`, a certificate for it first.
+    fn try_start(bin: &Path, user: Option<&User>, tls: bool) -> Result<Postgres, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         if let Some(user) = user {
             nix::unistd::chown(dir.path(), Some(user.uid), Some(user.gid))
@@ -104,6 +118,10 @@ impl Postgres {
         initdb.arg("-D").arg(&data).args(["--auth=trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]);
         run_tool(initdb.arg("--locale=C"), dir.path(), TOOL_DEADLINE).assert_success("initdb");
 
+        let ssl = match tls {
+            true => certificate(dir.path(), user),
+            false => Vec::new(),
+        };
         let port = free_localhost_port();
         let listen = if ipv6_loopback_available() { "127.0.0.1,::1" } else { "127.0.0.1" };
         let log = dir.path().join("postgres.log");
@@ -115,6 +133,7 @@ impl Postgres {
             .arg(dir.path())
             .args(["-p", &port.to_string(), "-c", &format!("listen_addresses={listen}"), "-c", "fsync=off"])
             .args(["-c", "shared_buffers=16MB", "-c", "max_connections=50"])
+            .args(&ssl)
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
             .spawn()
@@ -192,6 +211,42 @@ impl Postgres {
         command.stdin(Stdio::null()).env_remove("PGOPTIONS").env_remove("PGSERVICE");
         command
     }
+}
+
+/// Where `openssl` is.
+const OPENSSL: &str = "/usr/bin/openssl";
+
+/// A self-signed certificate and its key in `dir`, readable by `user` (the server's) only, and
+/// the server options that turn TLS on with them.
+fn certificate(dir: &Path, user: Option<&User>) -> Vec<String> {
+    let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let mut openssl = Command::new(OPENSSL);
+    openssl.args([
+        "req",
+        "-new",
+        "-x509",
+        "-days",
+        "2",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-newkey",
+        "rsa:2048",
+    ]);
+    openssl.arg("-keyout").arg(&key).arg("-out").arg(&crt);
+    run_tool(&mut openssl, dir, TOOL_DEADLINE).assert_success("openssl req");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod the key");
+    if let Some(user) = user {
+        for file in [&crt, &key] {
+            nix::unistd::chown(file, Some(user.uid), Some(user.gid)).expect("chown the certificate");
+        }
+    }
+    let option = |name: &str, path: &Path| ["-c".to_owned(), format!("{name}={}", path.display())];
+    let mut args = vec!["-c".to_owned(), "ssl=on".to_owned()];
+    args.extend(option("ssl_cert_file", &crt));
+    args.extend(option("ssl_key_file", &key));
+    args
 }
 
 /// The `-h <host> -p <port>` that make `psql` or `pgbench` connect to `to`. A Unix socket must

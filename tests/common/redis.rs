@@ -141,3 +141,134 @@ fn pong(at: &Endpoint) -> bool {
     let mut answer = [0u8; 7];
     s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
 }
+
+/// A command as an array of bulk strings, as clients send it.
+pub fn resp_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend(format!("${}\r\n", arg.len()).into_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// One RESP2 or RESP3 value, as a test reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    Nil,
+    /// An array, a set, or a push (`push` true).
+    Array {
+        push: bool,
+        items: Vec<Resp>,
+    },
+    /// A map, as its keys and values in turn.
+    Map(Vec<Resp>),
+    /// Any other scalar line (`#t`, `,1.5`, …), as written.
+    Other(String),
+}
+
+impl Resp {
+    /// The items of an array or push whose first is the bulk `first`.
+    pub fn starting_with(&self, first: &str) -> Option<&[Resp]> {
+        match self {
+            Resp::Array { items, .. } if items.first() == Some(&Resp::Bulk(first.as_bytes().to_vec())) => {
+                Some(items)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A client of raw RESP: sends bytes and reads values, keeping every byte received, so that the
+/// bytes of the values read can be compared.
+pub struct RespConn {
+    pub stream: super::Stream,
+    /// Every byte received; `data[..pos]` has been read.
+    data: Vec<u8>,
+    pos: usize,
+}
+
+impl RespConn {
+    pub fn connect(to: &Endpoint) -> RespConn {
+        RespConn { stream: to.connect(), data: Vec::new(), pos: 0 }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send to redis");
+    }
+
+    /// Sends one command and reads its reply.
+    pub fn call(&mut self, args: &[&str]) -> Resp {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.send(&resp_command(&args));
+        self.read()
+    }
+
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 65536];
+        let n = self.stream.read(&mut chunk).expect("read from redis");
+        let unread = String::from_utf8_lossy(&self.data[self.pos..]).into_owned();
+        assert!(n > 0, "redis closed the connection; unread: {unread:?}");
+        self.data.extend_from_slice(&chunk[..n]);
+    }
+
+    fn line(&mut self) -> String {
+        loop {
+            if let Some(end) = self.data[self.pos..].windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.data[self.pos..self.pos + end]).into_owned();
+                self.pos += end + 2;
+                return line;
+            }
+            self.fill();
+        }
+    }
+
+    /// Reads one value.
+    pub fn read(&mut self) -> Resp {
+        let line = self.line();
+        let (kind, rest) = line.split_at(1);
+        let count = || rest.parse::<i64>().unwrap_or_else(|_| panic!("a count: {line:?}"));
+        match kind {
+            "+" => Resp::Simple(rest.to_owned()),
+            "-" => Resp::Error(rest.to_owned()),
+            ":" => Resp::Int(count()),
+            "_" => Resp::Nil,
+            "$" | "=" | "!" if count() < 0 => Resp::Nil,
+            "$" | "=" | "!" => {
+                let n = count() as usize;
+                while self.data.len() < self.pos + n + 2 {
+                    self.fill();
+                }
+                let body = self.data[self.pos..self.pos + n].to_vec();
+                self.pos += n + 2;
+                Resp::Bulk(body)
+            }
+            "*" | "~" | ">" if count() < 0 => Resp::Nil,
+            "*" | "~" | ">" => {
+                Resp::Array { push: kind == ">", items: (0..count()).map(|_| self.read()).collect() }
+            }
+            "%" => Resp::Map((0..2 * count()).map(|_| self.read()).collect()),
+            _ => Resp::Other(line),
+        }
+    }
+
+    /// Reads `count` values and returns the bytes they took, as received.
+    pub fn read_raw(&mut self, count: usize) -> Vec<u8> {
+        let start = self.pos;
+        for _ in 0..count {
+            self.read();
+        }
+        self.data[start..self.pos].to_vec()
+    }
+
+    /// Reads until the server closes (within `timeout`): the bytes that came, and when.
+    pub fn until_closed(&mut self, timeout: Duration) -> (Vec<u8>, std::time::Instant) {
+        let rest = self.stream.read_until_closed(timeout);
+        (rest, std::time::Instant::now())
+    }
+}

@@ -198,6 +198,19 @@ impl Relay {
         idle_timeout: &str,
         extra: &str,
     ) -> Relay {
+        Relay::start_with(route, service, socket_name, idle_timeout, extra, |_| ("2s".into(), String::new()))
+    }
+
+    /// [`Relay::start`], with the daemon's `shutdown_timeout` and further tables (`[control]`,
+    /// `[metrics]`) from `more`, which is given the daemon's temp dir.
+    pub fn start_with(
+        route: Route,
+        service: &ServiceAddrs,
+        socket_name: &str,
+        idle_timeout: &str,
+        extra: &str,
+        more: impl FnOnce(&Path) -> (String, String),
+    ) -> Relay {
         let dir = tempfile::tempdir().expect("temp dir");
         let front = route.front(dir.path(), socket_name);
         let listener = format!(
@@ -205,7 +218,8 @@ impl Relay {
             front.config_value(),
             route.upstream(service)
         );
-        let config = daemon_section(dir.path(), "2s") + &listener;
+        let (shutdown_timeout, tables) = more(dir.path());
+        let config = daemon_section(dir.path(), &shutdown_timeout) + &listener + &tables;
         let daemon = Daemon::start_in(dir, &config);
         Relay { front, daemon }
     }

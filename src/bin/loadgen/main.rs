@@ -1,9 +1,11 @@
 //! `loadgen`: the load tool for idlereaper's benchmarks and smoke runs. It is both the upstream
-//! (`echo`, `discard`) and the clients (`reap`, `hold`, `pingpong`, `churn`), so that idlereaper,
+//! (`echo`, `discard`) and the clients (`reap`, `hold`, `pingpong`, `churn`; `bigvalue` against
+//! Redis), so that idlereaper,
 //! HAProxy and nginx are measured in front of the same server with the same clients. It talks only
 //! to the addresses it is given; use loopback. Every scenario is bounded in count and time.
 //! Results are printed as one `key=value` line for scripts to parse.
 
+mod bigvalue;
 mod clients;
 mod stats;
 mod upstream;
@@ -73,6 +75,16 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// A large value SET and GET back, through a relay in front of Redis: MB/s each way.
+    Bigvalue {
+        #[arg(long)]
+        connect: SocketAddr,
+        /// Bytes in the value.
+        #[arg(long, default_value_t = 100_000_000)]
+        size: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Short connections (connect, request, response, close) from several threads.
     Churn {
         #[arg(long)]
@@ -100,6 +112,7 @@ fn main() -> ExitCode {
         Command::Churn { connect, threads, duration, rate } => {
             clients::churn(connect, threads, duration, rate)
         }
+        Command::Bigvalue { connect, size, rounds } => bigvalue::bigvalue(connect, size, rounds),
     };
     match result {
         Ok(line) => {

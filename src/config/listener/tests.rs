@@ -249,11 +249,11 @@ fn tcp_keepalive() {
 fn summary_mentions_what_is_set() {
     let all = "max_lifetime = \"1h\"\nmax_connections_per_ip = 10\nallow = [\"10.0.0.0/8\", \"::1\"]\n\
                deny = [\"10.9.0.0/16\"]\ntcp_keepalive = \"60s\"";
-    let line = "listener a: 127.0.0.1:7000 -> 127.0.0.1:6379 relay, idle_timeout 1s, connect_timeout 5s, \
+    let line = "listener a: 127.0.0.1:7000 -> 127.0.0.1:6379 relay, protocol tcp, idle_timeout 1s, connect_timeout 5s, \
                 max_connections 10000, max_lifetime 1h, half_close_timeout 30s, max_connections_per_ip 10, \
                 allow 2 networks, deny 1 network, tcp_keepalive 1m";
     assert_eq!(first(&relay(all)).summary(), line);
-    let line = "listener a: 127.0.0.1:7000 -> 127.0.0.1:6379 relay, idle_timeout 1s, connect_timeout 5s, \
+    let line = "listener a: 127.0.0.1:7000 -> 127.0.0.1:6379 relay, protocol tcp, idle_timeout 1s, connect_timeout 5s, \
                 max_connections 10000, half_close_timeout off";
     assert_eq!(first(&relay("half_close_timeout = \"0s\"")).summary(), line);
     // A sink has no half-close: it closes at the client's FIN.

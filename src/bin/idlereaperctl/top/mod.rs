@@ -41,7 +41,8 @@ const INTERVAL: Duration = Duration::from_secs(1);
 /// How many connections a refresh prints when not on a terminal.
 const PLAIN_CONNS: usize = 10;
 /// The close reasons that count as reaps: the daemon's own timers.
-const REAP_REASONS: [&str; 3] = ["idle", "max_lifetime", "half_close_timeout"];
+const REAP_REASONS: [&str; 5] =
+    ["idle", "idle_in_transaction", "subscriber_idle", "max_lifetime", "half_close_timeout"];
 /// How long the live view waits for a key or a sample before it looks for a signal.
 const WAKE_SLICE: Duration = Duration::from_millis(50);
 
@@ -214,7 +215,7 @@ fn plain_refresh(listeners: &[ListenerLine], conns: &[ConnRow]) -> String {
             c.listener,
             c.client,
             c.state,
-            c.reap_in_ms,
+            c.reap_in_ms.map_or_else(|| "-".to_owned(), |ms| ms.to_string()),
             idle_pct(c)
         );
     }

@@ -26,8 +26,10 @@ impl View {
 /// Below this the view does not fit; it says so instead.
 const MIN_WIDTH: u16 = 40;
 const MIN_HEIGHT: u16 = 6;
-/// The connection table's fixed columns: the state (`half_closed`), the time to reap (`59.9s`).
-const STATE_WIDTH: u16 = 11;
+/// The connection table's state column: as wide as `half_closed`, and as the longest state
+/// shown, up to `idle_in_transaction` (a protocol listener's).
+const STATE_WIDTH: (usize, usize) = (11, 19);
+/// The time to reap (`59.9s`).
 const REAP_IN_WIDTH: u16 = 7;
 
 fn bold() -> Style {
@@ -120,8 +122,8 @@ fn render_listeners(frame: &mut Frame, area: Rect, view: &View) {
 }
 
 /// The connection table's column widths for `width` columns and these rows: the id as wide as
-/// the largest (never cut: a cut id would name another connection), the state and the time to
-/// reap fixed. The listener (up to 16), the client (up to 21, an IPv4 address with its port) and
+/// the largest (never cut: a cut id would name another connection), the state as wide as the
+/// longest (within [`STATE_WIDTH`]) and the time to reap fixed. The listener (up to 16), the client (up to 21, an IPv4 address with its port) and
 /// the bar (16) share the rest. Too wide: the bar shrinks to 9, then the listener to 6, then the
 /// client to 12. Room to spare: the listener and the client get their full length, then the
 /// bar up to 40.
@@ -131,7 +133,8 @@ pub(super) fn conn_widths(width: u16, conns: &[ConnRow]) -> [u16; 6] {
     };
     let id = conns.iter().map(|c| c.id).max().unwrap_or(0).to_string().len().max(2) as u16;
     let (want_listener, want_client) = (longest(|c| &c.listener, 8), longest(|c| &c.client, 6));
-    let rest = width.saturating_sub(5 + id + STATE_WIDTH + REAP_IN_WIDTH);
+    let state = longest(|c| &c.state, STATE_WIDTH.0).min(STATE_WIDTH.1 as u16);
+    let rest = width.saturating_sub(5 + id + state + REAP_IN_WIDTH);
     let (mut listener, mut client, mut bar) = (want_listener.min(16), want_client.min(21), 16);
     let mut over = (listener + client + bar).saturating_sub(rest);
     for (column, least) in [(&mut bar, 9), (&mut listener, 6), (&mut client, 12)] {
@@ -145,7 +148,7 @@ pub(super) fn conn_widths(width: u16, conns: &[ConnRow]) -> [u16; 6] {
         *column += more;
         spare -= more;
     }
-    [id, listener, client, STATE_WIDTH, REAP_IN_WIDTH, bar]
+    [id, listener, client, state, REAP_IN_WIDTH, bar]
 }
 
 fn render_conns(frame: &mut Frame, area: Rect, conns: &[ConnRow]) {
@@ -165,7 +168,7 @@ fn render_conns(frame: &mut Frame, area: Rect, conns: &[ConnRow]) {
             Cell::from(fit_end(&c.listener, widths[1] as usize)),
             Cell::from(fit_middle(&c.client, widths[2] as usize)),
             Cell::from(fit_end(&c.state, widths[3] as usize)),
-            right(&human_ms(c.reap_in_ms)),
+            right(&c.reap_in_ms.map_or_else(|| "-".to_owned(), human_ms)),
             Cell::from(idle_bar(c, widths[5] as usize)),
         ])
     });

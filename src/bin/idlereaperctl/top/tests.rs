@@ -26,10 +26,12 @@ fn conn(id: u64, client: &str, idle_ms: u64) -> ConnRow {
         listener: "postgres-primary-eu-west".into(),
         client: client.into(),
         upstream: "127.0.0.1:5432".into(),
+        protocol: "tcp".into(),
         state: "half_closed".into(),
+        timer: "idle".into(),
         age_ms: 65_000,
         idle_ms,
-        reap_in_ms: 300_000u64.saturating_sub(idle_ms),
+        reap_in_ms: Some(300_000u64.saturating_sub(idle_ms)),
         reap_reason: "idle".into(),
         idle_timeout_ms: 300_000,
         bytes_from_client: 10,
@@ -166,6 +168,10 @@ fn widths_and_cuts() {
     big[0].id = u64::MAX;
     big[0].client = "127.0.0.1:5".into();
     assert_eq!(conn_widths(80, &big), [20, 16, 11, 11, 7, 10]);
+    // A protocol listener's longest state widens its column; the bar gives way first.
+    let mut observed = conns.clone();
+    observed[3].state = "idle_in_transaction".into();
+    assert_eq!(conn_widths(80, &observed), [2, 16, 21, 19, 7, 10]);
     assert_eq!(fit_end("abcdef", 4), "abc…");
     assert_eq!(fit_start("/run/idlereaper/control.sock", 10), "…trol.sock");
     assert_eq!(fit_middle("[2001:db8::1]:5432", 12), "[2001:…:5432");
