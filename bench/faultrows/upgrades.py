@@ -15,7 +15,7 @@ def run(ctx, kind):
     s = ctx.size
     lsts = listeners(ctx, kind, s["reap_idle_s"])
     relay = ctx.relay(kind, list(lsts.values()), "upgrades")
-    pid0 = relay.proc.pid
+    pid0 = relay.main_pid() if kind == "idlereaper" else None  # an upgrade keeps the pid
     count, gap = s["upgrades"], s["upgrade_gap_s"]
     load = Load(
         ctx,
@@ -48,7 +48,9 @@ def run(ctx, kind):
     others = [f"{n} {k}" for k, n in by.items() if k not in ("upgraded", "reloaded")]
     if others:
         head += f" ({', '.join(others)})"
-    data = {"outcomes": by, "load": got, "pid_same": relay.proc is not None and relay.proc.pid == pid0}
+    data = {"outcomes": by, "load": got}
+    if kind == "idlereaper":
+        data["pid_same"] = pid0 is not None and relay.main_pid() == pid0
     if kind == "idlereaper" and done:
         pauses = [o.pause_ms for o in done]
         head += f", pause p50 {statistics.median(pauses):.1f} ms, max {max(pauses):.1f} ms"

@@ -8,7 +8,9 @@ What every such script does, written once:
               SYNs), and sockets opened inside them; all removed on the way out
     relays    idlereaper, HAProxy and nginx started from the templates in rig/templates/ with
               the same listeners, and driven the way each one documents: reload, live
-              upgrade, SIGKILL; the processes that hold their connections
+              upgrade, SIGKILL; the processes that hold their connections (the kinds in
+              idlereaper and peers, what they share in relay, upgrades and reloads in upgrades)
+    subreaper a child subreaper, so that what a relay forks or leaves behind stays the run's
     wire      client and server sockets: streams checked by SHA-256, idle connections checked
               by an echo, how a connection ended (FIN, reset, or not at all) and when
     measure   CPU, resident memory and descriptors of a set of processes

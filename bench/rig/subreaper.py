@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """rig/subreaper.py -- COMMAND...: runs COMMAND as a child subreaper (prctl), so that a daemon
 that forks away (nginx with `daemon on`, which its binary upgrade needs) stays a descendant of
-the script that started it, and is stopped with it. Reaps every orphan it inherits; exits when
-no descendant is left (or COMMAND failed). TERM and INT are passed on to every descendant.
+the script that started it, and is stopped with it; and so that a process that carries on after
+COMMAND itself ended (idlereaper's upgrade guardian, when the new image fails) does too. Reaps
+every orphan it inherits; exits when no descendant is left, with COMMAND's status (128 + N when a
+signal N ended it). TERM and INT are passed on to every descendant.
 """
 
 import ctypes
@@ -53,15 +55,17 @@ def main():
     signal.signal(signal.SIGINT, pass_on)
     first = subprocess.Popen(argv)
     rc = first.wait()
-    if rc != 0:
-        sys.exit(rc)
-    while True:
+    # Whatever COMMAND's end, its orphans are reaped until none is left: a daemon's process
+    # that carries on after the first one ended (idlereaper's upgrade guardian, when a new
+    # image fails) is still stopped with the rest. Bounded by the processes there are.
+    for _ in range(1_000_000):
         try:
             os.wait()
         except ChildProcessError:
             break
         except InterruptedError:
             continue
+    sys.exit(rc if rc > 0 else 0 if rc == 0 else 128 - rc)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@ reload (the configuration read again), waited for the same way.
 
 Each function replaces the relay's binary with a fresh copy first (unless the caller already put
 a file of its own there), signals, and waits (bounded) until the relay says it is done:
-    idlereaper  USR2: the daemon re-executes the binary in the same process and hands it every
-                connection; done at its `upgraded …` log line (or `upgrade refused: …`)
+    idlereaper  USR2 to the pid in its pidfile: the daemon re-executes the binary in the same
+                process and hands it every connection; done at its `upgraded …` log line (or
+                `upgrade refused: …`; or `upgrade failed: …` when the new image failed after the
+                exec and the guardian carries on as the daemon, with its own pid)
     HAProxy     master-worker mode: USR2 to the master, which re-executes itself and forks a new
                 worker; the old worker keeps its connections. Done when the new worker runs.
     nginx       USR2 to the master starts a new master from the new binary (the old one's pid
@@ -24,11 +26,15 @@ from . import procs as P
 RELOADED = re.compile(r" INFO reloaded | ERROR reload failed")
 UPGRADED = re.compile(r"upgraded from=\S+ to=\S+ connections=(\d+) listeners=(\d+) pause_ms=([0-9.]+)")
 REFUSED = re.compile(r"upgrade refused: (.*)")
+FAILED = re.compile(r"upgrade failed: (.*); the old code carries on as pid=(\d+) .*pause_ms=([0-9.]+)")
+IDLEREAPER_ENDS = {"upgraded": UPGRADED, "refused": REFUSED, "failed": FAILED}
 
 
 @dataclass
 class Outcome:
-    """done: upgraded (idlereaper), reloaded (HAProxy, nginx), refused, ignored, died, silent."""
+    """done: upgraded (idlereaper), reloaded (HAProxy, nginx), refused, ignored, failed (the new
+    image failed after the exec, and the relay carries on: idlereaper's guardian, nginx's old
+    master), died, silent."""
 
     done: str
     seconds: float = 0.0
@@ -42,9 +48,15 @@ class Outcome:
 
 
 def upgrade_idlereaper(relay, limit_s, replace=True):
-    pid = relay.proc.pid
+    """USR2 to the pid in the pidfile. Done at `upgraded …` (the new code runs), `upgrade
+    refused: …` (checked before the exec: nothing changed), `upgrade failed: …` (the new image
+    failed after the exec and the guardian carries on as the daemon: a new pid), or when no
+    process of the relay is left."""
+    pid = relay.main_pid()
+    if pid is None:
+        return Outcome("died", detail=f"no live pid in {relay.pidfile}")
     before = relay.log_text()
-    n_ok, n_no = len(UPGRADED.findall(before)), len(REFUSED.findall(before))
+    seen = {k: len(rx.findall(before)) for k, rx in IDLEREAPER_ENDS.items()}
     if replace:
         relay.replace_exe()
     t0 = time.monotonic()
@@ -52,21 +64,27 @@ def upgrade_idlereaper(relay, limit_s, replace=True):
 
     def said():
         text = relay.log_text()
-        if len(UPGRADED.findall(text)) > n_ok:
-            return "upgraded"
-        if len(REFUSED.findall(text)) > n_no:
-            return "refused"
-        return None if P.alive(pid) else "died"
+        for k, rx in IDLEREAPER_ENDS.items():
+            if len(rx.findall(text)) > seen[k]:
+                return k
+        return None if relay.pids() else "died"
 
     done = P.wait_until(said, limit_s, 0.01) or "silent"
     out = Outcome(done, time.monotonic() - t0, pids=[pid])
-    text = relay.log_text()
+    if done in IDLEREAPER_ENDS:
+        found = IDLEREAPER_ENDS[done].findall(relay.log_text())[seen[done]]
     if done == "upgraded":
-        out.pause_ms = float(UPGRADED.findall(text)[n_ok][2])
+        out.pause_ms = float(found[2])
     elif done == "refused":
-        out.detail = REFUSED.findall(text)[n_no].strip()
+        out.detail = found.strip()
+    elif done == "failed":
+        out.detail, new_pid, out.pause_ms = found[0], int(found[1]), float(found[2])
+        # The guardian wrote its pid into the pidfile before it said so.
+        out.pids = [new_pid]
+        if relay.main_pid() != new_pid:
+            out.detail += f"; but the pidfile says {relay.main_pid()}, not {new_pid}"
     elif done == "died":
-        out.detail = f"the process exited ({relay.proc.poll()})"
+        out.detail = f"no process left ({relay.proc.poll() if relay.proc else None})"
     return out
 
 
@@ -132,8 +150,10 @@ def upgrade_nginx(relay, limit_s, replace=True):
 
 
 def reload_idlereaper(relay, limit_s):
-    """HUP; done at its `reloaded` (or `reload failed`) log line."""
-    pid = relay.proc.pid
+    """HUP to the pid in the pidfile; done at its `reloaded` (or `reload failed`) log line."""
+    pid = relay.main_pid()
+    if pid is None:
+        return Outcome("died", detail=f"no live pid in {relay.pidfile}")
     n = len(RELOADED.findall(relay.log_text()))
     t0 = time.monotonic()
     P.signal_pids([pid], signal.SIGHUP)
