@@ -14,6 +14,8 @@ def _cell(results, row, kind):
                 mark = " **(known loss, see below)**"
             elif r["failed"]:
                 mark = " **(FAILED)**"
+            elif row.exception and kind == "idlereaper":
+                mark = " (an exception, see below)"
             return r["text"].replace("|", "/") + mark
     if kind not in row.kinds:
         return row.peer_notes.get(kind, "does not apply")
@@ -82,8 +84,17 @@ def write(path, rows, results, kinds, about, args, elapsed):
             out.append(f"  {COLUMN[kind]}: {note}")
     known = [row for row in ran if row.known_loss]
     failed = [r for r in results if r["failed"]]
-    if known or failed:
+    inherent = [row for row in ran if row.exception and "idlereaper" in row.kinds]
+    if known or failed or inherent:
         out += ["", "## Exceptions", ""]
+        out += [
+            "Where an idlereaper cell does not read 0 bytes lost and 0 closed early, this says why,",
+            "and what it is judged on instead.",
+            "",
+        ]
+        for text in dict.fromkeys(row.exception for row in inherent):  # rows that share one, once
+            titles = "; ".join(row.title for row in inherent if row.exception == text)
+            out.append(f"- **{titles}** (every relay): {text}")
         for row in known:
             out.append(f"- **{row.title}** (idlereaper): {row.known_loss}")
         for r in failed:

@@ -157,6 +157,14 @@ FAULTS = (
 )
 
 
+IN_FLIGHT = (
+    "bytes sent toward a host that is gone cannot reach it through any relay, so these cells "
+    "give no byte count. What idlereaper promises is that the peer still there learns it by a "
+    "reset (it knows bytes may be lost), never by a FIN that passes for an orderly end, and not "
+    "before the idle timeout where that is what ends the connection: that is what is judged."
+)
+
+
 def rows():
     out = []
     for key, title, fn in FAULTS:
@@ -167,6 +175,7 @@ def rows():
                     title + (", with a TCP user timeout" if uto else ""),
                     lambda ctx, kind, f=fn, u=uto: f(ctx, kind, u),
                     METHOD,
+                    exception=IN_FLIGHT if key != "vanish-idle" else "",
                 )
             )
     return out
