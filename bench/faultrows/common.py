@@ -143,6 +143,17 @@ def haproxy_endings(relay):
     return "HAProxy's log: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())) if states else None
 
 
+def close_reasons(relay, listener):
+    """idlereaper's account of the connections of `listener` it closed (its `conn closed`
+    lines): reason -> count, as words, or None."""
+    reasons = {}
+    for line in relay.log_text().splitlines():
+        if " conn closed " in line and f" listener={listener} " in line:
+            r = next((w.split("=", 1)[1] for w in line.split() if w.startswith("reason=")), "?")
+            reasons[r] = reasons.get(r, 0) + 1
+    return "its log: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) if reasons else None
+
+
 def fmt_s(seconds):
     return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
 

@@ -1,5 +1,6 @@
-"""A soak: churn, reloads, upgrades and connection kills mixed for ten minutes, while idle
-connections are held and checked streams run; the relay's memory and descriptors must come back
+"""A soak: churn, reloads, upgrades and connection kills (through the relay's own command; the
+relay's process is never killed) mixed for ten minutes, while idle connections are held and
+checked streams run; nothing may be lost, and the relay's memory and descriptors must come back
 flat. The three relays soak at the same time (each with its own load), so that the row takes ten
 minutes rather than thirty; a soak looks for growth and loss, not speed."""
 
@@ -9,12 +10,13 @@ import time
 from rig import measure, wire
 from rig import procs as P
 
-from .common import Cell, Row, crashes, fmt_s
-from .load import Load, listeners, lost_summary, reaped_all
+from .common import Cell, Row, close_reasons, crashes, fmt_s
+from .load import LONG_IDLE_S, Load, listeners, lost_summary, reaped_all
 
 FD_TOLERANCE = 4
 RSS_TOLERANCE_KIB = 2048
 VICTIMS = 10
+DRAIN_LIMIT_S = 30
 
 
 def _kill_victims(ctx, kind, relay, lst):
@@ -99,7 +101,12 @@ def _phase(ctx, kind, relay, lsts, secs, streams, ops):
 
 def run(ctx, kind):
     s = ctx.size
-    lsts = listeners(ctx, kind, s["reap_idle_s"], extra=[("victims", 3600.0)])
+    # The held connections sit idle from before the warm-up to the check after the soak: their
+    # listener's idle timeout must outlast all of it, or the relay reaps them as it should, and
+    # the row would count as lost what an idle timeout closed on time.
+    if LONG_IDLE_S < s["soak_warmup_s"] + s["soak_s"] + 2 * DRAIN_LIMIT_S + 300:
+        raise RuntimeError(f"the held connections' idle timeout ({LONG_IDLE_S} s) does not outlast the soak")
+    lsts = listeners(ctx, kind, s["reap_idle_s"], extra=[("victims", LONG_IDLE_S)])
     relay = ctx.relay(kind, list(lsts.values()), "soak", control=True)
     held = ctx.open_held(lsts["held"], s["soak_held"])
     ops = {
@@ -112,15 +119,17 @@ def run(ctx, kind):
         "killed_ended": 0,
     }
     _phase(ctx, kind, relay, lsts, s["soak_warmup_s"], s["soak_streams"], ops)
-    _drain(relay.pids, 30)
+    _drain(relay.pids, DRAIN_LIMIT_S)
     start = measure.sample(relay.pids())
     ops = {k: 0 for k in ops}
     got = _phase(ctx, kind, relay, lsts, s["soak_s"], s["soak_streams"], ops)
-    _drain(relay.pids, 30)
+    _drain(relay.pids, DRAIN_LIMIT_S)
     end = measure.sample(relay.pids())
     ends = wire.echo_check(held)
     got["held"], got["held_lost"] = len(held), len(held) - ends.count("ok")
     conns, bytes_lost, early, words = lost_summary(got)
+    if kind == "idlereaper" and got["held_lost"]:
+        words[0] += f" ({close_reasons(relay, 'held') or 'its log names none'})"
     grew_fds = end["fds"] - start["fds"]
     grew_rss = end["rss_kib"] - start["rss_kib"]
     text = (
@@ -156,7 +165,7 @@ def rows():
     return [
         Row(
             "soak",
-            "10-minute soak: churn, reloads, upgrades, kills",
+            "10-minute soak: churn, reloads, upgrades, connection kills",
             run,
             "The three relays at the same time, each under its own load for 10 minutes (20 s in the short "
             "run): 300 idle connections held throughout (50), 10 checked streams at 128 KiB/s (3), churn "
@@ -164,7 +173,9 @@ def rows():
             "(50); a reload every 20 s (5 s), an upgrade every 60 s (10 s; each by its own mechanism, as "
             "in the upgrades row), and every 30 s (7 s) 10 connections opened and killed by the relay's "
             "own command (idlereaper: `idlereaperctl kill --listener`; HAProxy: `shutdown sessions "
-            "server` on its stats socket; nginx has none). Descriptors and resident memory of all the "
+            "server` on its stats socket; nginx has none). The relay's process is never killed here "
+            "(SIGKILL has its own row), and the held connections' listener has a 1-hour idle timeout: "
+            "each of them must still relay a byte after the soak. Descriptors and resident memory of all the "
             "relay's processes are taken at two resting points with only the held connections open: "
             "after a warm-up of the same load (20 s; 3 s) and after the soak, once the descriptors stop "
             "moving. idlereaper's must not grow by more than 4 descriptors or 2 MiB.",
