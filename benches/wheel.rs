@@ -37,9 +37,9 @@
 //! walks half a million nodes); its O(1) operations run at every size.
 //!
 //! At the end: a markdown summary (ns per operation, the 1M ÷ 1k ratios, memory per timer
-//! measured by a counting allocator, and the targets of issue 4). Run: `cargo bench --bench
-//! wheel` (about 3 minutes); `cargo bench --bench wheel -- --test` runs each benchmark once at
-//! 1k, a smoke test. Before anything, every structure is checked against a model.
+//! measured by a counting allocator, and the wheel's targets with verdicts). Run: `cargo bench
+//! --bench wheel` (about 3 minutes); `cargo bench --bench wheel -- --test` runs each benchmark
+//! once at 1k, a smoke test. Before anything, every structure is checked against a model.
 
 #[path = "baselines/mod.rs"]
 mod baselines;

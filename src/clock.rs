@@ -108,7 +108,7 @@ pub fn monotonic_ns() -> u64 {
 
 /// The [`Instant`] at which [`monotonic_ns`] read `ns`, a reading not in the future (now, if it
 /// is out of range): late by the time between this function's two clock reads, never early.
-fn instant_of(ns: u64) -> Instant {
+pub fn instant_of(ns: u64) -> Instant {
     let ago = Duration::from_nanos(monotonic_ns().saturating_sub(ns));
     let now = Instant::now();
     now.checked_sub(ago).unwrap_or(now)

@@ -66,6 +66,7 @@ use locate::Source;
 
 pub use crate::observe::Protocol;
 pub use address::{Listen, Upstream};
+pub use keys::{file_keys, TableKeys};
 
 mod address;
 mod checks;
@@ -73,6 +74,7 @@ mod control;
 mod daemon;
 mod duration;
 mod host;
+mod keys;
 mod listener;
 mod locate;
 mod protocol;

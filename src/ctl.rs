@@ -1,7 +1,9 @@
 //! The client side of the control socket, for `idlereaperctl`: where the socket is (`-s PATH`,
 //! or the `[control]` table of the configuration file), and one request answered. The protocol
-//! is one request line; the daemon writes the answer and closes. An answer whose first line
-//! starts with `error:` is a refusal.
+//! is one request line; the daemon writes the answer, an empty line to end it, and closes. An
+//! answer without that end was cut short (the daemon gave up on a reader that did not keep up,
+//! or stopped): an error, never a shorter answer. An answer whose first line starts with
+//! `error:` is a refusal.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -20,12 +22,14 @@ pub enum Failure {
     Unreachable(String),
     /// The daemon refused the request (exit status 2): its `error:` line, without the prefix.
     Refused(String),
+    /// The answer stopped before its end (exit status 1): what was received is not shown.
+    Truncated(String),
 }
 
 impl Failure {
     pub fn exit_status(&self) -> i32 {
         match self {
-            Failure::Unreachable(_) => 1,
+            Failure::Unreachable(_) | Failure::Truncated(_) => 1,
             Failure::Refused(_) => 2,
         }
     }
@@ -34,7 +38,7 @@ impl Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Unreachable(m) | Failure::Refused(m) => f.write_str(m),
+            Failure::Unreachable(m) | Failure::Refused(m) | Failure::Truncated(m) => f.write_str(m),
         }
     }
 }
@@ -57,7 +61,8 @@ pub fn socket_in(config: &Path) -> Result<PathBuf, Failure> {
     }
 }
 
-/// Sends `request` (one line) to the daemon at `socket` and returns its answer.
+/// Sends `request` (one line) to the daemon at `socket` and returns its answer, without the
+/// empty line that ends it.
 pub fn ask(socket: &Path, request: &str) -> Result<String, Failure> {
     let unreachable =
         |e: io::Error| Failure::Unreachable(format!("cannot reach the daemon at {}: {e}", socket.display()));
@@ -75,8 +80,16 @@ pub fn ask(socket: &Path, request: &str) -> Result<String, Failure> {
             socket.display()
         )));
     }
+    let Some(answer) = answer.strip_suffix("\n\n") else {
+        let why = read.err().map(|e| format!(": {e}")).unwrap_or_default();
+        return Err(Failure::Truncated(format!(
+            "answer truncated: the daemon at {} closed after {} bytes, before the end of its answer{why}",
+            socket.display(),
+            answer.len()
+        )));
+    };
     match answer.strip_prefix("error: ") {
         Some(refusal) => Err(Failure::Refused(refusal.trim_end().to_owned())),
-        None => Ok(answer),
+        None => Ok(format!("{answer}\n")),
     }
 }

@@ -3,8 +3,10 @@
 //! Data flows one way: config file → validated [`config::Config`] → [`worker`] event loop →
 //! connections ([`conn`]) → timing [`wheel`] → close. `main.rs` only maps [`app::run`]'s result to
 //! an exit status. The library is public only where a program outside it needs it: `app`, `cli`
-//! and `error` for `main.rs`, `wheel` for its benchmark, `net` for the load tool; everything else
-//! is the daemon's own (`pub(crate)`). The integration tests drive the real binary.
+//! and `error` for `main.rs`, `wheel` for its benchmark, `net` for the load tool, [`file_keys`]
+//! (the keys the configuration file accepts) for the test that holds the configuration
+//! reference to them; everything else is the daemon's own (`pub(crate)`). The integration tests
+//! drive the real binary.
 //!
 //! `unsafe` is denied here and allowed in two modules only: `daemon` (fork, `_exit`, `flock`)
 //! and `sys` (`TCP_INFO`, `SIOCATMARK`), each block with a `// SAFETY:` comment.
@@ -50,3 +52,5 @@ pub(crate) mod upstream;
 pub(crate) mod vocab;
 pub mod wheel;
 pub(crate) mod worker;
+
+pub use config::{file_keys, TableKeys};

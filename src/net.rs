@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use log::{debug, error};
+use log::{debug, error, warn};
 use mio::net::{TcpListener, TcpStream, UnixListener};
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
 
@@ -67,7 +67,7 @@ pub fn listen_unix(
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::unix(path)?)?;
-    let guard = UnixPath(Arc::new(path.to_owned()));
+    let guard = UnixPath::adopt(path.to_owned());
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
@@ -77,26 +77,42 @@ pub fn listen_unix(
 }
 
 /// The socket file of a Unix listener: removed when the last clone is dropped (the listener is
-/// closed on stop, or removed by a reload). A reload that keeps the listener keeps the file.
+/// closed on stop, or removed by a reload). A reload that keeps the listener keeps the file. A
+/// file that cannot be removed (a directory the daemon's user may not write to) is left in
+/// place with a warning that names it, as the pidfile is; the next start replaces it.
 #[derive(Debug, Clone)]
-pub struct UnixPath(Arc<PathBuf>);
+pub struct UnixPath {
+    path: Arc<PathBuf>,
+    /// What the file is, for the warning.
+    what: &'static str,
+}
 
 impl UnixPath {
     /// The socket file of a listener a live upgrade handed over: removed as if bound here.
     pub fn adopt(path: PathBuf) -> UnixPath {
-        UnixPath(Arc::new(path))
+        UnixPath { path: Arc::new(path), what: "socket file" }
+    }
+
+    /// The same file, called `what` in the warning if it cannot be removed.
+    pub fn named(mut self, what: &'static str) -> UnixPath {
+        self.what = what;
+        self
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        &self.path
     }
 }
 
 impl Drop for UnixPath {
     fn drop(&mut self) {
-        if Arc::strong_count(&self.0) == 1 {
-            if let Err(e) = std::fs::remove_file(&*self.0) {
-                debug!("cannot remove {}: {e}", self.0.display());
+        if Arc::strong_count(&self.path) == 1 {
+            match std::fs::remove_file(&*self.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    debug!("{} {} is gone already", self.what, self.path.display())
+                }
+                Err(e) => warn!("cannot remove {} {}: {e}; left it in place", self.what, self.path.display()),
             }
         }
     }

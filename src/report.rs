@@ -40,6 +40,12 @@ pub struct ConnRow {
     pub bytes_from_upstream: u64,
 }
 
+/// The order `show conns` lists connections in: soonest to be reaped first, then by id; one
+/// that no deadline runs for (`reap_in_ms` none) after every other.
+pub fn reap_order(reap_in_ms: Option<u64>, id: u64) -> (u64, u64) {
+    (reap_in_ms.unwrap_or(u64::MAX), id)
+}
+
 /// One listener in force, as `show listeners` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerRow {
@@ -67,71 +73,132 @@ pub fn human_ms(ms: u64) -> String {
     }
 }
 
-/// Rows as an aligned table under a header line.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+/// Column widths that fit `header` and `rows`.
+fn widths(header: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
-    let mut out = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut text = String::new();
-        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
-            if i > 0 {
-                text.push_str("  ");
-            }
-            let _ = write!(text, "{cell:<w$}");
+    widths
+}
+
+/// One line of a table: each cell padded to its column's width (a longer one pushes the rest
+/// of its line only), two spaces between columns, none at the end.
+fn line<'a>(out: &mut String, cells: impl Iterator<Item = &'a str>, widths: &[usize]) {
+    let start = out.len();
+    for (i, (cell, w)) in cells.zip(widths).enumerate() {
+        if i > 0 {
+            out.push_str("  ");
         }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(&mut header.iter().copied());
+        let _ = write!(out, "{cell:<w$}");
+    }
+    out.truncate(out[start..].trim_end().len() + start);
+    out.push('\n');
+}
+
+/// Rows as an aligned table under a header line.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let widths = widths(header, rows);
+    let mut out = String::new();
+    line(&mut out, header.iter().copied(), &widths);
     for row in rows {
-        line(&mut row.iter().map(String::as_str));
+        line(&mut out, row.iter().map(String::as_str), &widths);
     }
     out
 }
 
-/// `show conns`: a table, soonest to be reaped first (the order given).
+const CONNS_HEADER: [&str; 13] = [
+    "id",
+    "listener",
+    "client",
+    "upstream",
+    "protocol",
+    "state",
+    "timer",
+    "age",
+    "idle",
+    "reap_in",
+    "reap_reason",
+    "from_client",
+    "from_upstream",
+];
+
+fn conn_cells(r: &ConnRow) -> Vec<String> {
+    vec![
+        r.id.to_string(),
+        r.listener.clone(),
+        r.client.clone(),
+        r.upstream.clone(),
+        r.protocol.clone(),
+        r.state.clone(),
+        r.timer.clone(),
+        human_ms(r.age_ms),
+        human_ms(r.idle_ms),
+        r.reap_in_ms.map_or_else(|| "-".to_owned(), human_ms),
+        r.reap_reason.clone(),
+        r.bytes_from_client.to_string(),
+        r.bytes_from_upstream.to_string(),
+    ]
+}
+
+/// `show conns` as a table written in parts, in the order given (soonest to be reaped
+/// first): the columns fit the header and the rows of the first part; a longer cell in a
+/// later part pushes the rest of its own line only.
+#[derive(Debug)]
+pub struct ConnsTable {
+    widths: Vec<usize>,
+}
+
+impl ConnsTable {
+    /// Writes the header line and the `first` rows, in columns that fit them.
+    pub fn start(first: &[ConnRow], out: &mut String) -> ConnsTable {
+        let cells: Vec<Vec<String>> = first.iter().map(conn_cells).collect();
+        let widths = widths(&CONNS_HEADER, &cells);
+        line(out, CONNS_HEADER.iter().copied(), &widths);
+        for row in &cells {
+            line(out, row.iter().map(String::as_str), &widths);
+        }
+        ConnsTable { widths }
+    }
+
+    /// Writes more rows in the columns of the first.
+    pub fn more(&self, rows: &[ConnRow], out: &mut String) {
+        for row in rows {
+            line(out, conn_cells(row).iter().map(String::as_str), &self.widths);
+        }
+    }
+}
+
+/// `show conns`: a table, in the order given.
 pub fn conns_table(rows: &[ConnRow]) -> String {
-    let header = [
-        "id",
-        "listener",
-        "client",
-        "upstream",
-        "protocol",
-        "state",
-        "timer",
-        "age",
-        "idle",
-        "reap_in",
-        "reap_reason",
-        "from_client",
-        "from_upstream",
-    ];
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.id.to_string(),
-                r.listener.clone(),
-                r.client.clone(),
-                r.upstream.clone(),
-                r.protocol.clone(),
-                r.state.clone(),
-                r.timer.clone(),
-                human_ms(r.age_ms),
-                human_ms(r.idle_ms),
-                r.reap_in_ms.map_or_else(|| "-".to_owned(), human_ms),
-                r.reap_reason.clone(),
-                r.bytes_from_client.to_string(),
-                r.bytes_from_upstream.to_string(),
-            ]
-        })
-        .collect();
-    table(&header, &cells)
+    let mut out = String::new();
+    ConnsTable::start(rows, &mut out);
+    out
+}
+
+/// A JSON array written in parts: the same bytes as the whole array at once, and a newline.
+#[derive(Debug, Default)]
+pub struct JsonArray {
+    started: bool,
+}
+
+impl JsonArray {
+    /// Writes more elements.
+    pub fn more<T: Serialize>(&mut self, items: &[T], out: &mut String) {
+        for item in items {
+            out.push(if self.started { ',' } else { '[' });
+            self.started = true;
+            // The rows are plain data: serializing one cannot fail.
+            out.push_str(&serde_json::to_string(item).unwrap_or_else(|_| "null".to_owned()));
+        }
+    }
+
+    /// Closes the array (an empty one if nothing was written).
+    pub fn end(self, out: &mut String) {
+        out.push_str(if self.started { "]\n" } else { "[]\n" });
+    }
 }
 
 /// `show listeners`: a table.
@@ -180,6 +247,13 @@ mod tests {
     }
 
     #[test]
+    fn connections_no_deadline_runs_for_are_listed_last_then_by_id() {
+        let mut keys = [(None, 1), (Some(u64::MAX - 1), 9), (Some(5), 7), (None, 0), (Some(5), 2)];
+        keys.sort_by_key(|&(reap_in, id)| reap_order(reap_in, id));
+        assert_eq!(keys, [(Some(5), 2), (Some(5), 7), (Some(u64::MAX - 1), 9), (None, 0), (None, 1)]);
+    }
+
+    #[test]
     fn durations_read_as_a_person_writes_them() {
         assert_eq!(human_ms(850), "850ms");
         assert_eq!(human_ms(12_345), "12.3s");
@@ -204,5 +278,39 @@ mod tests {
         assert_eq!(column(lines[1]), column(lines[2]), "aligned:\n{text}");
         let json = serde_json::to_string(&rows).unwrap();
         assert_eq!(serde_json::from_str::<Vec<ConnRow>>(&json).unwrap(), rows);
+    }
+
+    #[test]
+    fn a_table_or_json_written_in_parts_reads_as_one() {
+        let rows: Vec<ConnRow> = (0..5).map(|i| row(i, 1000 * i)).collect();
+        let mut parts = String::new();
+        let table = ConnsTable::start(&rows[..3], &mut parts);
+        table.more(&rows[3..], &mut parts);
+        assert_eq!(parts, conns_table(&rows), "the same columns when the first part has the widest cells");
+        // A wider cell later pushes its own line, and only it.
+        let mut wide = row(123_456_789, 5);
+        wide.client = "[2001:db8::1]:40000".into();
+        let mut text = String::new();
+        ConnsTable::start(&rows[..2], &mut text).more(&[wide, row(3, 7)], &mut text);
+        let lines: Vec<&str> = text.lines().collect();
+        let column = |l: &str| l.find("relaying");
+        assert_eq!(column(lines[0].replace("state", "relaying").as_str()), column(lines[1]));
+        assert!(column(lines[3]) > column(lines[1]), "{text}");
+        assert_eq!(column(lines[4]), column(lines[1]), "{text}");
+        // A later part with the observers' columns and a connection no deadline runs for.
+        let mut idle = row(9, 0);
+        (idle.protocol, idle.state, idle.timer, idle.reap_in_ms) =
+            ("redis".into(), "subscribed".into(), "none".into(), None);
+        let mut text = String::new();
+        ConnsTable::start(&rows[..1], &mut text).more(&[idle], &mut text);
+        let last = text.lines().nth(2).unwrap();
+        assert!(last.contains("redis") && last.contains("subscribed") && last.contains("  -  "), "{text}");
+        for n in [0, 1, 5] {
+            let (mut json, mut array) = (String::new(), JsonArray::default());
+            array.more(&rows[..n.min(2)], &mut json);
+            array.more(&rows[n.min(2)..n], &mut json);
+            array.end(&mut json);
+            assert_eq!(json, serde_json::to_string(&rows[..n]).unwrap() + "\n");
+        }
     }
 }

@@ -37,6 +37,11 @@ impl<C: Timed> Slots<C> {
         self.slots.get_mut(slot).and_then(Option::as_mut)
     }
 
+    /// The clients in the table.
+    pub fn iter(&self) -> impl Iterator<Item = &C> {
+        self.slots.iter().flatten()
+    }
+
     /// Takes the client out of its slot (dropping it closes it).
     pub fn take(&mut self, slot: usize) -> Option<C> {
         self.slots.get_mut(slot).and_then(Option::take)

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, Listen};
 use crate::error::Error;
-use crate::handover::state::{ListenerState, State};
+use crate::handover::state::{ControlClientState, ListenerState, State};
 use crate::listener;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::net::UnixPath;
@@ -39,6 +39,8 @@ pub struct Carried<'a> {
     pub endpoint_fd: Option<std::os::fd::RawFd>,
     pub control_fd: Option<std::os::fd::RawFd>,
     pub reply_fd: Option<std::os::fd::RawFd>,
+    /// The control socket's clients handed over with it.
+    pub control_clients: Vec<ControlClientState>,
     pub sources: &'a [Source],
     /// The table index of each listener of `config`.
     pub in_force: &'a [usize],
@@ -106,6 +108,7 @@ pub fn state_of(carried: Carried<'_>, frozen_at: u64, frozen: Vec<Frozen>) -> St
         started_as: carried.started_as.map(|p| p.display().to_string()),
         log_fd: carried.log_fd,
         guardian: None,
+        control_clients: carried.control_clients,
     }
 }
 
@@ -130,9 +133,9 @@ pub struct Thawed {
 }
 
 /// A state like the one an upgrade will write, to check the new binary with before anything is
-/// frozen (`handover::exec::preflight`): everything but descriptors, and one connection per
-/// worker with every part a connection can have.
-pub fn sample_of(carried: Carried<'_>, workers: usize) -> State {
+/// frozen (`handover::exec::preflight`): everything but descriptors, one connection per worker
+/// with every part a connection can have, and a control client.
+pub fn sample_of(mut carried: Carried<'_>, workers: usize) -> State {
     use crate::handover::state::{ConnState, HalfState, RelayState, SocketState, WorkerState};
     use crate::observe::{Observer, Protocol};
     let table = carried.sources.len();
@@ -162,6 +165,8 @@ pub fn sample_of(carried: Carried<'_>, workers: usize) -> State {
         },
         ..ConnState::default()
     };
+    carried.control_clients =
+        vec![ControlClientState { fd: -1, phase: 2, bytes: vec![b'\n'], ..ControlClientState::default() }];
     let frozen = (0..workers)
         .map(|worker| Frozen {
             worker,

@@ -111,7 +111,9 @@ fn rebuild(
         (Some(fd), Some(c)) => {
             let path = UnixPath::adopt(c.socket.clone());
             socket_files.push(path.clone());
-            Some(control::Server::adopt_with(fd, path).map_err(|e| Error::io("control socket", e))?)
+            let frozen = crate::clock::instant_of(state.frozen_at);
+            let server = control::Server::adopt_with(fd, path, &state.control_clients, frozen);
+            Some(server.map_err(|e| Error::io("control socket", e))?)
         }
         _ => None,
     };

@@ -1,12 +1,19 @@
 //! Serving the control socket. Everything is bounded, as for the metrics endpoint: a request
-//! line is at most [`MAX_LINE`] bytes, a client has [`REQUEST_TIMEOUT`] from accept to send it
-//! and [`ANSWER_TIMEOUT`] to take the answer, at most [`MAX_CLIENTS`] are served at once (more
-//! are told so and closed), and an accept pass takes at most [`ACCEPTS_PER_PASS`].
+//! line is at most [`MAX_LINE`](super::client::MAX_LINE) bytes, a client has
+//! [`REQUEST_TIMEOUT`] from accept to send it and [`ANSWER_TIMEOUT`] to take the answer, at most
+//! [`MAX_CLIENTS`] are served at once (more are told so and closed), and an accept pass takes at
+//! most [`ACCEPTS_PER_PASS`]. Every answer ends with an empty line ([`END`]); a client the server
+//! gives up on is closed without it, so the client can tell.
 //!
 //! Only a peer whose uid is root or the daemon's, or who is in the daemon's group, is served:
 //! others get one error line and are closed (`SO_PEERCRED`, read at accept).
+//!
+//! Across a live upgrade every client goes on ([`Server::freeze`], [`Server::adopt_with`]): one
+//! still sending its request, one whose answer is not all sent, and those waiting for the
+//! upgrade's result; clients not accepted yet wait in the socket's backlog, which the image that
+//! carries on accepts from (the new one, the old one after a failed exec, or the guardian).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{IntoRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -16,13 +23,14 @@ use mio::{Interest, Registry, Token};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Gid, Group, Uid, User};
 
-use super::request::{self, Request};
+pub use super::client::END;
+use super::client::{Client, State, Step};
+use super::request::Request;
 use crate::config::ControlConfig;
+use crate::handover::state::ControlClientState;
 use crate::net::{UnixPath, ACCEPT_PAUSE};
-use crate::slots::{Slots, Timed};
+use crate::slots::Slots;
 
-/// Longest request line.
-pub const MAX_LINE: usize = 4096;
 /// Clients served at once.
 pub const MAX_CLIENTS: usize = 32;
 /// From accept to the end of the request line.
@@ -31,6 +39,14 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Clients accepted per pass.
 pub const ACCEPTS_PER_PASS: usize = 64;
+
+/// A client, as the supervisor names it while answering: its slot, and which of the clients
+/// that slot has had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientId {
+    slot: usize,
+    serial: u64,
+}
 
 /// The control socket and its clients. It owns tokens `base..=base + MAX_CLIENTS` of the
 /// supervisor's poll: `base` for the listener, `base + 1 + i` for client slot `i`.
@@ -41,21 +57,7 @@ pub struct Server {
     registry: Option<Registry>,
     base: Option<Token>,
     clients: Slots<Client>,
-}
-
-struct Client {
-    stream: UnixStream,
-    deadline: Instant,
-    state: State,
-}
-
-enum State {
-    /// The request line so far.
-    Reading(Vec<u8>),
-    /// Handed to the supervisor; the answer is coming.
-    Asked,
-    /// The answer and how much of it is sent.
-    Writing(Vec<u8>, usize),
+    next_serial: u64,
 }
 
 impl Server {
@@ -65,39 +67,84 @@ impl Server {
         Ok(Server::on(listener, path))
     }
 
-    /// The control socket a live upgrade handed over.
-    pub fn adopt(fd: RawFd, path: &std::path::Path) -> io::Result<Server> {
-        Server::adopt_with(fd, UnixPath::adopt(path.to_path_buf()))
+    /// The control socket a live upgrade handed over, with its clients (their deadlines
+    /// counted from `frozen`, the freeze instant). A client that cannot be taken over is
+    /// closed.
+    pub fn adopt(
+        fd: RawFd,
+        path: &std::path::Path,
+        clients: &[ControlClientState],
+        frozen: Instant,
+    ) -> io::Result<Server> {
+        Server::adopt_with(fd, UnixPath::adopt(path.to_path_buf()), clients, frozen)
     }
 
     /// [`Server::adopt`], with the guard of the socket file made by the caller (who may keep a
     /// clone of it, so that the file stays while the guardian of an upgrade may still need it).
-    pub fn adopt_with(fd: RawFd, path: UnixPath) -> io::Result<Server> {
+    /// No client's socket is read or written here: the guardian may still take them back.
+    pub fn adopt_with(
+        fd: RawFd,
+        path: UnixPath,
+        clients: &[ControlClientState],
+        frozen: Instant,
+    ) -> io::Result<Server> {
         let listener = mio::net::UnixListener::from(crate::sys::adopt(fd)?);
-        Ok(Server::on(listener, path))
+        let mut server = Server::on(listener, path);
+        for (slot, state) in clients.iter().enumerate().take(MAX_CLIENTS) {
+            match Client::thaw(state, frozen, server.serial()) {
+                Ok(client) => server.clients.put(slot, client),
+                Err(e) => debug!("control: a client handed over is lost: {e}"),
+            }
+        }
+        Ok(server)
     }
 
     fn on(listener: mio::net::UnixListener, path: UnixPath) -> Server {
-        Server { listener, path, registry: None, base: None, clients: Slots::new(MAX_CLIENTS) }
+        let path = path.named("control socket");
+        Server {
+            listener,
+            path,
+            registry: None,
+            base: None,
+            clients: Slots::new(MAX_CLIENTS),
+            next_serial: 0,
+        }
     }
 
-    /// Gives up the listening socket for a live upgrade, open, by its number; the file stays.
-    /// Clients are closed, but `keep` (the one that asked for the upgrade) is handed over too.
-    pub fn freeze(mut self, registry: &Registry, keep: Option<usize>) -> (RawFd, Option<RawFd>) {
+    fn serial(&mut self) -> u64 {
+        self.next_serial += 1;
+        self.next_serial
+    }
+
+    /// Gives up the listening socket and every client for a live upgrade, open, by number, the
+    /// clients' deadlines as time left after `at`; the file stays. A client whose answer is
+    /// not complete is closed instead (it sees the answer cut short).
+    pub fn freeze(mut self, registry: &Registry, at: Instant) -> (RawFd, Vec<ControlClientState>) {
         let _ = registry.deregister(&mut self.listener);
-        let kept = keep.and_then(|slot| self.clients.take(slot)).map(|mut c| {
-            let _ = registry.deregister(&mut c.stream);
-            c.stream.into_raw_fd()
-        });
+        let mut clients = Vec::new();
+        for slot in 0..MAX_CLIENTS {
+            if let Some(mut client) = self.clients.take(slot) {
+                let _ = registry.deregister(&mut client.stream);
+                clients.extend(client.freeze(at));
+            }
+        }
         let Server { listener, path, .. } = self;
         std::mem::forget(path); // the new image listens on it
-        (listener.into_raw_fd(), kept)
+        (listener.into_raw_fd(), clients)
     }
 
-    /// Registers the listener as `base`; clients get the `MAX_CLIENTS` tokens after it.
+    /// Registers the listener as `base`, and the clients it has; clients get the `MAX_CLIENTS`
+    /// tokens after it (a client handed over hears of its socket's readiness from the
+    /// registration).
     pub fn register(&mut self, registry: &Registry, base: Token) -> io::Result<()> {
         let handle = registry.try_clone()?;
         registry.register(&mut self.listener, base, Interest::READABLE)?;
+        for slot in 0..MAX_CLIENTS {
+            if let Some(client) = self.clients.get_mut(slot) {
+                let token = Token(base.0 + 1 + slot);
+                registry.register(&mut client.stream, token, Interest::READABLE | Interest::WRITABLE)?;
+            }
+        }
         (self.registry, self.base) = (Some(handle), Some(base));
         Ok(())
     }
@@ -108,36 +155,92 @@ impl Server {
     }
 
     /// Handles a readiness event for one of its tokens. Returns a client's complete request
-    /// (or why it is not one), to be answered with [`Server::answer`].
-    pub fn handle(&mut self, event: &mio::event::Event) -> Option<(usize, Result<Request, String>)> {
+    /// (or why it is not one), to be answered with [`Server::answer`] or [`Server::send`].
+    pub fn handle(&mut self, event: &mio::event::Event) -> Option<(ClientId, Result<Request, String>)> {
         let base = self.base?;
         match event.token().0 - base.0 {
             0 => {
                 self.accept(Instant::now());
                 None
             }
-            n => {
-                let slot = n - 1;
-                let client = self.clients.get_mut(slot)?;
-                match client.drive() {
-                    Step::Wait => None,
-                    Step::Close => {
-                        self.clients.take(slot);
-                        None
-                    }
-                    Step::Asked(request) => Some((slot, request)),
-                }
-            }
+            n => self.drive(n - 1),
         }
     }
 
-    /// Sends `answer` to the client in `slot` (then closes it).
-    pub fn answer(&mut self, slot: usize, answer: String) {
-        if let Some(client) = self.clients.get_mut(slot) {
-            client.state = State::Writing(answer.into_bytes(), 0);
-            client.deadline = Instant::now() + ANSWER_TIMEOUT;
-            if client.drive() == Step::Close {
+    /// Takes in what waits, before a live upgrade: the clients in the backlog (one pass), and
+    /// every request that has arrived. Returns the complete ones, to be answered.
+    pub fn take_in(&mut self) -> Vec<(ClientId, Result<Request, String>)> {
+        self.accept(Instant::now());
+        (0..MAX_CLIENTS).filter_map(|slot| self.drive(slot)).collect()
+    }
+
+    fn drive(&mut self, slot: usize) -> Option<(ClientId, Result<Request, String>)> {
+        let client = self.clients.get_mut(slot)?;
+        match client.drive(ANSWER_TIMEOUT) {
+            Step::Wait => None,
+            Step::Close => {
                 self.clients.take(slot);
+                None
+            }
+            Step::Asked(request) => Some((ClientId { slot, serial: client.serial }, request)),
+        }
+    }
+
+    fn client(&mut self, id: ClientId) -> Option<&mut Client> {
+        self.clients.get_mut(id.slot).filter(|c| c.serial == id.serial)
+    }
+
+    /// Sends `answer`, whole, to the client (then closes it).
+    pub fn answer(&mut self, id: ClientId, answer: &str) {
+        self.send(id, answer.as_bytes(), true);
+    }
+
+    /// Sends part of an answer (`end`: the last part). False if the client is gone: the rest
+    /// of the answer is not wanted.
+    pub fn send(&mut self, id: ClientId, bytes: &[u8], end: bool) -> bool {
+        if !self.client(id).is_some_and(|client| client.push(bytes, end)) {
+            return false;
+        }
+        self.drive(id.slot); // answering: it writes, and asks nothing
+        self.client(id).is_some()
+    }
+
+    /// Bytes of the client's answer not sent yet (`None`: the client is gone).
+    pub fn unsent(&mut self, id: ClientId) -> Option<usize> {
+        self.client(id).map(|client| match &client.state {
+            State::Answering { out, sent, .. } => out.len() - sent,
+            _ => 0,
+        })
+    }
+
+    /// Closes the client before the end of its answer: it sees the answer cut short.
+    pub fn abort(&mut self, id: ClientId) {
+        if self.client(id).is_some() {
+            self.clients.take(id.slot);
+        }
+    }
+
+    /// The client asked for a live upgrade: it is told the result ([`Server::tell_upgrade`]),
+    /// by the new image if there is one.
+    pub fn await_upgrade(&mut self, id: ClientId) {
+        if let Some(client) = self.client(id) {
+            client.state = State::Upgrading;
+        }
+    }
+
+    /// Whether a client waits for an upgrade.
+    pub fn upgrade_asked(&self) -> bool {
+        self.clients.iter().any(|c| matches!(c.state, State::Upgrading))
+    }
+
+    /// Answers every client waiting for an upgrade with `answer`.
+    pub fn tell_upgrade(&mut self, answer: &str) {
+        for slot in 0..MAX_CLIENTS {
+            if let Some(client) = self.clients.get_mut(slot).filter(|c| matches!(c.state, State::Upgrading)) {
+                client.state = State::Answering { out: Vec::new(), sent: 0, complete: false };
+                client.deadline = Instant::now() + ANSWER_TIMEOUT;
+                client.push(answer.as_bytes(), true);
+                self.drive(slot);
             }
         }
     }
@@ -147,7 +250,8 @@ impl Server {
         self.clients.next_deadline()
     }
 
-    /// Closes clients whose deadline passed, and accepts the clients a pass left waiting.
+    /// Closes clients whose deadline passed (without the end of an answer, which they did not
+    /// take in time), and accepts the clients a pass left waiting.
     pub fn expire(&mut self, now: Instant) {
         if self.clients.expire(now) {
             self.accept(now);
@@ -175,18 +279,19 @@ impl Server {
                 }
             };
             if let Err(why) = may_ask(&stream) {
-                let _ = stream.write(format!("error: {why}\n").as_bytes());
+                refuse(&mut stream, &why);
                 continue;
             }
             let Some(slot) = self.clients.free() else {
-                let _ = stream.write(format!("error: busy: {MAX_CLIENTS} clients already\n").as_bytes());
+                refuse(&mut stream, &format!("busy: {MAX_CLIENTS} clients already"));
                 continue;
             };
             let token = Token(base.0 + 1 + slot);
             match registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
                 Ok(()) => {
-                    let client =
-                        Client { stream, deadline: now + REQUEST_TIMEOUT, state: State::Reading(Vec::new()) };
+                    self.next_serial += 1;
+                    let (deadline, serial) = (now + REQUEST_TIMEOUT, self.next_serial);
+                    let client = Client { stream, deadline, serial, state: State::Reading(Vec::new()) };
                     self.clients.put(slot, client);
                 }
                 Err(e) => debug!("control: a client cannot be registered: {e}"),
@@ -194,6 +299,13 @@ impl Server {
         }
         self.clients.accept_again(Some(now)); // budget spent: more may be waiting, with no event to say so
     }
+}
+
+/// One error line, the whole answer, for a client that is not served.
+fn refuse(stream: &mut UnixStream, why: &str) {
+    let mut answer = format!("error: {why}\n").into_bytes();
+    answer.extend_from_slice(END);
+    let _ = stream.write(&answer);
 }
 
 /// Whether the peer of `stream` may use the control socket: root, the daemon's user, or a
@@ -219,64 +331,66 @@ fn may_ask(stream: &UnixStream) -> Result<(), String> {
     ))
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Step {
-    Wait,
-    Close,
-    Asked(Result<Request, String>),
-}
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream as Peer;
 
-impl Timed for Client {
-    fn deadline(&self) -> Instant {
-        self.deadline
-    }
-}
+    use mio::{Events, Poll};
 
-impl Client {
-    /// Reads the request line, or writes the answer, as far as the socket allows.
-    fn drive(&mut self) -> Step {
-        match &mut self.state {
-            State::Reading(line) => {
-                let mut buf = [0u8; 1024];
-                loop {
-                    match self.stream.read(&mut buf) {
-                        Ok(0) => return Step::Close,
-                        Ok(n) => {
-                            line.extend_from_slice(&buf[..n]);
-                            if let Some(end) = line.iter().position(|&b| b == b'\n') {
-                                let request = match std::str::from_utf8(&line[..end]) {
-                                    Ok(text) => request::parse(text.trim_end_matches('\r')),
-                                    Err(_) => Err("the request is not UTF-8 text".to_owned()),
-                                };
-                                self.state = State::Asked;
-                                return Step::Asked(request);
-                            }
-                            if line.len() > MAX_LINE {
-                                self.state = State::Asked;
-                                return Step::Asked(Err(format!(
-                                    "request line longer than {MAX_LINE} bytes"
-                                )));
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Step::Close,
-                    }
+    use super::*;
+
+    /// A client of `server` that has sent `request`, once the server has read it.
+    fn asking(server: &mut Server, poll: &mut Poll, request: &str) -> (Peer, ClientId) {
+        let mut peer = Peer::connect(server.path.path()).unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        peer.write_all(request.as_bytes()).unwrap();
+        let mut events = Events::with_capacity(8);
+        for _ in 0..100 {
+            poll.poll(&mut events, Some(Duration::from_millis(100))).unwrap();
+            for event in events.iter() {
+                if let Some((id, asked)) = server.handle(event) {
+                    assert!(asked.is_ok(), "{asked:?}");
+                    return (peer, id);
                 }
-            }
-            State::Asked => Step::Wait,
-            State::Writing(answer, sent) => {
-                while *sent < answer.len() {
-                    match self.stream.write(&answer[*sent..]) {
-                        Ok(0) => return Step::Close,
-                        Ok(n) => *sent += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Step::Close,
-                    }
-                }
-                Step::Close
             }
         }
+        panic!("the request was not read");
+    }
+
+    #[test]
+    fn an_answer_ends_with_an_empty_line_and_one_given_up_on_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ControlConfig { socket: dir.path().join("control.sock"), mode: 0o600 };
+        let mut server = Server::bind(&config, None).unwrap();
+        let mut poll = Poll::new().unwrap();
+        server.register(poll.registry(), Token(0)).unwrap();
+
+        let (mut peer, id) = asking(&mut server, &mut poll, "help\n");
+        server.answer(id, "one line\n");
+        let mut answer = String::new();
+        peer.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "one line\n\n");
+
+        // In parts, the end marked once, after the last.
+        let (mut peer, id) = asking(&mut server, &mut poll, "show conns\n");
+        assert!(server.send(id, b"a\n", false) && server.unsent(id) == Some(0));
+        server.send(id, b"b\n", true);
+        assert!(!server.send(id, b"c\n", true), "nothing after the end");
+        answer.clear();
+        peer.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "a\nb\n\n");
+
+        // A reader that takes nothing: given up on at its deadline, with the answer cut short
+        // and no end.
+        let (mut peer, id) = asking(&mut server, &mut poll, "show conns\n");
+        let long = "x".repeat(8 << 20) + "\n";
+        server.answer(id, &long);
+        assert!(server.unsent(id).is_some_and(|n| n > 0), "more than the socket holds");
+        server.expire(Instant::now() + ANSWER_TIMEOUT + Duration::from_secs(1));
+        assert_eq!(server.unsent(id), None, "closed");
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        assert!(got.len() < long.len() && !got.ends_with(b"\n"), "{} bytes of {}", got.len(), long.len());
     }
 }

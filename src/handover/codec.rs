@@ -6,15 +6,17 @@
 //! (`idlereaper --handover-versions`), and the old image upgrades only to a binary that reads
 //! its version (and restores a sample of its state: `handover::exec::preflight`). Format 2 adds,
 //! after the workers, the path the daemon was started as, the log file's descriptor, the
-//! guardian and the count of failed upgrades; a state of format 1 (from a binary without a
-//! guardian) reads with none of them. Format 2 also adds, at the end of each connection's
-//! record, its protocol observer's state (`RelayState::observer`); the connections of a state of
-//! format 1 (from a binary without observers) read with none, idle by bytes as they were.
+//! guardian, the count of failed upgrades and, last, the control socket's clients; a state of
+//! format 1 (from a binary without a guardian) reads with none of them. Format 2 also adds, at
+//! the end of each connection's record, its protocol observer's state (`RelayState::observer`);
+//! the connections of a state of format 1 (from a binary without observers) read with none,
+//! idle by bytes as they were.
 
 use std::io;
 
 use super::state::{
-    ConnState, Counters, HalfState, ListenerState, RelayState, SocketState, State, WorkerState,
+    ConnState, ControlClientState, Counters, HalfState, ListenerState, RelayState, SocketState, State,
+    WorkerState,
 };
 use super::wire::{Reader, Writer};
 
@@ -72,12 +74,18 @@ impl State {
                 w.u32(*pid);
             });
             w.u64(self.counters.upgrades_failed);
+            w.list(&self.control_clients, |w, c| {
+                w.i32(c.fd);
+                w.u8(c.phase);
+                w.bytes(&c.bytes);
+                w.u64(c.deadline);
+            });
         }
         w.bytes
     }
 
-    /// Reads a state of this binary's [`VERSION`]; any other version, or malformed bytes, is an
-    /// error.
+    /// Reads a state of a version in [`READS`] (the fields an older one lacks left at their
+    /// defaults); any other version, or malformed bytes, is an error.
     pub fn decode(bytes: &[u8]) -> io::Result<State> {
         let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
         let Some(rest) = bytes.strip_prefix(MAGIC) else {
@@ -130,12 +138,16 @@ impl State {
             started_as: None,
             log_fd: None,
             guardian: None,
+            control_clients: Vec::new(),
         };
         if version >= 2 {
             state.started_as = r.option(Reader::str)?;
             state.log_fd = r.option(Reader::i32)?;
             state.guardian = r.option(|r| Ok((r.i32()?, r.u32()?)))?;
             state.counters.upgrades_failed = r.u64()?;
+            state.control_clients = r.list(|r| {
+                Ok(ControlClientState { fd: r.i32()?, phase: r.u8()?, bytes: r.bytes()?, deadline: r.u64()? })
+            })?;
         }
         r.finish()?;
         state.check()?;
@@ -317,6 +329,11 @@ mod tests {
             started_as: Some("/opt/idlereaper/current/idlereaper".into()),
             log_fd: Some(23),
             guardian: Some((24, 4321)),
+            control_clients: vec![
+                ControlClientState { fd: 25, phase: 0, bytes: b"show co".to_vec(), deadline: 4_000_000_000 },
+                ControlClientState { fd: 26, phase: 1, bytes: Vec::new(), deadline: 30_000_000_000 },
+                ControlClientState { fd: 27, phase: 2, bytes: b"[]\n\n".to_vec(), deadline: 0 },
+            ],
         }
     }
 
@@ -327,7 +344,11 @@ mod tests {
         assert_eq!(back, state);
         let mut fds = back.descriptors();
         fds.sort();
-        assert_eq!(fds, vec![3, 4, 5, 7, 8, 10, 11, 20, 21, 22, 23], "every one but the guardian's pipe");
+        assert_eq!(
+            fds,
+            vec![3, 4, 5, 7, 8, 10, 11, 20, 21, 22, 23, 25, 26, 27],
+            "every one but the guardian's pipe"
+        );
         assert_eq!(back.connections(), 1);
     }
 
@@ -337,10 +358,12 @@ mod tests {
         let back = State::decode(&state.encode_as(1)).unwrap();
         assert_eq!((back.started_as.as_ref(), back.log_fd, back.guardian), (None, None, None));
         assert_eq!(back.counters.upgrades_failed, 0);
+        assert_eq!(back.control_clients, vec![], "no control client");
         assert_eq!(back.workers[0].conns[0].relay.observer, None, "a connection without an observer");
         let mut same = sample();
         (same.started_as, same.log_fd, same.guardian) = (None, None, None);
         same.counters.upgrades_failed = 0;
+        same.control_clients.clear();
         same.workers[0].conns[0].relay.observer = None;
         assert_eq!(back, same, "everything else as written");
         assert_eq!(State::decode(&same.encode()).unwrap(), same, "none in format 2 too");
@@ -356,7 +379,17 @@ mod tests {
         let bytes = sample().encode();
         assert!(State::decode(&bytes[..bytes.len() - 1]).is_err(), "cut short");
         let mut state = sample();
+        state.control_clients.clear();
+        let bytes = state.encode();
+        assert!(
+            State::decode(&bytes[..bytes.len() - 8]).is_err(),
+            "format 2 without its control clients' list"
+        );
+        let mut state = sample();
         state.workers[0].conns[0].listener = 5;
         assert!(State::decode(&state.encode()).is_err(), "a connection of no listener");
+        let mut state = sample();
+        state.control_clients[0].phase = 3;
+        assert!(State::decode(&state.encode()).is_err(), "a control client in no known phase");
     }
 }

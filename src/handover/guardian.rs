@@ -48,7 +48,7 @@ pub const GUARD_ARG: &str = "--handover-guard";
 
 /// How long the new image has, from the exec to its `ok`, before the guardian kills it and the
 /// old code carries on. Reading the state and rebuilding the daemon takes milliseconds (at
-/// 10,000 connections, about a hundred in a debug build: `tests/upgrade.rs` logs `pause_ms`),
+/// 10,000 connections, about a hundred in a debug build: `tests/it/upgrade.rs` logs `pause_ms`),
 /// and the pre-flight checks have already run the new binary on a sample of the state, so a
 /// healthy image is never near it, even on a loaded machine. Yet it is the longest a hung image
 /// stops the relay: bytes wait in kernel buffers and new clients in the listen backlog

@@ -49,6 +49,22 @@ pub struct State {
     /// The upgrade's guardian (`handover::guardian`): the write end of its pipe, on which the
     /// new image says whether it took over, and its pid, to wait for its exit.
     pub guardian: Option<(RawFd, u32)>,
+    /// The control socket's clients, in the middle of a request or an answer, or waiting for
+    /// this upgrade's result (format version 2; none in a version 1 state).
+    pub control_clients: Vec<ControlClientState>,
+}
+
+/// A control client an upgrade hands over: the new image reads on, writes on, or tells it how
+/// the upgrade went.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ControlClientState {
+    pub fd: RawFd,
+    /// 0 reading its request, 1 waiting for the upgrade's result, 2 being answered.
+    pub phase: u8,
+    /// The request so far (reading), or the answer not yet sent, its end included (answered).
+    pub bytes: Vec<u8>,
+    /// Nanoseconds from `frozen_at` to the client's deadline (0: due already).
+    pub deadline: u64,
 }
 
 /// The process-wide counters of `/metrics`.
@@ -159,6 +175,7 @@ impl State {
         fds.extend(self.endpoint_fd);
         fds.extend(self.control_fd);
         fds.extend(self.reply_fd);
+        fds.extend(self.control_clients.iter().map(|c| c.fd));
         fds.extend(&self.retired);
         for worker in &self.workers {
             fds.extend(worker.listeners.iter().flatten());
@@ -189,6 +206,9 @@ impl State {
         }
         if self.in_force.iter().any(|&i| i >= self.listeners.len()) {
             return bad("a listener in force is missing");
+        }
+        if self.control_clients.iter().any(|c| c.phase > 2) {
+            return bad("a control client in an unknown phase");
         }
         for worker in &self.workers {
             if worker.listeners.len() != self.listeners.len() {

@@ -1,17 +1,24 @@
-//! Answering the control socket's requests: `show` from the workers' slots and the counters,
-//! `kill` through the workers, `reload` and `upgrade` as the signals do, but with the result
-//! going back to the client that asked.
+//! Answering the control socket's requests: `show` from the workers' slots and the counters
+//! (`show conns` as the workers build it: [`super::listing`]), `kill` through the workers,
+//! `reload` and `upgrade` as the signals do, but with the result going back to the client that
+//! asked. An `upgrade` is not run here: its asker waits, and the loop runs one upgrade for
+//! every asker and a SIGUSR2 of the same turn, last (see `upgrade.rs`).
 
-use std::io;
 use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, Instant};
 
-use super::{broadcast, Supervisor, Turn};
+use mio::Events;
+
+use super::listing::Listing;
+use super::{broadcast, Supervisor};
 use crate::control::request::{Request, HELP};
-use crate::report::{self, ConnRow, ListenerRow};
+use crate::control::ClientId;
+use crate::logging::LogHandle;
+use crate::report::{self, ListenerRow};
 use crate::worker::{Command, Remote};
 
-/// How long the workers get to answer a question (each answers within one loop turn).
+/// How long the workers get to answer a question (`kill`: within one loop turn; the rest of a
+/// `show conns` before an upgrade: a batch per turn).
 const WORKER_ANSWER: Duration = Duration::from_secs(2);
 
 /// Asks every worker and gathers their answers (those that came within [`WORKER_ANSWER`]).
@@ -30,40 +37,48 @@ fn ask<T>(remotes: &[Remote], question: impl Fn(Sender<T>) -> Command) -> Vec<T>
     answers
 }
 
-fn json<T: serde::Serialize>(rows: &T) -> String {
-    serde_json::to_string(rows).unwrap_or_else(|e| format!("error: {e}")) + "\n"
-}
-
 impl Supervisor {
-    /// Answers control client `client`. `Err` only as [`Supervisor::upgrade`] fails.
+    /// The control socket's turn: its events handled, the requests that came answered, the
+    /// `show conns` in progress taken further, and clients past their deadline closed.
+    pub(super) fn serve_control(&mut self, events: &Events, remotes: &[Remote], log: &LogHandle) {
+        let Some(control) = self.control.as_mut() else { return };
+        let mut asked = Vec::new();
+        for event in events.iter() {
+            if control.owns(event.token()) {
+                asked.extend(control.handle(event));
+            }
+        }
+        for (client, request) in asked {
+            self.answer(client, request, remotes, log);
+        }
+        self.pump_listings();
+        if let Some(control) = self.control.as_mut() {
+            control.expire(Instant::now());
+        }
+    }
+
+    /// Answers control client `client` (or, for `show conns`, starts to; for `upgrade`, makes it
+    /// wait for the upgrade's result).
     pub(super) fn answer(
         &mut self,
-        client: usize,
+        client: ClientId,
         request: Result<Request, String>,
-        turn: &mut Turn<'_>,
-    ) -> io::Result<()> {
-        let remotes = &turn.threads.remotes;
+        remotes: &[Remote],
+        log: &LogHandle,
+    ) {
         let text = match request {
             Err(e) => format!("error: {e}\n"),
             Ok(Request::Help) => HELP.to_owned(),
-            Ok(Request::ShowConns { query, json: as_json }) => {
-                let mut rows: Vec<ConnRow> =
-                    ask(remotes, |reply| Command::Inspect { query: query.clone(), reply })
-                        .into_iter()
-                        .flatten()
-                        .collect();
-                rows.sort_by_key(|r| (r.reap_in_ms.unwrap_or(u64::MAX), r.id));
-                rows.truncate(query.limit.unwrap_or(usize::MAX));
-                if as_json {
-                    json(&rows)
-                } else {
-                    report::conns_table(&rows)
-                }
+            Ok(Request::ShowConns { query, json }) => {
+                self.next_listing += 1;
+                let listing = Listing::start(client, self.next_listing, remotes, &query, json, &self.done);
+                self.listings.push(listing);
+                return;
             }
             Ok(Request::ShowListeners { json: as_json }) => {
                 let rows = self.listener_rows();
                 if as_json {
-                    json(&rows)
+                    serde_json::to_string(&rows).unwrap_or_else(|e| format!("error: {e}")) + "\n"
                 } else {
                     report::listeners_table(&rows)
                 }
@@ -77,16 +92,43 @@ impl Supervisor {
             Ok(Request::Reload | Request::Upgrade) if self.stopping => {
                 "error: the daemon is stopping\n".to_owned()
             }
-            Ok(Request::Reload) => match self.reload(remotes, turn.log) {
+            Ok(Request::Reload) if self.upgrading => {
+                "error: reload refused: an upgrade is in progress, and it applies the configuration file\n"
+                    .to_owned()
+            }
+            Ok(Request::Reload) => match self.reload(remotes, log) {
                 Ok(changes) => format!("reloaded: {changes}\n"),
                 Err(e) => format!("error: reload failed, keeping the running configuration: {e}\n"),
             },
-            Ok(Request::Upgrade) => return self.upgrade(turn, Some(client)),
+            Ok(Request::Upgrade) => {
+                if let Some(control) = self.control.as_mut() {
+                    control.await_upgrade(client);
+                }
+                return;
+            }
         };
         if let Some(control) = self.control.as_mut() {
-            control.answer(client, text);
+            control.answer(client, &text);
         }
-        Ok(())
+    }
+
+    /// Takes every `show conns` in progress as far as the workers' rows allow.
+    fn pump_listings(&mut self) {
+        if let Some(control) = self.control.as_mut() {
+            self.listings.retain_mut(|listing| !listing.pump(control));
+        }
+    }
+
+    /// Completes every `show conns` in progress (before a live upgrade freezes the workers),
+    /// waiting for their rows up to [`WORKER_ANSWER`].
+    pub(super) fn complete_listings(&mut self) {
+        let deadline = Instant::now() + WORKER_ANSWER;
+        let listings = std::mem::take(&mut self.listings);
+        if let Some(control) = self.control.as_mut() {
+            for mut listing in listings {
+                listing.complete(control, deadline);
+            }
+        }
     }
 
     /// A row per listener in force, with its counters.

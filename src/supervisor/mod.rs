@@ -8,10 +8,11 @@
 //! bytes.
 //!
 //! One job per file: this one runs the loop and the signals; [`reload`], [`upgrade`],
-//! [`answer`] (the control socket's requests), [`watchdog`] (systemd's) and [`vitals`] (what
-//! `/healthz` and `/readyz` ask) do the rest.
+//! [`answer`] (the control socket's requests), [`listing`] (`show conns` as the workers build
+//! it), [`watchdog`] (systemd's) and [`vitals`] (what `/healthz` and `/readyz` ask) do the rest.
 
 mod answer;
+mod listing;
 mod reload;
 mod upgrade;
 mod vitals;
@@ -41,7 +42,8 @@ use crate::worker::{Command, Remote, Worker};
 use watchdog::Watchdog;
 
 const SIGNALS: Token = Token(0);
-const WORKER_DONE: Token = Token(1);
+/// The workers' waker: a worker's end, or a batch of `show conns` rows.
+const WORKERS: Token = Token(1);
 /// The metrics endpoint takes this token and the ones after it.
 const METRICS: Token = Token(2);
 /// The control socket takes this token and the ones after it.
@@ -92,6 +94,7 @@ pub struct Services {
 pub struct Supervisor {
     poll: Poll,
     signals: Signals,
+    /// Woken by a worker that ends, or that sends rows (see [`WORKERS`]).
     done: Arc<Waker>,
     workers: Vec<(Worker, Remote)>,
     config: Config,
@@ -108,6 +111,11 @@ pub struct Supervisor {
     endpoint: Option<Endpoint>,
     /// The control socket, if configured.
     control: Option<control::Server>,
+    /// The `show conns` being answered, and the number of the last one asked.
+    listings: Vec<listing::Listing>,
+    next_listing: u64,
+    /// An upgrade runs (the control socket's waiting requests are taken in before the freeze).
+    upgrading: bool,
     /// Each listener's upstreams (`None` for a sink), and those the resolver thread refreshes.
     upstreams: Vec<Option<Arc<Upstreams>>>,
     watched: Watched,
@@ -216,7 +224,7 @@ impl Supervisor {
         }
         let mut signals = Signals::new()?;
         poll.registry().register(signals.source(), SIGNALS, Interest::READABLE)?;
-        let done = Arc::new(Waker::new(poll.registry(), WORKER_DONE)?);
+        let done = Arc::new(Waker::new(poll.registry(), WORKERS)?);
         let next_index = sources.len();
         Ok(Supervisor {
             poll,
@@ -232,6 +240,9 @@ impl Supervisor {
             metrics,
             endpoint,
             control,
+            listings: Vec::new(),
+            next_listing: 0,
+            upgrading: false,
             upstreams,
             watched,
             notifier: Notifier::from_env(),
@@ -283,25 +294,7 @@ impl Supervisor {
                 }
                 endpoint.expire(Instant::now(), &self.metrics, &vitals);
             }
-            let mut asked = Vec::new();
-            if let Some(control) = self.control.as_mut() {
-                for event in events.iter() {
-                    if control.owns(event.token()) {
-                        asked.extend(control.handle(event));
-                    }
-                }
-            }
-            for (client, request) in asked {
-                let mut turn =
-                    Turn { threads: &mut threads, finished: &finished, finished_tx: &finished_tx, log: &log };
-                if let Err(e) = self.answer(client, request, &mut turn) {
-                    error!("upgrade: cannot carry on: {e}");
-                    result = Err(e);
-                }
-            }
-            if let Some(control) = self.control.as_mut() {
-                control.expire(Instant::now());
-            }
+            self.serve_control(&events, &threads.remotes, &log);
             if let Some(w) = watchdog.as_mut().filter(|w| Instant::now() >= w.next) {
                 // WATCHDOG=1 only if every worker's loop turned since the last ping; then ping
                 // them again (a turn of an idle loop needs a wake-up).
@@ -311,11 +304,9 @@ impl Supervisor {
                 broadcast(&threads.remotes, || Command::Ping);
             }
             // An upgrade execs: it is taken last, so that the rest of the batch is not lost with
-            // this image (signal-hook hands a batch over in signal-number order, once each:
-            // USR2 before TERM). A TERM with it then stops first, and the USR2 is ignored.
-            let mut signals: Vec<Signal> = self.signals.pending().collect();
-            signals.sort_by_key(|s| *s == Signal::Upgrade);
-            for signal in signals {
+            // this image. A TERM with it stops first, and the upgrade is not done.
+            let mut upgrade_signalled = false;
+            for signal in self.signals.pending().collect::<Vec<Signal>>() {
                 match signal {
                     Signal::Stop => self.stop(&threads.remotes),
                     Signal::Reload if self.stopping => warn!("SIGHUP while stopping: ignored"),
@@ -324,21 +315,15 @@ impl Supervisor {
                         log.reopen();
                         logging::log_fields(Level::Info, "stats", &self.metrics.stats());
                     }
-                    Signal::Upgrade if self.stopping => warn!("SIGUSR2 while stopping: ignored"),
-                    Signal::Upgrade => {
-                        let mut turn = Turn {
-                            threads: &mut threads,
-                            finished: &finished,
-                            finished_tx: &finished_tx,
-                            log: &log,
-                        };
-                        if let Err(e) = self.upgrade(&mut turn, None) {
-                            // The workers could not be rebuilt after a failed exec: nothing runs.
-                            error!("upgrade: cannot carry on: {e}");
-                            result = Err(e);
-                        }
-                    }
+                    Signal::Upgrade => upgrade_signalled = true,
                 }
+            }
+            let mut turn =
+                Turn { threads: &mut threads, finished: &finished, finished_tx: &finished_tx, log: &log };
+            if let Err(e) = self.upgrade_if_asked(upgrade_signalled, &mut turn) {
+                // The workers could not be rebuilt after a failed exec: nothing runs.
+                error!("upgrade: cannot carry on: {e}");
+                result = Err(e);
             }
             while let Ok(outcome) = finished.try_recv() {
                 threads.running -= 1;

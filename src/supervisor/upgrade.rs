@@ -1,22 +1,26 @@
 //! A live upgrade, the supervisor's part (SIGUSR2, `idlereaperctl upgrade`): resolve the path
-//! the daemon was started as, ask that binary, freeze the workers, start the guardian, write
-//! the state and exec; or, if the exec fails, carry on from the same state. And the first turn
-//! of the new image ([`Supervisor::upgrade_done`]), or of the guardian carrying on after the new
-//! image did not take over.
+//! the daemon was started as, ask that binary, answer the control requests that came meanwhile,
+//! freeze the workers, start the guardian, write the state and exec; or, if the exec fails,
+//! carry on from the same state. And the first turn of the new image
+//! ([`Supervisor::upgrade_done`]), or of the guardian carrying on after the new image did not
+//! take over. Every control client that asked for the upgrade, before it or during it, is told
+//! its result by whichever image carries on; the others are answered before the freeze, or
+//! handed over with what they sent or are still to read.
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::time::Instant;
 
 use log::kv::Value;
 use log::{error, info, warn, Level};
 
 use super::{broadcast, watch_list, Supervisor, Threads, Turn, Upgraded, CONTROL, METRICS};
-use crate::clock::monotonic_ns;
+use crate::clock::{self, monotonic_ns};
 use crate::control;
-use crate::handover::state::State;
+use crate::handover::state::{ControlClientState, State};
 use crate::handover::{exec, guardian};
 use crate::logging;
 use crate::metrics::http::Endpoint;
@@ -25,27 +29,52 @@ use crate::signals::{self, Signal};
 use crate::upgrade::{self, Carried};
 use crate::worker::{Command, Frozen, Remote};
 
-/// Writes `line` to the control client whose descriptor a state carried, and closes it.
+/// Writes `line` (and the end of the answer) to the control client a version 1 state carried
+/// as the one that asked for the upgrade, and closes it.
 fn tell(fd: Option<RawFd>, line: &str) {
     if let Some(fd) = fd {
         if let Ok(fd) = crate::sys::adopt(fd) {
             let mut client = std::os::unix::net::UnixStream::from(fd);
-            let _ = client.write_all(format!("{line}\n").as_bytes());
+            let mut answer = format!("{line}\n").into_bytes();
+            answer.extend_from_slice(control::server::END);
+            let _ = client.write_all(&answer);
         }
     }
 }
 
 impl Supervisor {
+    /// The loop's last step in a turn: an upgrade if a SIGUSR2 came (`signalled`) or a control
+    /// client asked for one — one upgrade for all of them. Not while stopping.
+    pub(super) fn upgrade_if_asked(&mut self, signalled: bool, turn: &mut Turn<'_>) -> io::Result<()> {
+        let asked = self.control.as_ref().is_some_and(control::Server::upgrade_asked);
+        if !(signalled || asked) {
+            return Ok(());
+        }
+        if self.stopping {
+            if signalled {
+                warn!("SIGUSR2 while stopping: ignored");
+            }
+            if let Some(control) = self.control.as_mut() {
+                control.tell_upgrade("error: the daemon is stopping\n");
+            }
+            return Ok(());
+        }
+        self.upgrading = true;
+        let upgraded = self.upgrade(turn);
+        self.upgrading = false;
+        upgraded
+    }
+
     /// A live upgrade: check the new binary, freeze the workers, exec it with the state. Returns
     /// only if the upgrade was refused (the running code carries on, with every connection),
-    /// having told `asker` (a control client) why; `Err` if, after a failed exec, the workers
-    /// could not be rebuilt.
-    pub(super) fn upgrade(&mut self, turn: &mut Turn<'_>, asker: Option<usize>) -> io::Result<()> {
+    /// having told the control clients that asked for it why; `Err` if, after a failed exec,
+    /// the workers could not be rebuilt.
+    fn upgrade(&mut self, turn: &mut Turn<'_>) -> io::Result<()> {
         self.notifier.reloading();
         let (started_as, exe) = match self.binary() {
             Ok(paths) => paths,
             Err(reason) => {
-                self.upgrade_refused(reason, asker);
+                self.upgrade_refused(reason);
                 return Ok(());
             }
         };
@@ -55,18 +84,28 @@ impl Supervisor {
             args.extend([OsStr::new("--pidfile"), self.config.daemon.pidfile.as_os_str()]);
         }
         let sample = upgrade::sample_of(
-            self.carried(false, [None; 3], turn.log.descriptor()),
+            self.carried(false, [None; 2], Vec::new(), turn.log.descriptor()),
             turn.threads.remotes.len(),
         );
         if let Err(reason) = exec::preflight(&exe, &args, &sample) {
-            self.upgrade_refused(reason, asker);
+            self.upgrade_refused(reason);
             return Ok(());
         }
         // From here on a signal waits for the image that will handle it; those that came
         // before are answered now.
         signals::block();
         let stop = self.answer_pending(turn.log);
+        // Control requests that came during the checks are answered now (an `upgrade` joins
+        // this one), and every `show conns` in progress is completed: the workers' rows do not
+        // cross the exec. Clients still in the backlog are for the image that carries on.
+        if let Some(control) = self.control.as_mut() {
+            for (client, request) in control.take_in() {
+                self.answer(client, request, &turn.threads.remotes, turn.log);
+            }
+        }
+        self.complete_listings();
         let frozen_at = monotonic_ns();
+        let at = clock::instant_of(frozen_at);
         let (reply, replies) = mpsc::channel::<Frozen>();
         broadcast(&turn.threads.remotes, || Command::Freeze { at: frozen_at, reply: reply.clone() });
         drop(reply);
@@ -75,14 +114,14 @@ impl Supervisor {
         turn.threads.join(turn.finished);
         let registry = self.poll.registry();
         let endpoint_fd = self.endpoint.take().map(|e| e.freeze(registry));
-        let (control_fd, reply_fd) = match self.control.take() {
+        let (control_fd, control_clients) = match self.control.take() {
             Some(control) => {
-                let (fd, reply) = control.freeze(registry, asker);
-                (Some(fd), reply)
+                let (fd, clients) = control.freeze(registry, at);
+                (Some(fd), clients)
             }
-            None => (None, None),
+            None => (None, Vec::new()),
         };
-        let carried = self.carried(stop, [endpoint_fd, control_fd, reply_fd], turn.log.descriptor());
+        let carried = self.carried(stop, [endpoint_fd, control_fd], control_clients, turn.log.descriptor());
         let mut state = upgrade::state_of(carried, frozen_at, frozen);
         let failure = self.hand_over(&mut state, &exe, &started_as);
         // Still here: the exec failed. The old code carries on from the state.
@@ -101,12 +140,10 @@ impl Supervisor {
             endpoint.register(self.poll.registry(), METRICS)?;
             self.endpoint = Some(endpoint);
         }
-        self.control = self.adopt_control(state.control_fd)?;
+        self.control = self.adopt_control(state.control_fd, &state.control_clients, at)?;
         upgrade::close_retired(&state.retired);
         signals::unblock();
-        let reason = format!("cannot execute {}: {failure}", exe.display());
-        tell(state.reply_fd, &format!("error: upgrade refused: {reason}"));
-        self.upgrade_refused(reason, None);
+        self.upgrade_refused(format!("cannot execute {}: {failure}", exe.display()));
         if stop {
             self.stop(&turn.threads.remotes);
         }
@@ -181,10 +218,15 @@ impl Supervisor {
         failure
     }
 
-    /// What the state carries besides the workers' part; `fds`: the metrics endpoint's, the
-    /// control socket's and the asking control client's descriptors.
-    fn carried(&self, stop: bool, fds: [Option<RawFd>; 3], log_fd: Option<RawFd>) -> Carried<'_> {
-        let [endpoint_fd, control_fd, reply_fd] = fds;
+    /// What the state carries besides the workers' part; `fds`: the metrics endpoint's and the
+    /// control socket's descriptors, with the control socket's clients.
+    fn carried(
+        &self,
+        stop: bool,
+        [endpoint_fd, control_fd]: [Option<RawFd>; 2],
+        control_clients: Vec<ControlClientState>,
+        log_fd: Option<RawFd>,
+    ) -> Carried<'_> {
         Carried {
             config: &self.config,
             stop,
@@ -194,7 +236,9 @@ impl Supervisor {
             pidfile_fd: self.runtime.pidfile_fd,
             endpoint_fd,
             control_fd,
-            reply_fd,
+            // The clients that asked for the upgrade are among the control clients.
+            reply_fd: None,
+            control_clients,
             sources: &self.sources,
             in_force: &self.slots,
             upstreams: &self.upstreams,
@@ -204,26 +248,33 @@ impl Supervisor {
         }
     }
 
-    /// The control socket a state carried, registered on this poll.
-    pub(super) fn adopt_control(&self, fd: Option<RawFd>) -> io::Result<Option<control::Server>> {
+    /// The control socket a state carried, with its clients (their deadlines counted from
+    /// `frozen`), registered on this poll.
+    pub(super) fn adopt_control(
+        &self,
+        fd: Option<RawFd>,
+        clients: &[ControlClientState],
+        frozen: Instant,
+    ) -> io::Result<Option<control::Server>> {
         let (Some(fd), Some(config)) = (fd, self.config.control.as_ref()) else { return Ok(None) };
-        let mut server = control::Server::adopt(fd, &config.socket)?;
+        let mut server = control::Server::adopt(fd, &config.socket, clients, frozen)?;
         server.register(self.poll.registry(), CONTROL)?;
         Ok(Some(server))
     }
 
-    /// An upgrade that did not happen: said, counted, the service manager and `asker` told.
-    fn upgrade_refused(&mut self, reason: String, asker: Option<usize>) {
+    /// An upgrade that did not happen: said, counted, the service manager and the control
+    /// clients that asked for it told.
+    fn upgrade_refused(&mut self, reason: String) {
         error!("upgrade refused: {reason}");
         self.metrics.upgrade(UpgradeResult::Refused);
-        if let (Some(client), Some(control)) = (asker, self.control.as_mut()) {
-            control.answer(client, format!("error: upgrade refused: {reason}\n"));
+        if let Some(control) = self.control.as_mut() {
+            control.tell_upgrade(&format!("error: upgrade refused: {reason}\n"));
         }
         self.last_change = format!("upgrade refused: {reason}");
         self.notifier.send(&format!("READY=1\nSTATUS={}", self.status()));
     }
 
-    /// The new image's first turn: the `upgraded` line (also to the control client that asked),
+    /// The new image's first turn: the `upgraded` line (also to the control clients that asked),
     /// the configuration file read again (as a reload), and a stop that was asked for during
     /// the upgrade. Or the guardian's, when the new image did not take over.
     pub(super) fn upgrade_done(
@@ -258,6 +309,9 @@ impl Supervisor {
         logging::log_fields(Level::Info, "upgraded", &fields);
         let line = logging::text("upgraded", &fields);
         tell(upgraded.reply, &line);
+        if let Some(control) = self.control.as_mut() {
+            control.tell_upgrade(&format!("{line}\n"));
+        }
         upgrade::close_retired(&upgraded.retired);
         match self.apply_reload(remotes, log) {
             Ok(changes) => info!("upgrade: reloaded {}: {changes}", self.config.path.display()),
@@ -274,8 +328,9 @@ impl Supervisor {
         Ok(())
     }
 
-    /// The guardian's first turn, the new image having failed: said (also to the control client
-    /// that asked), counted, and this process made the service's main one.
+    /// The guardian's first turn, the new image having failed: said (also to the control clients
+    /// that asked, handed over to it with the rest), counted, and this process made the
+    /// service's main one.
     fn upgrade_failed(&mut self, upgraded: &Upgraded, reason: &str, pause_ms: f64) {
         let pid = std::process::id();
         error!(
@@ -283,7 +338,11 @@ impl Supervisor {
              pause_ms={pause_ms:.1}",
             upgraded.connections, upgraded.listeners
         );
-        tell(upgraded.reply, &format!("error: upgrade failed: {reason}"));
+        let answer = format!("error: upgrade failed: {reason}");
+        tell(upgraded.reply, &answer);
+        if let Some(control) = self.control.as_mut() {
+            control.tell_upgrade(&format!("{answer}\n"));
+        }
         upgrade::close_retired(&upgraded.retired);
         self.metrics.upgrade(UpgradeResult::Failed);
         self.last_change = format!("upgrade failed: {reason}");

@@ -9,12 +9,11 @@ use log::{error, info};
 use mio::{Interest, Waker};
 
 use super::handover::Frozen;
-use super::inspect::{Query, Selector};
+use super::inspect::{Query, Rows, Selector};
 use super::token::Target;
 use super::{Core, Phase};
 use crate::config::ListenerConfig;
 use crate::listener::Listener;
-use crate::report::ConnRow;
 use crate::upstream::Upstreams;
 use crate::vocab::CloseReason;
 
@@ -30,8 +29,13 @@ pub enum Command {
     /// `at` (a `CLOCK_MONOTONIC` reading, shared by both images), send them back on `reply`,
     /// and stop.
     Freeze { at: u64, reply: Sender<Frozen> },
-    /// A row for each open connection `query` chooses (`show conns`).
-    Inspect { query: Query, reply: Sender<Vec<ConnRow>> },
+    /// A row for each open connection `query` chooses (`show conns` number `listing`), sent
+    /// on `reply` in batches, with `wake` woken after each: the first at once, each next one
+    /// when asked for with [`Command::Rows`].
+    Inspect { listing: u64, query: Query, reply: Sender<Rows>, wake: Arc<Waker> },
+    /// The next batch of rows of `show conns` number `listing` (`more`), or none: the asker is
+    /// gone.
+    Rows { listing: u64, more: bool },
     /// Close the connections `selector` names, at once; reply with how many.
     Kill { selector: Selector, reply: Sender<usize> },
 }
@@ -85,10 +89,11 @@ impl Core {
                 }
                 // Connections an upgrade handed over are all taken over first: they are shown
                 // and can be killed like the others.
-                Command::Inspect { query, reply } => {
+                Command::Inspect { listing, query, reply, wake } => {
                     self.adopt_some(usize::MAX);
-                    let _ = reply.send(self.inspect(Instant::now(), &query));
+                    self.inspect(listing, &query, reply, wake);
                 }
+                Command::Rows { listing, more } => self.more_rows(listing, more),
                 Command::Kill { selector, reply } => {
                     self.adopt_some(usize::MAX);
                     let _ = reply.send(self.kill(&selector));

@@ -56,7 +56,7 @@ use accept::Starved;
 pub use control::{Command, ListenerChange, Reload, Remote};
 use deadlines::Deadlines;
 pub use handover::Frozen;
-pub use inspect::{ClientMatch, Query, Selector};
+pub use inspect::{ClientMatch, Query, Rows, Selector};
 use token::Target;
 
 /// Relay buffer size: one read, and the most a direction holds while its reader is stalled.
@@ -155,6 +155,8 @@ struct Core {
     adopt_since: u64,
     /// CancelRequests for the queries of busy PostgreSQL sessions it closes (off the loop).
     cancels: Canceller,
+    /// The `show conns` being answered, a batch of rows per turn (see [`inspect`]).
+    inspections: Vec<inspect::Inspection>,
 }
 
 impl Worker {
@@ -207,6 +209,7 @@ impl Worker {
                 adopting: VecDeque::new(),
                 adopt_since: crate::clock::monotonic_ns(),
                 cancels: Canceller::new(worker),
+                inspections: Vec::new(),
             },
         };
         Ok((worker, Remote::new(sender, waker)))
@@ -250,6 +253,7 @@ impl Core {
     fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
         if self.expiry_backlog
             || !self.adopting.is_empty()
+            || self.rows_wanted()
             || !self.again.is_empty()
             || !self.closing_upstreams.is_empty()
             || self.listeners.iter().any(|l| l.resumable(now) || l.can_accept())
@@ -320,6 +324,9 @@ impl Core {
         }
         self.expire(Instant::now());
         self.close_upstreams(Instant::now());
+        if self.rows_wanted() {
+            self.inspect_some();
+        }
         if let Phase::Draining { until } = self.phase {
             if self.slots.is_empty() && self.adopting.is_empty() {
                 self.phase = Phase::Stopped;

@@ -1,6 +1,6 @@
 //! The guardian's parts that need no upgrade: the word on the pipe, the handshake's wait for a
 //! child, and how a failure is told. The whole crossing, with real binaries that fail, is
-//! `tests/upgrade_failures.rs`.
+//! `tests/it/upgrade_failures.rs`.
 
 #![allow(clippy::zombie_processes)] // each child is reaped with waitpid, as the code under test reaps them
 
