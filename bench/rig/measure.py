@@ -34,8 +34,8 @@ def cpu_s(pids):
 
 
 def fds(pids):
-    """(descriptors, of which sockets)."""
-    n = sockets = 0
+    """(descriptors, of which sockets, of which pipes)."""
+    n = sockets = pipes = 0
     for p in pids:
         try:
             names = os.listdir(f"/proc/{p}/fd")
@@ -44,20 +44,22 @@ def fds(pids):
         for name in names:
             n += 1
             try:
-                if os.readlink(f"/proc/{p}/fd/{name}").startswith("socket:"):
-                    sockets += 1
+                target = os.readlink(f"/proc/{p}/fd/{name}")
             except OSError:
-                pass
-    return n, sockets
+                continue
+            sockets += target.startswith("socket:")
+            pipes += target.startswith("pipe:")
+    return n, sockets, pipes
 
 
 def sample(pids):
-    """One line's worth: processes, RSS KiB, descriptors, sockets, CPU s."""
-    n, s = fds(pids)
+    """One line's worth: processes, RSS KiB, descriptors, sockets, pipes, CPU s."""
+    n, s, pipes = fds(pids)
     return {
         "processes": len(pids),
         "rss_kib": rss_kib(pids),
         "fds": n,
         "sockets": s,
+        "pipes": pipes,
         "cpu_s": round(cpu_s(pids), 2),
     }
