@@ -42,7 +42,14 @@ class Charts:
             ax.bar(xs, ys, width, color=COLORS[s], label=self.label[s], yerr=[lo, hi], capsize=3)
             for x, y, v in zip(xs, ys, [values[s][g] for g in range(len(groups))]):
                 if v is not None:
-                    ax.annotate(unit_fmt(v), (x, y), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
+                    ax.annotate(
+                        unit_fmt(v),
+                        (x, y),
+                        textcoords="offset points",
+                        xytext=(0, 3),
+                        ha="center",
+                        fontsize=7,
+                    )
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels(groups)
         ax.grid(axis="y", alpha=0.3)
@@ -105,14 +112,23 @@ class Charts:
         ax.set_xlim(lo - 0.1, hi)
         ax.set_xlabel("lateness: close − relay's last write − idle timeout (ms)")
         ax.set_ylabel("fraction of connections closed")
-        ax.set_title(f"Idle-close lateness CDF ({m.get('reap_conns', '?')} conns, {m.get('reap_timeout', '?')})")
+        ax.set_title(
+            f"Idle-close lateness CDF ({m.get('reap_conns', '?')} conns, {m.get('reap_timeout', '?')})"
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
         bins = 60
         width = (hi - lo) / bins
         edges = [lo + i * width for i in range(bins + 1)]
         for r, vs in samples.items():
-            ax2.hist([min(v, hi) for v in vs], bins=edges, histtype="step", color=COLORS[r], label=self.label[r], lw=1.4)
+            ax2.hist(
+                [min(v, hi) for v in vs],
+                bins=edges,
+                histtype="step",
+                color=COLORS[r],
+                label=self.label[r],
+                lw=1.4,
+            )
         ax2.axvline(0, color="black", lw=0.8)
         ax2.set_xlabel("lateness (ms; the last bin holds everything later)")
         ax2.set_ylabel("connections")
@@ -155,7 +171,10 @@ class Charts:
             return
         kinds = [("pingpong", "p50_us", "p50"), ("pingpong", "p99_us", "p99")]
         if any(res.select(s, "pingpong_1cpu") for s in series):
-            kinds += [("pingpong_1cpu", "p50_us", "p50, all on CPU 0"), ("pingpong_1cpu", "p99_us", "p99, all on CPU 0")]
+            kinds += [
+                ("pingpong_1cpu", "p50_us", "p50, all on CPU 0"),
+                ("pingpong_1cpu", "p99_us", "p99, all on CPU 0"),
+            ]
         vals = {s: [res.med(s, sc, k) for sc, k, _ in kinds] for s in series}
         errs = {s: [self.spread(s, sc, k) for sc, k, _ in kinds] for s in series}
         fig, ax = self.plt.subplots(figsize=(10 if len(kinds) > 2 else 8, 4.2))
@@ -188,7 +207,9 @@ class Charts:
         for r, u in ups.items():
             xs, ys = self.upgrade_trips(r, u["stall_rep"])
             if xs:
-                ax.scatter(xs, ys, s=4, color=COLORS[r], label=f"{self.label[r]} (longest {u['stall']:.1f} ms)")
+                ax.scatter(
+                    xs, ys, s=4, color=COLORS[r], label=f"{self.label[r]} (longest {u['stall']:.1f} ms)"
+                )
                 plotted = True
         if not plotted:
             self.plt.close(fig)
@@ -217,8 +238,20 @@ class Charts:
         for i, (scenario, match, _, unit, key, title) in enumerate(tests):
             series = [s for s in series_all if res.select(s, scenario, **match)]
             panels = [
-                (key, unit, series, lambda v: f"{v / 1000:.1f}k" if v >= 1000 else f"{v:.0f}", "higher is better"),
-                ("cpu_s_per_100k", "relay CPU s per 100k", [s for s in series if s != "direct"], lambda v: f"{v:.3f}", "lower is better"),
+                (
+                    key,
+                    unit,
+                    series,
+                    lambda v: f"{v / 1000:.1f}k" if v >= 1000 else f"{v:.0f}",
+                    "higher is better",
+                ),
+                (
+                    "cpu_s_per_100k",
+                    "relay CPU s per 100k",
+                    [s for s in series if s != "direct"],
+                    lambda v: f"{v:.3f}",
+                    "lower is better",
+                ),
             ]
             for j, (k, ylabel, sers, vfmt, better) in enumerate(panels):
                 ax = axes[j][i]
@@ -231,7 +264,9 @@ class Charts:
                 ax.set_ylabel(ylabel, fontsize=9)
                 ax.set_title(f"{title}\n{ylabel} ({better})", fontsize=9)
         handles = [self.plt.Rectangle((0, 0), 1, 1, color=COLORS[s]) for s in series_all]
-        fig.legend(handles, [self.label[s] for s in series_all], loc="lower center", ncol=len(series_all), fontsize=9)
+        fig.legend(
+            handles, [self.label[s] for s in series_all], loc="lower center", ncol=len(series_all), fontsize=9
+        )
         fig.suptitle("Real clients through each relay (median; whiskers min–max)")
         self.save(fig, "real_clients.png", rect=(0, 0.05, 1, 1))
 
@@ -239,6 +274,14 @@ class Charts:
 def charts(res, outdir, label):
     """Every chart the run has figures for; returns their file names."""
     c = Charts(res, outdir, label)
-    for draw in (c.hold_memory, c.reap_lateness, c.bulk, c.churn, c.pingpong, c.upgrade_pingpong, c.real_clients):
+    for draw in (
+        c.hold_memory,
+        c.reap_lateness,
+        c.bulk,
+        c.churn,
+        c.pingpong,
+        c.upgrade_pingpong,
+        c.real_clients,
+    ):
         draw()
     return c.made

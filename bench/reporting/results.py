@@ -148,13 +148,20 @@ REAL_CLIENTS = [
         "tps",
         "pgbench -S -C",
     ),
-    ("redis", {"pipeline": 16}, "redis-benchmark -t get -c 50 -P 16", "requests/s", "rps", "redis GET, -P 16"),
+    (
+        "redis",
+        {"pipeline": 16},
+        "redis-benchmark -t get -c 50 -P 16",
+        "requests/s",
+        "rps",
+        "redis GET, -P 16",
+    ),
     ("redis", {"pipeline": 1}, "redis-benchmark -t get -c 50 -P 1", "requests/s", "rps", "redis GET, -P 1"),
 ]
 
 
 def pg_version(machine):
-    """"15.18" out of "postgres (PostgreSQL) 15.18 (Debian …)"."""
+    """ "15.18" out of "postgres (PostgreSQL) 15.18 (Debian …)"."""
     words = machine.get("postgres", "?").split()
     return words[2] if len(words) > 2 else words[0]
 

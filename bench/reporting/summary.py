@@ -39,7 +39,11 @@ def summary(res, outdir, errors, load_lines, label):
     lines += hold_curve(res, cols, label)
     notes = anomalies(res, cols, label, reap, up) + ["error: " + e for e in errors]
     lines += ["", "## Anomalies", ""]
-    lines.append("\n".join("- " + n for n in notes) if notes else "None: every connection held, reaped and relayed as expected.")
+    lines.append(
+        "\n".join("- " + n for n in notes)
+        if notes
+        else "None: every connection held, reaped and relayed as expected."
+    )
     lines += ["", "## Machine load during the run", "", load_text(m, load_lines, outdir)]
     with open(os.path.join(outdir, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -75,7 +79,7 @@ def real_clients_text(m):
         "Real clients: every relay in front of the same servers, started by this run on loopback "
         f"(PostgreSQL {pg_version(m)}, `initdb` into a temporary directory, **fsync, synchronous_commit and "
         f"full_page_writes off**: a benchmark setting, and `-S` only reads; `pgbench -i -s {m.get('pgbench_scale', '?')}`; "
-        f"redis-server {m.get('redis', '?')} without persistence); \"direct\" is the client without a relay. "
+        f'redis-server {m.get("redis", "?")} without persistence); "direct" is the client without a relay. '
         f"pgbench runs {m.get('pgbench_secs', '?')} s per test; redis-benchmark {fmt(num(m.get('redis_n_p16')))} GETs "
         f"with `-P 16`, {fmt(num(m.get('redis_n_p1')))} with `-P 1`. Relay CPU: utime + stime of the relay's "
         "processes (`/proc/PID/stat`, 10 ms ticks) over the client's run, per 100,000 pgbench transactions or "
@@ -102,19 +106,25 @@ def anomalies(res, cols, label, reap, up):
     for c in cols:
         rp = reap.get(c) or {}
         if rp.get("early"):
-            notes.append(f"{label[c]}: {rp['early']} of {rp['conns']} reaped connections closed early (earliest {rp['min']:.3f} ms).")
+            notes.append(
+                f"{label[c]}: {rp['early']} of {rp['conns']} reaped connections closed early (earliest {rp['min']:.3f} ms)."
+            )
         if rp and rp.get("closed") != rp.get("conns"):
             notes.append(f"{label[c]}: only {rp['closed']} of {rp['conns']} idle connections were closed.")
         if rp and rp.get("max", 0) > 10 * T.TICK_PLUS_1:
             notes.append(f"{label[c]}: reap lateness outlier, max {rp['max']:.1f} ms.")
         for r in res.select(c, "churn"):
             if int(r.get("failed", 0)):
-                notes.append(f"{label[c]}: churn rep {r.get('rep')}: {r['failed']} failed connections of {int(r['failed']) + int(r['conns'])}.")
+                notes.append(
+                    f"{label[c]}: churn rep {r.get('rep')}: {r['failed']} failed connections of {int(r['failed']) + int(r['conns'])}."
+                )
         for r in (up.get(c) or {}).get("rows", []):
             notes += upgrade_anomalies(c, f"{label[c]}: upgrade rep {r.get('rep')}", r)
         for r in res.select(c, "hold"):
             if r.get("alive_after") != r.get("conns"):
-                notes.append(f"{label[c]}: hold {r.get('conns')}: {r.get('alive_after')} still relaying after the hold.")
+                notes.append(
+                    f"{label[c]}: hold {r.get('conns')}: {r.get('alive_after')} still relaying after the hold."
+                )
     return notes
 
 

@@ -11,7 +11,9 @@ class Table:
         self.res, self.cols = res, cols
         self.lines = []
         self.target_text = ""
-        head = ["scenario", "metric"] + [label[c] for c in cols] + ["idlereaper ÷ better peer", "target", "met"]
+        head = (
+            ["scenario", "metric"] + [label[c] for c in cols] + ["idlereaper ÷ better peer", "target", "met"]
+        )
         self.lines.append("| " + " | ".join(head) + " |")
         self.lines.append("|" + "---|" * len(head))
 
@@ -19,7 +21,9 @@ class Table:
         """The target of the next row (then none again)."""
         self.target_text = text
 
-    def row(self, scenario, metric, values, higher_is_better=None, check=None, met=None, absolute=None, digits=2):
+    def row(
+        self, scenario, metric, values, higher_is_better=None, check=None, met=None, absolute=None, digits=2
+    ):
         """One row; `check(ratio)` or `absolute(idlereaper's value)` decides "met"."""
         ir = values.get("idlereaper")
         r = None
@@ -64,7 +68,13 @@ def reap_rows(t, m, reap):
     # No ratio: a peer that closes early can show a smaller (even negative) lateness.
     t.row(name, "lateness p50 (ms), from the relay's last write", g("p50"), None)
     t.target("≤ 2 ms (tick + 1 ms)")
-    t.row(name, "lateness p99 (ms), from the relay's last write", g("p99"), None, absolute=lambda v: v <= TICK_PLUS_1)
+    t.row(
+        name,
+        "lateness p99 (ms), from the relay's last write",
+        g("p99"),
+        None,
+        absolute=lambda v: v <= TICK_PLUS_1,
+    )
     t.row(name, "lateness max (ms), from the relay's last write", g("max"), None)
     t.target("0")
     t.row(name, "closed early (all runs)", g("early"), None, absolute=lambda v: v == 0)
@@ -118,9 +128,17 @@ def upgrade_rows(t, m, up):
     name = f"upgrade, {fmt(num(m.get('upgrade_conns')))} idle + ping-pong"
     wait = m.get("upgrade_wait", "?")
     t.target("≤ 50 ms")
-    t.row(name, "ping-pong stall during the upgrade (ms), worst run", g("stall"), False, absolute=lambda v: v <= 50)
+    t.row(
+        name,
+        "ping-pong stall during the upgrade (ms), worst run",
+        g("stall"),
+        False,
+        absolute=lambda v: v <= 50,
+    )
     t.target("")
-    t.row(name, f"ping-pong longest round trip over the {wait} s after the signal (ms)", g("stall_wait"), None)
+    t.row(
+        name, f"ping-pong longest round trip over the {wait} s after the signal (ms)", g("stall_wait"), None
+    )
     t.row(name, "ping-pong longest round trip in the second before (ms)", g("base_max"), None)
     t.row(name, "pause logged by idlereaper (ms), worst run", g("pause"), None)
     t.row(name, "signal to upgraded / new worker up (ms), worst run", g("reload"), None, digits=1)
