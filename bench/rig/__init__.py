@@ -13,8 +13,13 @@ What every such script does, written once:
     subreaper a child subreaper, so that what a relay forks or leaves behind stays the run's
     wire      client and server sockets: streams checked by SHA-256, idle connections checked
               by an echo, how a connection ended (FIN, reset, or not at all) and when
+    held      thousands of idle connections through a relay from rotating loopback sources,
+              echo-checked, and which process (old binary or new) holds each one
+    pingpong  a 64-byte ping-pong in a process of its own recording every round trip, and the
+              longest stall in a window of what it recorded
     measure   CPU, resident memory and descriptors of a set of processes
     postgres  a throwaway PostgreSQL cluster (initdb in a temporary directory, fsync off)
+    redis_server  a throwaway redis-server (no persistence)
     loadgen   the repository's load tool (src/bin/loadgen), run and its result line parsed
     machine   what the machine is (cores, kernel, versions), for a published result
 

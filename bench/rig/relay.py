@@ -64,6 +64,22 @@ def listening_ports(pid):
     return ports
 
 
+def established(port, pid="self"):
+    """Connections ESTABLISHED on local port PORT in the network namespace of process PID."""
+    n = 0
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        n += 1
+        except (OSError, StopIteration):
+            pass
+    return n
+
+
 class Relay:
     """One relay of one kind; `start` may be called again after `stop` or `kill9`."""
 
