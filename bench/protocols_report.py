@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/protocols_report.py RESULTS_DIR: the table of the "protocols" scenario of compare.sh.
+"""bench/protocols_report.py RESULTS_DIR: the table of the "protocols" scenario of compare.py.
 
 Reads the scenario=proto_* lines of RESULTS_DIR/results.txt and writes RESULTS_DIR/protocols.md:
 for each workload, idlereaper's listener with protocol "tcp" and with "postgres" or "redis"

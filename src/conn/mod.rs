@@ -26,7 +26,7 @@ use crate::close_reason::CloseReason;
 use crate::observe::Observer;
 use crate::os::pipe::PipePool;
 use crate::os::sys::{tcp_progress, TcpProgress};
-use crate::relay::{pump, Half, Io, Socket, Way};
+use crate::relay::{pump, Half, Io, Pumped, Socket, Way};
 use crate::side::{is_reset, IoFailure, Side};
 
 /// What the event loop should do after [`Conn::drive`].
@@ -355,9 +355,17 @@ impl Conn {
         io.other_done = self.to_client.done();
         let way = Way { src: &mut self.client, dst: upstream, src_side: Side::Client, observer };
         let up = pump(&mut self.to_upstream, way, io);
-        io.other_done = self.to_upstream.done();
-        let way = Way { src: upstream, dst: &mut self.client, src_side: Side::Upstream, observer };
-        let down = pump(&mut self.to_client, way, io);
+        // After a failure the other direction is not pumped: the kernel reports a socket's error
+        // once, to the first call that meets it, and a read of that socket afterwards sees an end
+        // of stream, which passed on would give the peer a FIN ahead of its reset.
+        let down = match up.failure {
+            Some(_) => Pumped { moved: false, budget_spent: false, failure: None },
+            None => {
+                io.other_done = self.to_upstream.done();
+                let way = Way { src: upstream, dst: &mut self.client, src_side: Side::Upstream, observer };
+                pump(&mut self.to_client, way, io)
+            }
+        };
         let active = up.moved || down.moved;
         let had_fin = self.first_fin.is_some();
         for (half, side) in [(&self.to_upstream, Side::Client), (&self.to_client, Side::Upstream)] {

@@ -57,3 +57,4 @@ mod upgrade_failures;
 mod upgrade_refusals;
 mod upstream_health;
 mod upstreams;
+mod vanished_peers;

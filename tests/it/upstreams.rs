@@ -374,69 +374,6 @@ fn a_name_that_does_not_resolve_fails_check_and_start_at_its_key() {
     }
 }
 
-/// Moves the calling thread into a network namespace of its own with its loopback up, and
-/// reports whether it could (root, `ip` and a firewall tool are needed); processes and threads
-/// it starts from then on share that namespace, which nothing else on the machine sees.
-fn private_network() -> bool {
-    // SAFETY: unshare(2) with CLONE_NEWNET changes only the calling thread's network namespace.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return false;
-    }
-    let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status();
-    up.is_ok_and(|s| s.success())
-}
-
-#[test]
-fn tcp_user_timeout_drops_a_peer_that_stops_acknowledging() {
-    let tool =
-        ["/usr/sbin/iptables", "/sbin/iptables"].into_iter().find(|p| std::path::Path::new(p).exists());
-    let root = nix::unistd::geteuid().is_root();
-    if !require("iptables (and root)", tool.is_some() && root, "apt-get install iptables; run as root") {
-        return;
-    }
-    let iptables = tool.unwrap().to_owned();
-    // Everything runs on one thread that lives in its own network namespace.
-    let outcome = thread::spawn(move || -> Result<(CloseLine, Duration), String> {
-        if !private_network() {
-            return Err("no network namespace".into());
-        }
-        let upstream = Upstream::echo();
-        let listen = free_addr();
-        let config = relay_listener("uto", listen, upstream.addr, "30s") + "tcp_user_timeout = \"1s\"\n";
-        let daemon = Daemon::start(&config);
-        let mut c = connect(listen);
-        assert_echo(&mut c, b"before the path goes dark");
-        let me = c.local_addr().unwrap();
-        // From now on nothing reaches the upstream's port: the relay's bytes stay unacknowledged.
-        let port = upstream.addr.port().to_string();
-        let rule = ["-A", "INPUT", "-p", "tcp", "--dport", &port, "-j", "DROP"];
-        let dropped = std::process::Command::new(&iptables).args(rule).status().map_err(|e| e.to_string())?;
-        if !dropped.success() {
-            return Err(format!("iptables failed: {dropped}"));
-        }
-        let sent = std::time::Instant::now();
-        c.write_all(b"into the void").unwrap();
-        let line = daemon.wait_close_of(me, Duration::from_secs(10));
-        Ok((line, sent.elapsed()))
-    })
-    .join()
-    .expect("the namespace thread");
-    let (line, after) = match outcome {
-        Ok(found) => found,
-        Err(why) => {
-            skip(&format!("cannot run in a private network namespace here: {why}"));
-            assert!(!in_ci(), "CI runs as root with iptables: {why}");
-            return;
-        }
-    };
-    assert!(line.get("error").is_some_and(|e| e.contains("timed out")), "{}", line.raw);
-    assert!(
-        after < Duration::from_secs(2) + Duration::from_millis(500),
-        "closed {after:?} after the send, tcp_user_timeout 1s"
-    );
-    line.assert_reason("error");
-}
-
 #[test]
 fn a_unix_socket_file_is_the_daemon_users_and_survives_a_reload_that_keeps_it() {
     if !as_root("a socket file created for another user") {

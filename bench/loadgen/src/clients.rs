@@ -312,16 +312,26 @@ pub fn pingpong(addr: SocketAddr, count: usize, size: usize) -> io::Result<Strin
 }
 
 /// Short connections from `threads` threads for `duration`: connect, 64-byte request, 64-byte
-/// response (echo), close.
-pub fn churn(addr: SocketAddr, threads: usize, duration: Duration) -> io::Result<String> {
+/// response (echo), close. With `rate` > 0, at most `rate` connections a second in all: each
+/// thread starts its next connection no sooner than its share of the rate allows.
+pub fn churn(addr: SocketAddr, threads: usize, duration: Duration, rate: u32) -> io::Result<String> {
     let start = Instant::now();
     let until = start + duration;
+    let threads = threads.max(1);
+    let gap = (rate > 0).then(|| Duration::from_secs_f64(threads as f64 / f64::from(rate)));
     let workers: Vec<_> = (0..threads)
         .map(|_| {
             std::thread::spawn(move || {
                 let (mut ok, mut failed) = (0u64, 0u64);
                 let mut back = [0u8; 64];
+                let mut next = Instant::now();
                 while Instant::now() < until {
+                    if let Some(gap) = gap {
+                        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                        // No burst to catch up after a slow connection: the next one is a gap
+                        // after this one at the earliest.
+                        next = next.max(Instant::now()) + gap;
+                    }
                     let done = connect(addr).and_then(|mut s| {
                         s.write_all(&[0x42; 64])?;
                         s.read_exact(&mut back)
@@ -343,7 +353,7 @@ pub fn churn(addr: SocketAddr, threads: usize, duration: Duration) -> io::Result
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(format!(
-        "scenario=churn threads={threads} conns={ok} failed={failed} secs={secs:.2} conns_per_s={:.0}",
+        "scenario=churn threads={threads} rate={rate} conns={ok} failed={failed} secs={secs:.2} conns_per_s={:.0}",
         ok as f64 / secs
     ))
 }

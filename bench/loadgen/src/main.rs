@@ -93,6 +93,9 @@ enum Command {
         threads: usize,
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
         duration: Duration,
+        /// At most this many connections per second in all (0: as fast as they go).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
     },
 }
 
@@ -106,7 +109,9 @@ fn main() -> ExitCode {
         }
         Command::Hold { connect, conns, pid, hold } => clients::hold(connect, conns, pid, hold),
         Command::Pingpong { connect, count, size } => clients::pingpong(connect, count, size),
-        Command::Churn { connect, threads, duration } => clients::churn(connect, threads, duration),
+        Command::Churn { connect, threads, duration, rate } => {
+            clients::churn(connect, threads, duration, rate)
+        }
         Command::Bigvalue { connect, size, rounds } => bigvalue::bigvalue(connect, size, rounds),
     };
     match result {
