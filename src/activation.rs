@@ -45,7 +45,7 @@ impl Inherited {
         };
         let mut inherited = Inherited::default();
         for (fd, name) in passed {
-            match crate::sys::adopt(fd) {
+            match crate::os::sys::adopt(fd) {
                 Ok(socket) => inherited.passed.push((name, fd, Some(socket))),
                 Err(e) => {
                     let why = format!("LISTEN_FDS names descriptor {fd} ({name:?}), which is not open: {e}");

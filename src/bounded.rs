@@ -13,7 +13,8 @@
 //! as running out of descriptors pauses accepting for [`ACCEPT_PAUSE`] instead of spinning.
 //!
 //! Tokens: the server owns `base..=base + capacity` of the poll, `base` for the listener and
-//! `base + 1 + i` for the client in slot `i` (a client keeps its slot from accept to close).
+//! `base + 1 + i` for the client at index `i` of its client table (a client keeps its index
+//! from accept to close).
 //! Readiness (mio, edge-triggered): a client is registered for reading and writing once, and
 //! every read and write runs until `WouldBlock`; a spurious event, or one meant for the previous
 //! client of the same token, costs a call that returns `WouldBlock`. Closing a client is
@@ -26,8 +27,8 @@ use log::debug;
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
-use crate::net::ACCEPT_PAUSE;
-use crate::slots::{Slots, Timed};
+use crate::client_table::{ClientTable, Timed};
+use crate::os::net::ACCEPT_PAUSE;
 
 /// Clients accepted per pass; more wait for the next turn of the loop.
 pub const ACCEPTS_PER_PASS: usize = 64;
@@ -60,7 +61,7 @@ impl Listen for mio::net::UnixListener {
 pub struct Accepted<S, P> {
     pub stream: S,
     pub peer: P,
-    /// Whether a slot is free for it; if not, it is one over the cap.
+    /// Whether the client table has room for it; if not, it is one over the cap.
     pub room: bool,
 }
 
@@ -80,9 +81,9 @@ pub fn owned(base: Token, capacity: usize, token: Token) -> Option<Owned> {
     }
 }
 
-/// The token of the client in `slot`.
-pub fn client_token(base: Token, slot: usize) -> Token {
-    Token(base.0 + 1 + slot)
+/// The token of the client at `index`.
+pub fn client_token(base: Token, index: usize) -> Token {
+    Token(base.0 + 1 + index)
 }
 
 /// The listener and its clients; `name` begins the debug lines it logs. A client is the
@@ -94,7 +95,7 @@ pub struct BoundedServer<L: Listen, C> {
     /// A handle on the poll it is registered with, for accepting without an event.
     registry: Option<Registry>,
     base: Option<Token>,
-    clients: Slots<C>,
+    clients: ClientTable<C>,
     capacity: usize,
 }
 
@@ -105,7 +106,7 @@ impl<L: Listen, C: Timed> BoundedServer<L, C> {
         capacity: usize,
         stream_of: fn(&mut C) -> &mut L::Stream,
     ) -> BoundedServer<L, C> {
-        let clients = Slots::new(capacity);
+        let clients = ClientTable::new(capacity);
         BoundedServer { name, listener, stream_of, registry: None, base: None, clients, capacity }
     }
 
@@ -115,13 +116,13 @@ impl<L: Listen, C: Timed> BoundedServer<L, C> {
         &self.listener
     }
 
-    /// The clients, by slot.
-    pub fn clients(&self) -> &Slots<C> {
+    /// The clients, by index.
+    pub fn clients(&self) -> &ClientTable<C> {
         &self.clients
     }
 
-    /// The clients, by slot, to drive, put (adopted) or take (closed).
-    pub fn clients_mut(&mut self) -> &mut Slots<C> {
+    /// The clients, by index, to drive, put (adopted) or take (closed).
+    pub fn clients_mut(&mut self) -> &mut ClientTable<C> {
         &mut self.clients
     }
 
@@ -134,10 +135,10 @@ impl<L: Listen, C: Timed> BoundedServer<L, C> {
         }
         let handle = registry.try_clone()?;
         registry.register(&mut self.listener, base, Interest::READABLE)?;
-        for slot in 0..self.capacity {
-            if let Some(client) = self.clients.get_mut(slot) {
+        for index in 0..self.capacity {
+            if let Some(client) = self.clients.get_mut(index) {
                 let interest = Interest::READABLE | Interest::WRITABLE;
-                registry.register((self.stream_of)(client), client_token(base, slot), interest)?;
+                registry.register((self.stream_of)(client), client_token(base, index), interest)?;
             }
         }
         (self.registry, self.base) = (Some(handle), Some(base));
@@ -149,12 +150,12 @@ impl<L: Listen, C: Timed> BoundedServer<L, C> {
         self.base.and_then(|base| owned(base, self.capacity, token))
     }
 
-    /// Gives up the listener and the clients, taken off the poll, in slot order.
+    /// Gives up the listener and the clients, taken off the poll, in index order.
     pub fn shut(mut self, registry: &Registry) -> (L, Vec<C>) {
         let _ = registry.deregister(&mut self.listener);
         let mut clients = Vec::new();
-        for slot in 0..self.capacity {
-            if let Some(mut client) = self.clients.take(slot) {
+        for index in 0..self.capacity {
+            if let Some(mut client) = self.clients.take(index) {
                 let _ = registry.deregister((self.stream_of)(&mut client));
                 clients.push(client);
             }
@@ -175,7 +176,7 @@ impl<L: Listen, C: Timed> BoundedServer<L, C> {
     }
 
     /// Accepts until `WouldBlock` or [`ACCEPTS_PER_PASS`], each client given to `admit`: the
-    /// client it returns is registered and put in the free slot; one it refuses is closed.
+    /// client it returns is registered and put at a free index; one it refuses is closed.
     pub fn accept(&mut self, now: Instant, mut admit: impl FnMut(Accepted<L::Stream, L::Peer>) -> Option<C>) {
         let (Some(base), Some(registry)) = (self.base, self.registry.as_ref()) else { return };
         self.clients.accept_again(None);
@@ -196,10 +197,10 @@ impl<L: Listen, C: Timed> BoundedServer<L, C> {
             };
             let free = self.clients.free();
             let Some(mut client) = admit(Accepted { stream, peer, room: free.is_some() }) else { continue };
-            let Some(slot) = free else { continue }; // no room: dropping it closes it
+            let Some(index) = free else { continue }; // no room: dropping it closes it
             let interest = Interest::READABLE | Interest::WRITABLE;
-            match registry.register((self.stream_of)(&mut client), client_token(base, slot), interest) {
-                Ok(()) => self.clients.put(slot, client),
+            match registry.register((self.stream_of)(&mut client), client_token(base, index), interest) {
+                Ok(()) => self.clients.put(index, client),
                 Err(e) => debug!("{}: a client cannot be registered: {e}", self.name),
             }
         }
@@ -293,8 +294,8 @@ mod tests {
     }
 
     #[test]
-    fn one_over_the_cap_is_handed_back_and_a_passed_deadline_frees_its_slot() {
-        let listener = crate::net::listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
+    fn one_over_the_cap_is_handed_back_and_a_passed_deadline_frees_its_place() {
+        let listener = crate::os::net::listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let addr = listener.local_addr().unwrap();
         let poll = Poll::new().unwrap();
         let mut server = BoundedServer::new("test", listener, 1, |held: &mut Held| &mut held.0);

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use mio::Registry;
 
 use crate::activation::{self, Inherited};
+use crate::close_reason::CloseReason;
 use crate::config::{Config, Listen, ListenerConfig};
 use crate::error::Error;
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::net::UnixPath;
-use crate::stream::ListenSocket;
+use crate::os::net::UnixPath;
+use crate::os::stream::ListenSocket;
 use crate::upstream::Upstreams;
-use crate::vocab::CloseReason;
 
 /// One worker's socket for a configured listener.
 pub struct Listener {
@@ -243,12 +243,12 @@ pub fn bind_one(
             )))
         }
         Listen::Tcp(_) => None,
-        Listen::Unix(path) => Some(crate::net::listen_unix(path, lc.socket_mode, owner).map_err(failed)?),
+        Listen::Unix(path) => Some(crate::os::net::listen_unix(path, lc.socket_mode, owner).map_err(failed)?),
     };
     let sockets = (0..workers)
         .map(|_| match (&lc.listen, &unix) {
             (Listen::Tcp(addr), _) => {
-                Ok(ListenSocket::Tcp(crate::net::listen(*addr, workers > 1).map_err(failed)?))
+                Ok(ListenSocket::Tcp(crate::os::net::listen(*addr, workers > 1).map_err(failed)?))
             }
             (Listen::Unix(_), Some((first, _))) => Ok(ListenSocket::Unix(mio::net::UnixListener::from_std(
                 first.as_fd().try_clone_to_owned().map_err(failed)?.into(),
@@ -279,7 +279,7 @@ pub fn adopt(
         .iter()
         .map(|fd| {
             fd.map(|fd| {
-                let fd = crate::sys::adopt(fd)?;
+                let fd = crate::os::sys::adopt(fd)?;
                 unix(&fd).map(|unix| ListenSocket::from_fd(fd, unix))
             })
             .transpose()

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::handover::state::{ControlClientState, ListenerState, State, UpstreamHealthState};
 use crate::listener;
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::net::UnixPath;
+use crate::os::net::UnixPath;
 use crate::upstream::{Health, Target, Upstreams};
 use crate::worker::{Frozen, Remote, Worker};
 
@@ -146,7 +146,7 @@ fn restore_health(upstreams: &Upstreams, carried: &[UpstreamHealthState], at: In
 /// Closes what the state retired (see [`State::retired`]), once the new loops run.
 pub fn close_retired(state_retired: &[std::os::fd::RawFd]) {
     for &fd in state_retired {
-        drop(crate::sys::adopt(fd));
+        drop(crate::os::sys::adopt(fd));
     }
 }
 

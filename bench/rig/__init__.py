@@ -20,7 +20,7 @@ What every such script does, written once:
     measure   CPU, resident memory and descriptors of a set of processes
     postgres  a throwaway PostgreSQL cluster (initdb in a temporary directory, fsync off)
     redis_server  a throwaway redis-server (no persistence)
-    loadgen   the repository's load tool (src/bin/loadgen), run and its result line parsed
+    loadgen   the repository's load tool (bench/loadgen), run and its result line parsed
     machine   what the machine is (cores, kernel, versions), for a published result
 
 Rules the library keeps, and its users must too: every wait has a deadline and every loop a

@@ -1,4 +1,4 @@
-"""The repository's load tool, src/bin/loadgen: its `key=value` result line, and its clients
+"""The repository's load tool, bench/loadgen: its `key=value` result line, and its clients
 started in the background (inside a namespace if asked)."""
 
 import os

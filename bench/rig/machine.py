@@ -51,7 +51,7 @@ def describe(repo, idlereaper_exe):
         debian = "?"
     pg = pg_bin()
     commit = _first_line(["git", "-C", repo, "rev-parse", "--short", "HEAD"])
-    dirty = _first_line(["git", "-C", repo, "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"])
+    dirty = _first_line(["git", "-C", repo, "status", "--porcelain", "--", "src", "bench/loadgen", "Cargo.toml", "Cargo.lock"])
     return [
         ("cores", str(os.cpu_count())),
         ("cpu", _cpuinfo("model name")),

@@ -22,8 +22,8 @@ use crate::handover::state::State;
 use crate::logging::{self, Destination};
 use crate::metrics::http::Endpoint;
 use crate::metrics::Metrics;
-use crate::net::UnixPath;
 use crate::notify::{self, Notifier};
+use crate::os::net::UnixPath;
 use crate::supervisor::{Runtime, Services, Supervisor, Upgraded};
 use crate::upgrade;
 

@@ -4,10 +4,18 @@
 use std::time::Duration;
 
 use super::address::{Listen, Upstream};
-use super::listener::Checked;
-use super::locate::Source;
+use super::locate::{Source, Span};
 use super::{Backoff, Balance, IdleClose, ListenerConfig, Protocol, Res};
 use crate::proxy_protocol::Version as ProxyVersion;
+
+/// A validated listener and where its values were, for the checks across listeners.
+pub(super) struct Checked {
+    pub(super) config: ListenerConfig,
+    pub(super) name_span: Span,
+    pub(super) listen_span: Span,
+    /// Of each `upstream` entry.
+    pub(super) upstream_spans: Vec<Span>,
+}
 
 /// Names and `listen` addresses are unique; the error points at the second occurrence.
 pub(super) fn unique(src: &Source, listeners: &[Checked]) -> Res<()> {

@@ -195,3 +195,7 @@ fn account(src: &Source, key: &str, value: &Option<Spanned<String>>) -> Res<Opti
     }
     Ok(Some(name.clone()))
 }
+
+#[cfg(test)]
+#[path = "daemon_tests.rs"]
+mod tests;

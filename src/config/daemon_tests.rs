@@ -1,8 +1,8 @@
 //! Tests of the `[daemon]` and `[metrics]` tables: values, errors, reading the file, and the
 //! worker count.
 
-use super::tests::*;
-use super::*;
+use crate::config::tests::*;
+use crate::config::*;
 
 #[test]
 fn daemon_values() {

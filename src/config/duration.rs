@@ -15,7 +15,10 @@ use toml::{Spanned, Value};
 
 use super::locate::Source;
 use super::value::{shown, wrong_type};
-use super::Res;
+use super::{Res, HOUR};
+
+/// The longest timeout any key takes: 30 days.
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * HOUR.as_secs());
 
 /// The units and their length in milliseconds; the spelled-out names also take a final `s`.
 const UNITS: [(&[&str], u128); 5] = [

@@ -19,7 +19,7 @@ pub struct TableKeys {
     pub keys: &'static [&'static str],
 }
 
-/// Every table of the file with its keys, in the order of [`FileConfig`]'s fields.
+/// Every table of the file with its keys, in the order of `FileConfig`'s fields.
 pub fn file_keys() -> Vec<TableKeys> {
     let keys_of = |table: &str| match table {
         "daemon" => fields_of::<FileDaemon>(),

@@ -1,4 +1,4 @@
-//! Step 3 of the config pipeline: errors that point into the file.
+//! Step 3 of the config pipeline: errors that point into the file ([`ConfigError`]).
 //!
 //! Errors carry byte spans: toml's own errors (syntax, types, unknown keys) and the
 //! [`toml::Spanned`] values that validation rejects. This module turns a span into a 1-based line

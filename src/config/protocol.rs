@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use toml::{Spanned, Value};
 
-use super::duration::{duration, duration_or_off, Range};
-use super::listener::MAX_TIMEOUT;
+use super::duration::{duration, duration_or_off, Range, MAX_TIMEOUT};
 use super::locate::Source;
 use super::value::word;
 use super::{IdleClose, Res};

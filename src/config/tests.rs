@@ -2,7 +2,7 @@
 //! (properties are in `property_tests.rs`). The listener keys that guard against abuse are tested in `listener/tests.rs`, and
 //! positions, syntax errors and reading the file in `locate.rs`, with the helpers from here.
 
-use super::listener::MAX_TIMEOUT;
+use super::duration::MAX_TIMEOUT;
 use super::*;
 
 pub(super) const SAMPLE: &str = include_str!("../../etc/idlereaper.toml");

@@ -4,7 +4,7 @@
 
 use super::Conn;
 use crate::observe::Farewell;
-use crate::vocab::Side;
+use crate::side::Side;
 
 impl Conn {
     /// Writes what a closing observed connection says last, each part only to a peer that is

@@ -7,9 +7,9 @@ use super::{Conn, State};
 use crate::buffer::Pool;
 use crate::handover::state::RelayState;
 use crate::observe::Observer;
-use crate::pipe::PipePool;
+use crate::os::pipe::PipePool;
 use crate::relay::{Half, Socket};
-use crate::vocab::Side;
+use crate::side::Side;
 
 impl Conn {
     /// Gives up the connection for a live upgrade: both sockets open, every byte it holds, and

@@ -12,8 +12,8 @@ use mio::net::UnixStream;
 
 use super::request::{self, Request};
 use crate::bounded::{self, Received, Sent};
+use crate::client_table::Timed;
 use crate::handover::state::ControlClientState;
-use crate::slots::Timed;
 
 /// Longest request line.
 pub const MAX_LINE: usize = 4096;
@@ -25,7 +25,7 @@ pub const END: &[u8] = b"\n";
 pub(super) struct Client {
     pub(super) stream: UnixStream,
     pub(super) deadline: Instant,
-    /// Told apart from a later client of the same slot.
+    /// Told apart from a later client at the same index.
     pub(super) serial: u64,
     pub(super) state: State,
 }
@@ -115,7 +115,7 @@ impl Client {
 
     /// A client an upgrade handed over, its deadline counted from `frozen` (the freeze instant).
     pub(super) fn thaw(state: &ControlClientState, frozen: Instant, serial: u64) -> io::Result<Client> {
-        let stream = UnixStream::from(crate::sys::adopt(state.fd)?);
+        let stream = UnixStream::from(crate::os::sys::adopt(state.fd)?);
         let bytes = state.bytes.clone();
         let state_now = match state.phase {
             0 => State::Reading(bytes),

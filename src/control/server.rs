@@ -32,7 +32,7 @@ use super::request::Request;
 use crate::bounded::{Accepted, BoundedServer, Owned};
 use crate::config::ControlConfig;
 use crate::handover::state::ControlClientState;
-use crate::net::UnixPath;
+use crate::os::net::UnixPath;
 
 /// Clients served at once.
 pub const MAX_CLIENTS: usize = 32;
@@ -41,16 +41,16 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// From the request to the end of the answer (a `show conns` of many connections is long).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A client, as the supervisor names it while answering: its slot, and which of the clients
-/// that slot has had.
+/// A client, as the supervisor names it while answering: its index in the client table, and
+/// which of the clients at that index it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientId {
-    slot: usize,
+    index: usize,
     serial: u64,
 }
 
 /// The control socket and its clients. It owns tokens `base..=base + MAX_CLIENTS` of the
-/// supervisor's poll: `base` for the listener, `base + 1 + i` for client slot `i`.
+/// supervisor's poll: `base` for the listener, `base + 1 + i` for the client at index `i`.
 pub struct Server {
     bounded: BoundedServer<UnixListener, Client>,
     /// The socket file, removed when the server is dropped (a stop).
@@ -61,7 +61,7 @@ pub struct Server {
 impl Server {
     /// Creates the socket file (replacing a stale one) with `config.mode`, owned by `owner`.
     pub fn bind(config: &ControlConfig, owner: Option<(u32, u32)>) -> io::Result<Server> {
-        let (listener, path) = crate::net::listen_unix(&config.socket, config.mode, owner)?;
+        let (listener, path) = crate::os::net::listen_unix(&config.socket, config.mode, owner)?;
         Ok(Server::on(listener, path))
     }
 
@@ -86,11 +86,11 @@ impl Server {
         clients: &[ControlClientState],
         frozen: Instant,
     ) -> io::Result<Server> {
-        let listener = UnixListener::from(crate::sys::adopt(fd)?);
+        let listener = UnixListener::from(crate::os::sys::adopt(fd)?);
         let mut server = Server::on(listener, path);
-        for (slot, state) in clients.iter().enumerate().take(MAX_CLIENTS) {
+        for (index, state) in clients.iter().enumerate().take(MAX_CLIENTS) {
             match Client::thaw(state, frozen, server.serial()) {
-                Ok(client) => server.bounded.clients_mut().put(slot, client),
+                Ok(client) => server.bounded.clients_mut().put(index, client),
                 Err(e) => debug!("control: a client handed over is lost: {e}"),
             }
         }
@@ -139,7 +139,7 @@ impl Server {
                 self.accept(Instant::now());
                 None
             }
-            Owned::Client(slot) => self.drive(slot),
+            Owned::Client(index) => self.drive(index),
         }
     }
 
@@ -147,23 +147,23 @@ impl Server {
     /// every request that has arrived. Returns the complete ones, to be answered.
     pub fn take_in(&mut self) -> Vec<(ClientId, Result<Request, String>)> {
         self.accept(Instant::now());
-        (0..MAX_CLIENTS).filter_map(|slot| self.drive(slot)).collect()
+        (0..MAX_CLIENTS).filter_map(|index| self.drive(index)).collect()
     }
 
-    fn drive(&mut self, slot: usize) -> Option<(ClientId, Result<Request, String>)> {
-        let client = self.bounded.clients_mut().get_mut(slot)?;
+    fn drive(&mut self, index: usize) -> Option<(ClientId, Result<Request, String>)> {
+        let client = self.bounded.clients_mut().get_mut(index)?;
         match client.drive(ANSWER_TIMEOUT) {
             Step::Wait => None,
             Step::Close => {
-                self.bounded.clients_mut().take(slot);
+                self.bounded.clients_mut().take(index);
                 None
             }
-            Step::Asked(request) => Some((ClientId { slot, serial: client.serial }, request)),
+            Step::Asked(request) => Some((ClientId { index, serial: client.serial }, request)),
         }
     }
 
     fn client(&mut self, id: ClientId) -> Option<&mut Client> {
-        self.bounded.clients_mut().get_mut(id.slot).filter(|c| c.serial == id.serial)
+        self.bounded.clients_mut().get_mut(id.index).filter(|c| c.serial == id.serial)
     }
 
     /// Sends `answer`, whole, to the client (then closes it).
@@ -177,7 +177,7 @@ impl Server {
         if !self.client(id).is_some_and(|client| client.push(bytes, end)) {
             return false;
         }
-        self.drive(id.slot); // answering: it writes, and asks nothing
+        self.drive(id.index); // answering: it writes, and asks nothing
         self.client(id).is_some()
     }
 
@@ -192,7 +192,7 @@ impl Server {
     /// Closes the client before the end of its answer: it sees the answer cut short.
     pub fn abort(&mut self, id: ClientId) {
         if self.client(id).is_some() {
-            self.bounded.clients_mut().take(id.slot);
+            self.bounded.clients_mut().take(id.index);
         }
     }
 
@@ -211,13 +211,13 @@ impl Server {
 
     /// Answers every client waiting for an upgrade with `answer`.
     pub fn tell_upgrade(&mut self, answer: &str) {
-        for slot in 0..MAX_CLIENTS {
+        for index in 0..MAX_CLIENTS {
             let clients = self.bounded.clients_mut();
-            if let Some(client) = clients.get_mut(slot).filter(|c| matches!(c.state, State::Upgrading)) {
+            if let Some(client) = clients.get_mut(index).filter(|c| matches!(c.state, State::Upgrading)) {
                 client.state = State::Answering { out: Vec::new(), sent: 0, complete: false };
                 client.deadline = Instant::now() + ANSWER_TIMEOUT;
                 client.push(answer.as_bytes(), true);
-                self.drive(slot);
+                self.drive(index);
             }
         }
     }

@@ -48,7 +48,7 @@ pub fn preflight(exe: &Path, config_args: &[&OsStr], sample: &State) -> Result<(
         ));
     }
     let memfd = write(sample)
-        .and_then(|memfd| crate::sys::inherit(memfd.as_raw_fd()).map(|()| memfd))
+        .and_then(|memfd| crate::os::sys::inherit(memfd.as_raw_fd()).map(|()| memfd))
         .map_err(|e| format!("cannot write a sample state: {e}"))?;
     let fd = memfd.as_raw_fd().to_string();
     run(exe, &[OsStr::new(CHECK_ARG), OsStr::new(&fd)])
@@ -116,7 +116,7 @@ pub fn write_into(memfd: &OwnedFd, state: &State) -> io::Result<()> {
 /// file's offset is shared with every process that holds it (a new image that read it before a
 /// guardian does).
 pub fn read(fd: RawFd) -> io::Result<State> {
-    let mut file = std::fs::File::from(crate::sys::adopt(fd)?);
+    let mut file = std::fs::File::from(crate::os::sys::adopt(fd)?);
     file.rewind()?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
@@ -125,8 +125,8 @@ pub fn read(fd: RawFd) -> io::Result<State> {
 
 /// Keeps every descriptor the state names, and the state's own, across `execve`.
 pub fn inherit(state: &State, memfd: &OwnedFd) -> io::Result<()> {
-    crate::sys::inherit(memfd.as_raw_fd())?;
-    state.descriptors().into_iter().try_for_each(crate::sys::inherit)
+    crate::os::sys::inherit(memfd.as_raw_fd())?;
+    state.descriptors().into_iter().try_for_each(crate::os::sys::inherit)
 }
 
 /// Replaces this process's image with the file `exe`, handing it the state in `memfd`.

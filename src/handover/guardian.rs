@@ -39,7 +39,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::exec::HANDOVER_ARG;
-use crate::sys;
+use crate::os::sys;
 
 /// The command-line option that makes the old binary a guardian: `--handover-guard FD PID PIDFD`
 /// (the pipe's read end, the new image's pid and a process descriptor of it, or -1), with
@@ -356,4 +356,5 @@ fn end(image: u32, pidfd: Option<&OwnedFd>, grace: Duration) {
 }
 
 #[cfg(test)]
+#[path = "guardian_tests.rs"]
 mod tests;

@@ -196,7 +196,7 @@ fn slow_and_silent_clients_are_closed_at_their_deadline() {
 fn clients_beyond_the_limit_are_closed_at_once() {
     let server = start(Duration::from_secs(30));
     let held: Vec<TcpStream> = (0..MAX_CLIENTS).map(|_| connect(server.addr)).collect();
-    // Accepted after the ones before it in the backlog, when every slot is taken.
+    // Accepted after the ones before it in the backlog, when the client table is full.
     let mut extra = connect(server.addr);
     let mut buf = [0u8; 16];
     match extra.read(&mut buf) {
@@ -205,7 +205,7 @@ fn clients_beyond_the_limit_are_closed_at_once() {
         other => panic!("expected the extra client to be closed, got {other:?}"),
     }
     drop(held);
-    // The slots free up as the server sees the held clients go.
+    // Places in the table free up as the server sees the held clients go.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(answer) = exchange(server.addr, b"GET /metrics HTTP/1.1\r\n\r\n") {
@@ -214,7 +214,7 @@ fn clients_beyond_the_limit_are_closed_at_once() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "no slot freed up");
+        assert!(Instant::now() < deadline, "no place freed up");
         std::thread::yield_now();
     }
 }

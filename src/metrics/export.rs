@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use super::{reason_slot, ListenerMetrics, Metrics, CLOSES, REASONS_BEFORE_PROTOCOLS, SHOWN};
+use super::{reason_index, ListenerMetrics, Metrics, CLOSES, REASONS_BEFORE_PROTOCOLS, SHOWN};
 use crate::handover::state::Counters;
-use crate::report::ListenerRow;
+use crate::rows::ListenerRow;
 
 impl ListenerMetrics {
     /// What `idlereaperctl show listeners` shows of these counters.
@@ -15,7 +15,7 @@ impl ListenerMetrics {
         row.accepted = self.accepted.load(Relaxed);
         row.closed = SHOWN[..CLOSES]
             .iter()
-            .map(|reason| (reason.as_str().to_owned(), self.closed[reason_slot(*reason)].load(Relaxed)))
+            .map(|reason| (reason.as_str().to_owned(), self.closed[reason_index(*reason)].load(Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect();
         row.refused = self.refused.iter().map(|n| n.load(Relaxed)).sum();

@@ -5,13 +5,14 @@ use std::fmt::{self, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::render::FAMILIES;
 use super::ListenerMetrics;
 
-/// The text being written, and the name of the family whose samples are being written.
+/// The text being written, the name of the family whose samples are being written, and every
+/// family the text may have (the list the docs are checked against; held to it in debug builds).
 pub(super) struct Exposition {
     pub(super) text: String,
     pub(super) family: &'static str,
+    pub(super) families: &'static [&'static str],
 }
 
 impl Exposition {
@@ -19,8 +20,8 @@ impl Exposition {
     pub(super) fn family(&mut self, name: &'static str, kind: &str, help: &str) {
         debug_assert!(!help.contains(['\\', '\n']), "{name}: HELP text needs escaping");
         debug_assert!(
-            FAMILIES.contains(&name),
-            "{name} is not in render::FAMILIES, which the docs are checked against"
+            self.families.contains(&name),
+            "{name} is not in the list of families, which the docs are checked against"
         );
         let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
         self.family = name;

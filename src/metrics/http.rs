@@ -29,7 +29,7 @@ use super::health::{Check, Vitals};
 use super::request::{metrics_response, parse, probe_response, status_response, Page, Request, Status};
 use super::Metrics;
 use crate::bounded::{self, Accepted, BoundedServer, Owned, Received, Sent};
-use crate::slots::Timed;
+use crate::client_table::Timed;
 
 /// Longest request head (request line and headers, with the blank line that ends them).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -42,7 +42,7 @@ pub const MAX_LINGER: usize = 64 * 1024;
 
 /// The `GET /metrics` endpoint: a mio listener and its few client connections, driven by the
 /// supervisor's poll. It owns tokens `base..=base + MAX_CLIENTS` of that poll: `base` for the
-/// listener, `base + 1 + i` for client slot `i`.
+/// listener, `base + 1 + i` for the client at index `i`.
 pub struct Endpoint {
     bounded: BoundedServer<TcpListener, Client>,
     timeout: Duration,
@@ -58,7 +58,7 @@ impl Endpoint {
 
     /// As [`Endpoint::bind`], giving each client `timeout` from accept to the end of its answer.
     pub fn with_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<Endpoint> {
-        Ok(Endpoint::on(crate::net::listen(addr, false)?, timeout))
+        Ok(Endpoint::on(crate::os::net::listen(addr, false)?, timeout))
     }
 
     fn on(listener: TcpListener, timeout: Duration) -> Endpoint {
@@ -81,7 +81,7 @@ impl Endpoint {
 
     /// The endpoint whose listening socket a live upgrade handed over.
     pub fn adopt(fd: std::os::fd::RawFd) -> io::Result<Endpoint> {
-        Ok(Endpoint::on(TcpListener::from(crate::sys::adopt(fd)?), CLIENT_TIMEOUT))
+        Ok(Endpoint::on(TcpListener::from(crate::os::sys::adopt(fd)?), CLIENT_TIMEOUT))
     }
 
     /// Registers the listener as `base`; clients will get the `MAX_CLIENTS` tokens after it.
@@ -99,11 +99,11 @@ impl Endpoint {
         match self.bounded.owned(event.token()) {
             None => {}
             Some(Owned::Listener) => self.accept(Instant::now()),
-            Some(Owned::Client(slot)) => {
+            Some(Owned::Client(index)) => {
                 let clients = self.bounded.clients_mut();
-                if let Some(client) = clients.get_mut(slot) {
+                if let Some(client) = clients.get_mut(index) {
                     if client.drive(metrics, vitals, Instant::now()) == Step::Close {
-                        clients.take(slot);
+                        clients.take(index);
                     } else if let Some(at) = client.recheck() {
                         self.recheck = Some(self.recheck.map_or(at, |r| r.min(at)));
                     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::exposition::{Exposition, Seconds};
 use super::process::Process;
-use super::{reason_slot, ListenerMetrics, Metrics, CLOSES, LIFETIME_BUCKETS, SHOWN};
+use super::{reason_index, ListenerMetrics, Metrics, CLOSES, LIFETIME_BUCKETS, SHOWN};
 use crate::observe::Cause;
 
 /// Every family a scrape can show, in the order it shows them. With at least one listener and
@@ -46,7 +46,11 @@ impl Metrics {
 
     pub(super) fn render_with(&self, process: Process) -> String {
         let listeners = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut out = Exposition { text: String::with_capacity(2048 + 4096 * listeners.len()), family: "" };
+        let mut out = Exposition {
+            text: String::with_capacity(2048 + 4096 * listeners.len()),
+            family: "",
+            families: &FAMILIES,
+        };
         let ls = &listeners[..];
         out.per_listener(
             ls,
@@ -155,7 +159,7 @@ impl ListenerMetrics {
     /// One sample per reason of `SHOWN[expected]`, and one for any other reason counted here.
     fn reasons(&self, out: &mut Exposition, counts: &[AtomicU64], expected: std::ops::Range<usize>) {
         for (shown, reason) in SHOWN.iter().enumerate() {
-            let n = counts[reason_slot(*reason)].load(Relaxed);
+            let n = counts[reason_index(*reason)].load(Relaxed);
             if expected.contains(&shown) || n > 0 {
                 out.sample("", &[self.label(), ("reason", reason.as_str())], n);
             }

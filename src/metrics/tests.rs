@@ -9,9 +9,9 @@ use super::render::FAMILIES;
 use super::*;
 
 #[test]
-fn reason_slots_match_the_list() {
-    for (slot, reason) in REASONS.iter().enumerate() {
-        assert_eq!(reason_slot(*reason), slot, "{reason}");
+fn reason_indices_match_the_list() {
+    for (index, reason) in REASONS.iter().enumerate() {
+        assert_eq!(reason_index(*reason), index, "{reason}");
     }
     let refusal = |r: &CloseReason| {
         matches!(
@@ -23,7 +23,7 @@ fn reason_slots_match_the_list() {
         )
     };
     assert!(SHOWN[CLOSES..].iter().all(refusal) && !SHOWN[..CLOSES].iter().any(refusal));
-    let mut shown = SHOWN.map(reason_slot);
+    let mut shown = SHOWN.map(reason_index);
     shown.sort_unstable();
     assert_eq!(shown.to_vec(), (0..REASONS.len()).collect::<Vec<_>>(), "every reason shown once");
 }
@@ -281,7 +281,7 @@ fn counters_carried_by_an_upgrade_keep_their_places_across_versions() {
     let from_older = ListenerMetrics::new("pg");
     from_older.restore(&carried[..before]);
     let shown = |m: &ListenerMetrics| {
-        let mut row = crate::report::ListenerRow {
+        let mut row = crate::rows::ListenerRow {
             name: String::new(),
             listen: String::new(),
             upstream: String::new(),

@@ -13,8 +13,8 @@
 //!
 //! A leaf: it imports nothing of the crate. [`postgres`] and [`redis`] are the two protocols'
 //! sessions; [`pg_frame`] reads PostgreSQL's framing and [`pg_messages`] writes what the daemon
-//! says in it; [`resp_commands`] and [`resp_replies`] read RESP's each way; [`matcher`]
-//! recognises a few words as their bytes go by.
+//! says in it; [`resp_commands`] and [`resp_replies`] read RESP's each way, over the number
+//! lines of [`resp_numbers`]; [`matcher`] recognises a few words as their bytes go by.
 
 mod matcher;
 mod pg_frame;
@@ -22,6 +22,7 @@ mod pg_messages;
 pub mod postgres;
 pub mod redis;
 mod resp_commands;
+mod resp_numbers;
 mod resp_replies;
 #[cfg(test)]
 mod test_support;

@@ -381,7 +381,7 @@ impl Session {
 }
 
 #[cfg(test)]
-#[path = "postgres_model.rs"]
+#[path = "postgres_model_tests.rs"]
 mod model;
 #[cfg(test)]
 #[path = "postgres_tests.rs"]

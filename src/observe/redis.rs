@@ -367,7 +367,7 @@ impl Session {
 }
 
 #[cfg(test)]
-#[path = "redis_model.rs"]
+#[path = "redis_model_tests.rs"]
 mod model;
 #[cfg(test)]
 #[path = "redis_tests.rs"]

@@ -8,6 +8,7 @@
 //! inline line over 64 KiB) is an error: the caller stops following the connection.
 
 use super::matcher::Matcher;
+use super::resp_numbers::{number, quick_line, NEG};
 
 /// Commands whose name matters, in upper case (compared regardless of case).
 const NAMES: &[&[u8]] = &[
@@ -68,11 +69,8 @@ const LENGTH: u8 = 3;
 const BULK: u8 = 4;
 const INLINE: u8 = 5;
 
-// `Commands::bits` while a number is read (see [`number`]) ...
-pub(super) const NEG: u8 = 1;
-pub(super) const DIGIT: u8 = 2;
-pub(super) const CR: u8 = 4;
-// ... and while an inline line is split into words.
+// `Commands::bits` while a number is read: those of [`number`] (`NEG`, `DIGIT`, `CR`); and
+// while an inline line is split into words:
 const IN_WORD: u8 = 1;
 const DOUBLE: u8 = 2;
 const SINGLE: u8 = 4;
@@ -92,39 +90,6 @@ pub(super) struct Commands {
     bits: u8,
     /// Arguments begun so far (saturating).
     arg: u16,
-}
-
-/// Reads a number line (`-`? digits, CR, LF) into `n` and `bits`. Returns how many bytes it
-/// took and whether the line ended; an error for anything else, or a number beyond `u32`.
-pub(super) fn number(n: &mut u32, bits: &mut u8, bytes: &[u8]) -> Result<(usize, bool), ()> {
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'\n' if *bits & CR != 0 && *bits & DIGIT != 0 => return Ok((i + 1, true)),
-            _ if *bits & CR != 0 => return Err(()),
-            b'\r' => *bits |= CR,
-            b'-' if *bits & (NEG | DIGIT) == 0 => *bits |= NEG,
-            b'0'..=b'9' => {
-                *n = n.checked_mul(10).and_then(|n| n.checked_add(u32::from(b - b'0'))).ok_or(())?;
-                *bits |= DIGIT;
-            }
-            _ => return Err(()),
-        }
-    }
-    Ok((bytes.len(), false))
-}
-
-/// A whole number line at hand (digits, CR, LF; no sign): its value and length; `None` when
-/// the line is not all there or not that simple (the stages then read it).
-pub(super) fn quick_line(bytes: &[u8]) -> Option<(u32, usize)> {
-    let len = bytes.iter().take(11).position(|b| !b.is_ascii_digit())?;
-    if len == 0 || bytes.get(len..len + 2) != Some(b"\r\n") {
-        return None;
-    }
-    let mut value: u32 = 0;
-    for &d in &bytes[..len] {
-        value = value.checked_mul(10)?.checked_add(u32::from(d - b'0'))?;
-    }
-    Some((value, len + 2))
 }
 
 fn is_space(b: u8) -> bool {

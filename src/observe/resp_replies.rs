@@ -10,7 +10,7 @@
 //! string reply is `RESET`.
 
 use super::matcher::Matcher;
-use super::resp_commands::{number, quick_line, NEG};
+use super::resp_numbers::{number, quick_line, NEG};
 
 /// The first element of a pub/sub message, as Redis writes it: confirmations (the first six;
 /// the third and sixth are a shard channel's), then messages.
@@ -48,7 +48,7 @@ const LINE: u8 = 1;
 const NUMBER: u8 = 2;
 const BULK: u8 = 3;
 
-// `Replies::bits`, beside the number bits (`NEG`, and `DIGIT`, `CR` in `number`).
+// `Replies::bits`, beside the number bits (`NEG`, `DIGIT`, `CR` of `resp_numbers`).
 const NESTED: u8 = 8;
 const THIRD_INT: u8 = 16;
 const RESET_SEEN: u8 = 64;

@@ -6,8 +6,8 @@ use std::io::{self, Read, Write};
 
 use super::{Half, Io, Way};
 use crate::buffer::Buf;
-use crate::stream::Stream;
-use crate::vocab::Side;
+use crate::os::stream::Stream;
+use crate::side::Side;
 
 /// Which end of a copy failed.
 pub(super) enum Fault {

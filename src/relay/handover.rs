@@ -6,9 +6,9 @@ use std::io;
 use super::{Half, Socket};
 use crate::buffer::Pool;
 use crate::handover::state::{HalfState, SocketState};
-use crate::pipe::PipePool;
-use crate::stream::Stream;
-use crate::sys;
+use crate::os::pipe::PipePool;
+use crate::os::stream::Stream;
+use crate::os::sys;
 
 impl Socket {
     /// Gives up the socket for a live upgrade: its number and the readiness believed.

@@ -9,7 +9,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{recv, send, MsgFlags};
 
 use super::Socket;
-use crate::sys;
+use crate::os::sys;
 
 /// Where a socket that reported urgent data stands, before a read.
 pub(super) enum Mark {

@@ -16,7 +16,7 @@ use super::{broadcast, Supervisor};
 use crate::control::request::{Request, HELP};
 use crate::control::ClientId;
 use crate::logging::LogHandle;
-use crate::report::{self, ListenerRow};
+use crate::rows::{self, ListenerRow};
 use crate::worker::{Command, Remote};
 
 /// How long the workers get to answer a question (`kill`: within one loop turn; the rest of a
@@ -85,7 +85,7 @@ impl Supervisor {
                 if as_json {
                     serde_json::to_string(&rows).unwrap_or_else(|e| format!("error: {e}")) + "\n"
                 } else {
-                    report::listeners_table(&rows)
+                    rows::listeners_table(&rows)
                 }
             }
             Ok(Request::ShowInfo { json }) => self.info(json),

@@ -1,5 +1,5 @@
 //! `show conns`, answered while the workers build it: each worker sends its rows in order
-//! (`report::reap_order`: soonest to be reaped first, those no deadline runs for last, then by
+//! (`rows::reap_order`: soonest to be reaped first, those no deadline runs for last, then by
 //! id), in batches of a loop turn ([`Rows`]), the next one when the supervisor asks for it; the
 //! supervisor merges the workers' rows in that order and writes each part of the answer as soon
 //! as it is placed. A row is placed once every worker still building has sent one at least as
@@ -20,7 +20,7 @@ use std::time::Instant;
 use mio::Waker;
 
 use crate::control::{ClientId, Server};
-use crate::report::{reap_order, ConnRow, ConnsTable, JsonArray};
+use crate::rows::{reap_order, ConnRow, ConnsTable, JsonArray};
 use crate::worker::{Command, Query, Remote, Rows};
 
 /// Rows a table's columns are fitted to: the first part of a table waits for them (or for the

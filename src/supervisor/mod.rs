@@ -102,7 +102,7 @@ pub struct Supervisor {
     config: Config,
     runtime: Runtime,
     /// The workers' listener index of each listener of `config`.
-    slots: Vec<usize>,
+    listener_indices: Vec<usize>,
     /// Where each listener of the workers' table is configured (by index).
     sources: Vec<Source>,
     /// The index the next added listener gets (indices only grow).
@@ -142,11 +142,11 @@ impl Supervisor {
         services: Services,
         upstreams: Vec<Option<Arc<Upstreams>>>,
     ) -> io::Result<Supervisor> {
-        let slots: Vec<usize> = (0..config.listeners.len()).collect();
+        let indices: Vec<usize> = (0..config.listeners.len()).collect();
         let sources =
-            slots.iter().map(|&position| Source { text: Arc::clone(&config.text), position }).collect();
+            indices.iter().map(|&position| Source { text: Arc::clone(&config.text), position }).collect();
         let thawed =
-            Thawed { config, sources, in_force: slots, workers, upstreams, connections: 0, listeners: 0 };
+            Thawed { config, sources, in_force: indices, workers, upstreams, connections: 0, listeners: 0 };
         Supervisor::with(thawed, runtime, metrics, services, None)
     }
 
@@ -193,7 +193,7 @@ impl Supervisor {
             workers,
             config,
             runtime,
-            slots: in_force,
+            listener_indices: in_force,
             sources,
             next_index,
             stopping: false,

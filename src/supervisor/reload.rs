@@ -88,7 +88,7 @@ impl Supervisor {
             format!("listeners={} kept={kept} added={added} removed={removed}", new.listeners.len());
         let changes = self.config.changes(&new, restart);
         self.config = new;
-        self.slots = table.slots;
+        self.listener_indices = table.listener_indices;
         self.sources = table.sources;
         self.next_index = table.next_index;
         Ok(Reloaded { summary, changes })
@@ -99,7 +99,7 @@ impl Supervisor {
     fn new_table(&self, new: &Config, workers: usize) -> Result<Table, String> {
         let mut table = Table {
             parts: (0..workers).map(|_| Vec::new()).collect(),
-            slots: Vec::new(),
+            listener_indices: Vec::new(),
             next_index: self.next_index,
             kept: 0,
             counters: Vec::new(),
@@ -117,7 +117,7 @@ impl Supervisor {
                 Some(j) => {
                     // A kept listener keeps its counters (under its first name, should it be renamed).
                     let counters = self.metrics.listener(&self.config.listeners[j].name);
-                    table.keep(lc, resolved, self.slots[j], source, counters);
+                    table.keep(lc, resolved, self.listener_indices[j], source, counters);
                 }
                 None => table.add(lc, resolved, source).map_err(|e| bind_failed(new, i, e))?,
             }
@@ -149,7 +149,7 @@ struct Table {
     /// Each worker's part.
     parts: Vec<Vec<ListenerChange>>,
     /// The workers' listener index of each listener.
-    slots: Vec<usize>,
+    listener_indices: Vec<usize>,
     next_index: usize,
     kept: usize,
     counters: Vec<Arc<ListenerMetrics>>,
@@ -172,7 +172,7 @@ impl Table {
             let (config, upstreams) = (lc.clone(), upstreams.clone());
             part.push(ListenerChange::Keep { index, config, upstreams });
         }
-        self.slots.push(index);
+        self.listener_indices.push(index);
         self.sources[index] = source;
         self.kept += 1;
     }
@@ -191,7 +191,7 @@ impl Table {
         for (part, listener) in self.parts.iter_mut().zip(sockets) {
             part.push(ListenerChange::Add(listener));
         }
-        self.slots.push(self.next_index);
+        self.listener_indices.push(self.next_index);
         self.sources.push(source);
         self.next_index += 1;
         Ok(())

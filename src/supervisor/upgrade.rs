@@ -33,7 +33,7 @@ use crate::worker::{Command, Frozen, Remote};
 /// as the one that asked for the upgrade, and closes it.
 fn tell(fd: Option<RawFd>, line: &str) {
     if let Some(fd) = fd {
-        if let Ok(fd) = crate::sys::adopt(fd) {
+        if let Ok(fd) = crate::os::sys::adopt(fd) {
             let mut client = std::os::unix::net::UnixStream::from(fd);
             let mut answer = format!("{line}\n").into_bytes();
             answer.extend_from_slice(control::server::END);
@@ -126,12 +126,12 @@ impl Supervisor {
         let failure = self.hand_over(&mut state, &exe, &started_as);
         // Still here: the exec failed. The old code carries on from the state.
         for fd in [Some(state.pidfile_fd), state.log_fd].into_iter().flatten() {
-            let _ = crate::sys::close_on_exec(fd);
+            let _ = crate::os::sys::close_on_exec(fd);
         }
         let thawed = upgrade::thaw(&state, &self.metrics, &mut Vec::new())
             .map_err(|e| io::Error::other(e.to_string()))?;
         let (config, sources, upstreams) = (thawed.config, thawed.sources, thawed.upstreams);
-        (self.config, self.sources, self.slots) = (config, sources, thawed.in_force);
+        (self.config, self.sources, self.listener_indices) = (config, sources, thawed.in_force);
         self.watched.set(watch_list(&self.config, &upstreams));
         self.upstreams = upstreams;
         *turn.threads = Threads::spawn(thawed.workers, &self.done, turn.finished_tx)?;
@@ -240,7 +240,7 @@ impl Supervisor {
             reply_fd: None,
             control_clients,
             sources: &self.sources,
-            in_force: &self.slots,
+            in_force: &self.listener_indices,
             upstreams: &self.upstreams,
             metrics: &self.metrics,
             started_as: self.runtime.started_as.as_deref(),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::Target;
 use crate::config::Backoff;
-use crate::report::UpstreamRow;
+use crate::rows::UpstreamRow;
 
 /// Where an address stands for a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

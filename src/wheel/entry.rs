@@ -1,11 +1,11 @@
 //! What the wheel files: an entry (deadline, value, and the list it is filed in), the place
-//! naming that list, and the slot arithmetic that says where a deadline is filed and when a
+//! naming that list, and the bucket arithmetic that says where a deadline is filed and when a
 //! place comes up.
 
 use std::fmt;
 use std::num::NonZeroU16;
 
-use super::level::{slot_time, LEVEL_BITS, LEVEL_MULT, SLOT_MASK};
+use super::level::{bucket_time, BUCKET_MASK, LEVEL_BITS, LEVEL_MULT};
 use super::{NUM_LEVELS, PENDING_LIST};
 
 /// Which list an entry is filed in: its number in `Wheel::lists`, plus one
@@ -17,9 +17,9 @@ impl Place {
     /// Due at the next poll.
     pub(super) const PENDING: Place = Place(NonZeroU16::MIN.saturating_add(PENDING_LIST as u16));
 
-    pub(super) fn slot(level: usize, slot: usize) -> Place {
-        debug_assert!(level < NUM_LEVELS && slot < LEVEL_MULT, "level={level}; slot={slot}");
-        Place(NonZeroU16::MIN.saturating_add((level * LEVEL_MULT + slot) as u16))
+    pub(super) fn bucket(level: usize, bucket: usize) -> Place {
+        debug_assert!(level < NUM_LEVELS && bucket < LEVEL_MULT, "level={level}; bucket={bucket}");
+        Place(NonZeroU16::MIN.saturating_add((level * LEVEL_MULT + bucket) as u16))
     }
 
     /// The list's number in `Wheel::lists`.
@@ -27,8 +27,8 @@ impl Place {
         usize::from(self.0.get() - 1)
     }
 
-    /// `(level, slot)`, or `None` for the pending list.
-    pub(super) fn level_slot(self) -> Option<(usize, usize)> {
+    /// `(level, bucket)`, or `None` for the pending list.
+    pub(super) fn level_bucket(self) -> Option<(usize, usize)> {
         let list = self.list();
         (list < PENDING_LIST).then_some((list / LEVEL_MULT, list % LEVEL_MULT))
     }
@@ -36,15 +36,15 @@ impl Place {
 
 impl fmt::Debug for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.level_slot() {
-            Some((level, slot)) => write!(f, "Slot({level}, {slot})"),
+        match self.level_bucket() {
+            Some((level, bucket)) => write!(f, "Bucket({level}, {bucket})"),
             None => f.write_str("Pending"),
         }
     }
 }
 
 /// One timer: 16 bytes for `T = u32`, and the slab keeps its position in its
-/// list beside it (`lists[place].items()[pos] == idx`): 20 bytes a slot (see
+/// list beside it (`lists[place].items()[pos] == idx`): 20 bytes a cell (see
 /// the `entry_size` test).
 pub(super) struct Entry<T> {
     /// The true deadline; the entry may be filed earlier (lazy postpone, clamping).
@@ -71,19 +71,19 @@ impl Tick {
 /// The level at which a deadline `when` is filed, seen from `elapsed`: that of
 /// the highest base-64 digit in which the two differ. The lowest digit always
 /// counts as differing (so the current 64 ticks are level 0), and anything
-/// above the top level's digits goes to the top level, whose slots then hold
+/// above the top level's digits goes to the top level, whose buckets then hold
 /// the next rotation (`when - elapsed` is at most `MAX_DURATION`).
 pub(super) fn level_for(elapsed: u64, when: u64) -> usize {
-    let masked = (elapsed ^ when) | SLOT_MASK;
+    let masked = (elapsed ^ when) | BUCKET_MASK;
     let significant = (63 - masked.leading_zeros() as usize).min(LEVEL_BITS as usize * NUM_LEVELS - 1);
     significant / LEVEL_BITS as usize
 }
 
 /// When an entry filed at `place` is processed next, seen from `elapsed`:
-/// its slot's time, or at once (any tick) for the pending list.
+/// its bucket's time, or at once (any tick) for the pending list.
 pub(super) fn comes_up_at(elapsed: u64, place: Place) -> u64 {
-    match place.level_slot() {
+    match place.level_bucket() {
         None => 0,
-        Some((level, slot)) => slot_time(elapsed, level, slot),
+        Some((level, bucket)) => bucket_time(elapsed, level, bucket),
     }
 }

@@ -1,10 +1,10 @@
 //! Test-only views of a wheel's inner state, and the check that its invariants hold (walks
-//! every list: O(len + dead elements)); and unit tests of the slot arithmetic.
+//! every list: O(len + dead elements)); and unit tests of the bucket arithmetic.
 
 use std::num::NonZeroU16;
 
 use super::entry::{comes_up_at, Place};
-use super::level::{slot_time, List, TOMBSTONE};
+use super::level::{bucket_time, List, TOMBSTONE};
 use super::Wheel;
 
 impl<T> Wheel<T> {
@@ -13,9 +13,9 @@ impl<T> Wheel<T> {
         self.lists.iter().enumerate().map(|(i, list)| (Place(NonZeroU16::MIN.saturating_add(i as u16)), list))
     }
 
-    /// The list of `slot` of `level`.
-    pub(super) fn slot_list(&self, level: usize, slot: usize) -> &List {
-        &self.lists[Place::slot(level, slot).list()]
+    /// The list of `bucket` of `level`.
+    pub(super) fn bucket_list(&self, level: usize, bucket: usize) -> &List {
+        &self.lists[Place::bucket(level, bucket).list()]
     }
 
     /// Elements held in lists, live and dead, and allocated for them.
@@ -28,8 +28,8 @@ impl<T> Wheel<T> {
     pub(super) fn check_invariants(&self) {
         let (mut seen, mut current) = (0, 0);
         for (place, list) in self.all_lists() {
-            if let (Some((level, slot)), false) = (place.level_slot(), list.is_empty()) {
-                let t = slot_time(self.elapsed, level, slot);
+            if let (Some((level, bucket)), false) = (place.level_bucket(), list.is_empty()) {
+                let t = bucket_time(self.elapsed, level, bucket);
                 assert!(t >= self.elapsed, "{place:?} at {t} before elapsed {}", self.elapsed);
                 current += usize::from(t == self.elapsed);
             }
@@ -54,10 +54,11 @@ impl<T> Wheel<T> {
             seen += live;
         }
         for (l, level) in self.levels.iter().enumerate() {
-            let filled = (0..64).filter(|&s| !self.slot_list(l, s).is_empty()).fold(0u64, |m, s| m | 1 << s);
+            let filled =
+                (0..64).filter(|&s| !self.bucket_list(l, s).is_empty()).fold(0u64, |m, s| m | 1 << s);
             assert_eq!(filled, level.occupied(), "level {l}");
         }
-        assert!(current <= 1, "{current} slots come up at elapsed {}", self.elapsed);
+        assert!(current <= 1, "{current} buckets come up at elapsed {}", self.elapsed);
         // Every entry is in exactly one element: its own `(place, pos)`.
         assert_eq!(seen, self.entries.len());
     }
@@ -91,11 +92,11 @@ mod arithmetic_tests {
     #[test]
     fn entry_size() {
         // Entry<u32> is 16 bytes (deadline 8 as two halves, value 4, place 2,
-        // 2 padding); the slab's slot adds the position, 4, and `Vacant` fits
+        // 2 padding); the slab's cell adds the position, 4, and `Vacant` fits
         // beside the zero niche of `Place`. For a `usize` value, 8-aligned: 24
         // and 32.
         assert_eq!(std::mem::size_of::<Entry<u32>>(), 16);
-        assert_eq!(slab::slot_size::<Entry<u32>>(), 20);
-        assert_eq!(slab::slot_size::<Entry<usize>>(), 32);
+        assert_eq!(slab::cell_size::<Entry<u32>>(), 20);
+        assert_eq!(slab::cell_size::<Entry<usize>>(), 32);
     }
 }

@@ -1,24 +1,24 @@
-//! One level of the timing wheel: the `u64` bitmap of its 64 slots that hold
-//! entries, and the slot arithmetic as small free functions. Also [`List`],
-//! the array of entries (slab indices) of one slot, or of the pending list;
+//! One level of the timing wheel: the `u64` bitmap of its 64 buckets that hold
+//! entries, and the bucket arithmetic as small free functions. Also [`List`],
+//! the array of entries (slab indices) of one bucket, or of the pending list;
 //! the wheel owns the lists of all levels, one array of them.
 //!
 //! Neither knows what an entry is: a list stores `u32` slab indices, with
 //! [`TOMBSTONE`]s where entries were cancelled or moved away, and counts the
 //! tombstones; the wheel keeps the bitmaps in step with the lists. Level `l`
-//! has slots `64^l` ticks wide and covers `64^(l+1)` ticks.
+//! has buckets `64^l` ticks wide and covers `64^(l+1)` ticks.
 
 use super::NUM_LEVELS;
 
-/// log2 of the number of slots per level.
+/// log2 of the number of buckets per level.
 pub(super) const LEVEL_BITS: u32 = 6;
 
-/// Slots per level: 64, so that one `u64` is the occupancy bitmap. Must be a
-/// power of two: slot numbers are bit fields of the tick.
+/// Buckets per level: 64, so that one `u64` is the occupancy bitmap. Must be a
+/// power of two: bucket numbers are bit fields of the tick.
 pub(super) const LEVEL_MULT: usize = 1 << LEVEL_BITS;
 
-/// Mask of the slot number within a level (`LEVEL_MULT - 1`).
-pub(super) const SLOT_MASK: u64 = LEVEL_MULT as u64 - 1;
+/// Mask of the bucket number within a level (`LEVEL_MULT - 1`).
+pub(super) const BUCKET_MASK: u64 = LEVEL_MULT as u64 - 1;
 
 /// A list is compacted before a push once its dead elements outnumber its
 /// live ones and are at least this many (below it, compacting costs more
@@ -29,15 +29,15 @@ const COMPACT_MIN_DEAD: u32 = 32;
 const GROW_BY_HALF: usize = 64;
 
 /// A list that becomes empty gives its buffer back if it holds more than this
-/// many elements (16 KiB), so that a burst does not pin memory in a slot
-/// forever; smaller buffers are kept for the slot's next turn.
+/// many elements (16 KiB), so that a burst does not pin memory in a bucket
+/// forever; smaller buffers are kept for the bucket's next turn.
 const KEEP_CAPACITY: usize = 4096;
 
 /// The element of a timer that was cancelled or moved away. Slab indices stay
 /// below it.
 pub(super) const TOMBSTONE: u32 = u32::MAX;
 
-/// The entries filed in one slot (or pending): slab indices in push order.
+/// The entries filed in one bucket (or pending): slab indices in push order.
 /// When an entry is cancelled or moved to another list, its element becomes a
 /// [`TOMBSTONE`] (the entry knows its position), so an element is live iff it
 /// is not one, and `dead` counts them. Tombstones go when the list is popped
@@ -98,7 +98,7 @@ impl List {
 
     /// Makes room for one more element: doubling while small, then by half,
     /// which still costs O(1) amortised per push but leaves less slack in the
-    /// slots that hold a large share of the timers.
+    /// buckets that hold a large share of the timers.
     #[cold]
     fn grow(&mut self) {
         let capacity = self.items.capacity();
@@ -165,21 +165,21 @@ impl List {
     }
 }
 
-/// When the slot `slot` of level `level` must be processed next: the first
-/// tick of that slot after `elapsed`, or `elapsed` itself for the slot being
+/// When the bucket `bucket` of level `level` must be processed next: the first
+/// tick of that bucket after `elapsed`, or `elapsed` itself for the bucket being
 /// processed right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Expiration {
     pub(super) level: usize,
-    pub(super) slot: usize,
+    pub(super) bucket: usize,
     pub(super) deadline: u64,
 }
 
-/// One level of the wheel: which of its 64 slots hold entries. The slots'
+/// One level of the wheel: which of its 64 buckets hold entries. The buckets'
 /// lists are the wheel's (`Wheel::lists`); the wheel keeps the bits in step.
 pub(super) struct Level {
     level: usize,
-    /// Bit `s` is set iff slot `s`'s list is not empty.
+    /// Bit `s` is set iff bucket `s`'s list is not empty.
     occupied: u64,
 }
 
@@ -189,78 +189,81 @@ impl Level {
         Level { level, occupied: 0 }
     }
 
-    /// Slot `slot` holds entries now.
-    pub(super) fn mark(&mut self, slot: usize) {
-        self.occupied |= occupied_bit(slot);
+    /// Bucket `bucket` holds entries now.
+    pub(super) fn mark(&mut self, bucket: usize) {
+        self.occupied |= occupied_bit(bucket);
     }
 
-    /// Slot `slot` is empty now.
-    pub(super) fn unmark(&mut self, slot: usize) {
-        self.occupied &= !occupied_bit(slot);
+    /// Bucket `bucket` is empty now.
+    pub(super) fn unmark(&mut self, bucket: usize) {
+        self.occupied &= !occupied_bit(bucket);
     }
 
     pub(super) fn occupied(&self) -> u64 {
         self.occupied
     }
 
-    /// The occupied slot to process first at or after `elapsed`, and when.
+    /// The occupied bucket to process first at or after `elapsed`, and when.
     /// A rotate and a `trailing_zeros`: the bitmap is rotated so that bit 0
-    /// is the slot that comes first.
+    /// is the bucket that comes first.
     pub(super) fn next_expiration(&self, elapsed: u64) -> Option<Expiration> {
         if self.occupied == 0 {
             return None;
         }
-        // The slot `elapsed` is in comes first if `elapsed` is its first tick
+        // The bucket `elapsed` is in comes first if `elapsed` is its first tick
         // (it is being processed); otherwise it can only hold entries of the
         // top level's next rotation, and comes last.
-        let now_slot = slot_for(elapsed, self.level);
-        let first =
-            if elapsed & (slot_range(self.level) - 1) == 0 { now_slot } else { (now_slot + 1) % LEVEL_MULT };
+        let now_bucket = bucket_for(elapsed, self.level);
+        let first = if elapsed & (bucket_range(self.level) - 1) == 0 {
+            now_bucket
+        } else {
+            (now_bucket + 1) % LEVEL_MULT
+        };
         let zeros = self.occupied.rotate_right(first as u32).trailing_zeros() as usize;
-        let slot = (first + zeros) % LEVEL_MULT;
-        let deadline = slot_time(elapsed, self.level, slot);
+        let bucket = (first + zeros) % LEVEL_MULT;
+        let deadline = bucket_time(elapsed, self.level, bucket);
         debug_assert!(
-            deadline > elapsed || (deadline == elapsed && slot == now_slot),
-            "deadline={deadline:#x}; elapsed={elapsed:#x}; level={}; slot={slot}; occupied={:#066b}",
+            deadline > elapsed || (deadline == elapsed && bucket == now_bucket),
+            "deadline={deadline:#x}; elapsed={elapsed:#x}; level={}; bucket={bucket}; occupied={:#066b}",
             self.level,
             self.occupied
         );
-        Some(Expiration { level: self.level, slot, deadline })
+        Some(Expiration { level: self.level, bucket, deadline })
     }
 }
 
-fn occupied_bit(slot: usize) -> u64 {
-    1 << slot
+fn occupied_bit(bucket: usize) -> u64 {
+    1 << bucket
 }
 
-/// Ticks covered by one slot of `level`: `64^level`.
-pub(super) fn slot_range(level: usize) -> u64 {
+/// Ticks covered by one bucket of `level`: `64^level`.
+pub(super) fn bucket_range(level: usize) -> u64 {
     1 << (LEVEL_BITS as usize * level)
 }
 
 /// Ticks covered by the whole of `level`: `64^(level+1)`.
 pub(super) fn level_range(level: usize) -> u64 {
-    slot_range(level) << LEVEL_BITS
+    bucket_range(level) << LEVEL_BITS
 }
 
-/// The slot of `level` that tick `when` falls in: its base-64 digit number `level`.
-pub(super) fn slot_for(when: u64, level: usize) -> usize {
-    ((when >> (LEVEL_BITS as usize * level)) & SLOT_MASK) as usize
+/// The bucket of `level` that tick `when` falls in: its base-64 digit number `level`.
+pub(super) fn bucket_for(when: u64, level: usize) -> usize {
+    ((when >> (LEVEL_BITS as usize * level)) & BUCKET_MASK) as usize
 }
 
-/// The tick at which `slot` of `level` is processed, seen from `elapsed`:
-/// the first tick of that slot in the current rotation of the level.
+/// The tick at which `bucket` of `level` is processed, seen from `elapsed`:
+/// the first tick of that bucket in the current rotation of the level.
 ///
-/// A slot that starts before `elapsed` can only be a slot of the top level
+/// A bucket that starts before `elapsed` can only be a bucket of the top level
 /// holding entries of the *next* rotation (deadlines up to `MAX_DURATION`
 /// ahead cross into the next block of `64^NUM_LEVELS` ticks), so it is one
-/// `level_range` later. A slot that starts exactly at `elapsed` is the one
+/// `level_range` later. A bucket that starts exactly at `elapsed` is the one
 /// being processed now (a poll stopped on its budget in the middle of it).
-pub(super) fn slot_time(elapsed: u64, level: usize, slot: usize) -> u64 {
+pub(super) fn bucket_time(elapsed: u64, level: usize, bucket: usize) -> u64 {
     let level_start = elapsed & !(level_range(level) - 1);
-    let start = level_start + slot as u64 * slot_range(level);
+    let start = level_start + bucket as u64 * bucket_range(level);
     if start < elapsed {
-        debug_assert_eq!(level, NUM_LEVELS - 1, "elapsed={elapsed:#x}; slot={slot}");
+        debug_assert_eq!(level, NUM_LEVELS - 1, "elapsed={elapsed:#x}; bucket={bucket}");
         start + level_range(level)
     } else {
         start

@@ -1,65 +1,65 @@
-//! Unit tests of a level: slot arithmetic, occupancy bitmaps, and a slot's list (pushes,
+//! Unit tests of a level: bucket arithmetic, occupancy bitmaps, and a bucket's list (pushes,
 //! tombstones, compaction).
 
 use super::*;
 
 #[test]
 fn ranges() {
-    assert_eq!(slot_range(0), 1);
+    assert_eq!(bucket_range(0), 1);
     assert_eq!(level_range(0), 64);
-    assert_eq!(slot_range(1), 64);
+    assert_eq!(bucket_range(1), 64);
     assert_eq!(level_range(1), 4096);
-    assert_eq!(slot_range(5), 1 << 30);
+    assert_eq!(bucket_range(5), 1 << 30);
     assert_eq!(level_range(5), 1 << 36);
 }
 
 #[test]
-fn slot_for_digits() {
+fn bucket_for_digits() {
     for pos in 0..64u64 {
-        assert_eq!(slot_for(pos, 0), pos as usize);
+        assert_eq!(bucket_for(pos, 0), pos as usize);
     }
     for level in 1..NUM_LEVELS {
         for pos in 0..64u64 {
-            let when = pos * slot_range(level);
-            assert_eq!(slot_for(when, level), pos as usize, "when={when}");
-            assert_eq!(slot_for(when + slot_range(level) - 1, level), pos as usize);
+            let when = pos * bucket_range(level);
+            assert_eq!(bucket_for(when, level), pos as usize, "when={when}");
+            assert_eq!(bucket_for(when + bucket_range(level) - 1, level), pos as usize);
             // Lower digits do not leak into this level.
-            assert_eq!(slot_for(when, level - 1), 0);
+            assert_eq!(bucket_for(when, level - 1), 0);
         }
     }
     // 63 and 64 straddle a level-0 wrap; 4095 and 4096 a level-1 wrap.
-    assert_eq!((slot_for(63, 0), slot_for(64, 0)), (63, 0));
-    assert_eq!((slot_for(63, 1), slot_for(64, 1)), (0, 1));
-    assert_eq!((slot_for(4095, 1), slot_for(4096, 1)), (63, 0));
-    assert_eq!((slot_for(4095, 2), slot_for(4096, 2)), (0, 1));
+    assert_eq!((bucket_for(63, 0), bucket_for(64, 0)), (63, 0));
+    assert_eq!((bucket_for(63, 1), bucket_for(64, 1)), (0, 1));
+    assert_eq!((bucket_for(4095, 1), bucket_for(4096, 1)), (63, 0));
+    assert_eq!((bucket_for(4095, 2), bucket_for(4096, 2)), (0, 1));
 }
 
 #[test]
-fn slot_time_current_rotation() {
-    // Level 0 from elapsed 10: slot 20 is tick 20; slot 10 is "now".
-    assert_eq!(slot_time(10, 0, 20), 20);
-    assert_eq!(slot_time(10, 0, 10), 10);
-    // Level 1 from elapsed 64*3 + 5: slot 4 starts at 256.
-    assert_eq!(slot_time(64 * 3 + 5, 1, 4), 256);
+fn bucket_time_current_rotation() {
+    // Level 0 from elapsed 10: bucket 20 is tick 20; bucket 10 is "now".
+    assert_eq!(bucket_time(10, 0, 20), 20);
+    assert_eq!(bucket_time(10, 0, 10), 10);
+    // Level 1 from elapsed 64*3 + 5: bucket 4 starts at 256.
+    assert_eq!(bucket_time(64 * 3 + 5, 1, 4), 256);
     // Non-zero block: elapsed in the second level-2 block.
     let base = 1 << 18;
-    assert_eq!(slot_time(base + 1, 2, 1), base + 4096);
+    assert_eq!(bucket_time(base + 1, 2, 1), base + 4096);
 }
 
 #[test]
-fn slot_time_top_level_wraps() {
+fn bucket_time_top_level_wraps() {
     let top = NUM_LEVELS - 1;
     let elapsed = (1u64 << 36) * 7 + (3 << 30) + 12345;
-    // A top slot before the current one belongs to the next rotation.
-    assert_eq!(slot_time(elapsed, top, 1), (1u64 << 36) * 8 + (1 << 30));
-    // The current slot, not at its start: next rotation too.
-    assert_eq!(slot_time(elapsed, top, 3), (1u64 << 36) * 8 + (3 << 30));
-    // The current slot exactly at its start is being processed now.
+    // A top bucket before the current one belongs to the next rotation.
+    assert_eq!(bucket_time(elapsed, top, 1), (1u64 << 36) * 8 + (1 << 30));
+    // The current bucket, not at its start: next rotation too.
+    assert_eq!(bucket_time(elapsed, top, 3), (1u64 << 36) * 8 + (3 << 30));
+    // The current bucket exactly at its start is being processed now.
     let at_start = (1u64 << 36) * 7 + (3 << 30);
-    assert_eq!(slot_time(at_start, top, 3), at_start);
-    // Near the end of u64 nothing overflows for slots ahead.
+    assert_eq!(bucket_time(at_start, top, 3), at_start);
+    // Near the end of u64 nothing overflows for buckets ahead.
     let high = u64::MAX - (1 << 31);
-    assert_eq!(slot_time(high, top, 63), u64::MAX - ((1 << 30) - 1));
+    assert_eq!(bucket_time(high, top, 63), u64::MAX - ((1 << 30) - 1));
 }
 
 #[test]
@@ -133,30 +133,30 @@ fn next_expiration_rotates() {
     level.mark(12);
     level.mark(40);
     let exp = level.next_expiration(64 * 10 + 3).unwrap();
-    assert_eq!((exp.level, exp.slot, exp.deadline), (1, 12, 64 * 12));
-    // The slot elapsed is in, at its first tick, is the one being processed.
+    assert_eq!((exp.level, exp.bucket, exp.deadline), (1, 12, 64 * 12));
+    // The bucket elapsed is in, at its first tick, is the one being processed.
     let exp = level.next_expiration(64 * 12).unwrap();
-    assert_eq!((exp.slot, exp.deadline), (12, 64 * 12));
+    assert_eq!((exp.bucket, exp.deadline), (12, 64 * 12));
     level.unmark(12);
     let exp = level.next_expiration(64 * 12).unwrap();
-    assert_eq!((exp.slot, exp.deadline), (40, 64 * 40));
+    assert_eq!((exp.bucket, exp.deadline), (40, 64 * 40));
 
     let mut top = Level::new(NUM_LEVELS - 1);
     top.mark(0);
-    // Elapsed in top slot 5: slot 0 is next rotation.
+    // Elapsed in top bucket 5: bucket 0 is next rotation.
     let exp = top.next_expiration(5 << 30).unwrap();
     assert_eq!(exp.deadline, 1 << 36);
-    // The current top slot, past its start, holds the next rotation: it
-    // comes after every other slot.
+    // The current top bucket, past its start, holds the next rotation: it
+    // comes after every other bucket.
     top.mark(5);
     top.mark(7);
     let exp = top.next_expiration((5 << 30) + 1).unwrap();
-    assert_eq!((exp.slot, exp.deadline), (7, 7 << 30));
+    assert_eq!((exp.bucket, exp.deadline), (7, 7 << 30));
     top.unmark(7);
     top.unmark(0);
     let exp = top.next_expiration((5 << 30) + 1).unwrap();
-    assert_eq!((exp.slot, exp.deadline), (5, (1 << 36) + (5 << 30)));
-    // At its first tick it is the slot being processed: first.
+    assert_eq!((exp.bucket, exp.deadline), (5, (1 << 36) + (5 << 30)));
+    // At its first tick it is the bucket being processed: first.
     let exp = top.next_expiration(5 << 30).unwrap();
-    assert_eq!((exp.slot, exp.deadline), (5, 5 << 30));
+    assert_eq!((exp.bucket, exp.deadline), (5, 5 << 30));
 }

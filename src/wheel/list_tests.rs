@@ -1,5 +1,5 @@
-//! Unit tests of the timing wheel's slot lists and budgets: polls that stop on
-//! their budget (mid-slot, with cancels, counting tombstones), operations
+//! Unit tests of the timing wheel's bucket lists and budgets: polls that stop on
+//! their budget (mid-bucket, with cancels, counting tombstones), operations
 //! during a paused poll, compaction under churn, reused indices.
 
 use super::tests::run_by_next_deadline;
@@ -9,7 +9,7 @@ use super::*;
 fn budget_of_one_loses_nothing() {
     let mut wheel = Wheel::new();
     for i in 0..500u32 {
-        wheel.insert(500, i); // one slot, reached through levels 1 and 0
+        wheel.insert(500, i); // one bucket, reached through levels 1 and 0
         wheel.insert(4096 + u64::from(i % 7), 1000 + i); // cascades from level 2
     }
     let mut out = Vec::new();
@@ -39,7 +39,7 @@ fn operations_during_a_paused_poll() {
     assert_eq!(wheel.next_deadline(), Some(4096));
     let left: Vec<TimerKey> = keys.into_iter().filter(|k| wheel.entries.contains(k.0)).collect();
     assert_eq!(left.len(), 7);
-    // Cancel one in the slot being processed, postpone and reset others.
+    // Cancel one in the bucket being processed, postpone and reset others.
     wheel.cancel(left[0]);
     wheel.postpone(left[1], 9000);
     wheel.reset(left[2], 10);
@@ -85,7 +85,7 @@ fn stale_key_panics() {
     wheel.cancel(key);
 }
 
-/// Timers in one slot far ahead (level 3) with connections that come and go:
+/// Timers in one bucket far ahead (level 3) with connections that come and go:
 /// cancelled elements are compacted away, so the lists hold about twice the
 /// live timers at most, however many came and went.
 #[test]
@@ -110,7 +110,7 @@ fn churn_keeps_lists_bounded() {
             let occupied: u32 = wheel.levels.iter().map(|l| l.occupied().count_ones()).sum();
             assert!(
                 elements <= 2 * wheel.len() + 32 * occupied as usize,
-                "{elements} elements for {} timers in {occupied} slots",
+                "{elements} elements for {} timers in {occupied} buckets",
                 wheel.len()
             );
             assert!(capacity <= 4 * wheel.len() + 4096, "capacity {capacity} for {} timers", wheel.len());
@@ -127,44 +127,44 @@ fn churn_keeps_lists_bounded() {
 }
 
 #[test]
-fn reused_index_in_the_same_slot_fires_once() {
+fn reused_index_in_the_same_bucket_fires_once() {
     let mut wheel = Wheel::new();
-    wheel.insert(5001, "other"); // keeps the slot non-empty
+    wheel.insert(5001, "other"); // keeps the bucket non-empty
     let old = wheel.insert(5000, "old");
     let place = wheel.entries[old.0].place;
     assert_eq!(wheel.cancel(old), "old");
     let new = wheel.insert(5000, "new");
     assert_eq!(new, old, "the slab reuses the index");
-    assert_eq!(wheel.entries[new.0].place, place, "filed in the same slot");
-    assert_eq!(wheel.slot_list(2, 1).len(), 3);
-    assert_eq!(wheel.slot_list(2, 1).dead(), 1);
+    assert_eq!(wheel.entries[new.0].place, place, "filed in the same bucket");
+    assert_eq!(wheel.bucket_list(2, 1).len(), 3);
+    assert_eq!(wheel.bucket_list(2, 1).dead(), 1);
     wheel.check_invariants();
-    // Reset into the same slot: the old element dies, a new one is pushed.
+    // Reset into the same bucket: the old element dies, a new one is pushed.
     wheel.reset(new, 5002);
     assert_eq!(wheel.entries[new.0].place, place);
-    assert_eq!(wheel.slot_list(2, 1).dead(), 2);
+    assert_eq!(wheel.bucket_list(2, 1).dead(), 2);
     wheel.check_invariants();
     let fired = run_by_next_deadline(&mut wheel, u64::MAX);
     assert_eq!(fired, [(5001, "other"), (5002, "new")]);
     assert_eq!(wheel.list_elements().0, 0);
 }
 
-/// A reset into the same slot that triggers the compaction of that slot (the
+/// A reset into the same bucket that triggers the compaction of that bucket (the
 /// entry's old element, a tombstone by then, goes with the others), and an
-/// index reused while its tombstone is still in the slot.
+/// index reused while its tombstone is still in the bucket.
 #[test]
-fn reset_into_a_slot_being_compacted() {
+fn reset_into_a_bucket_being_compacted() {
     let mut wheel = Wheel::new();
     let keys: Vec<TimerKey> = (0..100u32).map(|i| wheel.insert(5000 + u64::from(i % 50), i)).collect();
     for &key in &keys[..60] {
         wheel.cancel(key);
     }
-    assert!(wheel.slot_list(2, 1).wants_compaction());
+    assert!(wheel.bucket_list(2, 1).wants_compaction());
     wheel.reset(keys[99], 5001);
     wheel.check_invariants();
-    assert_eq!((wheel.slot_list(2, 1).len(), wheel.slot_list(2, 1).dead()), (40, 0));
+    assert_eq!((wheel.bucket_list(2, 1).len(), wheel.bucket_list(2, 1).dead()), (40, 0));
     // Again, with a reused index: a new timer reuses the index of a cancelled
-    // one whose dead element is still in the slot.
+    // one whose dead element is still in the bucket.
     for &key in &keys[60..95] {
         wheel.cancel(key);
     }
@@ -179,10 +179,10 @@ fn reset_into_a_slot_being_compacted() {
     assert_eq!(fired, expected);
 }
 
-/// A poll stops on its budget in the middle of a slot; timers of that slot
+/// A poll stops on its budget in the middle of a bucket; timers of that bucket
 /// are cancelled, reset and replaced between polls, their indices reused.
 #[test]
-fn budget_stop_mid_slot_with_cancels() {
+fn budget_stop_mid_bucket_with_cancels() {
     let mut wheel = Wheel::new();
     let mut live: Vec<(TimerKey, u32)> =
         (0..200u32).map(|i| (wheel.insert(4096 + u64::from(i % 3), i), i)).collect();
@@ -214,7 +214,7 @@ fn budget_stop_mid_slot_with_cancels() {
                 _ => {
                     assert_eq!(wheel.cancel(key), v);
                     cancelled.push(v);
-                    // Most likely the same index, filed in the pending list or a slot.
+                    // Most likely the same index, filed in the pending list or a bucket.
                     let new = wheel.insert(4000 + rand(200) as u64, next);
                     live.push((new, next));
                     next += 1;
@@ -232,13 +232,13 @@ fn budget_stop_mid_slot_with_cancels() {
     assert_eq!(out.len(), total, "a timer fired twice or fired after its cancel");
 }
 
-/// Cancelled elements count against the budget: a slot of cancelled timers
+/// Cancelled elements count against the budget: a bucket of cancelled timers
 /// is walked a budget at a time, not in one go.
 #[test]
 fn budget_counts_cancelled_elements() {
     let mut wheel = Wheel::new();
     let keys: Vec<TimerKey> = (0..1000u32).map(|i| wheel.insert(100, i)).collect();
-    // All but the first die: the slot keeps 999 dead elements (no push
+    // All but the first die: the bucket keeps 999 dead elements (no push
     // since, so no compaction) and one live one at its start.
     for &key in &keys[1..] {
         wheel.cancel(key);

@@ -5,9 +5,9 @@
 //! default) and gets the values of expired timers back from [`Wheel::poll`].
 //!
 //! # Layout
-//! Six levels of 64 slots. Level `l` has slots `64^l` ticks wide:
+//! Six levels of 64 buckets. Level `l` has buckets `64^l` ticks wide:
 //!
-//! | level | slot width | level span (1 ms ticks) |
+//! | level | bucket width | level span (1 ms ticks) |
 //! |---|---|---|
 //! | 0 | 1 tick | 64 ms |
 //! | 1 | 64 | ~4 s |
@@ -17,15 +17,15 @@
 //! | 5 | 2^30 | ~795 days |
 //!
 //! A timer is filed at the level of the highest base-64 digit in which its
-//! deadline differs from `elapsed`, in the slot named by that digit. When a
-//! slot comes up, its entries are either due (their values are handed out) or
+//! deadline differs from `elapsed`, in the bucket named by that digit. When a
+//! bucket comes up, its entries are either due (their values are handed out) or
 //! filed again, lower down. Each level keeps a `u64` bitmap of its occupied
-//! slots, so finding the next slot is a rotate and a `trailing_zeros`, and a
+//! buckets, so finding the next bucket is a rotate and a `trailing_zeros`, and a
 //! jump over an empty stretch of time costs nothing per tick.
 //!
 //! Entries (deadline, value, and which list they are filed in) live in the
-//! wheel's own slab (`slab.rs`), addressed by `u32` indices, 20 bytes a slot for
-//! `T = u32`. Each slot's list is an array of those indices (`Vec<u32>`, 4
+//! wheel's own slab (`slab.rs`), addressed by `u32` indices, 20 bytes a cell for
+//! `T = u32`. Each bucket's list is an array of those indices (`Vec<u32>`, 4
 //! bytes per timer), plus one "pending" list for timers that are due at the
 //! next poll (deadline at or before `elapsed`). The slab keeps each entry's
 //! position in its list beside it.
@@ -37,7 +37,7 @@
 //!   element in the list becomes a tombstone (a store, no load; the list's
 //!   count of tombstones lives with the list). An element is live iff it is
 //!   not a tombstone: exact, however indices are reused.
-//! - a slot coming up is walked as an array, from its end. The entries of
+//! - a bucket coming up is walked as an array, from its end. The entries of
 //!   the next 16 elements are looked up in a tight loop before they are acted
 //!   on, so their cache misses overlap instead of being taken one after the
 //!   other as a list's `next` pointers would force.
@@ -52,24 +52,24 @@
 //!
 //! # Lazy postpone
 //! [`Wheel::postpone`] is the activity path: it only stores the new deadline.
-//! The entry stays where it is filed; when its slot comes up and the stored
+//! The entry stays where it is filed; when its bucket comes up and the stored
 //! deadline is not due, the entry is filed again (Netty's `IdleStateHandler`,
-//! tokio's lazy reset). An entry's slot always comes up at or before its
+//! tokio's lazy reset). An entry's bucket always comes up at or before its
 //! deadline, so a postponed timer never fires late.
 //!
 //! # Range and clamping
 //! A deadline more than [`MAX_DURATION`] (2^36 - 1) ticks after `elapsed` is
-//! *filed* at `elapsed + MAX_DURATION`, the farthest slot (never wrapped round
-//! to a near one). The timer keeps its true deadline: when that far slot comes
+//! *filed* at `elapsed + MAX_DURATION`, the farthest bucket (never wrapped round
+//! to a near one). The timer keeps its true deadline: when that far bucket comes
 //! up it is filed again, and it fires at its true deadline, never earlier. The
 //! cost is one re-file per 2^36 ticks of distance (a poll that jumps `2^k`
-//! ticks past such a slot, toward a still later deadline, files it again
+//! ticks past such a bucket, toward a still later deadline, files it again
 //! `2^(k-36)` times), which only matters for timers set centuries ahead.
 //!
 //! # Budget
 //! [`Wheel::poll`] examines at most `budget` list elements, tombstones
-//! included, so a slot full of cancelled timers is walked a budget at a time
-//! too. A slot is taken from its end; stopping on the budget leaves the rest
+//! included, so a bucket full of cancelled timers is walked a budget at a time
+//! too. A bucket is taken from its end; stopping on the budget leaves the rest
 //! of it in place, positions unchanged, and the next poll resumes there.
 //!
 //! # Guarantees
@@ -86,6 +86,7 @@ mod level;
 mod list_tests;
 #[cfg(test)]
 mod model_tests;
+mod poll;
 mod slab;
 #[cfg(test)]
 mod tests;
@@ -93,10 +94,10 @@ mod tests;
 use std::fmt;
 
 use self::entry::{comes_up_at, level_for, Entry, Place, Tick};
-use self::level::{slot_for, slot_time, Expiration, Level, List, LEVEL_BITS, LEVEL_MULT, TOMBSTONE};
+use self::level::{bucket_for, bucket_time, Level, List, LEVEL_BITS, LEVEL_MULT};
 use self::slab::Slab;
 
-/// Number of levels: 6 levels of 64 slots span 64^6 = 2^36 ticks, about 795
+/// Number of levels: 6 levels of 64 buckets span 64^6 = 2^36 ticks, about 795
 /// days at 1 ms, beyond any idle, connect or lifetime timeout.
 const NUM_LEVELS: usize = 6;
 
@@ -104,30 +105,25 @@ const NUM_LEVELS: usize = 6;
 /// deadlines are filed at `elapsed + MAX_DURATION` and filed again from there.
 pub const MAX_DURATION: u64 = (1 << (LEVEL_BITS as usize * NUM_LEVELS)) - 1;
 
-/// The lists: one per slot of every level, `level * 64 + slot`, then the
+/// The lists: one per bucket of every level, `level * 64 + bucket`, then the
 /// pending list.
 const PENDING_LIST: usize = NUM_LEVELS * LEVEL_MULT;
 const NUM_LISTS: usize = PENDING_LIST + 1;
 
-/// How many elements of a list `poll` looks at before acting on them: their
-/// entries are read in a tight loop first, so that the cache misses (random
-/// slab entries) overlap instead of being taken one after the other.
-const WALK_CHUNK: usize = 16;
-
 /// Handle of a live timer. Plain index; using it after the timer fired or was
-/// cancelled is a caller bug (it panics when the slot is vacant, and silently
-/// names another timer once the slot is reused).
+/// cancelled is a caller bug (it panics when the slab cell is vacant, and
+/// silently names another timer once the cell is reused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerKey(u32);
 
 /// A hierarchical hashed timing wheel of values `T`. See the module docs.
 pub struct Wheel<T> {
-    /// The tick the wheel has been advanced to. Every filed entry's slot comes
+    /// The tick the wheel has been advanced to. Every filed entry's bucket comes
     /// up at or after it.
     elapsed: u64,
     /// The occupancy bitmaps.
     levels: [Level; NUM_LEVELS],
-    /// The slots' lists, and last the pending list (the entries due at the
+    /// The buckets' lists, and last the pending list (the entries due at the
     /// next poll). See [`Place`].
     lists: [List; NUM_LISTS],
     entries: Slab<Entry<T>>,
@@ -192,13 +188,13 @@ impl<T> Wheel<T> {
     }
 
     /// The activity path: sets the deadline without moving the entry, if the
-    /// entry's slot comes up no later than `deadline` (true whenever the
-    /// deadline moves later); the slot then files it again. Otherwise the
+    /// entry's bucket comes up no later than `deadline` (true whenever the
+    /// deadline moves later); the bucket then files it again. Otherwise the
     /// timer would fire late, and this is a [`reset`](Self::reset). O(1).
     pub fn postpone(&mut self, key: TimerKey, deadline: u64) {
         let elapsed = self.elapsed;
         let entry = self.entry_mut(key.0);
-        // Invariant: an entry's slot comes up no later than its deadline.
+        // Invariant: an entry's bucket comes up no later than its deadline.
         if deadline >= entry.deadline.get() || deadline >= comes_up_at(elapsed, entry.place) {
             entry.deadline = Tick::new(deadline);
         } else {
@@ -219,111 +215,6 @@ impl<T> Wheel<T> {
         &mut self.entry_mut(key.0).value
     }
 
-    /// The earliest tick at which `poll` could have work; `None` when empty.
-    ///
-    /// Never later than the earliest true deadline, and never before
-    /// `elapsed` (so it is `elapsed` when a deadline is already past). It may
-    /// be earlier than any deadline: a slot of a higher level to cascade, an
-    /// entry postponed lazily or clamped, or `elapsed` itself when work is
-    /// left over from a poll that ran out of budget. A poll at such a tick
-    /// files entries again and may return nothing. Cost: a rotate and a
-    /// `trailing_zeros` per level.
-    pub fn next_deadline(&self) -> Option<u64> {
-        if !self.lists[PENDING_LIST].is_empty() {
-            return Some(self.elapsed);
-        }
-        self.next_expiration().map(|exp| exp.deadline)
-    }
-
-    /// Advances to `now` (a `now` before `elapsed` counts as `elapsed`) and
-    /// moves the values of the timers whose true deadline is `<= now` into
-    /// `out`, examining at most `budget` list elements (expired, filed again,
-    /// and cancelled ones met on the way all count). Returns `true` if it
-    /// stopped on the budget with more work due at `now` (poll again soon),
-    /// `false` when everything due at `now` is handled. Any operation may come
-    /// between a `true` and the next poll, and the next poll may have a larger
-    /// `now`. Empty slots cost nothing.
-    pub fn poll(&mut self, now: u64, mut budget: usize, out: &mut Vec<T>) -> bool {
-        let now = now.max(self.elapsed);
-        loop {
-            if self.walk(Place::PENDING, now, &mut budget, out) {
-                return true;
-            }
-            let Some(exp) = self.next_expiration().filter(|exp| exp.deadline <= now) else {
-                self.elapsed = now;
-                return false;
-            };
-            debug_assert!(
-                exp.deadline >= self.elapsed,
-                "time ran backwards: elapsed={}; {exp:?}",
-                self.elapsed
-            );
-            // Stopping on the budget leaves the rest of the slot in place; the
-            // slot then comes up at `elapsed`, first in line. No entry is ever
-            // filed into the slot being processed (it files past `now`).
-            self.elapsed = exp.deadline;
-            if self.walk(Place::slot(exp.level, exp.slot), now, &mut budget, out) {
-                return true;
-            }
-        }
-    }
-
-    /// Empties the list at `place` from its end, handing out or filing again
-    /// each live entry. Returns `true` if it stopped on the budget first. Taken
-    /// from the end, the elements left keep their positions; nothing is pushed
-    /// to the list meanwhile (entries are filed past `now`).
-    fn walk(&mut self, place: Place, now: u64, budget: &mut usize, out: &mut Vec<T>) -> bool {
-        let list = place.list();
-        loop {
-            let len = self.lists[list].len();
-            if len == 0 {
-                return false;
-            }
-            if *budget == 0 {
-                return true;
-            }
-            // First whether the last few are due, all at once: a tight loop
-            // of independent loads, so that their cache misses overlap.
-            // Tombstones are not looked up (`get` of one is `None`).
-            let chunk = len.min(WALK_CHUNK).min(*budget);
-            let mut due = [false; WALK_CHUNK];
-            let items = &self.lists[list].items()[len - chunk..];
-            for (due, &idx) in due.iter_mut().zip(items.iter().rev()) {
-                *due = self.entries.get(idx).is_some_and(|e| e.deadline.get() <= now);
-            }
-            // Then act on them, entries now in cache. Acting on one changes
-            // only that entry, and other lists: what was found above holds.
-            for &due in &due[..chunk] {
-                let Some(idx) = self.lists[list].last() else {
-                    break; // only tombstones were left: emptied
-                };
-                *budget -= 1;
-                self.pop(place);
-                if idx == TOMBSTONE {
-                } else if due {
-                    out.push(self.entries.remove(idx).value);
-                } else {
-                    self.file(idx);
-                }
-            }
-        }
-    }
-
-    /// The occupied slot that comes up first, over all levels (the lower level
-    /// on a tie, which cannot happen between distinct slots).
-    fn next_expiration(&self) -> Option<Expiration> {
-        let mut best: Option<Expiration> = None;
-        for level in &self.levels {
-            if let Some(exp) = level.next_expiration(self.elapsed) {
-                match best {
-                    Some(b) if b.deadline <= exp.deadline => {}
-                    _ => best = Some(exp),
-                }
-            }
-        }
-        best
-    }
-
     /// Files entry `idx` (not in any list, or a tombstone in its old one) in
     /// the list its deadline calls for, seen from `elapsed`.
     fn file(&mut self, idx: u32) {
@@ -333,15 +224,15 @@ impl<T> Wheel<T> {
         }
         let when = deadline.min(self.elapsed.saturating_add(MAX_DURATION));
         let level = level_for(self.elapsed, when);
-        let slot = slot_for(when, level);
+        let bucket = bucket_for(when, level);
         debug_assert!(
-            (self.elapsed + 1..=when).contains(&slot_time(self.elapsed, level, slot)),
-            "slot must come up after elapsed and no later than the deadline: \
-             elapsed={}; deadline={deadline}; when={when}; level={level}; slot={slot}",
+            (self.elapsed + 1..=when).contains(&bucket_time(self.elapsed, level, bucket)),
+            "bucket must come up after elapsed and no later than the deadline: \
+             elapsed={}; deadline={deadline}; when={when}; level={level}; bucket={bucket}",
             self.elapsed
         );
-        self.levels[level].mark(slot);
-        self.push(idx, Place::slot(level, slot));
+        self.levels[level].mark(bucket);
+        self.push(idx, Place::bucket(level, bucket));
     }
 
     /// Appends entry `idx` to the list at `place` (its bit is the caller's),
@@ -373,8 +264,8 @@ impl<T> Wheel<T> {
 
     fn unmark_if_empty(&mut self, place: Place) {
         if self.lists[place.list()].is_empty() {
-            if let Some((level, slot)) = place.level_slot() {
-                self.levels[level].unmark(slot);
+            if let Some((level, bucket)) = place.level_bucket() {
+                self.levels[level].unmark(bucket);
             }
         }
     }

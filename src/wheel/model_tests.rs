@@ -4,7 +4,7 @@
 //! Deltas are drawn to hit small values, powers of 64 and their neighbours,
 //! the wheel's range, and huge jumps; the start tick to hit block boundaries
 //! and the end of `u64`. Polls use small budgets, so operations also run while
-//! a poll is paused half-way through a slot.
+//! a poll is paused half-way through a bucket.
 
 use std::collections::{BTreeMap, HashMap};
 

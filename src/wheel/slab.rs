@@ -1,12 +1,12 @@
 //! The wheel's slab: entries addressed by `u32` index, the vacant ones linked
 //! into a free list (last freed, first reused), as the `slab` crate does.
 //!
-//! Its own for two reasons. Each slot keeps a `u32` beside the entry, its
-//! position in its list, that can be written without reading the slot (a
+//! Its own for two reasons. Each cell keeps a `u32` beside the entry, its
+//! position in its list, that can be written without reading the cell (a
 //! compaction moves many entries' elements, and would otherwise take a cache
-//! miss per entry to learn that the slot is occupied). And `slab`'s vacant
-//! link is a `usize`, which makes every slot 8-aligned: with the position
-//! beside it, a slot for `T = u32` is 20 bytes here, 24 or 32 there.
+//! miss per entry to learn that the cell is occupied). And `slab`'s vacant
+//! link is a `usize`, which makes every cell 8-aligned: with the position
+//! beside it, a cell for `T = u32` is 20 bytes here, 24 or 32 there.
 
 use std::ops::{Index, IndexMut};
 
@@ -14,29 +14,29 @@ use std::ops::{Index, IndexMut};
 const NONE: u32 = u32::MAX;
 
 pub(super) struct Slab<E> {
-    slots: Vec<Slot<E>>,
-    /// Head of the free list of vacant slots, or [`NONE`] (then the next
+    cells: Vec<Cell<E>>,
+    /// Head of the free list of vacant cells, or [`NONE`] (then the next
     /// insert appends).
     free: u32,
     len: usize,
 }
 
-struct Slot<E> {
+struct Cell<E> {
     /// The position of the entry in its list, for the wheel (stale in a
-    /// vacant slot).
+    /// vacant cell).
     pos: u32,
     state: State<E>,
 }
 
 enum State<E> {
-    /// Next vacant slot, or [`NONE`].
+    /// Next vacant cell, or [`NONE`].
     Vacant(u32),
     Occupied(E),
 }
 
 impl<E> Slab<E> {
     pub(super) fn with_capacity(n: usize) -> Self {
-        Slab { slots: Vec::with_capacity(n), free: NONE, len: 0 }
+        Slab { cells: Vec::with_capacity(n), free: NONE, len: 0 }
     }
 
     pub(super) fn len(&self) -> usize {
@@ -47,36 +47,36 @@ impl<E> Slab<E> {
         self.len == 0
     }
 
-    /// Stores `entry` in the slot freed last, or a new one; returns its index.
+    /// Stores `entry` in the cell freed last, or a new one; returns its index.
     /// Panics when `u32::MAX - 1` entries are live.
     pub(super) fn insert(&mut self, entry: E) -> u32 {
         self.len += 1;
         if self.free == NONE {
-            let idx = self.slots.len();
+            let idx = self.cells.len();
             assert!(idx < NONE as usize, "timing wheel full: slab index {idx} does not fit a TimerKey");
-            self.slots.push(Slot { pos: 0, state: State::Occupied(entry) });
+            self.cells.push(Cell { pos: 0, state: State::Occupied(entry) });
             return idx as u32;
         }
         let idx = self.free;
-        let slot = &mut self.slots[idx as usize];
-        let State::Vacant(next) = slot.state else { unreachable!("free list names an occupied slot {idx}") };
+        let cell = &mut self.cells[idx as usize];
+        let State::Vacant(next) = cell.state else { unreachable!("free list names an occupied cell {idx}") };
         self.free = next;
-        slot.state = State::Occupied(entry);
+        cell.state = State::Occupied(entry);
         idx
     }
 
     /// Takes the entry at `idx` out, with its position, if there is one.
     pub(super) fn try_remove(&mut self, idx: u32) -> Option<(E, u32)> {
-        let slot = self.slots.get_mut(idx as usize)?;
-        if let State::Vacant(_) = slot.state {
+        let cell = self.cells.get_mut(idx as usize)?;
+        if let State::Vacant(_) = cell.state {
             return None;
         }
-        let State::Occupied(entry) = std::mem::replace(&mut slot.state, State::Vacant(self.free)) else {
+        let State::Occupied(entry) = std::mem::replace(&mut cell.state, State::Vacant(self.free)) else {
             unreachable!()
         };
         self.free = idx;
         self.len -= 1;
-        Some((entry, slot.pos))
+        Some((entry, cell.pos))
     }
 
     /// Takes the entry at `idx` out. Panics if there is none.
@@ -88,27 +88,27 @@ impl<E> Slab<E> {
     }
 
     pub(super) fn get(&self, idx: u32) -> Option<&E> {
-        match &self.slots.get(idx as usize)?.state {
+        match &self.cells.get(idx as usize)?.state {
             State::Occupied(entry) => Some(entry),
             State::Vacant(_) => None,
         }
     }
 
     pub(super) fn get_mut(&mut self, idx: u32) -> Option<&mut E> {
-        match &mut self.slots.get_mut(idx as usize)?.state {
+        match &mut self.cells.get_mut(idx as usize)?.state {
             State::Occupied(entry) => Some(entry),
             State::Vacant(_) => None,
         }
     }
 
-    /// The position stored beside slot `idx` (meaningful if it is occupied).
+    /// The position stored beside cell `idx` (meaningful if it is occupied).
     pub(super) fn pos(&self, idx: u32) -> u32 {
-        self.slots[idx as usize].pos
+        self.cells[idx as usize].pos
     }
 
-    /// Stores the position beside slot `idx`, without reading the slot.
+    /// Stores the position beside cell `idx`, without reading the cell.
     pub(super) fn set_pos(&mut self, idx: u32, pos: u32) {
-        self.slots[idx as usize].pos = pos;
+        self.cells[idx as usize].pos = pos;
     }
 
     #[cfg(test)]
@@ -137,10 +137,10 @@ impl<E> IndexMut<u32> for Slab<E> {
     }
 }
 
-/// The size of a slot holding an `E`, for the wheel's size test.
+/// The size of a cell holding an `E`, for the wheel's size test.
 #[cfg(test)]
-pub(super) fn slot_size<E>() -> usize {
-    std::mem::size_of::<Slot<E>>()
+pub(super) fn cell_size<E>() -> usize {
+    std::mem::size_of::<Cell<E>>()
 }
 
 #[cfg(test)]
@@ -148,7 +148,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reuses_the_slot_freed_last() {
+    fn reuses_the_cell_freed_last() {
         let mut slab = Slab::with_capacity(0);
         let (a, b, c) = (slab.insert('a'), slab.insert('b'), slab.insert('c'));
         assert_eq!((a, b, c, slab.len()), (0, 1, 2, 3));

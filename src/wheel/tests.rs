@@ -1,6 +1,6 @@
-//! Unit tests of the timing wheel: firing times at slot and level
+//! Unit tests of the timing wheel: firing times at bucket and level
 //! boundaries, time jumps and time standing still, reset, postpone, cancel and
-//! clamping. Budgets and the slot lists are in `list_tests.rs`.
+//! clamping. Budgets and the bucket lists are in `list_tests.rs`.
 
 use super::*;
 
@@ -200,13 +200,13 @@ fn postpone_earlier_falls_back_to_reset() {
     let mut wheel = Wheel::new();
     let key = wheel.insert(5000, 1);
     wheel.postpone(key, 10);
-    assert_eq!(wheel.entries[key.0].place, Place::slot(0, 10));
+    assert_eq!(wheel.entries[key.0].place, Place::bucket(0, 10));
     assert_eq!(run_by_next_deadline(&mut wheel, u64::MAX), [(10, 1)]);
-    // Earlier, but not before the entry's slot comes up (level 2, slot 2,
+    // Earlier, but not before the entry's bucket comes up (level 2, bucket 2,
     // at 8192): it stays put and fires at the new deadline.
     let key = wheel.insert(4100 + 4096, 2);
     let place = wheel.entries[key.0].place;
-    assert_eq!(place, Place::slot(2, 2));
+    assert_eq!(place, Place::bucket(2, 2));
     wheel.postpone(key, 8192 + 1);
     assert_eq!(wheel.entries[key.0].place, place);
     wheel.postpone(key, 8191);
@@ -227,7 +227,7 @@ fn cancel_from_every_level_and_pending() {
     let places: Vec<Place> = keys.iter().map(|k| wheel.entries[k.0].place).collect();
     assert_eq!(places[0], Place::PENDING);
     for level in 0..NUM_LEVELS {
-        assert!(places.iter().any(|p| p.level_slot().is_some_and(|(l, _)| l == level)));
+        assert!(places.iter().any(|p| p.level_bucket().is_some_and(|(l, _)| l == level)));
     }
     // Cancel heads and tails of lists alike.
     for (i, key) in keys.into_iter().enumerate().rev() {

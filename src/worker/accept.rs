@@ -8,27 +8,22 @@ use std::io;
 use std::time::Instant;
 
 use log::{debug, info, warn};
-use mio::Interest;
 
+use super::attempts::Attempts;
 use super::close::Entry;
-use super::connect::Attempts;
 use super::deadlines::Deadlines;
-use super::token::{Target, GEN_MASK, KEY_MASK};
+use super::token::KEY_MASK;
 use super::{Core, Slot};
+use crate::close_reason::CloseReason;
 use crate::conn::Conn;
-use crate::net::{is_out_of_descriptors, open_spare, tune_tcp, ACCEPT_PAUSE};
 use crate::observe::Observer;
+use crate::os::net::{is_out_of_descriptors, open_spare, tune_tcp, ACCEPT_PAUSE};
+use crate::os::stream::{Peer, Stream};
 use crate::proxy_protocol;
-use crate::stream::{Peer, Stream};
-use crate::vocab::{CloseReason, IoFailure, Side};
 
 /// Accepts per listener per iteration (as HAProxy's `maxaccept`): a burst of new clients does
 /// not delay reading the ones just accepted.
 const ACCEPTS_PER_ITERATION: usize = 64;
-
-/// What a connection's sockets are registered for: urgent data (`EPOLLPRI`) too, because the
-/// kernel stops reads at its mark and only this event says why (see `relay`).
-pub(super) const CONN_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE).add(Interest::PRIORITY);
 
 /// An episode of descriptor exhaustion: one warning when it begins, and an info line with its
 /// length and the count of clients refused when an accept succeeds again.
@@ -181,32 +176,6 @@ impl Core {
             per_ip_counted,
             attempts,
         });
-    }
-
-    /// Puts an admitted connection in a slot of its own generation, arms its timer and
-    /// registers its sockets (closing it if they cannot be).
-    pub(super) fn install(&mut self, mut slot: Slot) {
-        self.generation = self.generation.wrapping_add(1) & GEN_MASK;
-        let gen = self.generation;
-        let entry = self.slots.vacant_entry();
-        let key = entry.key();
-        let wheel_key = u32::try_from(key).expect("fewer than 2^32 connections");
-        slot.gen = gen;
-        slot.timer = Some(self.wheel.insert(slot.deadlines.earliest(), wheel_key));
-        let slot = entry.insert(slot);
-        let registered = self
-            .registry
-            .register(slot.conn.client_mut(), Target::Conn(key, Side::Client, gen).token(), CONN_INTEREST)
-            .and_then(|()| match slot.conn.upstream_mut() {
-                Some(up) => {
-                    self.registry.register(up, Target::Conn(key, Side::Upstream, gen).token(), CONN_INTEREST)
-                }
-                None => Ok(()),
-            });
-        if let Err(error) = registered {
-            let failure = IoFailure { side: Side::Client, op: "register", error };
-            self.close(key, CloseReason::Error, Some(failure));
-        }
     }
 
     /// A client refused at accept (closed at once: it learns immediately instead of waiting in

@@ -13,14 +13,15 @@ use log::kv::Value;
 
 use super::Core;
 use crate::cancel::Canceller;
+use crate::close_reason::CloseReason;
 use crate::config::{IdleClose, ListenerConfig};
 use crate::conn::Conn;
 use crate::observe::Closing;
+use crate::os::stream::{Peer, Stream};
+use crate::os::sys::TcpProgress;
 use crate::proxy_protocol;
-use crate::stream::{Peer, Stream};
-use crate::sys::TcpProgress;
+use crate::side::{IoFailure, Side};
 use crate::upstream::Target;
-use crate::vocab::{CloseReason, IoFailure, Side};
 
 /// What the ledger records.
 pub(super) enum Entry {

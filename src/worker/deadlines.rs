@@ -16,10 +16,10 @@
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
+use crate::close_reason::CloseReason;
 use crate::config::ListenerConfig;
 use crate::conn::{Conn, Progress};
 use crate::observe::Timer;
-use crate::vocab::CloseReason;
 
 /// How far away the deadline of a connection that runs no inactivity timer is (a busy
 /// PostgreSQL session, a monitoring Redis client): beyond any timeout the configuration allows

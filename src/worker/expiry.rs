@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use super::deadlines::{inactivity, reason_of};
 use super::liveness::{self, Due, Verdict};
 use super::Core;
-use crate::net::is_out_of_descriptors;
-use crate::sys::{TcpProgress, JIFFY_SLACK_MS};
-use crate::vocab::{CloseReason, IoFailure, Side};
+use crate::close_reason::CloseReason;
+use crate::os::net::is_out_of_descriptors;
+use crate::os::sys::{TcpProgress, JIFFY_SLACK_MS};
+use crate::side::{IoFailure, Side};
 
 /// Timer expiries per iteration.
 const EXPIRIES_PER_ITERATION: usize = 1024;
@@ -37,10 +38,9 @@ impl Core {
                 continue;
             };
             slot.timer = None;
-            let due = slot.deadlines.earliest();
-            if due > tick {
+            if slot.deadlines.earliest() > tick {
                 // Activity since the timer was armed: re-arm it for the deadline now in force.
-                slot.timer = Some(self.wheel.insert(due, key as u32));
+                slot.arm(&mut self.wheel, key);
                 continue;
             }
             let reason = slot.deadlines.reason(slot.conn.is_connecting());
@@ -118,7 +118,7 @@ impl Core {
             Verdict::Postpone { deadlines, wire } => {
                 slot.deadlines = deadlines;
                 slot.wire_seen = wire;
-                slot.timer = Some(self.wheel.insert(deadlines.earliest(), key as u32));
+                slot.arm(&mut self.wheel, key);
                 None
             }
             Verdict::Close(CloseReason::Idle) if reason.is_idle() => Some(reason),

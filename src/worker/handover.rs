@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use log::error;
 
-use super::connect::Attempts;
+use super::attempts::Attempts;
 use super::deadlines::Deadlines;
 use super::{Core, Phase, Slot, Worker};
 use crate::clock::Clock;
 use crate::conn::Conn;
 use crate::handover::state::{ConnState, WorkerState};
-use crate::stream::Peer;
+use crate::os::stream::Peer;
 
 /// What a frozen worker hands the supervisor.
 pub struct Frozen {
@@ -221,7 +221,7 @@ fn discard(c: &ConnState) {
     let sockets = std::iter::once(r.client.fd).chain(r.upstream.as_ref().map(|s| s.fd));
     let pipes = [&r.to_upstream, &r.to_client].into_iter().flat_map(|h| h.pipe.map(|p| [p.0, p.1])).flatten();
     for fd in sockets.chain(pipes) {
-        drop(crate::sys::adopt(fd));
+        drop(crate::os::sys::adopt(fd));
     }
 }
 

@@ -20,10 +20,10 @@ use mio::Waker;
 
 use super::deadlines::{inactivity, NEVER};
 use super::{Core, Slot};
+use crate::close_reason::CloseReason;
 use crate::observe::Protocol;
-use crate::report::{reap_order, ConnRow};
-use crate::stream::Peer;
-use crate::vocab::CloseReason;
+use crate::os::stream::Peer;
+use crate::rows::{reap_order, ConnRow};
 
 /// Rows built per loop turn, over every `show conns` in progress: some 0.8 ms of work in a release
 /// build (the pass that chooses 9,000 connections and orders them is some 1 ms).

@@ -5,7 +5,7 @@
 //! drains a send queue to a slow reader, fills a receive queue that backpressure keeps the
 //! daemon from reading, and may have received the FIN that the half-close timer waits for,
 //! behind bytes not read yet. So when a relay's idle or half-close deadline passes, the worker
-//! asks the kernel (`TCP_INFO` of both sockets, [`crate::sys::tcp_progress`]) and this module
+//! asks the kernel (`TCP_INFO` of both sockets, [`crate::os::sys::tcp_progress`]) and this module
 //! decides: close now, or postpone to the deadline that the kernel's view implies.
 //!
 //! The rules, which the README and idlereaper(8) state for users:
@@ -36,10 +36,11 @@
 //! are queued toward a peer that stopped reading (the first postpones by the slack).
 
 use super::deadlines::Deadlines;
-use crate::sys::TcpProgress;
+use crate::close_reason::CloseReason;
+use crate::os::sys::TcpProgress;
 #[cfg(doc)]
-use crate::sys::JIFFY_SLACK_MS;
-use crate::vocab::{CloseReason, Side};
+use crate::os::sys::JIFFY_SLACK_MS;
+use crate::side::Side;
 
 /// What to do with a relay whose timer is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! One worker: an event loop with one `mio::Poll` that owns the worker's listeners, a `Slab` of
-//! connection slots, the timing wheel, and a control channel from the supervisor. No globals:
+//! connection slots, the timing wheel, and a command channel from the supervisor. No globals:
 //! everything an iteration touches hangs off [`Worker`].
 //!
 //! One iteration: compute the poll timeout from the wheel's next deadline (none: block until I/O),
@@ -8,22 +8,26 @@
 //! blocking call is `Poll::poll`; accepts, reads per connection and expiries are bounded per
 //! iteration, and leftover work makes the next poll non-blocking instead of starving I/O.
 //!
-//! The jobs, one file each: [`token`] (what an event is for), [`accept`] (accept and admission),
+//! The jobs, one file each: [`slot`] (a connection as the loop keeps it: installed, registered,
+//! its timer armed), [`token`] (what an event is for), [`accept`] (accept and admission),
+//! [`connect`] (the upstream addresses tried in turn, [`attempts`] the record of them),
 //! [`deadlines`] (which timeout applies when), [`liveness`] (is a due relay really idle),
 //! [`expiry`] (the wheel's side: expire, re-arm, close upstreams between ticks), [`close`]
-//! (closing, resets, the close log line, the ledger), [`control`] (the supervisor's commands),
+//! (closing, resets, the close log line, the ledger), [`commands`] (the supervisor's commands),
 //! [`handover`] (a live upgrade: freezing every connection, and taking them over), [`inspect`]
 //! (the control socket's questions: a row per connection, and closing chosen ones).
 
 mod accept;
+mod attempts;
 mod close;
+mod commands;
 mod connect;
-mod control;
 mod deadlines;
 mod expiry;
 mod handover;
 mod inspect;
 pub(crate) mod liveness;
+mod slot;
 mod token;
 
 use std::collections::VecDeque;
@@ -32,7 +36,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::stream::{Peer, Stream};
+use crate::os::stream::{Peer, Stream};
 use log::{debug, warn};
 use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
@@ -41,22 +45,22 @@ use crate::alarm::Alarm;
 use crate::buffer::Pool;
 use crate::cancel::Canceller;
 use crate::clock::Clock;
+use crate::close_reason::CloseReason;
 use crate::config::Config;
-use crate::conn::{Conn, Next};
+use crate::conn::Next;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
-use crate::net::open_spare;
 use crate::observe::State;
-use crate::pipe::PipePool;
+use crate::os::net::open_spare;
+use crate::os::pipe::PipePool;
 use crate::relay::Io;
-use crate::vocab::CloseReason;
-use crate::wheel::{TimerKey, Wheel};
+use crate::wheel::Wheel;
 
 use accept::Starved;
-pub use control::{Command, ListenerChange, Reload, Remote};
-use deadlines::Deadlines;
+pub use commands::{Command, ListenerChange, Reload, Remote};
 pub use handover::Frozen;
 pub use inspect::{ClientMatch, Query, Rows, Selector};
+use slot::Slot;
 use token::Target;
 
 /// Relay buffer size: one read, and the most a direction holds while its reader is stalled.
@@ -86,32 +90,6 @@ pub struct Worker {
     poll: Poll,
     events: Events,
     core: Core,
-}
-
-/// A connection as the loop keeps it: the relay state machine and the loop's bookkeeping for it
-/// (which the connection itself knows nothing of).
-struct Slot {
-    /// Unique for the daemon's lifetime, across upgrades too (see [`Core::new_id`]).
-    id: u64,
-    conn: Conn,
-    /// Index of the listener that accepted it.
-    listener: usize,
-    /// The client's address (or `unix`).
-    peer: Peer,
-    accepted: Instant,
-    /// Events carrying another generation are not this connection's (see [`token`]).
-    gen: usize,
-    /// The connection's one entry in the timing wheel, if armed.
-    timer: Option<TimerKey>,
-    /// What the timer is armed for.
-    deadlines: Deadlines,
-    /// The sum of both sockets' kernel byte counters (acknowledged and received) at the last
-    /// idle review (see [`liveness`]).
-    wire_seen: Option<u64>,
-    /// Counted in the listener's per-address table (to be uncounted at close).
-    per_ip_counted: bool,
-    /// A relay's upstream addresses, how many were tried, and the one that connected.
-    attempts: Option<connect::Attempts>,
 }
 
 /// Everything but the poll's event buffer, so that events can be iterated while handling them.
@@ -368,7 +346,7 @@ impl Core {
         // The activity path is a store into the slot, which is in cache anyway: a later deadline
         // leaves the wheel alone, and when the timer fires early `expiry` re-arms it (lazy
         // re-arm). The entry moves only for a deadline that moves earlier, and once when the
-        // upstream connect completes, so that it leaves the connect_timeout slot instead of
+        // upstream connect completes, so that it leaves the connect_timeout bucket instead of
         // firing there to be re-armed (a wake-up per tick after a burst of connections).
         let (old, new) = slot.deadlines.after(&progress, conn, &listener.config, &self.clock);
         if let Some(timer) = slot.timer.filter(|_| new < old || (connected && new != old)) {

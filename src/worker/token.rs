@@ -4,7 +4,7 @@
 
 use mio::Token;
 
-use crate::vocab::Side;
+use crate::side::Side;
 
 /// Poll tokens: the low two bits say what the rest indexes. A connection's token also carries the
 /// generation of the connection (bits above [`KEY_BITS`]), so that an event meant for a closed

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use idlereaper::report::{ConnRow, ListenerRow};
+use idlereaper::rows::{ConnRow, ListenerRow};
 
 #[test]
 fn show_conns_tells_what_each_connection_did() {

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::thread;
 
 use crate::common::*;
-use idlereaper::report::{reap_order, ConnRow};
+use idlereaper::rows::{reap_order, ConnRow};
 
 fn rows_of(socket: &Path, args: &[&str]) -> Vec<ConnRow> {
     serde_json::from_str(&ctl_stdout(socket, args)).expect("JSON rows")

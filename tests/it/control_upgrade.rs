@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use idlereaper::report::{reap_order, ConnRow};
+use idlereaper::rows::{reap_order, ConnRow};
 
 /// How long an upgrade may take, from USR2 to the `upgraded` line (it runs the new binary's
 /// checks first), on a loaded 2-core machine with a debug build.

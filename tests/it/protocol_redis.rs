@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use idlereaper::report::ConnRow;
+use idlereaper::rows::ConnRow;
 
 const PROTOCOL: &str = "protocol = \"redis\"\n";
 const IDLE: Duration = Duration::from_secs(1);

@@ -33,6 +33,8 @@ within the wait (upgrade --wait, 60 s for the other commands).";
 struct Cli {
     /// The control socket (default: the [control] socket of the configuration file, else
     /// /run/idlereaper/control.sock).
+    // The help text names the `[control]` table as a person writes it: not a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(short, long, value_name = "SOCKET", global = true)]
     socket: Option<PathBuf>,
     /// The daemon's configuration file, to find the control socket in.

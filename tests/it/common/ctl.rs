@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use idlereaper::report::{ConnRow, ListenerRow, UpstreamRow};
+use idlereaper::rows::{ConnRow, ListenerRow, UpstreamRow};
 
 use super::{wait_for, Daemon, IO_TIMEOUT};
 

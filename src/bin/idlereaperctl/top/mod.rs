@@ -26,7 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use idlereaper::ctl::{self, Failure};
-use idlereaper::report::{human_ms, ConnRow, ListenerRow};
+use idlereaper::rows::{human_ms, ConnRow, ListenerRow};
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::{cursor, execute, terminal};
 use ratatui::layout::{Constraint, Layout, Rect};

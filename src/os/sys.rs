@@ -5,7 +5,7 @@
 //! [`inherit`] (keep a descriptor across `execve`) and [`adopt`] (own a descriptor inherited by
 //! number); process descriptors ([`pidfd_open`], [`pidfd_kill`], [`pidfd_exit_status`]) with
 //! which its guardian watches the new image; and [`spawn_blocking`], a child started with
-//! signals blocked. This module is, with `daemon.rs`, one of the two places that use `unsafe`.
+//! signals blocked. This module is, with `daemon/`, one of the two places that use `unsafe`.
 
 #![allow(unsafe_code)]
 

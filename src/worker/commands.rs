@@ -12,10 +12,10 @@ use super::handover::Frozen;
 use super::inspect::{Query, Rows, Selector};
 use super::token::Target;
 use super::{Core, Phase};
+use crate::close_reason::CloseReason;
 use crate::config::ListenerConfig;
 use crate::listener::Listener;
 use crate::upstream::Upstreams;
-use crate::vocab::CloseReason;
 
 /// What the supervisor asks of a worker.
 pub enum Command {

@@ -2,7 +2,7 @@
 //! listeners together.
 //!
 //! A table is checked key by key into a [`ListenerConfig`]. The spans of its name and addresses
-//! are kept beside it (`Checked`) so that the checks across listeners (unique names, unique
+//! are kept beside it ([`Checked`]) so that the checks across listeners (unique names, unique
 //! `listen` addresses, no relay loops) can point at the line to fix.
 //!
 //! Timers that can be switched off (`max_lifetime`, `half_close_timeout`, `tcp_keepalive`) take
@@ -16,13 +16,13 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use super::locate::{Source, Span};
+use super::locate::Source;
 use crate::proxy_protocol::Version as ProxyVersion;
 
 use super::address::{self, Listen};
 use super::backoff;
-use super::checks;
-use super::duration::{duration, duration_or_off, Range};
+use super::checks::{self, Checked};
+use super::duration::{duration, duration_or_off, Range, MAX_TIMEOUT};
 use super::protocol::{self, ProtocolFile, ProtocolKeys};
 use super::value::{integer, octal_mode, shown, word, wrong_type};
 use super::{Backoff, Balance, IdleClose, ListenerConfig, Res, HOUR};
@@ -31,7 +31,6 @@ use upstreams::upstreams;
 
 /// Longest `idle_timeout`, `max_lifetime` and `half_close_timeout` (30 days); the shortest is
 /// `daemon.tick`.
-pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * HOUR.as_secs());
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest `connect_timeout`; the shortest is `daemon.tick`.
 const MAX_CONNECT_TIMEOUT: Duration = HOUR;
@@ -107,15 +106,6 @@ pub(super) fn validate(
     checks::unique(src, &checked)?;
     checks::no_loops(src, &checked)?;
     Ok(checked.into_iter().map(|c| c.config).collect())
-}
-
-/// A validated listener and where its values were, for the checks across listeners.
-pub(super) struct Checked {
-    pub(super) config: ListenerConfig,
-    pub(super) name_span: Span,
-    pub(super) listen_span: Span,
-    /// Of each `upstream` entry.
-    pub(super) upstream_spans: Vec<Span>,
 }
 
 fn validate_one(src: &Source, index: usize, listener: Spanned<FileListener>, tick: Duration) -> Res<Checked> {

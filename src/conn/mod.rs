@@ -19,14 +19,15 @@ mod handover;
 
 use std::io::{self, Read};
 
-use crate::stream::Stream;
+use crate::os::stream::Stream;
 
 use crate::buffer::Pool;
+use crate::close_reason::CloseReason;
 use crate::observe::Observer;
-use crate::pipe::PipePool;
+use crate::os::pipe::PipePool;
+use crate::os::sys::{tcp_progress, TcpProgress};
 use crate::relay::{pump, Half, Io, Pumped, Socket, Way};
-use crate::sys::{tcp_progress, TcpProgress};
-use crate::vocab::{is_reset, CloseReason, IoFailure, Side};
+use crate::side::{is_reset, IoFailure, Side};
 
 /// What the event loop should do after [`Conn::drive`].
 #[derive(Debug)]

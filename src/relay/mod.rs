@@ -32,14 +32,14 @@ mod urgent;
 use std::io;
 use std::net::Shutdown;
 
-use crate::stream::Stream;
+use crate::os::stream::Stream;
 use nix::fcntl::{splice, SpliceFFlags};
 
 use crate::buffer::{Buf, Pool};
 use crate::observe::Observer;
-use crate::pipe::{Pipe, PipePool};
-use crate::sys;
-use crate::vocab::{IoFailure, Side};
+use crate::os::pipe::{Pipe, PipePool};
+use crate::os::sys;
+use crate::side::{IoFailure, Side};
 use copy::{copy, write_out, Fault};
 use urgent::{send_urgent, urgent_mark, urgent_pending, Mark};
 

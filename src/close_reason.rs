@@ -1,42 +1,10 @@
-//! The words every layer shares: which side of a connection, why a connection was closed, and
-//! an I/O failure with the side and operation it happened on. A leaf: it imports nothing of the
-//! crate, so the relay, the listeners, the metrics and the worker can all use it without
-//! importing each other.
+//! Why a connection was closed ([`CloseReason`]): the names the close log line and the metrics
+//! show, and what each reason tells of who ended it. Over [`crate::side`] only, so that the
+//! relay, the listeners, the metrics and the worker can all use it without importing each other.
 
 use std::fmt;
-use std::io;
 
-/// Which socket of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Client,
-    Upstream,
-}
-
-impl Side {
-    /// The other socket of the pair.
-    pub fn other(self) -> Side {
-        match self {
-            Side::Client => Side::Upstream,
-            Side::Upstream => Side::Client,
-        }
-    }
-
-    /// The position of this side in a `[client, upstream]` pair.
-    pub fn index(self) -> usize {
-        match self {
-            Side::Client => 0,
-            Side::Upstream => 1,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Side::Client => "client",
-            Side::Upstream => "upstream",
-        }
-    }
-}
+use crate::side::{is_reset, IoFailure, Side};
 
 /// Why a connection was closed. The names are part of the log format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,24 +115,4 @@ impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// An I/O failure, with the socket and operation it happened on, for the close log line.
-#[derive(Debug)]
-pub struct IoFailure {
-    pub side: Side,
-    pub op: &'static str,
-    pub error: io::Error,
-}
-
-impl fmt::Display for IoFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.side.name(), self.op, self.error)
-    }
-}
-
-/// Whether an I/O error means the peer reset the connection (or is gone, refusing our writes).
-pub fn is_reset(error: &io::Error) -> bool {
-    use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
-    matches!(error.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)
 }

@@ -2,7 +2,7 @@
 //! pidfile, bind, daemonize (or not), drop privileges, run the event loop, clean up. Every error
 //! is an [`Error`] whose [`Error::exit_status`] is the contract's: 2 for configuration, 1 else.
 //! The daemon rebuilt from a live upgrade's state, in the new image or in its guardian, is
-//! [`resume`]'s.
+//! `resume`'s.
 
 mod invocation;
 mod resume;

@@ -18,8 +18,8 @@ use log::{info, warn};
 use mio::net::{TcpStream, UnixStream};
 
 use crate::config::{Backoff, Balance, ListenerConfig, Upstream};
-use crate::report::UpstreamRow;
-use crate::stream::Stream;
+use crate::os::stream::Stream;
+use crate::rows::UpstreamRow;
 
 mod health;
 

@@ -19,8 +19,8 @@
 //!    (ranges, absolute paths, addresses, networks), then the listeners are checked together
 //!    (unique names, unique `listen` addresses, no relay loops), then `[metrics]` against the
 //!    listeners. `[daemon]` and `[metrics]` are checked in the `daemon` submodule, the listeners
-//!    in the `listener` submodule, durations in `duration`, other single values in `value`. The
-//!    first error found is returned.
+//!    in the `listener` submodule, durations in `duration`, other single values in `value`; the
+//!    checks across listeners in `checks`. The first error found is returned.
 //! 3. **`Config` against this machine** (the `host` submodule; [`Config::load`] only, so at start,
 //!    for `--check` and for a reload). What the daemon would otherwise refuse only at start, and
 //!    that needs no socket: the users and groups named exist, the pidfile's directory exists or
@@ -367,8 +367,6 @@ fn validate(src: &Source, file: FileConfig, checks: Checks) -> Res<Config> {
     Ok(Config { path: src.path.to_owned(), daemon, listeners, metrics, control, text: src.text.into() })
 }
 
-#[cfg(test)]
-mod daemon_tests;
 #[cfg(test)]
 mod property_tests;
 #[cfg(test)]

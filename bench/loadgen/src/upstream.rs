@@ -24,7 +24,7 @@ struct Peer {
 /// Serves until killed.
 pub fn serve(listen: SocketAddr, mode: Mode) -> io::Result<String> {
     let mut poll = Poll::new()?;
-    let mut listener = idlereaper::net::listen(listen, false)?;
+    let mut listener = idlereaper::os::net::listen(listen, false)?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut peers: Slab<Peer> = Slab::new();
     let mut events = Events::with_capacity(1024);

@@ -2,7 +2,7 @@
 //! RFC 3164). In the foreground, "syslog" and "stderr" both mean stderr (a supervisor such as
 //! systemd captures it); a file stays a file. A log file is reopened on request (SIGUSR1), for
 //! `logrotate`. Each line is text or JSON (`daemon.log_format`, changed by a reload), written by
-//! [`format`] from the record's message and fields.
+//! [`format`](mod@format) from the record's message and fields.
 //!
 //! A daemon writes nothing to the terminal it was started from once the start command has
 //! returned. So daemonizing is refused, before anything is done, when its log lines could only
@@ -109,7 +109,7 @@ impl Destination {
         foreground: bool,
         kept: Option<RawFd>,
     ) -> Result<(Destination, Option<String>), crate::error::Error> {
-        let kept = kept.and_then(|fd| crate::sys::adopt(fd).ok());
+        let kept = kept.and_then(|fd| crate::os::sys::adopt(fd).ok());
         match (Destination::open(target, foreground), kept, target) {
             (Ok(destination), _, _) => Ok((destination, None)),
             (Err(e), Some(kept), LogTarget::File(path)) => {
@@ -346,7 +346,7 @@ mod tests {
         let kept = || {
             let file = open_log_file(&kept_path).unwrap();
             let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
-            crate::sys::inherit(fd).unwrap();
+            crate::os::sys::inherit(fd).unwrap();
             fd
         };
         let gone = LogTarget::File(dir.path().join("no-such-dir").join("idlereaper.log"));

@@ -34,9 +34,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
+use crate::close_reason::CloseReason;
 use crate::observe::Cause;
 use crate::upstream::Upstreams;
-use crate::vocab::CloseReason;
 
 mod export;
 mod exposition;
@@ -46,7 +46,7 @@ mod process;
 mod render;
 mod request;
 
-/// Every close reason, where its counter is kept: [`reason_slot`] is the position. The order
+/// Every close reason, where its counter is kept: [`reason_index`] is the position. The order
 /// is fixed (a live upgrade carries the counters in it, see `export`): a new reason goes at the
 /// end. [`SHOWN`] is the order the metrics show them in.
 const REASONS: [CloseReason; 18] = [
@@ -98,7 +98,7 @@ const CLOSES: usize = 14;
 
 /// The index of `reason` in [`REASONS`]. A `match`, so that a new reason does not compile
 /// until it has a place here.
-fn reason_slot(reason: CloseReason) -> usize {
+fn reason_index(reason: CloseReason) -> usize {
     match reason {
         CloseReason::ClientClosed => 0,
         CloseReason::UpstreamClosed => 1,
@@ -141,7 +141,7 @@ pub struct ListenerMetrics {
     name: String,
     accepted: AtomicU64,
     active: AtomicI64,
-    /// By [`reason_slot`]: connections closed, and connections refused at accept.
+    /// By [`reason_index`]: connections closed, and connections refused at accept.
     closed: [AtomicU64; REASONS.len()],
     refused: [AtomicU64; REASONS.len()],
     upstream_connect_errors: AtomicU64,
@@ -206,7 +206,7 @@ impl ListenerMetrics {
     /// An accepted connection ended after `lifetime` (`idlereaper_connections_closed_total`
     /// and `idlereaper_connection_lifetime_seconds`). It does not change the active gauge.
     pub fn closed(&self, reason: CloseReason, lifetime: Duration) {
-        self.closed[reason_slot(reason)].fetch_add(1, Relaxed);
+        self.closed[reason_index(reason)].fetch_add(1, Relaxed);
         let bucket = LIFETIME_BUCKETS.iter().position(|&(ms, _)| lifetime <= Duration::from_millis(ms));
         self.lifetimes[bucket.unwrap_or(LIFETIME_BUCKETS.len())].fetch_add(1, Relaxed);
         let micros = u64::try_from(lifetime.as_micros()).unwrap_or(u64::MAX);
@@ -216,7 +216,7 @@ impl ListenerMetrics {
     /// A client was closed at accept (`idlereaper_connections_refused_total`): `Limit`,
     /// `PerIpLimit`, `Denied` or `OutOfDescriptors`.
     pub fn refused(&self, reason: CloseReason) {
-        self.refused[reason_slot(reason)].fetch_add(1, Relaxed);
+        self.refused[reason_index(reason)].fetch_add(1, Relaxed);
     }
 
     /// Connecting to the upstream failed (`idlereaper_upstream_connect_errors_total`).
