@@ -1,6 +1,7 @@
 //! The address forms of the configuration: where a listener listens (`IP:port`,
-//! `[IPv6]:port`, `unix:/absolute/path`, or `systemd:NAME`, a socket systemd passes) and where a relay connects (those, or `host:port`
-//! with a DNS name, resolved at start and then every `daemon.resolve_interval`). Each parser
+//! `[IPv6]:port`, `unix:/absolute/path`, or `systemd:NAME`, a socket systemd passes) and where a
+//! relay connects (those but `systemd:`, or `host:port` with a DNS name, resolved at start and
+//! then every `daemon.resolve_interval`). Each parser
 //! returns the message that completes `"<text>" …` for the caller's positioned error.
 
 use std::fmt;

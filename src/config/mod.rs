@@ -43,8 +43,10 @@
 //!   ticks of at least 1 ms, so finer precision would be a promise the daemon cannot keep. The timers that can be switched off (`max_lifetime`,
 //!   `half_close_timeout`, `tcp_keepalive`) take `"0s"` for off; `tcp_keepalive` must be whole
 //!   seconds, because that is what the kernel's `TCP_KEEPIDLE` counts.
-//! * Addresses are `"IP:port"` or `"[IPv6]:port"`; host names are not resolved; port 0 is
-//!   rejected, and so is a wildcard address (`0.0.0.0`, `::`) as an upstream.
+//! * Addresses are `"IP:port"`, `"[IPv6]:port"` or `"unix:/path"`; a listener's may also be
+//!   `"systemd:NAME"` (a socket systemd passes), an upstream's `"host:port"` (resolved at start,
+//!   then every `daemon.resolve_interval`); port 0 is rejected, and so is a wildcard address
+//!   (`0.0.0.0`, `::`) as an upstream.
 //! * Source networks (`allow`, `deny`) are arrays of strings, each a CIDR network
 //!   (`"10.0.0.0/8"`, `"2001:db8::/32"`) or a bare address (a network of one). Host bits set
 //!   after the prefix (`"10.0.0.1/8"`) are an error, not silently cleared. An error about one
@@ -52,8 +54,10 @@
 //! * `[metrics]` is optional; without it there is no metrics endpoint. Its `listen` is required
 //!   and is an address like a listener's, which no listener may use (nor overlap through a
 //!   wildcard address on the same port: the two could not both be bound).
-//! * `connect_timeout` and `half_close_timeout` on a sink listener are errors: a sink never
-//!   connects, and it closes at the client's FIN, so they would have no effect.
+//! * The keys of a relay (`connect_timeout`, `upstream_backoff`, `upstream_backoff_max`,
+//!   `half_close_timeout`, `proxy_protocol`, `balance`, `protocol`) on a sink listener are
+//!   errors: a sink never connects, and it closes at the client's FIN, so they would have no
+//!   effect.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -51,11 +51,13 @@
 //!   gives its buffer back.
 //!
 //! # Lazy postpone
-//! [`Wheel::postpone`] is the activity path: it only stores the new deadline.
+//! [`Wheel::postpone`] moves a deadline later in O(1): it only stores the new deadline.
 //! The entry stays where it is filed; when its bucket comes up and the stored
 //! deadline is not due, the entry is filed again (Netty's `IdleStateHandler`,
 //! tokio's lazy reset). An entry's bucket always comes up at or before its
-//! deadline, so a postponed timer never fires late.
+//! deadline, so a postponed timer never fires late. (The daemon's worker goes one step
+//! further on its activity path: it keeps the deadline in the connection's slot, touching no
+//! wheel state, and re-arms when the timer fires early — `worker/expiry.rs`.)
 //!
 //! # Range and clamping
 //! A deadline more than [`MAX_DURATION`] (2^36 - 1) ticks after `elapsed` is
@@ -187,7 +189,7 @@ impl<T> Wheel<T> {
         self.file(key.0);
     }
 
-    /// The activity path: sets the deadline without moving the entry, if the
+    /// A later deadline in O(1): sets the deadline without moving the entry, if the
     /// entry's bucket comes up no later than `deadline` (true whenever the
     /// deadline moves later); the bucket then files it again. Otherwise the
     /// timer would fire late, and this is a [`reset`](Self::reset). O(1).

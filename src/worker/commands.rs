@@ -1,5 +1,5 @@
-//! The supervisor's commands to a worker (stop, reload), the handle that sends them, and the
-//! worker's side of each.
+//! The supervisor's commands to a worker (ping, stop, reload, freeze, inspect and the rows after,
+//! kill), the handle that sends them, and the worker's side of each.
 
 use std::sync::mpsc::Sender;
 use std::sync::Arc;

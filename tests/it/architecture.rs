@@ -96,7 +96,7 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 }
 
 /// The leaves the layers share: modules that import nothing of the crate. ARCHITECTURE.md lists
-/// the same.
+/// the same (`map.rs` checks it).
 pub const LEAVES: &[&str] = &[
     "alarm",
     "buffer",

@@ -34,6 +34,7 @@ mod faults;
 mod floods;
 mod integrity;
 mod logs;
+mod map;
 mod metrics;
 mod monitoring;
 mod notify;
