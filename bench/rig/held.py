@@ -8,14 +8,12 @@ relay-side socket's inode (local port = the relay's, remote = one of ours); /pro
 which process holds it.
 """
 
-import errno
 import os
-import selectors
 import socket
 import struct
-import time
 
 from . import procs as P
+from . import wire
 
 CONNECT_LIMIT_S = 180  # opening all N connections
 CHECK_LIMIT_S = 10  # one echo check of all N connections
@@ -43,82 +41,21 @@ def client_socket():
 
 
 def open_conns(addr, n, limit_s=CONNECT_LIMIT_S):
-    """N connected non-blocking sockets, at most 256 connects in flight; raises RuntimeError
-    when more than 10 fail or fewer than N open within `limit_s`."""
-    sel = selectors.DefaultSelector()
-    done, inflight, failed, started = [], 0, [], 0
-    until = time.monotonic() + limit_s
-
-    def failure(err):
-        failed.append(os.strerror(err))
-        if len(failed) > 10:
-            raise RuntimeError(f"connects fail: {failed[-1]} ({len(done)} of {n} open)")
-
-    while len(done) < n and time.monotonic() < until:
-        while started < n and inflight < 256:
-            s = client_socket()
-            rc = s.connect_ex(addr)
-            if rc not in (0, errno.EINPROGRESS):
-                s.close()
-                failure(rc)
-                continue
-            sel.register(s, selectors.EVENT_WRITE)
-            started += 1
-            inflight += 1
-        for key, _ in sel.select(timeout=1.0):
-            s = key.fileobj
-            sel.unregister(s)
-            inflight -= 1
-            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                s.close()
-                started -= 1  # tried again
-                failure(err)
-            else:
-                done.append(s)
-    sel.close()
-    if len(done) < n:
-        raise RuntimeError(f"only {len(done)} of {n} connections opened within {limit_s}s")
-    return done
+    """N connected non-blocking sockets from rotating source addresses (`client_socket`), at
+    most 256 connects in flight; raises RuntimeError when more than 10 fail or fewer than N
+    open within `limit_s`."""
+    return wire.open_many(f"{addr[0]}:{addr[1]}", n, limit_s, new_socket=client_socket, nodelay=False)
 
 
 def check(conns, alive):
     """A one-byte echo on every socket still alive; one outcome per socket: ok, eof, reset,
     timeout, or dead (already found broken). A socket found broken is marked in `alive`."""
-    out = ["dead"] * len(conns)
-    sel = selectors.DefaultSelector()
-    pending = 0
-    for i, s in enumerate(conns):
-        if not alive[i]:
-            continue
-        try:
-            s.send(b"\x02")
-        except OSError:
-            out[i] = "reset"
+    out = wire.echo_check([s if ok else None for s, ok in zip(conns, alive)], CHECK_LIMIT_S)
+    for i, outcome in enumerate(out):
+        if outcome is None:
+            out[i] = "dead"
+        elif outcome in ("eof", "reset"):
             alive[i] = False
-            continue
-        sel.register(s, selectors.EVENT_READ, i)
-        pending += 1
-    until = time.monotonic() + CHECK_LIMIT_S
-    while pending and time.monotonic() < until:
-        for key, _ in sel.select(timeout=0.5):
-            i = key.data
-            try:
-                b = key.fileobj.recv(64)
-            except BlockingIOError:
-                continue
-            except OSError:
-                b = None
-            if b:
-                out[i] = "ok"
-            else:
-                out[i] = "eof" if b == b"" else "reset"
-                alive[i] = False
-            sel.unregister(key.fileobj)
-            pending -= 1
-    for key in list(sel.get_map().values()):
-        out[key.data] = "timeout"
-    sel.close()
     return out
 
 

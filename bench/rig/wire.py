@@ -28,9 +28,11 @@ def connect(where, timeout=5.0):
     return s
 
 
-def open_many(where, n, limit_s=CONNECT_LIMIT_S):
+def open_many(where, n, limit_s=CONNECT_LIMIT_S, new_socket=None, nodelay=True):
     """N connected non-blocking sockets, at most 256 connects in flight; raises if fewer than N
-    connect within `limit_s` or more than 10 connects fail."""
+    connect within `limit_s` or more than 10 connects fail. `new_socket` makes each one
+    (non-blocking; bound to a source address of the caller's choice if it likes); `nodelay` sets
+    TCP_NODELAY on each once connected."""
     target = addr(where)
     sel = selectors.DefaultSelector()
     done, failed, inflight, started = [], [], 0, 0
@@ -38,8 +40,11 @@ def open_many(where, n, limit_s=CONNECT_LIMIT_S):
     try:
         while len(done) < n and time.monotonic() < until:
             while started < n and inflight < 256:
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.setblocking(False)
+                if new_socket:
+                    s = new_socket()
+                else:
+                    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    s.setblocking(False)
                 rc = s.connect_ex(target)
                 if rc not in (0, errno.EINPROGRESS):
                     s.close()
@@ -60,7 +65,8 @@ def open_many(where, n, limit_s=CONNECT_LIMIT_S):
                     started -= 1  # tried again
                     failed.append(os.strerror(err))
                 else:
-                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    if nodelay:
+                        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     done.append(s)
     finally:
         for key in list(sel.get_map().values()):
